@@ -1,0 +1,33 @@
+# make demo: set up and stylize the bundled example.  make test: set up and run every test.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test browsers clean
+
+install: $(STAMP)
+
+# torch first, with an exact pin: an open range would pull several GB of CUDA packages.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[web,test]'
+	touch $@
+
+demo: install
+	mkdir -p out
+	$(VENV)/bin/restyle stylize examples/tubingen.jpg examples/starry_night.jpg -o out/tubingen_starry.png
+	@echo "result: out/tubingen_starry.png (settings and timings: out/tubingen_starry.png.json)"
+
+# Debian's chromium for the browser tests (no browser download from a test tool).
+browsers:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: install browsers
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,15 @@
+"""restyle: neural style transfer (Gatys, Ecker & Bethge, CVPR 2016).
+
+    import restyle
+    img = restyle.stylize("photo.jpg", "starry_night.jpg", size=512)
+
+Only the core is imported here: no web server, no progress bar.
+"""
+
+__version__ = "0.1.0"
+
+from .config import StylizeConfig  # noqa: E402
+from .errors import Cancelled, InputError, RestyleError, WeightsError  # noqa: E402
+from .engine import Result, run, stylize  # noqa: E402
+
+__all__ = ["StylizeConfig", "RestyleError", "InputError", "WeightsError", "Cancelled", "Result", "run", "stylize", "__version__"]

@@ -1,0 +1,348 @@
+"""The optimisation loop: it paints the pixels, emits events, and knows no front end.
+
+    result = run("photo.jpg", ["starry_night.jpg"], StylizeConfig(size=512))
+    result.image.save("out.png")
+
+Gatys et al. (CVPR 2016): the generated image x minimises
+    alpha * L_content(x, p) + beta * L_style(x, a) + tv_weight * TV(x)
+over its pixels, with a fixed VGG-19 as the feature extractor.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+from . import __version__
+from .config import StylizeConfig
+from .errors import Cancelled, InputError, RestyleError
+from .events import Callback, Done, Iterate, Snapshot, StageStart
+from .features import VGG19Features, deepest_layer
+from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
+from .losses import content_loss, gram, style_loss, tv_loss
+from .schedule import Stage, pyramid
+from .weights import Weights, load_weights
+
+ImageSource = Union[PathLike, Image.Image]
+PTDTYPE = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Result:
+    image: Image.Image
+    config: StylizeConfig
+    report: Dict[str, Any] = field(default_factory=dict)
+
+
+# --- devices and precision -------------------------------------------------
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); else bf16 is emulated and slow."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for but this PyTorch has no Apple MPS; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The network's precision: auto picks bf16 only where it is fast and safe."""
+    if name != "auto":
+        if name == "fp16" and device.type == "cpu":
+            raise InputError("precision 'fp16' is not supported on the CPU; use bf16 or fp32")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = PTDTYPE[precision]
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@lru_cache(maxsize=4)
+def _network(weights: Weights, deepest: str, pooling: str, device: torch.device) -> VGG19Features:
+    net = VGG19Features.from_weights(weights, deepest, pooling).to(device)
+    if device.type == "cpu":
+        # oneDNN convolutions run ~1.6x faster on NHWC tensors on this kind of CPU.
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+# --- the run ---------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    content: Dict[str, torch.Tensor]
+    grams: Dict[str, torch.Tensor]
+
+
+class Painter:
+    """Holds a network and paints images with it; reuse one for many runs (batch, server)."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, precision: str) -> None:
+        self.net = net
+        self.device = device
+        self.precision = precision
+
+    def features(self, x: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            return self.net(x, layers)
+
+    @torch.no_grad()
+    def targets(
+        self,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        blend: Sequence[float],
+        cfg: StylizeConfig,
+    ) -> Targets:
+        """Content activations and blended style Gram matrices, computed once per scale."""
+        feats = self.features(content, cfg.content_layers)
+        content_t = {name: feats[name].float() for name in cfg.content_layers}
+        grams: Dict[str, torch.Tensor] = {}
+        for style, w in zip(styles, blend):
+            sfeats = self.features(style, cfg.style_layers)
+            for name in cfg.style_layers:
+                g = gram(sfeats[name]) * w
+                grams[name] = grams[name] + g if name in grams else g
+        return Targets(content_t, grams)
+
+    def loss(self, x: torch.Tensor, t: Targets, cfg: StylizeConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
+        layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
+        feats = self.features(x, layers)
+        layer_w = cfg.style_layer_weights or (1.0,) * len(cfg.style_layers)
+        c = sum(content_loss(feats[n], t.content[n]) for n in cfg.content_layers) * cfg.content_weight
+        s = sum(w * style_loss(gram(feats[n]), t.grams[n]) for n, w in zip(cfg.style_layers, layer_w))
+        s = s * cfg.style_weight
+        v = tv_loss(x) * cfg.tv_weight
+        total = c + s + v
+        return total, {"content": c.item(), "style": s.item(), "tv": v.item()}
+
+
+def _is_cancelled(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def blur_radius(long_side: int) -> float:
+    """Gaussian radius for --init blur: keeps the layout, removes the photo's texture."""
+    return max(2.0, long_side / 64)
+
+
+def initial_image(
+    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device
+) -> torch.Tensor:
+    w, h = size
+    if init == "content":
+        return to_tensor(content_img, device)
+    if init == "blur":
+        return to_tensor(content_img.filter(ImageFilter.GaussianBlur(blur_radius(max(w, h)))), device)
+    if init == "noise":
+        # White noise around mid-grey, as in Gatys et al.; seeded, drawn on the CPU so
+        # the same seed gives the same start on every device.
+        g = torch.Generator().manual_seed(seed)
+        return (127.5 + 32.0 * torch.randn(1, 3, h, w, generator=g)).clamp(0, 255).to(device)
+    return to_tensor(load_image(init).resize((w, h), Image.Resampling.LANCZOS), device)
+
+
+def normalised_blend(cfg: StylizeConfig, n_styles: int) -> List[float]:
+    if cfg.style_blend_weights is None:
+        return [1.0 / n_styles] * n_styles
+    if len(cfg.style_blend_weights) != n_styles:
+        raise InputError(
+            f"style_blend_weights has {len(cfg.style_blend_weights)} values for {n_styles} style images; "
+            "give one weight per style"
+        )
+    total = sum(cfg.style_blend_weights)
+    return [w / total for w in cfg.style_blend_weights]
+
+
+def run(
+    content: ImageSource,
+    styles: Union[ImageSource, Sequence[ImageSource]],
+    config: Optional[StylizeConfig] = None,
+    *,
+    callback: Optional[Callback] = None,
+    cancel: Any = None,
+    snapshot_every: int = 0,
+    weights: Optional[PathLike] = None,
+    **overrides: Any,
+) -> Result:
+    """Stylise `content` after `styles`; returns the image and a reproducibility report.
+
+    `callback` receives StageStart/Iterate/Snapshot/Done events; `cancel` is an
+    object with is_set() (threading.Event) or a callable; when it turns true
+    the run raises Cancelled at the next iteration.
+    """
+    cfg = (config or StylizeConfig()).replace(**overrides) if overrides else (config or StylizeConfig())
+    if isinstance(styles, (str, os.PathLike, Image.Image)):
+        styles = [styles]
+    if not styles:
+        raise InputError("at least one style image is needed")
+    emit = callback or (lambda event: None)
+    t_start = time.perf_counter()
+    timings: Dict[str, float] = {}
+
+    content_img = load_image(content, max_pixels=cfg.max_input_pixels)
+    style_imgs = [load_image(s, max_pixels=cfg.max_input_pixels) for s in styles]
+    blend = normalised_blend(cfg, len(style_imgs))
+    stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
+    for stage in stages:
+        check_size("output", *fit_size(*content_img.size, stage.long_side))
+    final_size = fit_size(*content_img.size, cfg.size)
+
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    w = load_weights(weights)
+    net = _network(w, deepest_layer(cfg.content_layers, cfg.style_layers), cfg.pooling, device)
+    painter = Painter(net, device, precision)
+    timings["setup"] = time.perf_counter() - t_start
+
+    steps = sum(s.iterations for s in stages)
+    step = 0
+    x: Optional[torch.Tensor] = None
+    terms: Dict[str, float] = {}
+    for k, stage in enumerate(stages):
+        t_stage = time.perf_counter()
+        size = fit_size(*content_img.size, stage.long_side)
+        content_t = to_tensor(resize(content_img, stage.long_side), device)
+        style_long = max(1, round(stage.long_side * cfg.style_scale))
+        style_ts = []
+        for i, simg in enumerate(style_imgs):
+            check_size(f"style image {i + 1} at style_scale {cfg.style_scale}", *fit_size(*simg.size, style_long))
+            style_ts.append(to_tensor(resize(simg, style_long), device))
+        targets = painter.targets(content_t, style_ts, blend, cfg)
+        del style_ts
+
+        if x is None:
+            x = initial_image(cfg.init, resize(content_img, stage.long_side), size, cfg.seed, device)
+        else:
+            x = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False).clamp(0, 255)
+        x = x.detach().requires_grad_(True)
+        emit(StageStart(k, len(stages), size[0], size[1], stage.iterations))
+
+        i = 0
+
+        def closure() -> torch.Tensor:
+            nonlocal i, step, terms
+            if _is_cancelled(cancel):
+                raise Cancelled("cancelled")
+            opt.zero_grad(set_to_none=True)
+            loss, terms = painter.loss(x, targets, cfg)
+            loss.backward()
+            x.grad = x.grad.contiguous()  # NHWC in the network, but L-BFGS views it flat
+            if not torch.isfinite(loss):
+                raise RestyleError(
+                    f"the loss became {float(loss)} at iteration {i + 1} (precision {precision}); "
+                    "try --precision fp32 or a smaller --lr"
+                )
+            i += 1
+            step += 1
+            emit(Iterate(k, len(stages), size[0], size[1], i, stage.iterations, step, steps,
+                         loss.item(), dict(terms), time.perf_counter() - t_start))
+            if snapshot_every and step % snapshot_every == 0:
+                emit(Snapshot(step, steps, to_pil(x)))
+            return loss
+
+        if cfg.optimizer == "lbfgs":
+            # One step() runs the whole scale; without a line search each iteration is
+            # exactly one evaluation, and tolerances of -1 never stop it early
+            # (jcjohnson/neural-style's tolX = tolFun = -1).
+            opt = torch.optim.LBFGS(
+                [x], lr=cfg.lr_or_default, max_iter=stage.iterations, max_eval=stage.iterations,
+                tolerance_grad=-1, tolerance_change=-1, history_size=100,
+            )
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam([x], lr=cfg.lr_or_default)
+            for _ in range(stage.iterations):
+                opt.step(closure)
+                with torch.no_grad():
+                    x.clamp_(0, 255)
+        timings[f"scale{k}_{size[0]}x{size[1]}"] = time.perf_counter() - t_stage
+
+    assert x is not None
+    image = to_pil(x)
+    if image.size != final_size:  # cannot happen with pyramid(); a guard, not a resize
+        raise RestyleError(f"internal error: made {image.size}, expected {final_size}")
+    elapsed = time.perf_counter() - t_start
+    timings["total"] = elapsed
+    emit(Done(elapsed, dict(terms), dict(timings)))
+    report = {
+        "restyle": __version__,
+        "config": cfg.to_dict(),
+        "styles": len(style_imgs),
+        "style_blend_weights": blend,
+        "stages": [{"long_side": s.long_side, "iterations": s.iterations} for s in stages],
+        "device": device_name(device),
+        "precision": precision,
+        "weights": {"path": str(w.path), "sha256": w.sha256, "format": w.input_format},
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "final_loss": terms,
+        "iterations": steps,
+    }
+    return Result(image, cfg, report)
+
+
+def stylize(
+    content: ImageSource,
+    styles: Union[ImageSource, Sequence[ImageSource]],
+    config: Optional[StylizeConfig] = None,
+    **kwargs: Any,
+) -> Image.Image:
+    """Stylise and return the PIL image; keyword arguments are run()'s and config fields."""
+    return run(content, styles, config, **kwargs).image
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
+    return device.type
+
+
+def versions() -> Dict[str, str]:
+    import PIL
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "pillow": PIL.__version__,
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,38 @@
+"""The few exceptions restyle raises.
+
+The library raises; only the front ends (CLI, web) print and exit. Each error
+carries the exit code the CLI should use: 2 for a user's bad input, 1 for a
+failure at run time.
+"""
+
+from __future__ import annotations
+
+
+class RestyleError(Exception):
+    """Base class of every error restyle raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(RestyleError, ValueError):
+    """A value or file given by the user breaks a rule; the message names both."""
+
+    exit_code = 2
+
+
+class WeightsError(RestyleError):
+    """The VGG-19 weights are missing, corrupt or of an unknown format."""
+
+    exit_code = 1
+
+
+class ResourceError(RestyleError):
+    """The job would not fit in memory (or another resource) on this machine."""
+
+    exit_code = 1
+
+
+class Cancelled(RestyleError):
+    """The caller asked the engine to stop before it finished."""
+
+    exit_code = 1

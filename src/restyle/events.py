@@ -1,0 +1,68 @@
+"""Progress is data: typed events the engine hands to a callback.
+
+The CLI turns them into a progress bar, the web app into a live stream and
+the tests into assertions. The engine knows nothing of any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class StageStart:
+    """A new scale of the coarse-to-fine pyramid begins."""
+
+    scale: int  # 0-based index of this scale
+    scales: int  # number of scales in the pyramid
+    width: int
+    height: int
+    iterations: int
+
+
+@dataclass(frozen=True)
+class Iterate:
+    """One evaluation of the loss and its gradient (one forward+backward)."""
+
+    scale: int
+    scales: int
+    width: int
+    height: int
+    i: int  # 1-based iteration within this scale
+    i_max: int
+    step: int  # 1-based iteration over the whole run
+    steps: int  # total iterations over the whole run
+    loss: float
+    terms: Mapping[str, float]  # weighted loss terms: content, style, tv
+    elapsed: float  # seconds since the run started
+
+    @property
+    def eta(self) -> float:
+        """Seconds left, estimated from the mean pace so far (rough across scales)."""
+        return self.elapsed / self.step * (self.steps - self.step) if self.step else 0.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An intermediate image, sent every `snapshot_every` iterations."""
+
+    step: int
+    steps: int
+    image: "Image.Image" = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Done:
+    """The run finished; `timings` are seconds per stage."""
+
+    elapsed: float
+    terms: Mapping[str, float]
+    timings: Mapping[str, float]
+
+
+Event = Union[StageStart, Iterate, Snapshot, Done]
+Callback = Callable[[Event], None]

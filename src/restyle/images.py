@@ -1,0 +1,166 @@
+"""Reading and writing pictures, and moving them between PIL and tensors.
+
+Tensors in restyle are RGB, float32, shape (1, 3, H, W), values 0-255 (the
+scale the Caffe VGG-19 was trained on, so learning rates and the TV weight
+keep the meaning they have in the classic tools).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import MAX_INPUT_PIXELS, MIN_SIZE
+from .errors import InputError
+
+PathLike = Union[str, os.PathLike]
+READ_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF")
+WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def load_image(source: Union[PathLike, Image.Image], *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Open an image as 8-bit RGB, upright.
+
+    - EXIF orientation is applied, so phone photos are the right way up.
+    - Grayscale, palette, CMYK and 16-bit images are converted to RGB.
+    - Alpha is composited onto white (a transparent background becomes paper,
+      not black, which is what people expect of a painting).
+    - Files over `max_pixels` decoded pixels, truncated or corrupt files and
+      non-images raise InputError naming the file and the rule.
+    """
+    if isinstance(source, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(source))
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.format not in READ_FORMATS:
+                    raise InputError(
+                        f"{path}: format {im.format} is not supported; use one of {', '.join(READ_FORMATS)}"
+                    )
+                pixels = im.width * im.height
+                if pixels > max_pixels:
+                    raise InputError(
+                        f"{path}: {im.width}x{im.height} = {pixels} pixels exceeds the limit of "
+                        f"{max_pixels} pixels"
+                    )
+                im.load()
+                img = ImageOps.exif_transpose(im)
+                img = _to_rgb(img)
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"{path}: refused as a possible decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{path}: corrupt or truncated image ({e})") from None
+    if min(img.size) < 1:
+        raise InputError(f"{path}: image has no pixels")
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale (Pillow may open it as "I"): scale 0-65535 to 0-255, not clip.
+        img = img.convert("I").point(lambda v: v / 256).convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_size(width: int, height: int, long_side: int) -> Tuple[int, int]:
+    """Size with the given long side and the same aspect ratio (short side >= 1)."""
+    if width >= height:
+        return long_side, max(1, round(height * long_side / width))
+    return max(1, round(width * long_side / height)), long_side
+
+
+def check_size(name: str, width: int, height: int) -> None:
+    if min(width, height) < MIN_SIZE:
+        raise InputError(
+            f"{name} would be {width}x{height} px; VGG-19's five poolings need at least "
+            f"{MIN_SIZE} px on the short side (raise --size or use a less elongated image)"
+        )
+
+
+def resize(img: Image.Image, long_side: int) -> Image.Image:
+    size = fit_size(img.width, img.height, long_side)
+    if size == img.size:
+        return img
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def to_tensor(img: Image.Image, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """PIL RGB -> float32 tensor (1, 3, H, W) in 0-255."""
+    t = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).unsqueeze(0)
+    return t.to(device=device, dtype=torch.float32)
+
+
+def to_pil(t: torch.Tensor) -> Image.Image:
+    """Float tensor (1, 3, H, W) in 0-255 -> PIL RGB (rounded and clamped)."""
+    arr = t.detach()[0].float().clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
+    return Image.fromarray(arr.contiguous().numpy())
+
+
+def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
+    """Refuse an output path that is an input, has an unknown suffix, or sits in a missing folder."""
+    out = Path(out)
+    if out.suffix.lower() not in WRITE_SUFFIXES:
+        raise InputError(f"output {out}: suffix {out.suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
+    if not out.parent.exists():
+        raise InputError(f"output {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise InputError(f"output {out}: is a folder, give a file name")
+    for path in inputs:
+        if out.resolve() == Path(path).resolve():
+            raise InputError(f"output {out} is the same file as input {path}; refusing to overwrite an input")
+    return out
+
+
+def save_atomic(img: Image.Image, out: PathLike, **params) -> Path:
+    """Write to a temporary file beside `out`, then rename: never a half-written file."""
+    out = Path(out)
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            img.save(fh, format=fmt, **params)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def write_text_atomic(text: str, out: PathLike) -> Path:
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
