@@ -64,7 +64,9 @@ class VGG19Features(nn.Module):
 
     @classmethod
     def from_weights(cls, weights: Weights, deepest: str = "relu5_1", pooling: str = "max") -> "VGG19Features":
-        net = cls(deepest, pooling=pooling, input_format=weights.input_format)
+        # Widths come from the weights, so a tiny test network loads the same way as VGG-19.
+        widths = tuple(weights.convs[f"conv{b}_1"][0].shape[0] for b in range(1, 6))
+        net = cls(deepest, widths=widths, pooling=pooling, input_format=weights.input_format)
         with torch.no_grad():
             for name, module in net.layers.items():
                 if isinstance(module, nn.Conv2d):

@@ -1,0 +1,65 @@
+import pytest
+
+from restyle.config import VGG19_LAYERS, StylizeConfig
+from restyle.errors import InputError
+
+
+def test_defaults_are_the_papers_layers():
+    cfg = StylizeConfig()
+    assert cfg.content_layers == ("relu4_2",)
+    assert cfg.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    assert cfg.size == 512
+
+
+def test_layer_names_follow_vgg19():
+    assert len([n for n in VGG19_LAYERS if n.startswith("conv")]) == 16
+    assert VGG19_LAYERS[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1")
+    assert VGG19_LAYERS[-1] == "pool5"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"size": 10}, ["size 10", "[32, 8192]"]),
+        ({"size": 100000}, ["size 100000"]),
+        ({"iterations": 0}, ["iterations 0"]),
+        ({"style_layers": ("relu9_9",)}, ["relu9_9", "relu4_2"]),
+        ({"content_layers": ()}, ["content_layers"]),
+        ({"content_weight": -1.0}, ["content_weight -1.0", ">= 0"]),
+        ({"style_weight": float("nan")}, ["style_weight nan"]),
+        ({"tv_weight": -0.1}, ["tv_weight"]),
+        ({"style_blend_weights": (1.0, -2.0)}, ["style_blend_weights -2.0"]),
+        ({"style_blend_weights": (0.0, 0.0)}, ["sum to 0"]),
+        ({"style_layer_weights": (1.0,)}, ["one weight per layer"]),
+        ({"style_scale": 0.0}, ["style_scale 0.0", "[0.05, 8]"]),
+        ({"init": "nowhere.png"}, ["nowhere.png", "content, noise, blur"]),
+        ({"optimizer": "sgd"}, ["sgd", "lbfgs, adam"]),
+        ({"device": "tpu"}, ["tpu", "auto, cpu, cuda, mps"]),
+        ({"precision": "fp8"}, ["fp8", "fp32"]),
+        ({"lr": -1.0}, ["lr -1.0"]),
+        ({"scales": ()}, ["scales"]),
+    ],
+)
+def test_bad_values_are_named_with_their_rule(change, words):
+    with pytest.raises(InputError) as e:
+        StylizeConfig(**change)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_unknown_layer_message_lists_exactly_the_accepted_names():
+    with pytest.raises(InputError) as e:
+        StylizeConfig(content_layers=("conv6_1",))
+    listed = str(e.value).split("choose from ")[1].split(", ")
+    assert tuple(listed) == VGG19_LAYERS
+
+
+def test_replace_validates():
+    with pytest.raises(InputError):
+        StylizeConfig().replace(size=1)
+
+
+def test_lr_default_depends_on_optimizer():
+    assert StylizeConfig().lr_or_default == 1.0
+    assert StylizeConfig(optimizer="adam").lr_or_default > 0
+    assert StylizeConfig(lr=0.5).lr_or_default == 0.5

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from restyle.losses import content_loss, gram, style_loss, tv_loss
+
+
+def naive_gram(f):
+    _, c, h, w = f.shape
+    g = torch.zeros(c, c, dtype=torch.float64)
+    for i in range(c):
+        for j in range(c):
+            s = 0.0
+            for y in range(h):
+                for x in range(w):
+                    s += float(f[0, i, y, x]) * float(f[0, j, y, x])
+            g[i, j] = s / (c * h * w)
+    return g
+
+
+def test_gram_matches_explicit_loops():
+    f = torch.randn(1, 3, 4, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(gram(f).double(), naive_gram(f), atol=1e-6)
+
+
+def test_gram_is_float32_and_symmetric_from_bf16():
+    f = torch.rand(1, 6, 8, 8).to(torch.bfloat16)
+    g = gram(f)
+    assert g.dtype == torch.float32
+    assert torch.allclose(g, g.t())
+
+
+def test_gram_ignores_layout():
+    f = torch.randn(1, 4, 6, 6)
+    perm = torch.randperm(36)
+    shuffled = f.reshape(1, 4, 36)[:, :, perm].reshape(1, 4, 6, 6)
+    assert torch.allclose(gram(f), gram(shuffled), atol=1e-6)
+
+
+def test_masked_gram_with_full_mask_equals_gram_and_half_mask_selects():
+    f = torch.randn(1, 3, 4, 4)
+    assert torch.allclose(gram(f, torch.ones(1, 1, 4, 4)), gram(f), atol=1e-6)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1
+    left = f[..., :2]
+    assert torch.allclose(gram(f, mask), gram(left), atol=1e-6)
+
+
+def test_content_loss_on_2x2_example():
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    p = torch.tensor([[[[1.0, 0.0], [3.0, 1.0]]]])
+    # mean of squared errors: (0 + 4 + 0 + 9) / 4
+    assert content_loss(f, p).item() == pytest.approx(13 / 4)
+
+
+def test_style_loss_is_mean_squared_gram_error():
+    a = torch.tensor([[1.0, 2.0], [2.0, 5.0]])
+    g = torch.tensor([[0.0, 2.0], [2.0, 3.0]])
+    assert style_loss(g, a).item() == pytest.approx((1 + 0 + 0 + 4) / 4)
+    assert style_loss(a, a).item() == 0
+
+
+def test_tv_loss_matches_naive_sum():
+    x = torch.randn(1, 3, 5, 4)
+    s = 0.0
+    for c in range(3):
+        for y in range(5):
+            for xx in range(4):
+                if xx + 1 < 4:
+                    s += float(x[0, c, y, xx + 1] - x[0, c, y, xx]) ** 2
+                if y + 1 < 5:
+                    s += float(x[0, c, y + 1, xx] - x[0, c, y, xx]) ** 2
+    assert tv_loss(x).item() == pytest.approx(0.5 * s, rel=1e-5)
+    assert tv_loss(torch.full((1, 3, 5, 4), 7.0)).item() == 0
+
+
+def test_losses_have_gradients():
+    x = torch.randn(1, 3, 6, 6, requires_grad=True)
+    (gram(x).sum() + tv_loss(x) + content_loss(x, torch.zeros_like(x))).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
