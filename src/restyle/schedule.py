@@ -10,7 +10,7 @@ from .errors import InputError
 
 COARSEST = 256  # the automatic pyramid starts near this long side
 MAX_COUNT = 8  # `--scales N` with N <= MAX_COUNT means "N scales", larger is a size
-ITER_DECAY = 0.5  # each finer scale runs this fraction of the previous one's iterations
+ITER_DECAY = 0.25  # each finer scale (4x the pixels) runs this fraction of the previous one's iterations
 MIN_ITERS = 20
 
 
