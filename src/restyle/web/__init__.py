@@ -1,0 +1,11 @@
+"""The web app: upload, watch it paint, keep every result.
+
+    restyle serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR]
+
+Modules: settings (every knob of the server), jobs (the SQLite job store and the
+files of each job), uploads (checking what people send), form (the form, built
+from StylizeConfig), gallery (the bundled examples), worker (the process that
+paints), app (FastAPI routes, the progress stream, pages).
+
+Nothing here is imported by the core; importing this package imports nothing.
+"""

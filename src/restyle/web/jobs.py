@@ -1,0 +1,286 @@
+"""The job store: one SQLite table (standard library) and a folder of files per job.
+
+The server writes new jobs and cancel requests; worker processes claim jobs,
+write progress and results. Everything a job needs lives in its row and its
+folder, so stopping the server at any moment loses nothing: a job that was
+running is queued again on the next start (`recover`).
+
+    data_dir/restyle.db
+    data_dir/jobs/<id>/content.jpg  style.png  preview.jpg  result.png  report.json
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+FINAL = (DONE, FAILED, CANCELLED)
+USER, GALLERY = "user", "gallery"
+MAX_ATTEMPTS = 3  # a job interrupted this many times (it may be what kills the worker) fails
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- queue order
+    id TEXT NOT NULL UNIQUE,                 -- secrets.token_urlsafe: the only way to reach a job
+    kind TEXT NOT NULL,                      -- user | gallery
+    owner TEXT,                              -- sha256 of the submitting browser's cookie: whose history
+    gallery_key TEXT UNIQUE,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker INTEGER,
+    params TEXT NOT NULL,                    -- JSON: StylizeConfig fields chosen for this job
+    content_file TEXT NOT NULL,              -- names we chose inside the job folder
+    style_file TEXT NOT NULL,
+    content_label TEXT NOT NULL,             -- for display only, never a path
+    style_label TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '{}',
+    preview INTEGER NOT NULL DEFAULT 0,      -- version of preview.jpg
+    cancel INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    report TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, kind, seq);
+"""
+
+
+@dataclass
+class Job:
+    seq: int
+    id: str
+    kind: str
+    owner: Optional[str]
+    gallery_key: Optional[str]
+    state: str
+    created: float
+    started: Optional[float]
+    finished: Optional[float]
+    attempts: int
+    worker: Optional[int]
+    params: Dict[str, Any]
+    content_file: str
+    style_file: str
+    content_label: str
+    style_label: str
+    progress: Dict[str, Any]
+    preview: int
+    cancel: bool
+    error: Optional[str]
+    report: Optional[Dict[str, Any]]
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        d = dict(row)
+        d["params"] = json.loads(d["params"])
+        d["progress"] = json.loads(d["progress"])
+        d["report"] = json.loads(d["report"]) if d["report"] else None
+        d["cancel"] = bool(d["cancel"])
+        return cls(**d)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def public(self) -> Dict[str, Any]:
+        """What the API shows of a job (no file system paths)."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "kind": self.kind,
+            "state": self.state,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "attempts": self.attempts,
+            "params": self.params,
+            "content": self.content_label,
+            "style": self.style_label,
+            "progress": self.progress,
+            "preview": self.preview,
+            "error": self.error,
+            "result": f"/jobs/{self.id}/result.png" if self.state == DONE else None,
+            "page": f"/jobs/{self.id}",
+        }
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 bits: unguessable
+
+
+class JobStore:
+    """Thread- and process-safe: every call opens its own short connection."""
+
+    def __init__(self, db_path: Path, jobs_dir: Path) -> None:
+        self.db_path = Path(db_path)
+        self.jobs_dir = Path(jobs_dir)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def folder(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    # --- the server's side ---------------------------------------------------
+
+    def add(
+        self,
+        job_id: str,
+        params: Dict[str, Any],
+        content_file: str,
+        style_file: str,
+        content_label: str,
+        style_label: str,
+        *,
+        kind: str = USER,
+        owner: Optional[str] = None,
+        gallery_key: Optional[str] = None,
+        max_queue: Optional[int] = None,
+    ) -> Optional[Job]:
+        """Queue a job whose files are already in its folder; None if the queue is full."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if max_queue is not None:
+                    (n,) = db.execute(
+                        "SELECT COUNT(*) FROM jobs WHERE kind=? AND state IN (?, ?)", (USER, QUEUED, RUNNING)
+                    ).fetchone()
+                    if n >= max_queue:
+                        db.execute("ROLLBACK")
+                        return None
+                db.execute(
+                    "INSERT INTO jobs (id, kind, owner, gallery_key, state, created, params, content_file, style_file,"
+                    " content_label, style_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, kind, owner, gallery_key, QUEUED, time.time(), json.dumps(params),
+                     content_file, style_file, content_label, style_label),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Optional[Job]:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def gallery_job(self, key: str) -> Optional[Job]:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE gallery_key=?", (key,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def list(self, owner: Optional[str], limit: int = 100) -> List[Job]:
+        """One owner's user jobs, newest first (no owner: none)."""
+        if not owner:
+            return []
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE kind=? AND owner=? ORDER BY seq DESC LIMIT ?", (USER, owner, limit)
+            ).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def queue_position(self, job: Job) -> int:
+        """How many jobs run or wait before this queued one."""
+        with self._db() as db:
+            (n,) = db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE kind=? AND (state=? OR (state=? AND seq<?))",
+                (USER, RUNNING, QUEUED, job.seq),
+            ).fetchone()
+        return n
+
+    def request_cancel(self, job_id: str) -> Optional[Job]:
+        """A queued job is cancelled at once; a running one at its next iteration."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, finished=? WHERE id=? AND state=?", (CANCELLED, time.time(), job_id, QUEUED)
+            )
+            db.execute("UPDATE jobs SET cancel=1 WHERE id=? AND state=?", (job_id, RUNNING))
+        return self.get(job_id)
+
+    def recover(self, worker: Optional[int] = None) -> List[str]:
+        """Queue again the jobs a stopped server or a dead worker left running."""
+        where, args = ("state=?", [RUNNING]) if worker is None else ("state=? AND worker=?", [RUNNING, worker])
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            ids = [r["id"] for r in db.execute(f"SELECT id FROM jobs WHERE {where}", args)]
+            for job_id in ids:
+                db.execute(
+                    "UPDATE jobs SET state=CASE WHEN attempts>=? THEN ? ELSE ? END,"
+                    " error=CASE WHEN attempts>=? THEN ? ELSE error END, worker=NULL WHERE id=?",
+                    (MAX_ATTEMPTS, FAILED, QUEUED, MAX_ATTEMPTS,
+                     f"interrupted {MAX_ATTEMPTS} times; given up", job_id),
+                )
+            db.execute("COMMIT")
+        return ids
+
+    # --- the worker's side ---------------------------------------------------
+
+    def claim(self, worker: int) -> Optional[Job]:
+        """Take the oldest queued job, user jobs before the gallery's."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT id FROM jobs WHERE state=? ORDER BY kind=? DESC, seq LIMIT 1", (QUEUED, USER)
+            ).fetchone()
+            if row is None:
+                db.execute("COMMIT")
+                return None
+            db.execute(
+                "UPDATE jobs SET state=?, started=?, attempts=attempts+1, worker=?, progress='{}' WHERE id=?",
+                (RUNNING, time.time(), worker, row["id"]),
+            )
+            db.execute("COMMIT")
+        return self.get(row["id"])
+
+    def set_progress(self, job_id: str, progress: Dict[str, Any], preview: bool = False) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET progress=?, preview=preview+? WHERE id=?",
+                (json.dumps(progress), int(preview), job_id),
+            )
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._db() as db:
+            row = db.execute("SELECT cancel FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row and row["cancel"])
+
+    def finish(self, job_id: str, state: str, *, error: Optional[str] = None, report: Any = None) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, finished=?, error=?, report=? WHERE id=?",
+                (state, time.time(), error, json.dumps(report) if report is not None else None, job_id),
+            )
+
+    def requeue(self, job_id: str) -> None:
+        """Put back a job the worker stopped because the server is stopping (not an attempt lost)."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, worker=NULL, attempts=MAX(0, attempts-1) WHERE id=? AND state=?",
+                (QUEUED, job_id, RUNNING),
+            )
+
+    def forget_gallery_key(self, key: str) -> None:
+        """Detach a failed gallery job from its key so that a new one can take it."""
+        with self._db() as db:
+            db.execute("UPDATE jobs SET gallery_key=NULL WHERE gallery_key=?", (key,))

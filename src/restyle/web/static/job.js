@@ -1,0 +1,49 @@
+// The job page: follow the server-sent progress stream, repaint the preview, reload at the end.
+(function () {
+  const root = document.getElementById("job");
+  if (!root) return;
+  const id = root.dataset.id;
+  const bar = document.getElementById("bar");
+  const detail = document.getElementById("detail");
+  const badge = document.getElementById("state");
+  const picture = document.getElementById("picture");
+  const initial = JSON.parse(root.dataset.initial || "{}");
+  if (["done", "failed", "cancelled"].includes(initial.state)) return;
+  let preview = initial.preview || 0;
+
+  function seconds(s) {
+    if (!isFinite(s)) return "";
+    if (s < 60) return Math.max(1, Math.round(s)) + " s";
+    return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+  }
+  function render(st) {
+    badge.textContent = st.state;
+    badge.className = "badge " + st.state;
+    const p = st.progress || {};
+    if (st.state === "queued") {
+      detail.textContent = "Waiting: " + st.ahead + (st.ahead === 1 ? " job" : " jobs") + " ahead.";
+    } else if (st.state === "running" && p.steps) {
+      bar.value = p.step / p.steps;
+      const scale = p.scales > 1 ? ` · scale ${p.scale}/${p.scales} (${p.width}×${p.height})` : "";
+      detail.textContent = `iteration ${p.step} / ${p.steps} · loss ${Number(p.loss).toExponential(3)}` +
+        ` · about ${seconds(p.eta)} left${scale}`;
+    } else if (st.state === "running") {
+      detail.textContent = "Starting…";
+    }
+    if (st.preview && st.preview !== preview) {
+      preview = st.preview;
+      const img = new Image();
+      img.onload = () => { picture.src = img.src; picture.classList.remove("faded"); };
+      img.src = `/jobs/${id}/preview.jpg?v=${preview}`;
+    }
+  }
+  const es = new EventSource(`/api/jobs/${id}/events`);
+  es.addEventListener("progress", (e) => render(JSON.parse(e.data)));
+  es.addEventListener("end", (e) => {
+    es.close();
+    const st = JSON.parse(e.data);
+    render(st);
+    if (st.state === "done") bar.value = 1;
+    window.location.reload();
+  });
+})();

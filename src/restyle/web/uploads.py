@@ -1,0 +1,110 @@
+"""Checking uploaded images: size cap, type sniffed from the bytes, decoded-pixel cap, corrupt files.
+
+The file name a browser sends is never used for anything but display; the
+stored file is named by us (`content.jpg`), its suffix from the sniffed type.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Tuple
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..images import READ_FORMATS
+
+# Magic numbers of the formats restyle reads, checked before Pillow sees the bytes.
+SIGNATURES: Tuple[Tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"WEBP", 8, "WEBP"),  # RIFF....WEBP
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+)
+SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+MEDIA_TYPE = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".gif": "image/gif",
+              ".bmp": "image/bmp", ".tif": "image/tiff"}
+ACCEPTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+class UploadError(Exception):
+    """An upload breaks a rule; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+    @property
+    def suffix(self) -> str:
+        return SUFFIX[self.format]
+
+
+def sniff(data: bytes) -> str:
+    for magic, offset, fmt in SIGNATURES:
+        if data[offset:offset + len(magic)] == magic and (fmt != "WEBP" or data[:4] == b"RIFF"):
+            return fmt
+    return ""
+
+
+def check_image(data: bytes, what: str, *, max_bytes: int, max_pixels: int) -> CheckedImage:
+    """Return the checked upload or raise UploadError with a message for a person and a 4xx status."""
+    if not data:
+        raise UploadError(f"{what}: the file is empty", 400)
+    if len(data) > max_bytes:
+        raise UploadError(
+            f"{what}: the file is larger than the limit of {max_bytes / 2**20:.0f} MB", 413
+        )
+    fmt = sniff(data)
+    if not fmt:
+        raise UploadError(
+            f"{what}: this is not a {ACCEPTED} image (the file's content was checked, not its name)", 415
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format not in READ_FORMATS:
+                    raise UploadError(f"{what}: format {im.format} is not supported; use {ACCEPTED}", 415)
+                pixels = im.width * im.height
+                if pixels > max_pixels:
+                    raise UploadError(
+                        f"{what}: {im.width}x{im.height} is {pixels / 1e6:.0f} million pixels, over the limit of "
+                        f"{max_pixels / 1e6:.0f} million; make it smaller first", 413,
+                    )
+                im.load()  # decodes every pixel: truncated and corrupt files fail here
+                w, h = ImageOps.exif_transpose(im).size
+                fmt = im.format
+    except UploadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(f"{what}: refused as a possible decompression bomb (too many pixels)", 413) from None
+    except UnidentifiedImageError:
+        raise UploadError(f"{what}: the file looks like {fmt} but cannot be read as an image", 400) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UploadError(f"{what}: the image is corrupt or truncated ({e})", 400) from None
+    if min(w, h) < 1:
+        raise UploadError(f"{what}: the image has no pixels", 400)
+    return CheckedImage(data, fmt, w, h)
+
+
+def display_name(name: str | None, fallback: str) -> str:
+    """A file name a person sent, cut down to something safe to show (templates escape it too)."""
+    if not name:
+        return fallback
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:80].strip()
+    return name or fallback

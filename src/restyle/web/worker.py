@@ -1,0 +1,180 @@
+"""Worker processes: each claims jobs from the store and paints them, one at a time.
+
+A worker is a separate process (one per device), so the server stays
+responsive while torch keeps the cores busy. It talks to the server only
+through the job store and the job folders: progress, the preview image, the
+result. The engine's Iterate events become progress rows, its Snapshot
+events become preview.jpg, and its `cancel` hook reads the job's cancel flag.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from typing import Any, List, Optional
+
+from .jobs import CANCELLED, DONE, FAILED, Job, JobStore
+from .settings import Settings
+
+PREVIEW_QUALITY = 85
+
+
+def _mp():
+    # spawn: never fork a process that runs uvicorn's threads and event loop.
+    return mp.get_context("spawn")
+
+
+class Worker:
+    """Paints jobs: `loop` until `stop` is set; `run_job` for one job."""
+
+    def __init__(self, settings: Settings, index: int, stop: Any, wake: Any) -> None:
+        self.settings = settings
+        self.index = index
+        self.stop = stop
+        self.wake = wake
+        self.store = JobStore(settings.db_path, settings.jobs_dir)
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            job = self.store.claim(self.index)
+            if job is None:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                continue
+            self.run_job(job)
+
+    def run_job(self, job: Job) -> None:
+        from ..engine import run
+        from ..errors import Cancelled, RestyleError
+        from ..events import Iterate, Snapshot, StageStart
+        from ..images import save_atomic, write_text_atomic
+        from ..schedule import pyramid
+        from .form import make_config
+
+        folder = self.store.folder(job.id)
+        interval = self.settings.progress_interval
+        progress: dict = {}
+        last = {"write": 0.0, "cancel": 0.0, "preview": 0.0}
+        cancelled = {"by_user": False}
+
+        def cancel() -> bool:
+            if self.stop.is_set():
+                return True
+            now = time.monotonic()
+            if now - last["cancel"] >= interval:
+                last["cancel"] = now
+                cancelled["by_user"] = self.store.cancel_requested(job.id)
+            return cancelled["by_user"]
+
+        def callback(event: Any) -> None:
+            now = time.monotonic()
+            if isinstance(event, StageStart):
+                progress.update(scale=event.scale + 1, scales=event.scales, width=event.width, height=event.height)
+            elif isinstance(event, Iterate):
+                progress.update(step=event.step, steps=event.steps, loss=event.loss,
+                                eta=round(event.eta, 1), elapsed=round(event.elapsed, 1))
+                if now - last["write"] >= interval or event.step == event.steps:
+                    last["write"] = now
+                    self.store.set_progress(job.id, progress)
+            elif isinstance(event, Snapshot) and now - last["preview"] >= interval:
+                last["preview"] = now
+                save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)
+                self.store.set_progress(job.id, progress, preview=True)
+
+        try:
+            cfg = make_config(job.params, self.settings)
+            steps = sum(s.iterations for s in pyramid(cfg.size, cfg.iterations, cfg.scales))
+            result = run(
+                folder / job.content_file, [folder / job.style_file], cfg,
+                callback=callback, cancel=cancel,
+                snapshot_every=max(1, steps // max(1, self.settings.snapshots)),
+                weights=self.settings.weights,
+            )
+            save_atomic(result.image, folder / "result.png")
+            report = dict(result.report, content=job.content_label, style=job.style_label)
+            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", folder / "report.json")
+            self.store.set_progress(job.id, dict(progress, step=steps, steps=steps, eta=0))
+            self.store.finish(job.id, DONE, report=json.loads(json.dumps(report, default=str)))
+        except Cancelled:
+            if cancelled["by_user"]:
+                self.store.finish(job.id, CANCELLED, error="cancelled")
+            else:  # the server is stopping: the job runs again on the next start
+                self.store.requeue(job.id)
+        except RestyleError as e:
+            self.store.finish(job.id, FAILED, error=str(e).replace(str(folder) + os.sep, ""))
+        except MemoryError:
+            self.store.finish(job.id, FAILED, error="out of memory; try a smaller size")
+        except Exception as e:  # a bug: keep the worker alive and say what happened
+            self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
+
+
+def worker_main(settings: Settings, index: int, stop: Any, wake: Any) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    Worker(settings, index, stop, wake).loop()
+
+
+class WorkerPool:
+    """Starts, watches and stops the worker processes; restarts one that dies."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        ctx = _mp()
+        self.stop_event = ctx.Event()
+        self.wake_event = ctx.Event()
+        self.procs: List[Optional[Any]] = [None] * settings.workers
+        self._watch: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            self._spawn(i)
+        self._watch = threading.Thread(target=self._watchdog, name="restyle-watchdog", daemon=True)
+        self._watch.start()
+
+    def _spawn(self, i: int) -> None:
+        p = _mp().Process(
+            target=worker_main, args=(self.settings, i, self.stop_event, self.wake_event),
+            name=f"restyle-worker-{i}", daemon=True,
+        )
+        p.start()
+        self.procs[i] = p
+
+    def _watchdog(self) -> None:
+        while not self._stopping.wait(1.0):
+            for i, p in enumerate(self.procs):
+                if p is not None and not p.is_alive() and not self._stopping.is_set():
+                    self.store.recover(worker=i)  # its job runs again (up to MAX_ATTEMPTS)
+                    self._spawn(i)
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def pids(self) -> List[int]:
+        return [p.pid for p in self.procs if p is not None and p.pid is not None]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the workers to stop (a running job is queued again), then make sure they are gone."""
+        self._stopping.set()
+        self.stop_event.set()
+        self.wake_event.set()
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            if p is None:
+                continue
+            p.join(max(0.1, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        if self._watch is not None:
+            self._watch.join(2)
