@@ -1,0 +1,84 @@
+"""The job store under stress: a restart in the middle of a job, and 20 jobs at once."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from restyle.web.app import create_app
+from restyle.web.jobs import JobStore
+from webutil import image_bytes, live_server, wait_for, web_settings
+
+PNG = image_bytes("PNG", (48, 40))
+STYLE = image_bytes("PNG", (40, 40), "starry_night.jpg")
+FILES = {"content": ("c.png", PNG, "image/png"), "style": ("s.png", STYLE, "image/png")}
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_restart_in_the_middle_of_a_job_loses_nothing(tmp_path, tiny_weights):
+    quick = web_settings(tmp_path / "d", tiny_weights, overrides={"iterations": 4, "device": "cpu"})
+    slow = web_settings(tmp_path / "d", tiny_weights, overrides={"iterations": 100_000, "device": "cpu"})
+    store = JobStore(quick.db_path, quick.jobs_dir)
+
+    with TestClient(create_app(quick)) as c:  # one finished job before anything goes wrong
+        first = c.post("/api/jobs", files=FILES).json()["id"]
+        wait_for(lambda: store.get(first).state == "done", 60, "the first job")
+        cookies = dict(c.cookies)
+    kept = {p.name: sha(p) for p in (quick.jobs_dir / first).iterdir()}
+    assert {"content.png", "style.png", "result.png", "report.json"} <= set(kept)
+
+    with TestClient(create_app(slow), cookies=cookies) as c:  # stopped while painting, one more waiting
+        running = c.post("/api/jobs", files=FILES).json()["id"]
+        waiting = c.post("/api/jobs", files=FILES).json()["id"]
+        wait_for(lambda: store.get(running).progress.get("step", 0) > 2, 60, "the job to be painting")
+    assert store.get(running).state == "queued" and store.get(waiting).state == "queued"
+
+    # A crash leaves a job marked running: the next start must queue it again too.
+    with store._db() as db:
+        db.execute("UPDATE jobs SET state='running', attempts=1 WHERE id=?", (running,))
+
+    with TestClient(create_app(quick), cookies=cookies) as c:
+        for job_id in (running, waiting):
+            wait_for(lambda: store.get(job_id).state == "done", 60, f"job {job_id} after the restart")
+        history = [j["id"] for j in c.get("/api/jobs").json()["jobs"]]
+        assert history == [waiting, running, first]
+        assert store.get(running).attempts == 2 and store.get(waiting).attempts == 1
+        assert c.get(f"/jobs/{first}/result.png").status_code == 200
+    assert {p.name: sha(p) for p in (quick.jobs_dir / first).iterdir()} == kept  # untouched
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_jobs_all_finish_in_order(tmp_path, tiny_weights):
+    s = web_settings(tmp_path / "d", tiny_weights, overrides={"iterations": 3, "device": "cpu"}, snapshots=1)
+    with live_server(s) as url:
+        start = threading.Barrier(20)
+
+        def submit(i):
+            with httpx.Client(base_url=url, timeout=30) as client:
+                start.wait()
+                r = client.post("/api/jobs", files=FILES, data={"strength": str((i % 13 - 6) / 2)})
+                assert r.status_code == 201, r.text
+                return r.json()
+
+        with ThreadPoolExecutor(20) as pool:
+            submitted = list(pool.map(submit, range(20)))
+        store = JobStore(s.db_path, s.jobs_dir)
+        ids = [j["id"] for j in sorted(submitted, key=lambda j: j["seq"])]
+        assert len(set(ids)) == 20
+        wait_for(lambda: all(store.get(i).state == "done" for i in ids), 90, "all 20 jobs")
+        jobs = [store.get(i) for i in ids]
+        # In the order they were accepted: each started after the previous finished (one worker).
+        for a, b in zip(jobs, jobs[1:]):
+            assert a.finished <= b.started
+        strength = {j["id"]: (i % 13 - 6) / 2 for i, j in enumerate(submitted)}
+        for j in jobs:  # nothing lost, nothing mixed up: each ran once with its own settings
+            assert (s.jobs_dir / j.id / "result.png").is_file() and j.attempts == 1
+            assert j.report["config"]["style_weight"] == pytest.approx(100 * 2 ** strength[j.id])
