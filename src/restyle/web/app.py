@@ -313,10 +313,11 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     @app.get("/jobs/{job_id}/preview.jpg")
     async def preview(job_id: str):
         job = job_or_404(job_id)
-        path = store.folder(job.id) / "preview.jpg"
-        if not path.is_file():
-            raise _NotFound()
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        try:  # read whole: the worker replaces the file while it paints (a small JPEG)
+            data = (store.folder(job.id) / "preview.jpg").read_bytes()
+        except FileNotFoundError:
+            raise _NotFound() from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/jobs/{job_id}/{role}")
     async def source(job_id: str, role: str):

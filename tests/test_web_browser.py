@@ -1,0 +1,153 @@
+"""End to end in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Upload two images, submit, watch progress arrive, see the result, download it,
+on a desktop and a phone-size screen. Screenshots of each page are kept in
+test-artifacts/web/ (look at them). RESTYLE_SKIP_BROWSER=1 skips these tests
+explicitly; otherwise a missing chromium is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from webutil import image_bytes, live_server, web_settings
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+# bypass_csp: Playwright evaluates wait_for_function strings, which the app's CSP (rightly) forbids.
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+def chromium_path() -> str:
+    if os.environ.get("RESTYLE_SKIP_BROWSER") == "1":
+        pytest.skip("RESTYLE_SKIP_BROWSER=1")
+    path = os.environ.get("RESTYLE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("chromium is not installed: `make browsers` (apt-get install chromium), "
+                    "or set RESTYLE_SKIP_BROWSER=1 to skip the browser tests on purpose")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium_path()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def server(tmp_path, tiny_weights):
+    # Enough iterations that the painting takes a few seconds and progress can be watched.
+    s = web_settings(tmp_path / "data", tiny_weights, overrides={"iterations": 250, "device": "cpu"},
+                     snapshots=25, progress_interval=0.1)
+    with live_server(s) as url:
+        yield url
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    c, s = tmp_path / "my photo.jpg", tmp_path / "painting.png"
+    c.write_bytes(image_bytes("JPEG", (160, 128)))
+    s.write_bytes(image_bytes("PNG", (128, 128), "starry_night.jpg"))
+    return c, s
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_upload_watch_and_download(browser, server, pictures, viewport, tmp_path):
+    tag = "desktop" if viewport is DESKTOP else "phone"
+    context = browser.new_context(viewport=viewport, accept_downloads=True, bypass_csp=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+
+    page.goto(server + "/")
+    assert page.title() == "restyle"
+    shot(page, f"index-{tag}")
+    if tag == "phone":  # nothing wider than the screen
+        assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+
+    page.set_input_files("#content", str(pictures[0]))
+    page.set_input_files("#style", str(pictures[1]))
+    page.fill("#f-strength", "1")
+    page.dispatch_event("#f-strength", "input")
+    assert page.text_content("#f-strength-out") == "×2.0"
+    with page.expect_navigation():
+        page.click("#submit")
+    assert "/jobs/" in page.url
+
+    # Progress arrives over the stream: iteration, loss, ETA, and a preview image.
+    page.wait_for_function("document.getElementById('detail').textContent.includes('iteration')", timeout=30_000)
+    text = page.text_content("#detail")
+    assert "/ 250" in text and "loss" in text and "left" in text
+    page.wait_for_function("document.getElementById('picture').src.includes('preview.jpg')", timeout=30_000)
+    assert 0 < page.evaluate("document.getElementById('bar').value") <= 1
+    shot(page, f"job-running-{tag}")
+
+    page.wait_for_selector("#download", timeout=60_000)  # the page reloads itself at the end
+    assert page.text_content("#state") == "done"
+    assert "/result.png" in page.get_attribute("#picture", "src")
+    assert page.evaluate("document.getElementById('picture').naturalWidth") == 64
+    assert "my photo.jpg" in page.text_content("h1") and "painting.png" in page.text_content("h1")
+    assert "200" in page.text_content(".settings-table")  # style weight: the slider doubled it
+    shot(page, f"job-done-{tag}")
+    with page.expect_download() as dl:
+        page.click("#download")
+    saved = tmp_path / "download.png"
+    dl.value.save_as(saved)
+    assert dl.value.suggested_filename.startswith("restyle-") and Image.open(saved).size == (64, 51)
+
+    page.click("text=History")
+    assert page.locator(".card").count() == 1 and page.locator(".badge.done").count() == 1
+    shot(page, f"history-{tag}")
+    assert errors == []
+    context.close()
+
+
+def test_bad_upload_shows_a_message(browser, server, pictures, tmp_path):
+    page = browser.new_page(viewport=DESKTOP, bypass_csp=True)
+    page.goto(server + "/")
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("these are my holiday notes, not a photo")
+    page.set_input_files("#content", str(fake))
+    page.check("input[name=style_example][value=starry_night]", force=True)
+    with page.expect_navigation() as nav:
+        page.click("#submit")
+    assert nav.value.status == 415
+    alert = page.text_content(".error")
+    assert "content image: this is not a JPEG, PNG, WebP, GIF, BMP or TIFF image" in alert
+    shot(page, "index-error-desktop")
+    page.close()
+
+
+def test_cancel_from_the_job_page(browser, server, pictures):
+    page = browser.new_page(viewport=DESKTOP, bypass_csp=True)
+    page.goto(server + "/")
+    page.set_input_files("#content", str(pictures[0]))
+    page.check("input[name=style_example][value=starry_night]", force=True)
+    with page.expect_navigation():
+        page.click("#submit")
+    page.wait_for_selector("#cancel")
+    with page.expect_navigation():
+        page.click("#cancel")
+    page.wait_for_function("document.getElementById('state').textContent === 'cancelled'", timeout=30_000)
+    assert page.locator("#download").count() == 0
+    page.close()
