@@ -51,6 +51,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or Settings()
     store = JobStore(settings.db_path, settings.jobs_dir)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
     pool = WorkerPool(settings, store)
 
     @asynccontextmanager
@@ -202,7 +203,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         return templates.TemplateResponse(request, "index.html", {
             "fields": form_fields(settings), "contents": contents, "styles": styles,
             "gallery": gallery_mod.gallery(store, settings), "recent": store.list(owner_of(request), limit=6),
-            "error": error, "max_mb": settings.max_upload_bytes / 2**20, "page": "new",
+            "gallery_on": settings.gallery, "error": error, "max_mb": settings.max_upload_bytes / 2**20, "page": "new",
         }, status_code=status, headers=headers)
 
     @app.get("/", response_class=HTMLResponse)

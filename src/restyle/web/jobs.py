@@ -201,11 +201,11 @@ class JobStore:
         return [Job.from_row(r) for r in rows]
 
     def queue_position(self, job: Job) -> int:
-        """How many jobs run or wait before this queued one."""
+        """How many jobs run (a gallery one too) or wait before this queued one."""
         with self._db() as db:
             (n,) = db.execute(
-                "SELECT COUNT(*) FROM jobs WHERE kind=? AND (state=? OR (state=? AND seq<?))",
-                (USER, RUNNING, QUEUED, job.seq),
+                "SELECT COUNT(*) FROM jobs WHERE state=? OR (kind=? AND state=? AND seq<?)",
+                (RUNNING, USER, QUEUED, job.seq),
             ).fetchone()
         return n
 
