@@ -1,0 +1,77 @@
+"""`restyle serve`: the command starts a server that answers, warns off loopback, and checks its flags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from restyle.cli import main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_answers_and_stops_on_ctrl_c(tmp_path, tiny_weights):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restyle", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+         "--weights", str(tiny_weights), "--no-gallery"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                if r.json()["workers"] == 1:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        assert "Repaint a photo" in httpx.get(f"http://127.0.0.1:{port}/").text
+        assert (tmp_path / "data" / "restyle.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"serving on http://127.0.0.1:{port}/" in err and "Traceback" not in err
+
+
+def test_serve_off_loopback_warns_and_passes_the_token(monkeypatch, capsys, tmp_path):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, settings=app.state.settings))
+    assert main(["serve", "--host", "0.0.0.0", "--port", "9999", "--data-dir", str(tmp_path), "--no-gallery"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: listening on 0.0.0.0" in err and "--token" in err
+    assert seen["host"] == "0.0.0.0" and seen["port"] == 9999 and seen["settings"].token is None
+    assert main(["serve", "--host", "0.0.0.0", "--token", "s3cret", "--data-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "anyone who can reach it" not in err and "?token=s3cret" in err
+    assert seen["settings"].token == "s3cret" and seen["settings"].gallery is True
+
+
+@pytest.mark.parametrize("flags,code,words", [
+    (["--port", "70000"], 2, "port 70000 is out of range"),
+    (["--max-queue", "0"], 2, "max-queue 0 must be >= 1"),
+    (["--weights", "/nonexistent/vgg.pth"], 1, "weights file /nonexistent/vgg.pth does not exist"),
+])
+def test_serve_bad_flags(flags, code, words, capsys, tmp_path):
+    assert main(["serve", "--data-dir", str(tmp_path), *flags]) == code
+    assert words in capsys.readouterr().err
