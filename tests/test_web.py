@@ -330,3 +330,23 @@ def test_gallery_is_rendered_in_the_background(tmp_path, tiny_weights):
     with TestClient(create_app(s)) as c:  # rendered once: a restart queues nothing new
         assert all(j["state"] == "done" for j in c.get("/api/gallery").json()["results"])
         assert len(JobStore(s.db_path, s.jobs_dir).list(None)) == 0
+
+
+def test_gallery_follows_the_examples_folder(tmp_path, tiny_weights):
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "tubingen.jpg").write_bytes(image_bytes("JPEG", (80, 64)))
+    for name in ("starry_night", "shipwreck"):
+        (examples / f"{name}.jpg").write_bytes(STYLE)
+    s = web_settings(tmp_path / "d", tiny_weights, gallery=True, examples_dir=examples, start_workers=False)
+    with TestClient(create_app(s)) as c:
+        assert [j["state"] for j in c.get("/api/gallery").json()["results"]] == ["queued", "queued"]
+    (examples / "shipwreck.jpg").unlink()
+    with TestClient(create_app(s)) as c:  # a style that is gone is not painted
+        assert [j["style"] for j in c.get("/api/gallery").json()["results"]] == ["Van Gogh, The Starry Night"]
+    store = JobStore(s.db_path, s.jobs_dir)
+    with store._db() as db:
+        states = dict(db.execute("SELECT gallery_key, state FROM jobs").fetchall())
+    assert states == {"tubingenxstarry_night@64": "queued", "tubingenxshipwreck@64": "cancelled"}
+    with TestClient(create_app(s.__class__(**{**s.__dict__, "gallery": False}))) as c:
+        assert "The gallery is turned off" in c.get("/").text

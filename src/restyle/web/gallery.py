@@ -64,9 +64,11 @@ def gallery_key(content: Example, style: Example, settings: Settings) -> str:
 
 def seed_gallery(store: JobStore, settings: Settings) -> List[str]:
     """Queue every content x style pair not rendered yet (failed ones again); returns new job ids."""
+    contents, styles = examples(settings)
+    wanted = [gallery_key(c, s, settings) for c in contents for s in styles] if settings.gallery else []
+    store.drop_gallery_except(wanted)
     if not settings.gallery:
         return []
-    contents, styles = examples(settings)
     added = []
     for c in contents:
         for s in styles:
@@ -91,6 +93,8 @@ def seed_gallery(store: JobStore, settings: Settings) -> List[str]:
 
 def gallery(store: JobStore, settings: Settings) -> List[Job]:
     """The gallery's jobs for the current examples and size, done ones first."""
+    if not settings.gallery:
+        return []
     contents, styles = examples(settings)
     jobs = [store.gallery_job(gallery_key(c, s, settings)) for c in contents for s in styles]
     jobs = [j for j in jobs if j is not None]

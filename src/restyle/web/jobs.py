@@ -284,3 +284,13 @@ class JobStore:
         """Detach a failed gallery job from its key so that a new one can take it."""
         with self._db() as db:
             db.execute("UPDATE jobs SET gallery_key=NULL WHERE gallery_key=?", (key,))
+
+    def drop_gallery_except(self, keys: List[str]) -> int:
+        """Cancel queued gallery jobs whose examples are gone (or whose size changed)."""
+        marks = ",".join("?" * len(keys)) or "NULL"
+        with self._db() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET state=?, finished=? WHERE kind=? AND state=? AND gallery_key NOT IN ({marks})",
+                (CANCELLED, time.time(), GALLERY, QUEUED, *keys),
+            )
+            return cur.rowcount
