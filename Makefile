@@ -1,11 +1,11 @@
-# make demo: set up and stylize the bundled example.  make test: set up and run every test.
+# make demo: set up and stylize the bundled example.  make serve: the web app.  make test: set up and run every test.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test browsers clean
+.PHONY: install demo serve test browsers clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: install
 	mkdir -p out
 	$(VENV)/bin/restyle stylize examples/tubingen.jpg examples/starry_night.jpg -o out/tubingen_starry.png
 	@echo "result: out/tubingen_starry.png (settings and timings: out/tubingen_starry.png.json)"
+
+# The web app on http://127.0.0.1:8000/ (data in ~/.local/share/restyle); Ctrl-C stops it.
+serve: install
+	$(VENV)/bin/restyle serve
 
 # Debian's chromium for the browser tests (no browser download from a test tool).
 browsers:

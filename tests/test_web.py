@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -35,7 +35,7 @@ def settings(tmp_path, tiny_weights):
 @pytest.fixture
 def api(settings):
     """The app without workers: jobs are accepted and wait (fast, for input checks)."""
-    with TestClient(create_app(settings.__class__(**{**settings.__dict__, "start_workers": False}))) as c:
+    with TestClient(create_app(replace(settings, start_workers=False))) as c:
         yield c
 
 
@@ -104,6 +104,11 @@ def test_upload_size_cap(tmp_path, tiny_weights):
         r = c.post("/api/jobs", content=b"x" * (3 * len(PNG) + 70_000),
                    headers={"content-type": "multipart/form-data; boundary=zz"})
         assert r.status_code == 413 and "too large" in r.json()["error"]
+        # Without a Content-Length (chunked), reading stops at the limit.
+        chunks = iter([b"--zz\r\n", b"x" * (3 * len(PNG) + 70_000)])
+        r = c.post("/api/jobs", content=chunks, headers={"content-type": "multipart/form-data; boundary=zz"})
+        assert r.status_code == 413 and "too large" in r.json()["error"]
+        assert c.get("/api/jobs").json()["jobs"] == []
 
 
 @pytest.mark.parametrize("data,words", [
@@ -153,7 +158,7 @@ def test_ids_are_unguessable_and_unknown_ids_are_404(api):
 def test_history_is_per_browser(api, settings):
     mine = post(api).json()["id"]
     assert [j["id"] for j in api.get("/api/jobs").json()["jobs"]] == [mine]
-    with TestClient(create_app(settings.__class__(**{**settings.__dict__, "start_workers": False}))) as other:
+    with TestClient(create_app(replace(settings, start_workers=False))) as other:
         assert other.get("/api/jobs").json()["jobs"] == []  # a stranger's browser: no cookie, no list
         assert other.get(f"/api/jobs/{mine}").status_code == 200  # but the link works for anyone who has it
 
@@ -348,5 +353,5 @@ def test_gallery_follows_the_examples_folder(tmp_path, tiny_weights):
     with store._db() as db:
         states = dict(db.execute("SELECT gallery_key, state FROM jobs").fetchall())
     assert states == {"tubingenxstarry_night@64": "queued", "tubingenxshipwreck@64": "cancelled"}
-    with TestClient(create_app(s.__class__(**{**s.__dict__, "gallery": False}))) as c:
+    with TestClient(create_app(replace(s, gallery=False))) as c:
         assert "The gallery is turned off" in c.get("/").text

@@ -47,6 +47,34 @@ class Busy(Exception):
     pass
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: stop reading a request body past `limit` bytes, Content-Length or not (chunked)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        return await self.app(scope, limited, send)
+
+
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
     settings = settings or Settings()
     store = JobStore(settings.db_path, settings.jobs_dir)
@@ -71,6 +99,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app.state.store = store
     app.state.pool = pool
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    body_limit = 2 * settings.max_upload_bytes + FORM_OVERHEAD
+    app.add_middleware(BodyLimit, limit=body_limit)
 
     # --- guards --------------------------------------------------------------
 
@@ -89,8 +119,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                               "with ?token=... that whoever runs it gave you")
         if request.method == "POST":
             length = request.headers.get("content-length")
-            limit = 2 * settings.max_upload_bytes + FORM_OVERHEAD
-            if length is not None and (not length.isdigit() or int(length) > limit):
+            if length is not None and (not length.isdigit() or int(length) > body_limit):
                 return _error(request, templates, 413, f"the upload is too large; each image may be at most "
                               f"{settings.max_upload_bytes / 2**20:.0f} MB")
         response = await call_next(request)
@@ -129,6 +158,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         """Check and queue a job from a multipart form; raises UploadError, InputError or Busy."""
         try:
             form = await request.form(max_files=4, max_fields=20, max_part_size=64 * 1024)
+        except BodyTooLarge:
+            raise UploadError(f"the upload is too large; each image may be at most "
+                              f"{settings.max_upload_bytes / 2**20:.0f} MB", 413) from None
         except Exception as e:  # a malformed body
             raise UploadError(f"could not read the form ({getattr(e, 'detail', e)})", 400) from None
         files: Dict[str, Tuple[bytes, str, str]] = {}  # role -> (data, suffix, label)
