@@ -176,10 +176,12 @@ def test_a_full_queue_answers_busy(tmp_path, tiny_weights):
 
 
 def test_html_form_errors_show_on_the_page(api):
-    r = post(api, b"not an image", url="/jobs", follow_redirects=False)
+    r = post(api, b"not an image", style=None, style_example="starry_night", strength="1.5", url="/jobs",
+             follow_redirects=False)
     assert r.status_code == 415
     assert 'role="alert">content image: this is not a JPEG, PNG, WebP, GIF, BMP or TIFF image' in r.text
-    assert '<form method="post" action="/jobs"' in r.text  # the form is shown again
+    assert '<form method="post" action="/jobs"' in r.text  # the form is shown again, as it was
+    assert 'value="starry_night" checked' in r.text and 'name="strength" min="-3.0" max="3.0" step="0.5" value="1.5"' in r.text
     r = post(api, url="/jobs", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/jobs/")
     page = api.get(r.headers["location"])

@@ -223,19 +223,28 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             job = await submit(request)
         except (UploadError, InputError) as e:
             status = e.status if isinstance(e, UploadError) else 400
-            return index_page(request, error=_message(e), status=status)
+            return index_page(request, error=_message(e), status=status, values=await form_values(request))
         except Busy:
-            return index_page(request, error=busy_message(), status=503, headers={"Retry-After": "60"})
+            return index_page(request, error=busy_message(), status=503, headers={"Retry-After": "60"},
+                              values=await form_values(request))
         return with_owner(request, RedirectResponse(f"/jobs/{job.id}", status_code=303))
 
     # --- pages ---------------------------------------------------------------
 
-    def index_page(request: Request, error: Optional[str] = None, status: int = 200, headers=None):
+    async def form_values(request: Request) -> Dict[str, str]:
+        """The choices a refused form carried (not its files), to show the form again as it was."""
+        try:
+            form = await request.form()  # parsed already: starlette keeps it
+        except Exception:
+            return {}
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    def index_page(request: Request, error: Optional[str] = None, status: int = 200, headers=None, values=None):
         contents, styles = gallery_mod.examples(settings)
         return templates.TemplateResponse(request, "index.html", {
             "fields": form_fields(settings), "contents": contents, "styles": styles,
             "gallery": gallery_mod.gallery(store, settings), "recent": store.list(owner_of(request), limit=6),
-            "gallery_on": settings.gallery, "error": error, "max_mb": settings.max_upload_bytes / 2**20, "page": "new",
+            "gallery_on": settings.gallery, "error": error, "values": values or {}, "max_mb": settings.max_upload_bytes / 2**20, "page": "new",
         }, status_code=status, headers=headers)
 
     @app.get("/", response_class=HTMLResponse)
