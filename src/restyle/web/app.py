@@ -169,7 +169,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             example_key = form.get(f"{role}_example") or ""
             if isinstance(upload, UploadFile) and (upload.filename or upload.size):
                 data = await upload.read(settings.max_upload_bytes + 1)
-                img = check_image(data, what, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+                # Decoding a big photo takes a while: off the event loop, so other pages stay quick.
+                img = await asyncio.to_thread(check_image, data, what, max_bytes=settings.max_upload_bytes,
+                                              max_pixels=settings.max_pixels)
                 files[role] = (data, img.suffix, display_name(upload.filename, f"uploaded {role}"))
             elif isinstance(example_key, str) and example_key:
                 ex = gallery_mod.find(settings, example_key)
