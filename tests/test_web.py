@@ -304,7 +304,7 @@ def test_a_failing_job_says_why(live, settings):
 
 
 def test_a_dead_worker_is_replaced_and_its_job_runs_again(tmp_path, tiny_weights):
-    s = web_settings(tmp_path / "d", tiny_weights, overrides={"iterations": 400, "device": "cpu"})
+    s = web_settings(tmp_path / "d", tiny_weights, overrides={"iterations": 150, "device": "cpu"})
     with TestClient(create_app(s)) as c:
         job_id = post(c).json()["id"]
         wait_for(lambda: c.get(f"/api/jobs/{job_id}").json()["progress"].get("step"), 30, "the job to start")

@@ -105,6 +105,7 @@ def test_upload_watch_and_download(browser, server, pictures, viewport, tmp_path
     page.wait_for_selector("#download", timeout=60_000)  # the page reloads itself at the end
     assert page.text_content("#state") == "done"
     assert "/result.png" in page.get_attribute("#picture", "src")
+    page.wait_for_function("document.getElementById('picture').complete", timeout=30_000)
     assert page.evaluate("document.getElementById('picture').naturalWidth") == 64
     assert "my photo.jpg" in page.text_content("h1") and "painting.png" in page.text_content("h1")
     assert "200" in page.text_content(".settings-table")  # style weight: the slider doubled it
