@@ -144,6 +144,8 @@ def test_file_names_are_never_paths_and_type_is_sniffed(api, settings, tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["content.png", "style.jpg"]
     assert not any(p.name in ("evil.txt", "x.exe") for p in tmp_path.rglob("*"))
     assert api.get(f"/jobs/{job['id']}/content").headers["content-type"] == "image/png"
+    r = api.get(f"/jobs/{job['id']}/style")
+    assert r.headers["content-type"] == "image/jpeg" and r.content == STYLE
 
 
 def test_ids_are_unguessable_and_unknown_ids_are_404(api):
