@@ -188,6 +188,7 @@ def test_html_form_errors_show_on_the_page(api):
     assert r.status_code == 303 and r.headers["location"].startswith("/jobs/")
     page = api.get(r.headers["location"])
     assert page.status_code == 200 and "Waiting: 0 jobs ahead" in page.text and 'id="cancel"' in page.text
+    assert "<th>style weight</th><td>100.0</td>" in page.text  # the settings it will run with
 
 
 def test_token_guards_everything_but_static(tmp_path, tiny_weights):

@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile
 from .. import __version__
 from ..errors import InputError
 from . import gallery as gallery_mod
-from .form import form_fields, params_from_form
+from .form import form_fields, make_config, params_from_form
 from .jobs import DONE, FINAL, GALLERY, QUEUED, RUNNING, Job, JobStore, new_id
 from .settings import Settings
 from .uploads import MEDIA_TYPE, UploadError, check_image, display_name
@@ -262,7 +262,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         job = job_or_404(job_id)
         ahead = store.queue_position(job) if job.state == QUEUED else 0
         return templates.TemplateResponse(request, "job.html", {
-            "job": job, "ahead": ahead, "settings_rows": settings_rows(job), "page": "job",
+            "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
             "state_json": json.dumps(stream_state(job)),
         })
 
@@ -386,10 +386,15 @@ class _NotFound(Exception):
     pass
 
 
-def settings_rows(job: Job):
-    """(name, value) pairs shown on the job page: what was asked, then what ran."""
+def settings_rows(job: Job, settings: Settings):
+    """(name, value) pairs shown on the job page: the settings it runs with, then what it took."""
     rows = [("content", job.content_label), ("style", job.style_label)]
-    cfg = (job.report or {}).get("config") or job.params
+    cfg = (job.report or {}).get("config")
+    if cfg is None:
+        try:
+            cfg = make_config(job.params, settings).to_dict()
+        except InputError:  # the server's overrides changed since: show what was asked
+            cfg = job.params
     for name in ("size", "style_weight", "content_weight", "preserve_colors", "preset", "iterations", "optimizer"):
         if name in cfg and cfg[name] is not None:
             rows.append((name.replace("_", " "), cfg[name]))
