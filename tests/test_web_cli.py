@@ -75,3 +75,48 @@ def test_serve_off_loopback_warns_and_passes_the_token(monkeypatch, capsys, tmp_
 def test_serve_bad_flags(flags, code, words, capsys, tmp_path):
     assert main(["serve", "--data-dir", str(tmp_path), *flags]) == code
     assert words in capsys.readouterr().err
+
+
+def children(pid: int) -> list:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(c) for c in text]
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find child processes")
+def test_a_killed_server_leaves_no_worker_behind(tmp_path, tiny_weights):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restyle", "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+         "--weights", str(tiny_weights), "--no-gallery"],
+        stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["workers"] == 1:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        kids = children(proc.pid)
+        assert kids, "the worker process was not found"
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 45  # the worker may still be importing torch when its server dies
+    while any(Path(f"/proc/{k}").exists() and "zombie" not in _state(k) for k in kids):
+        assert time.monotonic() < deadline, "a worker outlived its server"
+        time.sleep(0.2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0]).lower()
+    except (OSError, IndexError):
+        return "zombie"

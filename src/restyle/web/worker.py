@@ -31,15 +31,20 @@ def _mp():
 class Worker:
     """Paints jobs: `loop` until `stop` is set; `run_job` for one job."""
 
-    def __init__(self, settings: Settings, index: int, stop: Any, wake: Any) -> None:
+    def __init__(self, settings: Settings, index: int, stop: Any, wake: Any, parent: Optional[int] = None) -> None:
         self.settings = settings
         self.index = index
         self.stop = stop
         self.wake = wake
         self.store = JobStore(settings.db_path, settings.jobs_dir)
+        self.parent = os.getppid() if parent is None else parent  # the server's pid
+
+    def stopping(self) -> bool:
+        """Asked to stop, or orphaned: a server killed outright must not leave a worker painting."""
+        return self.stop.is_set() or os.getppid() != self.parent
 
     def loop(self) -> None:
-        while not self.stop.is_set():
+        while not self.stopping():
             job = self.store.claim(self.index)
             if job is None:
                 self.wake.wait(1.0)
@@ -62,7 +67,7 @@ class Worker:
         cancelled = {"by_user": False}
 
         def cancel() -> bool:
-            if self.stop.is_set():
+            if self.stopping():
                 return True
             now = time.monotonic()
             if now - last["cancel"] >= interval:
@@ -112,7 +117,7 @@ class Worker:
             self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
 
 
-def worker_main(settings: Settings, index: int, stop: Any, wake: Any) -> None:
+def worker_main(settings: Settings, index: int, stop: Any, wake: Any, parent: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -120,7 +125,7 @@ def worker_main(settings: Settings, index: int, stop: Any, wake: Any) -> None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    Worker(settings, index, stop, wake).loop()
+    Worker(settings, index, stop, wake, parent).loop()
 
 
 class WorkerPool:
@@ -144,7 +149,7 @@ class WorkerPool:
 
     def _spawn(self, i: int) -> None:
         p = _mp().Process(
-            target=worker_main, args=(self.settings, i, self.stop_event, self.wake_event),
+            target=worker_main, args=(self.settings, i, self.stop_event, self.wake_event, os.getpid()),
             name=f"restyle-worker-{i}", daemon=True,
         )
         p.start()
