@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import InputError
 from . import gallery as gallery_mod
 from .form import form_fields, make_config, params_from_form
-from .jobs import DONE, FINAL, GALLERY, QUEUED, RUNNING, Job, JobStore, new_id
+from .jobs import DONE, QUEUED, Job, JobStore, new_id
 from .settings import Settings
 from .uploads import MEDIA_TYPE, UploadError, check_image, display_name
 from .worker import WorkerPool
