@@ -82,3 +82,15 @@ def test_twenty_concurrent_jobs_all_finish_in_order(tmp_path, tiny_weights):
         for j in jobs:  # nothing lost, nothing mixed up: each ran once with its own settings
             assert (s.jobs_dir / j.id / "result.png").is_file() and j.attempts == 1
             assert j.report["config"]["style_weight"] == pytest.approx(100 * 2 ** strength[j.id])
+
+
+def test_one_worker_per_device_shares_the_queue(tmp_path, tiny_weights):
+    s = web_settings(tmp_path / "d", tiny_weights, devices=("cpu", "cpu"), overrides={"iterations": 40})
+    with TestClient(create_app(s)) as c:
+        assert len(c.app.state.pool.pids()) == 2
+        ids = [c.post("/api/jobs", files=FILES).json()["id"] for _ in range(6)]
+        store = JobStore(s.db_path, s.jobs_dir)
+        wait_for(lambda: all(store.get(i).state == "done" for i in ids), 90, "six jobs on two workers")
+        jobs = [store.get(i) for i in ids]
+    assert {j.worker for j in jobs} == {0, 1}  # both took jobs
+    assert all(j.report["device"].startswith("cpu") and j.attempts == 1 for j in jobs)

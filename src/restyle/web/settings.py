@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
+from ..errors import InputError
+
 MB = 1024 * 1024
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def default_data_dir() -> Path:
@@ -44,15 +48,26 @@ class Settings:
     gallery_size: int = 256
     examples_dir: Optional[Path] = field(default_factory=default_examples_dir)
     snapshots: int = 30  # intermediate images streamed per job
-    workers: int = 1  # worker processes (one per device)
+    # One worker process per entry: "auto", "cpu", "mps", "cuda" or "cuda:N" (one per GPU).
+    devices: Tuple[str, ...] = ("auto",)
     start_workers: bool = True  # False: accept jobs but paint nothing (API tests)
     torch_threads: int = 0  # 0: torch's default
     progress_interval: float = 0.2  # seconds between progress writes and stream polls
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "devices", tuple(self.devices))
+        for d in self.devices:
+            if not DEVICE.match(d):
+                raise InputError(f"device {d!r} is not one of auto, cpu, mps, cuda or cuda:N")
+        if not self.devices:
+            raise InputError("devices must name at least one device")
         if self.examples_dir is not None:
             object.__setattr__(self, "examples_dir", Path(self.examples_dir))
+
+    @property
+    def workers(self) -> int:
+        return len(self.devices)
 
     @property
     def db_path(self) -> Path:

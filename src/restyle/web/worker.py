@@ -92,6 +92,9 @@ class Worker:
 
         try:
             cfg = make_config(job.params, self.settings)
+            device = self.settings.devices[self.index]
+            if device != "auto":  # this worker's device ("cuda:N" was made current at start)
+                cfg = cfg.replace(device=device.split(":")[0])
             steps = sum(s.iterations for s in pyramid(cfg.size, cfg.iterations, cfg.scales))
             result = run(
                 folder / job.content_file, [folder / job.style_file], cfg,
@@ -121,10 +124,13 @@ def worker_main(settings: Settings, index: int, stop: Any, wake: Any, parent: in
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if settings.torch_threads:
-        import torch
+    import torch
 
+    if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    device = settings.devices[index]
+    if device.startswith("cuda:"):
+        torch.cuda.set_device(int(device.split(":")[1]))
     Worker(settings, index, stop, wake, parent).loop()
 
 
