@@ -76,8 +76,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = StylizeCon
 
 
 def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig) -> Any:
+    """The config from the flags given; a --preset is applied first and the other flags override it."""
     given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**given)
+    return cls().replace(**given) if hasattr(cls, "from_preset") else cls(**given)
 
 
 def build_parser() -> argparse.ArgumentParser:
