@@ -153,9 +153,12 @@ def synthesize(
             return loss
 
         if cfg.optimizer == "lbfgs":
+            # From noise with the style loss alone, fixed unit steps overshoot by orders of
+            # magnitude on the second step; a strong-Wolfe line search keeps every step
+            # downhill. max_eval caps the evaluations, so `iterations` still counts them.
             opt = torch.optim.LBFGS([x], lr=cfg.lr_or_default, max_iter=stage.iterations,
                                     max_eval=stage.iterations, tolerance_grad=-1, tolerance_change=-1,
-                                    history_size=100)
+                                    history_size=100, line_search_fn="strong_wolfe")
             opt.step(closure)
         else:
             opt = torch.optim.Adam([x], lr=cfg.lr_or_default)
