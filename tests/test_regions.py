@@ -34,8 +34,13 @@ def test_label_image_colours_map_to_styles_darkest_first():
     rgb[0, 0] = (200, 10, 10)  # a stray colour, less frequent than the two labels
     a, b = split_labels(Image.fromarray(rgb), 2)
     a, b = np.asarray(a), np.asarray(b)
-    assert (a[:, :3] == 255).all() and (a[:, 3:] == 0).all()
+    assert (a[1:, :3] == 255).all() and (a[:, 3:] == 0).all() and a[0, 0] > 200  # red is nearer black
     assert (b == 255 - a).all()
+    soft = np.zeros((4, 5, 3), np.uint8)  # black, black, gray, white, white
+    soft[:, 2] = 128
+    soft[:, 3:] = 255
+    a, b = (np.asarray(m)[0, ::2] for m in split_labels(Image.fromarray(soft), 2))
+    assert a[0] == 255 and b[2] == 255 and 100 < a[1] < 155 and a[1] + b[1] in (254, 255, 256)  # gray blends
     with pytest.raises(InputError, match="1 distinct colour"):
         split_labels(Image.new("RGB", (4, 4), "red"), 2)
 

@@ -6,8 +6,9 @@ Two ways to say it (`--mask`):
   style, black = not; gray blends (soft edges);
 - one label image for N >= 2 styles: its N most frequent colours, sorted by
   (R, G, B) so that darker/black comes first, stand for the styles in order;
-  every pixel belongs to the nearest of those colours. (With two styles and a
-  black-and-white label image: black = first style, white = second.)
+  other colours (anti-aliased or blurred edges) are shared between the
+  nearest ones, so soft edges blend. (With two styles and a black-and-white
+  label image: black = first style, white = second, gray = both.)
 
 Masks are resized to the content (their aspect ratio must match it), then to
 each scale of the pyramid, and for each style layer averaged down to that
@@ -65,9 +66,17 @@ def split_labels(img: Image.Image, n: int, name: str = "label image") -> List[Im
         raise InputError(f"{name} has {len(colours)} distinct colour(s) but there are {n} styles; it needs {n}")
     palette = colours[np.argsort(-counts, kind="stable")[:n]]
     palette = palette[np.lexsort(palette.T[::-1])]  # sort by R, then G, then B
-    dist = ((flat[:, None, :] - palette[None, :, :]) ** 2).sum(-1)
-    label = dist.argmin(1).reshape(rgb.shape[:2])
-    return [Image.fromarray(((label == k) * 255).astype(np.uint8), "L") for k in range(n)]
+    dist = ((flat[:, None, :] - palette[None, :, :]) ** 2).sum(-1).astype(np.float64)
+    # Soft assignment, so that an anti-aliased or blurred edge blends the styles: weights
+    # softmax(-d^2 / tau) with tau = (closest palette pair's squared distance) / 8, which
+    # gives a palette colour 99.97% to its own style and a half-way colour 50/50.
+    pair = ((palette[:, None, :] - palette[None, :, :]) ** 2).sum(-1)
+    tau = pair[~np.eye(n, dtype=bool)].min() / 8.0
+    logits = -(dist - dist.min(1, keepdims=True)) / tau
+    weights = np.exp(logits)
+    weights /= weights.sum(1, keepdims=True)
+    return [Image.fromarray(np.round(weights[:, k] * 255).astype(np.uint8).reshape(rgb.shape[:2]), "L")
+            for k in range(n)]
 
 
 def mask_tensor(mask: Image.Image, size: Tuple[int, int], device: torch.device) -> torch.Tensor:
