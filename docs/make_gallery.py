@@ -93,11 +93,6 @@ def main() -> None:
     render("regions_pitt_scream_picasso.png", lambda: restyle.stylize(
         pitt, [style / "the_scream.jpg", style / "picasso_selfport1907.jpg"],
         base.replace(mask=(str(OUT / "brad_pitt_label.png"),))))
-    # Brush size: --style-scale
-    for s in (0.5, 2.0):
-        render(f"style_scale_{s}.png", lambda s=s: restyle.stylize(tub, starry, base.replace(style_scale=s)))
-    # Preset
-    render("preset_fast.png", lambda: restyle.stylize(tub, style / "the_scream.jpg", StylizeConfig.from_preset("fast")))
     # Texture, tileable: shown as a 2x2 tiling
     tex = render("texture_starry_tile.png", lambda: synthesize(starry, (256, 256), StylizeConfig(iterations=100), tile=True).image)
     tiled = Image.new("RGB", (512, 512))
@@ -108,12 +103,85 @@ def main() -> None:
     # Large output: 1024 px coarse to fine (256 -> 512 -> 1024), with a 1:1 crop
     big = render("large_1024.jpg", lambda: restyle.stylize(tub, starry, StylizeConfig(size=1024)))
     big.crop((400, 250, 656, 506)).save(OUT / "large_1024_crop.png", optimize=True)
+    # Brush size: --style-scale (1 is color_none.png)
+    render("style_scale_2.0.png", lambda: restyle.stylize(tub, starry, base.replace(style_scale=2.0)))
+    # Preset
+    render("preset_fast.png", lambda: restyle.stylize(tub, style / "the_scream.jpg", StylizeConfig.from_preset("fast")))
     # Side-by-side strips for the README
     ref = args.images / "reference" / "tubingen_starry_original_colors.png"
     side_by_side([Image.open(OUT / f"color_{m}.png") for m in ("none", "luminance", "histogram")]
                  + [Image.open(ref)]).save(OUT / "color_strip.jpg", quality=90)
     side_by_side([Image.open(pitt), label, Image.open(OUT / "regions_pitt_scream_picasso.png")]).save(
         OUT / "regions_strip.jpg", quality=90)
+    # Inputs shown beside the results (from jcjohnson/neural-style's examples, MIT licence)
+    Image.open(ref).save(OUT / "reference_tubingen_starry_original_colors.png", optimize=True)
+    Image.open(pitt).convert("RGB").resize(label.resize((304, 384)).size).save(OUT / "brad_pitt.jpg", quality=90)
+    names = {k.replace(".", "_").replace("-", "_"): v for k, v in timings.items()}
+    (OUT / "README.md").write_text(GALLERY_MD.format(size=SIZE, **names))
+
+
+GALLERY_MD = """\
+# Gallery: artistic control
+
+Made by `docs/make_gallery.py` (`PYTHONPATH=src python docs/make_gallery.py`) from the
+shared test images at {size} px long side unless noted; default settings otherwise
+(150 L-BFGS iterations, content 5, style 100). Times are wall seconds on a 2-core CPU
+shared with other jobs while rendering (bf16 network), so expect them shorter on an idle machine.
+
+## Colour: `--preserve-colors none | luminance | histogram`
+
+| none ({color_none_png} s) | luminance ({color_luminance_png} s) | histogram ({color_histogram_png} s) | classic tool, `-original_colors 1` |
+|---|---|---|---|
+| ![](color_none.png) | ![](color_luminance.png) | ![](color_histogram.png) | ![](reference_tubingen_starry_original_colors.png) |
+
+    restyle stylize tubingen.jpg starry_night.jpg -o out.png --size {size} --preserve-colors luminance
+
+`luminance` optimises the luminance alone (the style image turned gray, its
+luminance matched to the photo's mean and spread) and puts the photo's own
+chroma back on it: the colours are the photo's, pixel for pixel. `histogram`
+recolours the painting to the photo's colour mean and covariance before its
+style is taken: strokes and local colour variation stay painterly, the overall
+palette is the photo's.
+
+## Regions: `--mask`, a person and the background in two styles
+
+| photo | label image (black = 1st style, white = 2nd) | The Scream behind, Picasso's 1907 self-portrait on the person ({regions_pitt_scream_picasso_png} s) |
+|---|---|---|
+| ![](brad_pitt.jpg) | ![](brad_pitt_label.png) | ![](regions_pitt_scream_picasso.png) |
+
+    restyle stylize brad_pitt.jpg the_scream.jpg picasso_selfport1907.jpg --mask brad_pitt_label.png -o out.png
+
+The label image was made by the script (backdrop colour from the corners, flood
+fill from the border, a small blur for a soft edge). One grayscale mask per
+style works too: `--mask background.png,person.png`.
+
+## Brush size: `--style-scale`
+
+| 1 (default) | 2 ({style_scale_2_0_png} s) |
+|---|---|
+| ![](color_none.png) | ![](style_scale_2.0.png) |
+
+The style image is resized to `style_scale` times the output's size at every
+scale of the pyramid, so the strokes keep their size relative to the picture.
+
+## Large output: 1024 px, coarse to fine ({large_1024_jpg} s)
+
+256 px (150 iterations) -> 512 px (38) -> 1024 px (20). [Full picture](large_1024.jpg); a 1:1 crop:
+
+![](large_1024_crop.png)
+
+## Preset `fast` ({preset_fast_png} s)
+
+![](preset_fast.png)
+
+    restyle stylize tubingen.jpg the_scream.jpg -o out.png --preset fast
+
+## Texture: `restyle texture starry_night.jpg -o tex.png --size 256x256 --tile` ({texture_starry_tile_png} s)
+
+The 256 px tile, and four copies of it side by side (no seams):
+
+![](texture_starry_tile.png) ![](texture_starry_tile_2x2.jpg)
+"""
 
 
 if __name__ == "__main__":
