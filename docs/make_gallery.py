@@ -64,6 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=Path, default=Path("/work/shared/images"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--size", type=int, default=SIZE, help="long side of the gallery pictures")
+    ap.add_argument("--iterations", type=int, default=150, help="iterations (at the coarsest scale)")
+    ap.add_argument("--skip-large", action="store_true", help="no 1024 px run (slow on a CPU)")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     content, style = args.images / "content", args.images / "style"
@@ -83,7 +86,7 @@ def main() -> None:
         print(f"{name}: {timings[name]} s", flush=True)
         return img
 
-    base = StylizeConfig(size=SIZE)
+    base = StylizeConfig(size=args.size, iterations=args.iterations)
     # Colour
     for mode in ("none", "luminance", "histogram"):
         render(f"color_{mode}.png", lambda m=mode: restyle.stylize(tub, starry, base.replace(preserve_colors=m)))
@@ -94,19 +97,20 @@ def main() -> None:
         pitt, [style / "the_scream.jpg", style / "picasso_selfport1907.jpg"],
         base.replace(mask=(str(OUT / "brad_pitt_label.png"),))))
     # Texture, tileable: shown as a 2x2 tiling
-    tex = render("texture_starry_tile.png", lambda: synthesize(starry, (256, 256), StylizeConfig(iterations=100), tile=True).image)
+    tex = render("texture_starry_tile.png", lambda: synthesize(starry, (256, 256), StylizeConfig(iterations=args.iterations), tile=True).image)
     tiled = Image.new("RGB", (512, 512))
     for x in (0, 256):
         for y in (0, 256):
             tiled.paste(tex, (x, y))
     tiled.save(OUT / "texture_starry_tile_2x2.jpg", quality=90)
-    # Large output: 1024 px coarse to fine (256 -> 512 -> 1024), with a 1:1 crop
-    big = render("large_1024.jpg", lambda: restyle.stylize(tub, starry, StylizeConfig(size=1024)))
-    big.crop((400, 250, 656, 506)).save(OUT / "large_1024_crop.png", optimize=True)
-    # Brush size: --style-scale (1 is color_none.png)
-    render("style_scale_2.0.png", lambda: restyle.stylize(tub, starry, base.replace(style_scale=2.0)))
     # Preset
     render("preset_fast.png", lambda: restyle.stylize(tub, style / "the_scream.jpg", StylizeConfig.from_preset("fast")))
+    # Brush size: --style-scale (1 is color_none.png)
+    render("style_scale_2.0.png", lambda: restyle.stylize(tub, starry, base.replace(style_scale=2.0)))
+    # Large output: 1024 px coarse to fine (256 -> 512 -> 1024), with a 1:1 crop
+    if not args.skip_large or (OUT / "large_1024.jpg").exists():
+        big = render("large_1024.jpg", lambda: restyle.stylize(tub, starry, StylizeConfig(size=1024)))
+        big.crop((400, 250, 656, 506)).save(OUT / "large_1024_crop.png", optimize=True)
     # Side-by-side strips for the README
     ref = args.images / "reference" / "tubingen_starry_original_colors.png"
     side_by_side([Image.open(OUT / f"color_{m}.png") for m in ("none", "luminance", "histogram")]
@@ -115,17 +119,19 @@ def main() -> None:
         OUT / "regions_strip.jpg", quality=90)
     # Inputs shown beside the results (from jcjohnson/neural-style's examples, MIT licence)
     Image.open(ref).save(OUT / "reference_tubingen_starry_original_colors.png", optimize=True)
-    Image.open(pitt).convert("RGB").resize(label.resize((304, 384)).size).save(OUT / "brad_pitt.jpg", quality=90)
+    Image.open(pitt).convert("RGB").resize(Image.open(OUT / "regions_pitt_scream_picasso.png").size).save(
+        OUT / "brad_pitt.jpg", quality=90)
     names = {k.replace(".", "_").replace("-", "_"): v for k, v in timings.items()}
-    (OUT / "README.md").write_text(GALLERY_MD.format(size=SIZE, **names))
+    names.setdefault("large_1024_jpg", "?")
+    (OUT / "README.md").write_text(GALLERY_MD.format(size=args.size, iterations=args.iterations, **names))
 
 
 GALLERY_MD = """\
 # Gallery: artistic control
 
 Made by `docs/make_gallery.py` (`PYTHONPATH=src python docs/make_gallery.py`) from the
-shared test images at {size} px long side unless noted; default settings otherwise
-(150 L-BFGS iterations, content 5, style 100). Times are wall seconds on a 2-core CPU
+shared test images at {size} px long side unless noted, {iterations} L-BFGS iterations,
+default settings otherwise (content 5, style 100, tv 1e-3). Times are wall seconds on a 2-core CPU
 shared with other jobs while rendering (bf16 network), so expect them shorter on an idle machine.
 
 ## Colour: `--preserve-colors none | luminance | histogram`
