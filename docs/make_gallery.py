@@ -123,8 +123,22 @@ def main() -> None:
         OUT / "brad_pitt.jpg", quality=90)
     names = {k.replace(".", "_").replace("-", "_"): v for k, v in timings.items()}
     names.setdefault("large_1024_jpg", "?")
-    (OUT / "README.md").write_text(GALLERY_MD.format(size=args.size, iterations=args.iterations, **names))
+    md = GALLERY_MD.format(size=args.size, iterations=args.iterations, **names)
+    if (OUT / "large_1024.jpg").exists():
+        if not (OUT / "large_1024_crop.png").exists():
+            Image.open(OUT / "large_1024.jpg").crop((400, 250, 656, 506)).save(OUT / "large_1024_crop.png")
+        md += LARGE_MD.format(**names)
+    (OUT / "README.md").write_text(md)
 
+
+LARGE_MD = """
+## Large output: 1024 px, coarse to fine ({large_1024_jpg} s)
+
+`restyle stylize tubingen.jpg starry_night.jpg -o large_1024.jpg --size 1024`, default settings:
+256 px (150 iterations) -> 512 px (38) -> 1024 px (20). [Full picture](large_1024.jpg); a 1:1 crop:
+
+![](large_1024_crop.png)
+"""
 
 GALLERY_MD = """\
 # Gallery: artistic control
@@ -169,12 +183,6 @@ style works too: `--mask background.png,person.png`.
 
 The style image is resized to `style_scale` times the output's size at every
 scale of the pyramid, so the strokes keep their size relative to the picture.
-
-## Large output: 1024 px, coarse to fine ({large_1024_jpg} s)
-
-256 px (150 iterations) -> 512 px (38) -> 1024 px (20). [Full picture](large_1024.jpg); a 1:1 crop:
-
-![](large_1024_crop.png)
 
 ## Preset `fast` ({preset_fast_png} s)
 
