@@ -134,7 +134,8 @@ def main() -> None:
 LARGE_MD = """
 ## Large output: 1024 px, coarse to fine ({large_1024_jpg} s)
 
-`restyle stylize tubingen.jpg starry_night.jpg -o large_1024.jpg --size 1024`, default settings:
+`restyle stylize tubingen.jpg starry_night.jpg -o large_1024.png --size 1024 --quiet`, default settings
+(the picture here is that run's output; the script makes the same run when the file is missing):
 256 px (150 iterations) -> 512 px (38) -> 1024 px (20). [Full picture](large_1024.jpg); a 1:1 crop:
 
 ![](large_1024_crop.png)
@@ -145,8 +146,10 @@ GALLERY_MD = """\
 
 Made by `docs/make_gallery.py` (`PYTHONPATH=src python docs/make_gallery.py`) from the
 shared test images at {size} px long side unless noted, {iterations} L-BFGS iterations,
-default settings otherwise (content 5, style 100, tv 1e-3). Times are wall seconds on a 2-core CPU
-shared with other jobs while rendering (bf16 network), so expect them shorter on an idle machine.
+default settings otherwise (content 5, style 100, tv 1e-3); `python docs/make_gallery.py` alone renders them at
+384 px with 150 iterations. Times are wall seconds on a 2-core CPU shared with several
+other torch jobs (load average 10-13) while rendering (bf16 network): expect them 5-10x
+shorter on an idle machine.
 
 ## Colour: `--preserve-colors none | luminance | histogram`
 
@@ -183,6 +186,8 @@ style works too: `--mask background.png,person.png`.
 
 The style image is resized to `style_scale` times the output's size at every
 scale of the pyramid, so the strokes keep their size relative to the picture.
+At 2 the painting is seen twice as large: longer, softer strokes and less of
+its fine texture.
 
 ## Preset `fast` ({preset_fast_png} s)
 
