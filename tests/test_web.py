@@ -11,15 +11,16 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from restyle.config import StylizeConfig
+from restyle.config import PRESERVE_COLORS, PRESET_NAMES, PRESETS, StylizeConfig
+from restyle.errors import InputError
 from restyle.web.app import create_app
-from restyle.web.form import form_fields, params_from_form
+from restyle.web.form import form_fields, make_config, params_from_form
 from restyle.web.jobs import JobStore
 from webutil import image_bytes, wait_for, web_settings
 
@@ -224,22 +225,21 @@ def test_form_offers_only_what_the_config_has(settings):
     assert ("preserve_colors" in params) == ("preserve_colors" in StylizeConfig.__dataclass_fields__)
 
 
-@dataclass(frozen=True)
-class FutureConfig(StylizeConfig):
-    """StylizeConfig as it may look after the artistic-controls merge."""
-
-    preserve_colors: str = field(default="none", metadata={"help": "keep the photo's colours",
-                                                           "choices": ("none", "luminance", "histogram")})
-    preset: str = field(default="balanced", metadata={"help": "a named set of settings",
-                                                      "choices": ("balanced", "bold", "subtle")})
-
-
-def test_form_lights_up_colour_and_preset_fields_when_config_has_them(settings):
-    fields_ = {f.name: f for f in form_fields(settings, FutureConfig)}
-    assert [v for v, _ in fields_["preserve_colors"].choices] == ["none", "luminance", "histogram"]
-    assert fields_["preset"].default == "balanced" and fields_["preset"].help == "a named set of settings"
-    params = params_from_form({"preserve_colors": "histogram", "preset": "bold"}, settings, FutureConfig)
-    assert params == {"preserve_colors": "histogram", "preset": "bold"}
+def test_form_offers_colour_and_preset_and_applies_the_preset(settings):
+    fields_ = {f.name: f for f in form_fields(settings, StylizeConfig)}
+    assert [v for v, _ in fields_["preserve_colors"].choices] == list(PRESERVE_COLORS)
+    assert [v for v, _ in fields_["preset"].choices] == ["", *PRESET_NAMES]
+    params = params_from_form({"preserve_colors": "histogram", "preset": "fast", "strength": "1"}, settings)
+    cfg = make_config(params, settings)
+    fast = StylizeConfig.from_preset("fast")
+    assert cfg.preset == "fast" and cfg.preserve_colors == "histogram"
+    # The preset's values are applied (not just its name recorded), and the slider scales its style weight.
+    assert cfg.style_weight == pytest.approx(2 * fast.style_weight)
+    for name, value in PRESETS["fast"].items():
+        if name not in settings.overrides and name not in ("style_weight", "size"):  # the form sets these
+            assert getattr(cfg, name) == value, name
+    with pytest.raises(InputError, match="preset 'bold' is not one of"):
+        params_from_form({"preset": "bold"}, settings)
 
 
 def test_index_page_shows_the_form_and_examples(api):

@@ -98,8 +98,11 @@ def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = St
     lo, hi = STRENGTH_RANGE
     if not lo <= strength <= hi:
         raise InputError(f"style strength {strength:g} is out of range; it must be in [{lo:g}, {hi:g}]")
+    preset = form.get("preset") if "preset" in names else None
     if strength:
-        default = _default(next(f for f in fields(cls) if f.name == "style_weight"))
+        # The slider scales the style weight the run would have: the preset's, else the default.
+        base = _base_config(cls, str(preset)) if preset else None
+        default = base.style_weight if base is not None else _default(next(f for f in fields(cls) if f.name == "style_weight"))
         params["style_weight"] = round(default * 2.0**strength, 6)
     size_text = form.get("size")
     if size_text not in (None, ""):
@@ -118,11 +121,18 @@ def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = St
     return params
 
 
+def _base_config(cls: Type, preset: Optional[str]) -> Any:
+    """The defaults with `preset`'s values applied (StylizeConfig.replace applies a preset first)."""
+    return cls().replace(preset=preset) if preset else cls()
+
+
 def make_config(params: Mapping[str, Any], settings: Settings, cls: Type = StylizeConfig) -> Any:
+    """The run's config: defaults, then the chosen preset, then the form's values and the server's overrides."""
     values = {**params, **settings.overrides}
     if "size" not in params and "size" not in settings.overrides:
         values["size"] = settings.default_size
-    return cls(**values)
+    preset = values.pop("preset", None)
+    return _base_config(cls, preset).replace(**values)
 
 
 def _number(text: Optional[Any], what: str, default: float) -> float:
