@@ -117,7 +117,8 @@ def spectral_order(g: np.ndarray) -> np.ndarray:
 
 def top_positions(maps: Sequence[np.ndarray], k: int, min_dist: float) -> List[Tuple[int, int, int, float]]:
     """The k strongest (image, row, col, value) over several 2-D maps, at least `min_dist` apart
-    (in map cells, Chebyshev distance) within one image, so that the patches differ."""
+    (in map cells, Chebyshev distance) within one image, so that the patches differ; closer
+    ones only where the maps are too small to hold k such positions."""
     flat = [(m.ravel(), m.shape) for m in maps]
     cands: List[Tuple[float, int, int]] = []
     per_image = max(k * 20, 50)
@@ -127,13 +128,15 @@ def top_positions(maps: Sequence[np.ndarray], k: int, min_dist: float) -> List[T
         cands += [(float(v[j]), i, int(j)) for j in top]
     cands.sort(key=lambda c: -c[0])
     chosen: List[Tuple[int, int, int, float]] = []
-    for value, i, j in cands:
-        r, c = divmod(j, flat[i][1][1])
-        if all(ci != i or max(abs(r - rr), abs(c - cc)) >= min_dist for ci, rr, cc, _ in chosen):
-            chosen.append((i, r, c, value))
+    # Apart first; if the images are too small for k such positions, fill up with the next best.
+    for dist in (min_dist, 1):
+        for value, i, j in cands:
             if len(chosen) == k:
-                break
-    return chosen
+                return chosen
+            r, c = divmod(j, flat[i][1][1])
+            if all(ci != i or max(abs(r - rr), abs(c - cc)) >= dist for ci, rr, cc, _ in chosen):
+                chosen.append((i, r, c, value))
+    return sorted(chosen, key=lambda t: -t[3])
 
 
 def patch_box(layer: str, row: int, col: int) -> Tuple[int, int, int, int]:
@@ -256,18 +259,7 @@ def explain(
     w = load_weights(weights)
     timings: Dict[str, float] = {"setup": time.perf_counter() - t0}
 
-    stages = pyramid(cfg.size, 1, (cfg.scales,))
-    iters = lambda n: sum(s.iterations for s in pyramid(cfg.size, n, (cfg.scales,)))  # noqa: E731
-    n_grams = len(cfg.style_layers)
-    n_images = 2 + len(extra_imgs)
-    steps = (
-        len(cfg.content_layers) * iters(cfg.content_iterations)
-        + len(cfg.style_layers) * iters(cfg.style_iterations)
-        + len(cfg.tradeoff_layers) * len(cfg.ratios) * iters(cfg.tradeoff_iterations)
-        + n_grams
-        + 2 * n_images  # two passes over the images for the units
-    )
-    del stages
+    steps = _iterations(cfg) + len(cfg.style_layers) + 2 * (2 + len(extra_imgs))  # + Gram matrices + image passes
     done = 0
 
     def tick(section: str, label: str, n: int = 1) -> None:
@@ -289,54 +281,28 @@ def explain(
     save_atomic(resize(content_img, cfg.size), out / "inputs/content.png")
     save_atomic(resize(style_img, cfg.size), out / "inputs/style.png")
 
-    base = StylizeConfig(
-        size=cfg.size, scales=(cfg.scales,), init="noise", seed=cfg.seed, pooling=cfg.pooling,
-        device=cfg.device, precision=cfg.precision, tv_weight=cfg.tv_weight, optimizer="lbfgs",
-    )
     synth = dict(weights=weights, cancel=cancel)
 
     # 1. Content reconstructions: match one layer's activations, nothing else.
     t = time.perf_counter()
-    painter = Painter(_network(w, deepest_layer(cfg.content_layers), cfg.pooling, device), device, precision)
-    x_content = to_tensor(resize(content_img, cfg.size), device)
-    with torch.no_grad():
-        feats = painter.features(x_content, cfg.content_layers)
     for layer, rel in zip(cfg.content_layers, plan["content"]):
-        # The content loss divided by the target's mean square: a relative error, so
-        # one weight (and one TV weight) works at every depth.
-        energy = float(feats[layer].float().pow(2).mean().clamp_min(1e-12))
-        r = run(
-            content_img, content_img,
-            base.replace(
-                iterations=cfg.content_iterations, content_layers=(layer,), style_layers=("relu1_1",),
-                content_weight=cfg.content_weight / energy, style_weight=0.0,
-                tv_weight=cfg.tv_weight * receptive_field(layer)[1],
-            ),
-            callback=forward("content", f"content from {_paper_name(layer)}"), **synth,
-        )
-        save_atomic(r.image, out / rel)
-    del feats
+        img = reconstruct_content(content_img, layer, cfg, callback=forward("content", f"content from {_paper_name(layer)}"), **synth)
+        save_atomic(img, out / rel)
     timings["content"] = time.perf_counter() - t
 
     # 2. Style reconstructions: match the Gram matrices of the first k style layers.
     t = time.perf_counter()
     for k, rel in enumerate(plan["style"], start=1):
         layers = cfg.style_layers[:k]
-        r = run(
-            style_img, style_img,
-            base.replace(
-                iterations=cfg.style_iterations, content_layers=(layers[0],), style_layers=layers,
-                content_weight=0.0, style_weight=cfg.style_weight,
-            ),
-            callback=forward("style", f"style up to {_paper_name(layers[-1])}"), **synth,
-        )
-        save_atomic(r.image, out / rel)
+        img = reconstruct_style(style_img, layers, cfg, callback=forward("style", f"style up to {_paper_name(layers[-1])}"), **synth)
+        save_atomic(img, out / rel)
     timings["style"] = time.perf_counter() - t
 
     # 3. Gram matrices of the style image (and of the content image, in the same order).
     t = time.perf_counter()
     # With the pooling of the syntheses: these are the matrices section 2 matched.
     painter = Painter(_network(w, deepest_layer(cfg.style_layers), cfg.pooling, device), device, precision)
+    x_content = to_tensor(resize(content_img, cfg.size), device)
     x_style = to_tensor(resize(style_img, cfg.size), device)
     gram_stats: Dict[str, Dict[str, float]] = {}
     with torch.no_grad():
@@ -359,15 +325,9 @@ def explain(
     rels = iter(plan["tradeoff"])
     for layer in cfg.tradeoff_layers:
         for ratio in cfg.ratios:
-            r = run(
-                content_img, style_img,
-                base.replace(
-                    iterations=cfg.tradeoff_iterations, content_layers=(layer,), style_layers=cfg.style_layers,
-                    content_weight=ratio * cfg.style_weight, style_weight=cfg.style_weight,
-                ),
-                callback=forward("tradeoff", f"{_paper_name(layer)}, alpha/beta {ratio:g}"), **synth,
-            )
-            save_atomic(r.image, out / next(rels))
+            label = f"{_paper_name(layer)}, alpha/beta {ratio:g}"
+            img = tradeoff_result(content_img, style_img, layer, ratio, cfg, callback=forward("tradeoff", label), **synth)
+            save_atomic(img, out / next(rels))
     timings["tradeoff"] = time.perf_counter() - t
 
     # 5. Units: the patches that excite them most, and their feature maps.
@@ -397,6 +357,82 @@ def explain(
     )
     write_text_atomic(render_html(cfg, plan, chosen, [n for n, _ in corpus], timings, str(device), precision), out / "index.html")
     return ExplainReport(out, out / "index.html", files, timings, chosen)
+
+
+def _synth_config(cfg: ExplainConfig, iterations: int, **changes: Any) -> StylizeConfig:
+    """The engine's settings for one synthesis from noise."""
+    return StylizeConfig(
+        size=cfg.size, iterations=iterations, scales=(cfg.scales,), init="noise", seed=cfg.seed,
+        pooling=cfg.pooling, device=cfg.device, precision=cfg.precision, tv_weight=cfg.tv_weight,
+        optimizer="lbfgs",
+    ).replace(**changes)
+
+
+def reconstruct_content(
+    content: Image.Image, layer: str, cfg: ExplainConfig, *, weights: Optional[PathLike] = None,
+    callback: Optional[Callable[[Any], None]] = None, cancel: Any = None,
+) -> Image.Image:
+    """An image synthesised from noise to match `content`'s activations at `layer` alone (Fig. 1)."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    painter = Painter(_network(load_weights(weights), layer, cfg.pooling, device), device, precision)
+    with torch.no_grad():
+        target = painter.features(to_tensor(resize(content, cfg.size), device), (layer,))[layer]
+    # The content loss divided by the target's mean square is a relative error, so one
+    # weight (and one TV weight, scaled by the layer's stride) works at every depth.
+    energy = float(target.float().pow(2).mean().clamp_min(1e-12))
+    sc = _synth_config(
+        cfg, cfg.content_iterations, content_layers=(layer,), style_layers=("relu1_1",),
+        content_weight=cfg.content_weight / energy, style_weight=0.0,
+        tv_weight=cfg.tv_weight * receptive_field(layer)[1],
+    )
+    return run(content, content, sc, weights=weights, callback=callback, cancel=cancel).image
+
+
+def reconstruct_style(
+    style: Image.Image, layers: Sequence[str], cfg: ExplainConfig, *, weights: Optional[PathLike] = None,
+    callback: Optional[Callable[[Any], None]] = None, cancel: Any = None,
+) -> Image.Image:
+    """A texture synthesised from noise to match `style`'s Gram matrices at `layers` (Fig. 1).
+
+    Textures of shallow layers are painted at full size only: their statistics cannot
+    see scale, so blobs upsampled from a coarse scale would survive as blobs.
+    """
+    shallow = receptive_field(deepest_layer(layers))[1] < 8
+    sc = _synth_config(
+        cfg, cfg.style_iterations, content_layers=(layers[0],), style_layers=tuple(layers),
+        content_weight=0.0, style_weight=cfg.style_weight, scales=(1,) if shallow else (cfg.scales,),
+    )
+    # The style image doubles as the "content" so that the texture takes its shape.
+    return run(style, style, sc, weights=weights, callback=callback, cancel=cancel).image
+
+
+def tradeoff_result(
+    content: Image.Image, style: Image.Image, layer: str, ratio: float, cfg: ExplainConfig, *,
+    weights: Optional[PathLike] = None, callback: Optional[Callable[[Any], None]] = None, cancel: Any = None,
+) -> Image.Image:
+    """Style transfer from noise with content at `layer` and alpha/beta = `ratio` (Fig. 3)."""
+    sc = _synth_config(
+        cfg, cfg.tradeoff_iterations, content_layers=(layer,), style_layers=cfg.style_layers,
+        content_weight=ratio * cfg.style_weight, style_weight=cfg.style_weight,
+    )
+    return run(content, style, sc, weights=weights, callback=callback, cancel=cancel).image
+
+
+def _iterations(cfg: ExplainConfig) -> int:
+    """Engine iterations of the whole report (for the progress total)."""
+    def total(n: int, scales: int) -> int:
+        return sum(s.iterations for s in pyramid(cfg.size, n, (scales,)))
+
+    style = sum(
+        total(cfg.style_iterations, 1 if receptive_field(deepest_layer(cfg.style_layers[: k + 1]))[1] < 8 else cfg.scales)
+        for k in range(len(cfg.style_layers))
+    )
+    return (
+        len(cfg.content_layers) * total(cfg.content_iterations, cfg.scales)
+        + style
+        + len(cfg.tradeoff_layers) * len(cfg.ratios) * total(cfg.tradeoff_iterations, cfg.scales)
+    )
 
 
 def gram_image(g: np.ndarray, top: float, min_side: int = 256) -> Image.Image:
