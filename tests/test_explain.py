@@ -26,6 +26,7 @@ from restyle.explain import (
 )
 from restyle.features import receptive_field
 from restyle.images import load_image, resize, to_tensor
+from restyle.losses import gram, style_loss
 from restyle.weights import load_weights
 
 # Tiny settings: every section runs on the tiny network in a second or two.
@@ -256,41 +257,46 @@ def _mse(a: Image.Image, b: Image.Image) -> float:
 @pytest.mark.weights
 def test_shallow_content_reconstruction_is_closer_to_the_photo_than_deep(content_path):
     img = load_image(content_path)
-    cfg = ExplainConfig(size=96, scales=1, content_iterations=60)
+    cfg = ExplainConfig(size=64, scales=1, content_iterations=40)
     shallow = reconstruct_content(img, "relu1_2", cfg)
     deep = reconstruct_content(img, "relu5_2", cfg)
-    target = resize(img, 96)
-    noise_mse = _mse(Image.effect_noise(target.size, 32).convert("RGB"), target)
-    assert _mse(shallow, target) < 0.25 * _mse(deep, target)
-    assert _mse(shallow, target) < 0.1 * noise_mse  # conv1_2 is nearly the photograph
-
-
-def _high_freq(img: Image.Image) -> float:
-    a = np.asarray(img, float)
-    return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean())
+    target = resize(img, 64)
+    # Measured: about 18 (conv1_2) vs 2500 (conv5_2); noise would be about 3000.
+    assert _mse(shallow, target) < 0.1 * _mse(deep, target)
+    assert _mse(shallow, target) < 100  # conv1_2 is nearly the photograph
 
 
 @pytest.mark.weights
-def test_style_reconstruction_takes_the_palette_and_grows_in_scale(style_path):
+def test_style_reconstruction_matches_the_style_statistics_not_the_noise(style_path):
     img = load_image(style_path)
-    cfg = ExplainConfig(size=96, scales=1, style_iterations=60)
-    first = reconstruct_style(img, ("relu1_1",), cfg)
-    three = reconstruct_style(img, ("relu1_1", "relu2_1", "relu3_1"), cfg)
-    style = resize(img, 96)
+    cfg = ExplainConfig(size=64, scales=1, style_iterations=40)
+    layers = ("relu1_1", "relu2_1", "relu3_1")
+    texture = reconstruct_style(img, layers, cfg)
+    style = resize(img, 64)
     mean = lambda im: np.asarray(im, float).reshape(-1, 3).mean(0)  # noqa: E731
-    # Colour statistics: the painting's blue, not the mid-grey noise it started from.
-    assert np.abs(mean(first) - mean(style)).max() < 20 < np.abs(np.array([127.5] * 3) - mean(style)).max()
-    # conv1_1 alone is pixel-scale colour noise; deeper layers make larger, smoother structures.
-    assert _high_freq(first) > 1.5 * _high_freq(three)
+    # The painting's blue (measured within 3 levels), not the mid-grey noise it started from.
+    assert np.abs(mean(texture) - mean(style)).max() < 12 < np.abs(127.5 - mean(style)).max()
+    device = torch.device("cpu")
+    painter = Painter(_network(load_weights(), "relu3_1", "avg", device), device, "fp32")
+    noise = Image.fromarray(np.random.default_rng(0).normal(127.5, 32, (40, 64, 3)).clip(0, 255).astype(np.uint8))
+
+    def gram_distance(im: Image.Image) -> float:
+        with torch.no_grad():
+            a = painter.features(to_tensor(im), layers)
+            b = painter.features(to_tensor(style), layers)
+        return sum(float(style_loss(gram(a[n]), gram(b[n]))) for n in layers)
+
+    assert gram_distance(texture) < 0.1 * gram_distance(noise)
 
 
 @pytest.mark.weights
 def test_more_content_weight_gives_a_result_closer_to_the_photo(content_path, style_path):
     c, s = load_image(content_path), load_image(style_path)
-    cfg = ExplainConfig(size=96, scales=1, tradeoff_iterations=50)
+    cfg = ExplainConfig(size=64, scales=1, tradeoff_iterations=30)
     heavy = tradeoff_result(c, s, "relu2_2", 5.0, cfg)
     light = tradeoff_result(c, s, "relu2_2", 5e-3, cfg)
-    assert _mse(heavy, resize(c, 96)) < 0.7 * _mse(light, resize(c, 96))
+    # Measured: about 1100 vs 4600.
+    assert _mse(heavy, resize(c, 64)) < 0.5 * _mse(light, resize(c, 64))
 
 
 @pytest.mark.weights
@@ -308,9 +314,10 @@ def test_top_patches_excite_their_unit_more_than_random_patches(content_path, st
         size, _ = receptive_field(layer)
 
         def response(patch: Image.Image, ch: int) -> float:
+            # The unit at the centre of the patch, which then sees exactly the patch.
             with torch.no_grad():
                 f = painter.features(to_tensor(patch), (layer,))[layer][0, ch]
-            return float(f.amax())
+            return float(f[f.shape[0] // 2, f.shape[1] // 2])
 
         for u in units:
             top = [response(crop_patch(sized[p["image"]], tuple(p["box"])), u["channel"]) for p in u["patches"]]
