@@ -93,13 +93,14 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return (MAGMA[lo] * (1 - t) + MAGMA[lo + 1] * t).round().astype(np.uint8)
 
 
-def spectral_order(g: np.ndarray) -> np.ndarray:
+def spectral_order(g: np.ndarray, neighbours: int = 8) -> np.ndarray:
     """A channel order that puts channels that co-occur next to each other.
 
     Spectral seriation: sort channels by the Fiedler vector (second-smallest
-    eigenvector of the graph Laplacian) of their correlation matrix, the
-    smoothest 1-D embedding of the "fires together" graph. Dead channels
-    (zero energy) go last.
+    eigenvector of the normalised graph Laplacian) of a graph that links each
+    channel to the `neighbours` channels it is most correlated with. ReLU
+    features all correlate a little, so the full correlation graph would hide the
+    groups; the nearest-neighbour graph keeps them. Dead channels go last.
     """
     g = np.asarray(g, dtype=np.float64)
     d = np.sqrt(np.clip(np.diag(g), 0, None))
@@ -109,9 +110,19 @@ def spectral_order(g: np.ndarray) -> np.ndarray:
     if len(idx) <= 2:
         return np.concatenate([idx, dead])
     corr = np.clip(g[np.ix_(idx, idx)] / np.outer(d[idx], d[idx]), 0, None)
-    lap = np.diag(corr.sum(1)) - corr
+    np.fill_diagonal(corr, 0)
+    k = min(neighbours, len(idx) - 1)
+    near = np.argsort(-corr, axis=1)[:, :k]
+    w = np.zeros_like(corr)
+    rows = np.repeat(np.arange(len(idx)), k)
+    w[rows, near.ravel()] = corr[rows, near.ravel()]
+    w = np.maximum(w, w.T) + 1e-6  # symmetric, and connected
+    np.fill_diagonal(w, 0)
+    deg = w.sum(1)
+    inv = 1 / np.sqrt(deg)
+    lap = np.eye(len(idx)) - inv[:, None] * w * inv[None, :]
     _, vecs = np.linalg.eigh(lap)
-    fiedler = vecs[:, 1]
+    fiedler = vecs[:, 1] * inv
     return np.concatenate([idx[np.argsort(fiedler, kind="stable")], dead])
 
 
@@ -312,7 +323,9 @@ def explain(
             gs = gram(sfeats[layer]).cpu().numpy()
             gc = gram(cfeats[layer]).cpu().numpy()
             order = spectral_order(gs)
-            top = float(np.percentile(np.diag(gs), 99)) or 1.0
+            # Scale to the style matrix's 99.5th percentile: the few largest (diagonal)
+            # cells saturate, the co-occurrences stay visible.
+            top = float(np.percentile(gs, 99.5)) or 1.0
             for g, rel in ((gs, f"gram/{layer}_style.png"), (gc, f"gram/{layer}_content.png")):
                 save_atomic(gram_image(g[np.ix_(order, order)], top), out / rel)
             gram_stats[layer] = {"channels": int(gs.shape[0]), "alive": int((np.diag(gs) > 0).sum())}
