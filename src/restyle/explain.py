@@ -458,10 +458,16 @@ def gram_image(g: np.ndarray, top: float, min_side: int = 256) -> Image.Image:
 
 
 def feature_map_image(fmap: np.ndarray, img: Image.Image, top: float) -> Image.Image:
-    """A unit's feature map over a greyed copy of the image it was computed on."""
-    heat = Image.fromarray(colormap(fmap / top)).resize(img.size, Image.Resampling.BILINEAR)
-    grey = img.convert("L").convert("RGB")
-    return Image.blend(grey, heat, 0.75)
+    """A unit's feature map over a greyed copy of the image: coloured where the unit fires,
+    the plain photo where it is silent."""
+    v = np.clip(fmap / top, 0, 1)
+    size = img.size
+    heat = np.asarray(Image.fromarray(colormap(v)).resize(size, Image.Resampling.BILINEAR), np.float32)
+    alpha = np.asarray(Image.fromarray((v * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR), np.float32)
+    alpha = (alpha / 255) ** 0.7 * 0.9
+    grey = np.asarray(img.convert("L").convert("RGB"), np.float32) * 0.8 + 40
+    out = grey * (1 - alpha[..., None]) + heat * alpha[..., None]
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
 
 
 def units_section(
