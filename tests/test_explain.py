@@ -330,3 +330,21 @@ def test_top_patches_excite_their_unit_more_than_random_patches(content_path, st
             assert np.mean(top) > 1.5 * np.mean(rand), (layer, u["channel"])
             assert np.median(top) > np.percentile(rand, 75), (layer, u["channel"])
         assert (tmp_path / "units" / f"{layer}_1_patches.png").is_file()
+
+
+def test_the_library_never_prints_or_exits():
+    import restyle.explain
+
+    text = open(restyle.explain.__file__).read()
+    assert "print(" not in text and "sys.exit" not in text and "tqdm" not in text
+
+
+def test_the_page_template_is_package_data():
+    """A wheel must ship report/template.html, or `restyle explain` fails once installed."""
+    import tomllib
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["restyle"]
+    assert any(Path("report/template.html").match(pattern) for pattern in data)
