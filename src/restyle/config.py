@@ -195,10 +195,10 @@ class ExplainConfig:
         default=200, metadata=_help("iterations of each content reconstruction at the coarse scale")
     )
     style_iterations: int = field(
-        default=200, metadata=_help("iterations of each style reconstruction at the coarse scale")
+        default=150, metadata=_help("iterations of each style reconstruction at the coarse scale")
     )
     tradeoff_iterations: int = field(
-        default=150, metadata=_help("iterations of each result of the trade-off grid at the coarse scale")
+        default=100, metadata=_help("iterations of each result of the trade-off grid at the coarse scale")
     )
     scales: int = field(default=2, metadata=_help("scales of the coarse-to-fine pyramid (1: full size only)"))
     # alpha/beta with restyle's loss normalisation (losses.py), not the paper's:
