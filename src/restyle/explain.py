@@ -51,6 +51,7 @@ from .schedule import pyramid
 from .weights import load_weights
 
 BLOCKS = (1, 2, 3, 4, 5)
+MAP_SIZE = 192  # long side of the feature-map pictures
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 
 
@@ -313,24 +314,7 @@ def explain(
     t = time.perf_counter()
     # With the pooling of the syntheses: these are the matrices section 2 matched.
     painter = Painter(_network(w, deepest_layer(cfg.style_layers), cfg.pooling, device), device, precision)
-    x_content = to_tensor(resize(content_img, cfg.size), device)
-    x_style = to_tensor(resize(style_img, cfg.size), device)
-    gram_stats: Dict[str, Dict[str, float]] = {}
-    with torch.no_grad():
-        sfeats = painter.features(x_style, cfg.style_layers)
-        cfeats = painter.features(x_content, cfg.style_layers)
-        for layer in cfg.style_layers:
-            gs = gram(sfeats[layer]).cpu().numpy()
-            gc = gram(cfeats[layer]).cpu().numpy()
-            order = spectral_order(gs)
-            # Scale to the style matrix's 99.5th percentile: the few largest (diagonal)
-            # cells saturate, the co-occurrences stay visible.
-            top = float(np.percentile(gs, 99.5)) or 1.0
-            for g, rel in ((gs, f"gram/{layer}_style.png"), (gc, f"gram/{layer}_content.png")):
-                save_atomic(gram_image(g[np.ix_(order, order)], top), out / rel)
-            gram_stats[layer] = {"channels": int(gs.shape[0]), "alive": int((np.diag(gs) > 0).sum())}
-            tick("gram", f"Gram matrix of {_paper_name(layer)}")
-    del sfeats, cfeats
+    gram_stats = gram_section(painter, content_img, style_img, cfg, out, lambda label: tick("gram", label))
     timings["gram"] = time.perf_counter() - t
 
     # 4. The trade-off: alpha/beta x content layer, from noise as in the paper.
@@ -448,11 +432,37 @@ def _iterations(cfg: ExplainConfig) -> int:
     )
 
 
+def gram_section(
+    painter: Painter, content: Image.Image, style: Image.Image, cfg: ExplainConfig, out: Path,
+    tick: Callable[[str], None],
+) -> Dict[str, Dict[str, int]]:
+    """Write each style layer's Gram matrix of the style image, and the content image's in the same order."""
+    device = painter.device
+    stats: Dict[str, Dict[str, int]] = {}
+    with torch.no_grad():
+        sfeats = painter.features(to_tensor(resize(style, cfg.size), device), cfg.style_layers)
+        cfeats = painter.features(to_tensor(resize(content, cfg.size), device), cfg.style_layers)
+        for layer in cfg.style_layers:
+            gs = gram(sfeats[layer]).cpu().numpy()
+            gc = gram(cfeats[layer]).cpu().numpy()
+            order = spectral_order(gs)
+            # Scale to the style matrix's 99.5th percentile: the few largest (diagonal)
+            # cells saturate, the co-occurrences stay visible.
+            top = float(np.percentile(gs, 99.5)) or 1.0
+            for g, rel in ((gs, f"gram/{layer}_style.png"), (gc, f"gram/{layer}_content.png")):
+                save_atomic(gram_image(g[np.ix_(order, order)], top), out / rel)
+            stats[layer] = {"channels": int(gs.shape[0]), "alive": int((np.diag(gs) > 0).sum())}
+            tick(f"Gram matrix of {_paper_name(layer)}")
+    return stats
+
+
 def gram_image(g: np.ndarray, top: float, min_side: int = 256) -> Image.Image:
     """A Gram matrix as a magma heatmap on a square-root scale (so weak co-occurrences show),
     each cell an integer number of pixels wide."""
     v = np.sqrt(np.clip(g / top, 0, None))
     img = Image.fromarray(colormap(v))
+    if g.shape[0] > min_side:  # 512 channels: average 2x2 cells (keeps the files small)
+        return img.resize((min_side, min_side), Image.Resampling.BOX)
     scale = max(1, math.ceil(min_side / g.shape[0]))
     return img.resize((g.shape[0] * scale,) * 2, Image.Resampling.NEAREST)
 
@@ -518,8 +528,10 @@ def units_section(
             save_atomic(patch_grid(patches), out / f"units/{layer}_{k + 1}_patches.png")
             top = max(float(m.max()) for m in unit_maps[:2]) or 1.0
             for i, which in ((0, "content"), (1, "style")):
+                # Drawn at MAP_SIZE px: as large as the page shows it, and small files.
                 save_atomic(
-                    feature_map_image(unit_maps[i], sized[i][1], top), out / f"units/{layer}_{k + 1}_map_{which}.png"
+                    feature_map_image(unit_maps[i], resize(sized[i][1], MAP_SIZE), top),
+                    out / f"units/{layer}_{k + 1}_map_{which}.png",
                 )
             shown[layer].append(
                 {
