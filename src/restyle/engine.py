@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,7 +31,9 @@ from .events import Callback, Done, Iterate, Snapshot, StageStart
 from .features import VGG19Features, deepest_layer
 from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
 from .losses import content_loss, gram, style_loss, tv_loss
+from .memory import TILE_MARGIN, Plan, plan_run
 from .schedule import Stage, pyramid
+from .tiling import grid_align, random_offset, tile_grid, tiled_grams, tiled_loss_and_grad
 from .weights import Weights, load_weights
 
 ImageSource = Union[PathLike, Image.Image]
@@ -108,10 +111,16 @@ class Targets:
 class Painter:
     """Holds a network and paints images with it; reuse one for many runs (batch, server)."""
 
+    STYLE_CACHE_SIZE = 64  # (style, size) entries; a few MB each
+
     def __init__(self, net: torch.nn.Module, device: torch.device, precision: str) -> None:
         self.net = net
         self.device = device
         self.precision = precision
+        # Style Gram matrices by (style key, size, layers, tiling): batch runs and servers
+        # compute each style's targets once per scale. `style_passes` counts real computations.
+        self.style_cache: Dict[Any, Dict[str, torch.Tensor]] = {}
+        self.style_passes = 0
 
     def features(self, x: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
         if self.device.type == "cpu":
@@ -126,17 +135,51 @@ class Painter:
         styles: Sequence[torch.Tensor],
         blend: Sequence[float],
         cfg: StylizeConfig,
+        keys: Optional[Sequence[Any]] = None,
+        tile: Optional[int] = None,
     ) -> Targets:
-        """Content activations and blended style Gram matrices, computed once per scale."""
-        feats = self.features(content, cfg.content_layers)
-        content_t = {name: feats[name].float() for name in cfg.content_layers}
+        """Content activations and blended style Gram matrices, computed once per scale.
+
+        `keys` (one hashable per style, or None) let the style Grams be reused from
+        the cache; `tile` computes everything tile by tile (see tiling.py).
+        """
+        if tile:
+            grid = tile_grid(content.shape[2], content.shape[3], tile, self.margin(cfg))
+            _, content_t = tiled_grams(self, content, (), grid, keep=cfg.content_layers)
+        else:
+            feats = self.features(content, cfg.content_layers)
+            content_t = {name: feats[name].float() for name in cfg.content_layers}
         grams: Dict[str, torch.Tensor] = {}
-        for style, w in zip(styles, blend):
-            sfeats = self.features(style, cfg.style_layers)
+        for style, w, key in zip(styles, blend, keys or [None] * len(styles)):
+            sgrams = self.style_grams(style, cfg, key, tile)
             for name in cfg.style_layers:
-                g = gram(sfeats[name]) * w
+                g = sgrams[name] * w
                 grams[name] = grams[name] + g if name in grams else g
         return Targets(content_t, grams)
+
+    @torch.no_grad()
+    def style_grams(self, style: torch.Tensor, cfg: StylizeConfig, key: Any = None,
+                    tile: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Gram matrices of one style image, from the cache when `key` was seen at this size."""
+        ck = None if key is None else (key, tuple(style.shape), cfg.style_layers, tile)
+        if ck is not None and ck in self.style_cache:
+            return self.style_cache[ck]
+        self.style_passes += 1
+        if tile:
+            grid = tile_grid(style.shape[2], style.shape[3], tile, self.margin(cfg))
+            grams, _ = tiled_grams(self, style, cfg.style_layers, grid)
+        else:
+            sfeats = self.features(style, cfg.style_layers)
+            grams = {name: gram(sfeats[name]) for name in cfg.style_layers}
+        if ck is not None:
+            if len(self.style_cache) >= self.STYLE_CACHE_SIZE:
+                self.style_cache.pop(next(iter(self.style_cache)))
+            self.style_cache[ck] = grams
+        return grams
+
+    def margin(self, cfg: StylizeConfig) -> int:
+        align = grid_align(deepest_layer(cfg.content_layers, cfg.style_layers))
+        return -(-TILE_MARGIN // align) * align
 
     def loss(self, x: torch.Tensor, t: Targets, cfg: StylizeConfig) -> Tuple[torch.Tensor, Dict[str, float]]:
         layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
@@ -200,13 +243,15 @@ def run(
     cancel: Any = None,
     snapshot_every: int = 0,
     weights: Optional[PathLike] = None,
+    painter: Optional[Painter] = None,
     **overrides: Any,
 ) -> Result:
     """Stylise `content` after `styles`; returns the image and a reproducibility report.
 
     `callback` receives StageStart/Iterate/Snapshot/Done events; `cancel` is an
     object with is_set() (threading.Event) or a callable; when it turns true
-    the run raises Cancelled at the next iteration.
+    the run raises Cancelled at the next iteration. `painter` reuses a network and
+    its style-target cache across runs (batch mode, servers).
     """
     cfg = (config or StylizeConfig()).replace(**overrides) if overrides else (config or StylizeConfig())
     if isinstance(styles, (str, os.PathLike, Image.Image)):
@@ -228,8 +273,19 @@ def run(
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     w = load_weights(weights)
-    net = _network(w, deepest_layer(cfg.content_layers, cfg.style_layers), cfg.pooling, device)
-    painter = Painter(net, device, precision)
+    deepest = deepest_layer(cfg.content_layers, cfg.style_layers)
+    if painter is None or painter.device != device or painter.precision != precision:
+        net = _network(w, deepest, cfg.pooling, device)
+        painter = Painter(net, device, precision)
+    # Plan memory for every scale before any work: refuse or fall back now, not when killed.
+    plan = plan_run(
+        [fit_size(*content_img.size, s.long_side) for s in stages],
+        max_memory_gb=cfg.max_memory, device_type=device.type, optimizer=cfg.optimizer,
+        tile_size=cfg.tile_size, deepest=deepest, style_layers=cfg.style_layers,
+        content_layers=cfg.content_layers, precision=precision,
+        widths=tuple(w.convs[f"conv{b}_1"][0].shape[0] for b in range(1, 6)),
+    )
+    style_keys = [("path", str(Path(s).resolve())) if isinstance(s, (str, os.PathLike)) else None for s in styles]
     timings["setup"] = time.perf_counter() - t_start
 
     steps = sum(s.iterations for s in stages)
@@ -245,7 +301,8 @@ def run(
         for i, simg in enumerate(style_imgs):
             check_size(f"style image {i + 1} at style_scale {cfg.style_scale}", *fit_size(*simg.size, style_long))
             style_ts.append(to_tensor(resize(simg, style_long), device))
-        targets = painter.targets(content_t, style_ts, blend, cfg)
+        sp = plan.stages[k]
+        targets = painter.targets(content_t, style_ts, blend, cfg, keys=style_keys, tile=sp.tile)
         del style_ts
 
         if x is None:
@@ -256,15 +313,23 @@ def run(
         emit(StageStart(k, len(stages), size[0], size[1], stage.iterations))
 
         i = 0
+        grid_rng = torch.Generator().manual_seed(cfg.seed + k)
+        align = grid_align(deepest)
 
         def closure() -> torch.Tensor:
             nonlocal i, step, terms
             if _is_cancelled(cancel):
                 raise Cancelled("cancelled")
             opt.zero_grad(set_to_none=True)
-            loss, terms = painter.loss(x, targets, cfg)
-            loss.backward()
-            x.grad = x.grad.contiguous()  # NHWC in the network, but L-BFGS views it flat
+            if sp.tile:
+                # A freshly shifted grid at every evaluation: tile-edge effects never repeat in place.
+                grid = tile_grid(size[1], size[0], sp.tile, painter.margin(cfg),
+                                 random_offset(grid_rng, sp.tile, align))
+                loss, terms, x.grad = tiled_loss_and_grad(painter, x, targets, cfg, grid)
+            else:
+                loss, terms = painter.loss(x, targets, cfg)
+                loss.backward()
+                x.grad = x.grad.contiguous()  # NHWC in the network, but L-BFGS views it flat
             if not torch.isfinite(loss):
                 raise RestyleError(
                     f"the loss became {float(loss)} at iteration {i + 1} (precision {precision}); "
@@ -278,17 +343,18 @@ def run(
                 emit(Snapshot(step, steps, to_pil(x)))
             return loss
 
-        if cfg.optimizer == "lbfgs":
+        if sp.optimizer == "lbfgs":
             # One step() runs the whole scale; without a line search each iteration is
             # exactly one evaluation, and tolerances of -1 never stop it early
             # (jcjohnson/neural-style's tolX = tolFun = -1).
             opt = torch.optim.LBFGS(
                 [x], lr=cfg.lr_or_default, max_iter=stage.iterations, max_eval=stage.iterations,
-                tolerance_grad=-1, tolerance_change=-1, history_size=100,
+                tolerance_grad=-1, tolerance_change=-1, history_size=sp.history,
             )
             opt.step(closure)
         else:
-            opt = torch.optim.Adam([x], lr=cfg.lr_or_default)
+            # cfg.lr is L-BFGS's when the planner swapped in Adam to fit in memory.
+            opt = torch.optim.Adam([x], lr=cfg.lr_or_default if cfg.optimizer == "adam" else 2.0)
             for _ in range(stage.iterations):
                 opt.step(closure)
                 with torch.no_grad():
@@ -315,6 +381,12 @@ def run(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "final_loss": terms,
         "iterations": steps,
+        "memory_plan": {
+            "budget_gb": round(plan.budget / 2**30, 2),
+            "stages": [{"size": f"{s.width}x{s.height}", "optimizer": s.optimizer, "history": s.history,
+                        "tile": s.tile, "estimate_gb": round(s.bytes / 2**30, 2), "note": s.note}
+                       for s in plan.stages],
+        },
     }
     return Result(image, cfg, report)
 
