@@ -42,6 +42,8 @@ FLAG_CASES = {
     "precision-fp32": ["--precision", "fp32"],
     "precision-bf16": ["--precision", "bf16"],
     "quiet": ["--quiet"],
+    "tile-size": ["--tile-size", "64"],
+    "max-memory": ["--max-memory", "8"],
 }
 
 

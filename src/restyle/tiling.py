@@ -139,7 +139,7 @@ def tiled_loss_and_grad(painter, x: torch.Tensor, targets, cfg, tiles: Sequence[
         s = layer_stride(n)
         counts[n] = (height // s) * (width // s)
     # Pass 2: backpropagate the surrogate tile by tile, adding the input gradients.
-    grad = torch.zeros_like(x)
+    grad = torch.zeros_like(x, memory_format=torch.contiguous_format)  # L-BFGS views it flat
     content = torch.zeros((), device=x.device)
     layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
     for t in tiles:
