@@ -19,6 +19,7 @@ def test_core_modules_never_print_or_exit():
     import restyle
 
     core = Path(restyle.__file__).parent
-    for name in ("config", "errors", "events", "images", "weights", "features", "losses", "schedule", "engine"):
+    for name in ("config", "errors", "events", "images", "weights", "features", "losses", "schedule", "engine",
+                 "memory", "tiling", "batch"):
         text = (core / f"{name}.py").read_text()
         assert "print(" not in text and "sys.exit" not in text, name

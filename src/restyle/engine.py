@@ -113,8 +113,9 @@ class Painter:
 
     STYLE_CACHE_SIZE = 64  # (style, size) entries; a few MB each
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, precision: str) -> None:
+    def __init__(self, net: torch.nn.Module, device: torch.device, precision: str, key: Any = None) -> None:
         self.net = net
+        self.key = key  # what the network was built for; run() rebuilds when a config differs
         self.device = device
         self.precision = precision
         # Style Gram matrices by (style key, size, layers, tiling): batch runs and servers
@@ -191,6 +192,16 @@ class Painter:
         v = tv_loss(x) * cfg.tv_weight
         total = c + s + v
         return total, {"content": c.item(), "style": s.item(), "tv": v.item()}
+
+
+def make_painter(cfg: StylizeConfig, weights: Optional[PathLike] = None) -> Painter:
+    """A Painter for `cfg`'s device, precision, layers and pooling; pass it to run() to share it."""
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    w = load_weights(weights)
+    deepest = deepest_layer(cfg.content_layers, cfg.style_layers)
+    net = _network(w, deepest, cfg.pooling, device)
+    return Painter(net, device, precision, key=(w.sha256, deepest, cfg.pooling, str(device), precision))
 
 
 def _is_cancelled(cancel: Any) -> bool:
@@ -274,9 +285,9 @@ def run(
     precision = resolve_precision(cfg.precision, device)
     w = load_weights(weights)
     deepest = deepest_layer(cfg.content_layers, cfg.style_layers)
-    if painter is None or painter.device != device or painter.precision != precision:
-        net = _network(w, deepest, cfg.pooling, device)
-        painter = Painter(net, device, precision)
+    key = (w.sha256, deepest, cfg.pooling, str(device), precision)
+    if painter is None or painter.key != key:
+        painter = Painter(_network(w, deepest, cfg.pooling, device), device, precision, key=key)
     # Plan memory for every scale before any work: refuse or fall back now, not when killed.
     plan = plan_run(
         [fit_size(*content_img.size, s.long_side) for s in stages],
