@@ -204,6 +204,43 @@ def make_painter(cfg: StylizeConfig, weights: Optional[PathLike] = None) -> Pain
     return Painter(net, device, precision, key=(w.sha256, deepest, cfg.pooling, str(device), precision))
 
 
+# Largest pixel change (0-255 scale) of L-BFGS's first step. torch's default first step
+# has an L1 norm of lr (1e-5 per pixel at 512 px): the gradient difference it yields is
+# rounding noise, the first curvature estimate is garbage and iteration 3 jumped to a loss
+# of ~1e26 before recovering, ~10 iterations wasted. A step of a few grey levels gives a
+# usable curvature pair at once. 0 restores torch's behaviour.
+FIRST_STEP = 4.0
+
+
+def lbfgs_with_first_step(opt: torch.optim.LBFGS, closure: Callable[[], torch.Tensor], iterations: int,
+                          lr: float, first_step: float) -> None:
+    """Run `iterations` evaluations of L-BFGS whose first step moves the pixels by at most `first_step`.
+
+    The first evaluation is made here to size the step; the first step() (one iteration)
+    reuses it, so the count of evaluations is still exactly `iterations`.
+    """
+    first = closure()
+    g = opt.param_groups[0]["params"][0].grad
+    # torch's first step is lr_0 * g / |g|_1 (for |g|_1 > 1): pick lr_0 so its largest entry is first_step.
+    l1, peak = float(g.abs().sum()), float(g.abs().max())
+    if not (peak > 0 and l1 > 1):
+        opt.step(closure)  # flat or tiny gradient: nothing to size, let torch start (evaluates again)
+        return
+    used = []
+
+    def cached() -> torch.Tensor:
+        if not used:
+            used.append(True)
+            return first
+        return closure()
+
+    group = opt.param_groups[0]
+    group.update(lr=first_step * l1 / peak, max_iter=1, max_eval=1)
+    opt.step(cached)  # one iteration, no new evaluation (n_iter == max_iter)
+    group.update(lr=lr, max_iter=iterations - 1, max_eval=iterations - 1)
+    opt.step(closure)  # the state (history, previous gradient) carries over
+
+
 def _is_cancelled(cancel: Any) -> bool:
     if cancel is None:
         return False
@@ -362,7 +399,10 @@ def run(
                 [x], lr=cfg.lr_or_default, max_iter=stage.iterations, max_eval=stage.iterations,
                 tolerance_grad=-1, tolerance_change=-1, history_size=sp.history,
             )
-            opt.step(closure)
+            if FIRST_STEP and stage.iterations > 1:
+                lbfgs_with_first_step(opt, closure, stage.iterations, cfg.lr_or_default, FIRST_STEP)
+            else:
+                opt.step(closure)
         else:
             # cfg.lr is L-BFGS's when the planner swapped in Adam to fit in memory.
             opt = torch.optim.Adam([x], lr=cfg.lr_or_default if cfg.optimizer == "adam" else 2.0)
