@@ -34,7 +34,7 @@ $PY benchmarks/write_results.py --begin > "$OUT/RESULTS.md.part"
   if [[ -n "$BIG" ]]; then
     echo '## 4096 px output (tiled), the full command'
     echo; echo '```'
-    /usr/bin/time -v .venv/bin/restyle stylize examples/tubingen.jpg examples/starry_night.jpg \
+    /usr/bin/time -v $PY -m restyle stylize examples/tubingen.jpg examples/starry_night.jpg \
       -o "$OUT/tubingen_starry_4096.png" --quiet --size 4096 --scales 512,1024,2048,4096 --iterations 150 \
       2>&1 | grep -E 'Elapsed|Maximum resident'
     echo '```'
