@@ -241,6 +241,39 @@ def lbfgs_with_first_step(opt: torch.optim.LBFGS, closure: Callable[[], torch.Te
     opt.step(closure)  # the state (history, previous gradient) carries over
 
 
+class LossScaler:
+    """Backward through an fp16 network without overflow (GradScaler's idea, for a pixel gradient).
+
+    Style losses are large (1e6-1e9 with the default weights), so fp16 activations'
+    gradients overflow (max 65504) rather than underflow: the loss is scaled *down*
+    before backward and the gradient scaled back up in fp32. After an overflow the
+    scale drops 2**8-fold and the backward is redone; after GROW_AFTER clean steps
+    it doubles again. bf16 has fp32's range and needs none of this.
+    """
+
+    GROW_AFTER = 50
+    MIN_SCALE = 2.0**-60
+
+    def __init__(self, scale: float = 2.0**-16) -> None:
+        self.scale = scale
+        self.clean = 0
+
+    def backward(self, loss: torch.Tensor, x: torch.Tensor, recompute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        while True:
+            x.grad = None
+            (loss * self.scale).backward()
+            grad = x.grad.float() / self.scale
+            if bool(torch.isfinite(grad).all()):
+                self.clean += 1
+                if self.clean >= self.GROW_AFTER:
+                    self.scale, self.clean = min(self.scale * 2, 1.0), 0
+                return grad
+            if self.scale <= self.MIN_SCALE:
+                raise RestyleError("the fp16 gradient overflows at every loss scale; use --precision bf16 or fp32")
+            self.scale, self.clean = self.scale / 2.0**8, 0
+            loss = recompute()
+
+
 def _is_cancelled(cancel: Any) -> bool:
     if cancel is None:
         return False
@@ -361,6 +394,7 @@ def run(
         emit(StageStart(k, len(stages), size[0], size[1], stage.iterations))
 
         i = 0
+        scaler = LossScaler()
         grid_rng = torch.Generator().manual_seed(cfg.seed + k)
         align = grid_align(deepest)
 
@@ -376,7 +410,10 @@ def run(
                 loss, terms, x.grad = tiled_loss_and_grad(painter, x, targets, cfg, grid)
             else:
                 loss, terms = painter.loss(x, targets, cfg)
-                loss.backward()
+                if precision == "fp16":
+                    x.grad = scaler.backward(loss, x, lambda: painter.loss(x, targets, cfg)[0])
+                else:
+                    loss.backward()
                 x.grad = x.grad.contiguous()  # NHWC in the network, but L-BFGS views it flat
             if not torch.isfinite(loss):
                 raise RestyleError(
