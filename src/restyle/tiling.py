@@ -188,7 +188,3 @@ def full_receptive_margin(deepest: str) -> int:
     """A margin that covers the deepest layer's receptive field: tiles then equal the whole image."""
     size, stride = receptive_field(deepest)
     return margin_for(size // 2 + stride, stride)
-
-
-def split_count(tiles: Optional[Sequence[Tile]]) -> int:
-    return len(tiles) if tiles else 1
