@@ -48,6 +48,8 @@ FLAG_CASES = {
     "preset-gatys2016": ["--preset", "gatys2016"],
     "preset-hq": ["--preset", "hq"],
     # --mask needs a file made per test: test_mask_flag below.
+    "tile-size": ["--tile-size", "64"],
+    "max-memory": ["--max-memory", "8"],
 }
 
 
@@ -217,3 +219,55 @@ def test_console_script_end_to_end_real_weights(small_images, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(c), "nothing.png", "-o", str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nothing.png" in bad.stderr
+
+
+def test_batch_writes_one_result_per_pair_and_computes_each_style_once(small_images, tiny_weights, tmp_path,
+                                                                       monkeypatch, capsys):
+    from restyle.engine import Painter
+
+    c, s = small_images
+    contents = tmp_path / "contents"
+    contents.mkdir()
+    for name in ("a.png", "b.jpg"):
+        Image.open(c).save(contents / name)
+    (contents / "notes.txt").write_text("not an image")
+    s2 = tmp_path / "s2.png"
+    Image.open(s).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(s2)
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = []
+    real = Painter.style_grams
+
+    def counting(self, style, cfg, key=None, tile=None):
+        if key is None or (key, tuple(style.shape), cfg.style_layers, tile) not in self.style_cache:
+            calls.append((key, tuple(style.shape)))
+        return real(self, style, cfg, key, tile)
+
+    monkeypatch.setattr(Painter, "style_grams", counting)
+    before = {p: p.read_bytes() for p in (contents / "a.png", contents / "b.jpg", s, s2)}
+    code = main(["stylize", str(contents), str(s), str(s2), "-o", str(out), "--weights", str(tiny_weights),
+                 "--iterations", "2", "--size", "80", "--scales", "40,80"])
+    assert code == 0, capsys.readouterr().err
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["a__s.png", "a__s2.png", "b__s.png", "b__s2.png"]
+    assert all(Image.open(out / n).size == (80, 64) for n in names)
+    assert all((out / (n + ".json")).exists() for n in names)
+    # 2 styles x 2 scales: computed 4 times for 4 results x 2 scales = 8 uses.
+    assert len(calls) == 4 and len(set(calls)) == 4
+    assert all(p.read_bytes() == b for p, b in before.items())
+    report = json.loads((out / "b__s2.png.json").read_text())
+    assert report["styles"] == [str(s2)] and report["content"].endswith("b.jpg")
+
+
+def test_batch_refuses_blend_weights_a_file_output_and_clashing_names(small_images, tiny_weights, tmp_path, capsys):
+    c, s = small_images
+    base = ["--weights", str(tiny_weights), "--iterations", "1", "--size", "64", "--batch"]
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "x.png"), *base]) == 2
+    assert "must be an existing folder" in capsys.readouterr().err
+    assert main(["stylize", str(c), str(s), str(c), "-o", str(tmp_path), "--style-blend-weights", "1,2", *base]) == 2
+    assert "no meaning in batch mode" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(s).save(other / "s.png")
+    assert main(["stylize", str(c), str(s), str(other / "s.png"), "-o", str(tmp_path), *base]) == 2
+    assert "would both be written" in capsys.readouterr().err

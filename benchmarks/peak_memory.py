@@ -1,0 +1,69 @@
+"""Measured peak memory (max RSS) of restyle runs against the planner's estimate.
+
+Each measurement runs in a fresh subprocess, so max RSS is that run's own peak.
+
+    python benchmarks/peak_memory.py --sizes 512,1024 --iterations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+torch.set_num_threads({threads})
+import restyle
+from restyle.engine import run
+t = time.perf_counter()
+r = run({content!r}, {style!r}, restyle.StylizeConfig(size={size}, iterations={iters}, scales=(1,) if {single} else None,
+        precision={precision!r}, tile_size={tile}, optimizer={optimizer!r}){weights})
+wall = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({{"size": {size}, "wall_s": wall, "peak_rss": rss, "plan": r.report["memory_plan"],
+                  "precision": r.report["precision"], "final_loss": r.report["final_loss"]}}))
+"""
+
+
+def measure(size: int, iters: int, precision: str = "auto", tile=None, optimizer: str = "lbfgs", single: bool = True,
+            content: str = "examples/tubingen.jpg", style: str = "examples/starry_night.jpg",
+            weights: str = "", threads: int = 2) -> dict:
+    code = CHILD.format(size=size, iters=iters, precision=precision, tile=tile, optimizer=optimizer,
+                        single=single, content=content, style=style, threads=threads,
+                        weights=f", weights={weights!r}" if weights else "")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[-2000:])
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["estimate"] = max(s["estimate_gb"] for s in r["plan"]["stages"]) * 2**30
+    r["ratio"] = r["estimate"] / r["peak_rss"]
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="512,1024,2048,4096")
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--tile-size", type=int, default=None)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    for size in map(int, a.sizes.split(",")):
+        r = measure(size, a.iterations, a.precision, a.tile_size)
+        rows.append(r)
+        stage = r["plan"]["stages"][-1]
+        print(f"{size:5d} px: peak RSS {r['peak_rss'] / 2**30:6.2f} GB, estimate {r['estimate'] / 2**30:6.2f} GB "
+              f"(x{r['ratio']:.2f}), {a.iterations} iterations in {r['wall_s']:.1f} s, "
+              f"tile {stage['tile']}, {stage['optimizer']} history {stage['history']}", flush=True)
+    if a.json:
+        print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
