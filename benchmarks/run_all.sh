@@ -17,6 +17,7 @@ if [[ -n "${QUICK:-}" ]]; then
 else
   SIZES=512,1024,2048; E2E="--size 512"; ITER="--size 512 --repeats 3"; BIG=(1024 2048 4096)
 fi
+stamp() { echo; echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1 /proc/loadavg) when it started."; }
 has_cuda() { $PY -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; }
 timed() {  # wall time and peak RSS of a command
   /usr/bin/time -v "$@" 2>&1 | grep -E 'Elapsed|Maximum resident' | sed 's/^\s*/    /'
@@ -27,6 +28,7 @@ for section in $SECTIONS; do
   case $section in
   iter) {
     echo '## Seconds per iteration: restyle loop vs bare VGG-19 forward+backward (target ratio <= 1.15)'
+    stamp
     echo; echo '```'
     for p in bf16 fp32; do $PY benchmarks/iter_overhead.py $ITER --precision "$p" --device cpu; done
     if has_cuda; then for p in fp32 bf16 fp16; do $PY benchmarks/iter_overhead.py $ITER --precision "$p" --device cuda; done; fi
@@ -34,6 +36,7 @@ for section in $SECTIONS; do
   } > "$OUT/section_iter.md" ;;
   e2e) {
     echo "## End to end: tubingen x starry night (images in $IMAGES/e2e)"
+    stamp
     echo; echo '```'
     for only in "bf16 multi" "fp32 multi" "bf16 single" "three-scale"; do
       $PY benchmarks/e2e.py $E2E --device cpu --only "$only" --out "$IMAGES/e2e"
@@ -43,12 +46,14 @@ for section in $SECTIONS; do
   } > "$OUT/section_e2e.md" ;;
   mem) {
     echo '## Peak memory (max RSS, fresh process) against the planner, 3 iterations at one scale'
+    stamp
     echo; echo '```'
     $PY benchmarks/peak_memory.py --sizes "$SIZES" --iterations 3
     echo '```'; echo
   } > "$OUT/section_mem.md" ;;
   big) {
     echo "## Large outputs: default settings at ${BIG[0]} and ${BIG[1]} px; ${BIG[2]} px refined from the ${BIG[1]} px result"
+    stamp
     echo
     echo "The ${BIG[2]} px run starts from the ${BIG[1]} px result, upsampled (\`--init\`), and runs 6 tiled"
     echo "L-BFGS iterations at full size: the planner picks the tiles; one iteration at this size"
