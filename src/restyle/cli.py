@@ -185,8 +185,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
     from .engine import run
-    from .events import Snapshot
-    from .images import check_output_path, save_atomic, write_text_atomic
+    from .images import check_output_path
 
     cfg = config_from_args(args)
     if args.save_every < 0:
@@ -199,6 +198,17 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             if sidecar_path(out).resolve() == Path(path).resolve():
                 raise InputError(f"sidecar {sidecar_path(out)} is the same file as input {path}; refusing")
 
+    return _paint_and_save(
+        args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
+        content=str(args.content), styles=[str(s) for s in args.styles],
+    )
+
+
+def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., Any], **recorded: Any) -> int:
+    """Run `paint(callback=, snapshot_every=)` with a progress bar and snapshots; write the image and sidecar."""
+    from .events import Snapshot
+    from .images import save_atomic, write_text_atomic
+
     progress = None if args.quiet else _ProgressBar()
 
     def callback(event: Any) -> None:
@@ -208,16 +218,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             save_atomic(event.image, snapshot_path(out, event.step))
 
     try:
-        result = run(
-            args.content, args.styles, cfg, callback=callback,
-            snapshot_every=args.save_every, weights=args.weights,
-        )
+        result = paint(callback=callback, snapshot_every=args.save_every)
     finally:
         if progress is not None:
             progress.close()
     save_atomic(result.image, out)
     if not args.no_sidecar:
-        report = dict(result.report, content=str(args.content), styles=[str(s) for s in args.styles], output=str(out))
+        report = dict(result.report, **recorded, output=str(out))
         write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
     if not args.quiet:
         t = result.report["timings_s"]["total"]
@@ -226,36 +233,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def cmd_texture(args: argparse.Namespace) -> int:
-    from .events import Snapshot
-    from .images import check_output_path, save_atomic, write_text_atomic
+    from .images import check_output_path
     from .texture import synthesize
 
     cfg = config_from_args(args, skip=TEXTURE_SKIPS)
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
     out = check_output_path(args.output, (args.style,))
-    progress = None if args.quiet else _ProgressBar()
-
-    def callback(event: Any) -> None:
-        if progress is not None:
-            progress(event)
-        if isinstance(event, Snapshot):
-            save_atomic(event.image, snapshot_path(out, event.step))
-
-    try:
-        result = synthesize(args.style, args.size, cfg, tile=args.tile, callback=callback,
-                            snapshot_every=args.save_every, weights=args.weights)
-    finally:
-        if progress is not None:
-            progress.close()
-    save_atomic(result.image, out)
-    if not args.no_sidecar:
-        report = dict(result.report, style=str(args.style), output=str(out))
-        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
-    if not args.quiet:
-        t = result.report["timings_s"]["total"]
-        print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
-    return EXIT_OK
+    return _paint_and_save(
+        args, out,
+        lambda **kw: synthesize(args.style, args.size, cfg, tile=args.tile, weights=args.weights, **kw),
+        style=str(args.style),
+    )
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
