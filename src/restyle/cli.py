@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
     w.set_defaults(func=cmd_serve)
+
+    from .cli_video import add_video_parser
+
+    add_video_parser(sub)
     return parser
 
 

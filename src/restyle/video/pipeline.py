@@ -124,7 +124,7 @@ def work_dir_for(output: PathLike) -> Path:
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).unsqueeze(0).float()
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).unsqueeze(0).float()
 
 
 def to_rgb(t: torch.Tensor) -> np.ndarray:

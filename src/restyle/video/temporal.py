@@ -13,9 +13,10 @@ import torch
 
 
 def temporal_loss(x: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Ruder et al.'s Eq. 7, a batch mean, in float32."""
-    d = x.float() - warped.float()
-    per_image = (mask.float() * d * d).flatten(1).sum(1) / x[0].numel()
+    """Ruder et al.'s Eq. 7, a batch mean, in float32 (or float64 for float64 inputs)."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    d = x.to(dtype) - warped.to(dtype)
+    per_image = (mask.to(dtype) * d * d).flatten(1).sum(1) / x[0].numel()
     return per_image.mean()
 
 
