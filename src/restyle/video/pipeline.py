@@ -213,7 +213,7 @@ def stylize_video(
             bwd, mask = flows.backward_and_mask(prev_gray, cur_gray)
             prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
         result = to_rgb(stylizer(to_tensor(rgb), prev))
-        save_atomic(Image.fromarray(result), path)
+        save_atomic(Image.fromarray(result), path, compress_level=1)  # fast; the frames are temporary
         # The saved 8-bit frame, not the float result, is what the next frame builds on:
         # a resumed run reads it back and must see exactly the same thing.
         prev_out, prev_gray = result, cur_gray
