@@ -113,7 +113,7 @@ def run_case(clip: Path, engine: str, weight: float, args, work: Path, inputs: l
         stylizer = NetworkFrames(fn, weight)
     times = []
     vcfg = VideoConfig(size=args.size, keep_frames=True, fps=10 if clip.is_dir() else None,
-                       duration=None if clip.is_dir() else args.frames / fps)
+                       start=0.0 if clip.is_dir() else args.start, duration=None if clip.is_dir() else args.frames / fps)
     out = work / f"{kind}_{engine}_{weight:g}.mp4"
     t0 = time.perf_counter()
     r = stylize_video(clip, out, stylizer, vcfg,
@@ -128,17 +128,32 @@ def run_case(clip: Path, engine: str, weight: float, args, work: Path, inputs: l
             "fps": round(r.frames / wall, 2), "frames_dir": str(out.with_name(out.name + ".frames"))}
 
 
+def contact_sheet(folders: list, out: Path, count: int = 4) -> None:
+    """One row per folder (input first, then each run): `count` consecutive frames side by side."""
+    rows = [[Image.open(p).convert("RGB") for p in sorted(f.glob("*.png"))[:count]] for f in folders]
+    w, h = rows[0][0].size
+    sheet = Image.new("RGB", (w * count + 2 * (count - 1), h * len(rows) + 2 * (len(rows) - 1)), "white")
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            sheet.paste(im, (j * (w + 2), i * (h + 2)))
+    sheet.save(out)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=192, help="long side of the clips (default 192)")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=110, help="optimiser: first frame's iterations")
     ap.add_argument("--engines", default="optimiser,network")
+    ap.add_argument("--start", type=float, default=0.0, help="seconds into the bunny clip")
     ap.add_argument("--clips", default="pan,bunny")
     ap.add_argument("--model", default=None, help="a model for restyle.load_model (default: random network)")
     ap.add_argument("--weights", default=None, help="temporal weights to try instead of each engine's default, e.g. 0,4,16")
     ap.add_argument("--work", default=None, help="keep the frames here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
+    ap.add_argument("--sheet", default=None, help="write a PNG per clip: 4 consecutive frames, input and each run")
+    ap.add_argument("--gif", default=None, help="write a GIF of the last clip's last run (the README's)")
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="restyle-video-bench-"))
@@ -154,9 +169,12 @@ def main() -> None:
 
             clip = BUNNY
             info = probe(clip)
-            inputs = list(read_frames(info, info.out_size(args.size), 0.0, args.frames / float(info.fps)))
+            inputs = list(read_frames(info, info.out_size(args.size), args.start, args.frames / float(info.fps)))
             print(f"bunny clip: {len(inputs)} frames; input WE (DIS flow) "
                   f"{flow_error([i.astype(np.float32) for i in inputs], inputs):.2f}")
+        (work / "inputs" / kind).mkdir(parents=True, exist_ok=True)
+        for k, rgb in enumerate(inputs):
+            Image.fromarray(rgb).save(work / "inputs" / kind / f"{k:06d}.png")
         for engine in args.engines.split(","):
             default = OPTIMISER_TEMPORAL_WEIGHT if engine == "optimiser" else NETWORK_TEMPORAL_WEIGHT
             for w in ([float(v) for v in args.weights.split(",")] if args.weights else [0.0, default]):
@@ -175,6 +193,15 @@ def main() -> None:
                 if base and r is not base:
                     print(f"{kind} {engine} W={r['temporal_weight']:g}: WE {base['warping_error'] / max(r['warping_error'], 1e-9):.1f}x lower "
                           f"than per-frame, style distance {r['style_distance'] / base['style_distance'] - 1:+.1%}")
+    if args.sheet:
+        for kind in dict.fromkeys(r["clip"] for r in rows):
+            sel = [r for r in rows if r["clip"] == kind]
+            contact_sheet([work / "inputs" / kind] + [Path(r["frames_dir"]) for r in sel],
+                          Path(args.sheet).with_name(f"{Path(args.sheet).stem}_{kind}.png"))
+    if args.gif and rows:
+        frames = [Image.open(p).convert("RGB") for p in sorted(Path(rows[-1]["frames_dir"]).glob("0*.png"))]
+        frames[0].save(args.gif, save_all=True, append_images=frames[1:], duration=80, loop=0, optimize=True)
+        print(f"wrote {args.gif}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"frames kept in {work}")

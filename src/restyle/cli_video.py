@@ -36,7 +36,7 @@ def add_video_parser(sub: Any) -> None:
     v.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default: 25)")
     v.add_argument("--temporal-weight", type=float, default=None, metavar="W",
                    help="hold each frame to the previous result moved by the optical flow; 0 paints every "
-                        "frame on its own (default: 4 with --model, 50 with style images)")
+                        "frame on its own (default: 4 with --model, 30 with style images)")
     v.add_argument("--frame-iterations", type=int, default=None, metavar="N",
                    help="iterations of frames after the first, which start from the previous result "
                         "(default: a quarter of --iterations); per-frame mode runs --iterations every frame")

@@ -53,12 +53,17 @@ def _grid(h: int, w: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """`img` sampled at p + flow(p) (bilinear, edges replicated); float32 out."""
+    """`img` sampled at p + flow(p) (bilinear); float32 out.
+
+    Beyond the edge the image is mirrored, not replicated: a strip entering the frame
+    then starts from stylized texture instead of streaks of the edge's colours (it is
+    marked unreliable, so the style loss alone repaints it).
+    """
     cv2 = _cv2()
     h, w = flow.shape[:2]
     xs, ys = _grid(h, w)
     return cv2.remap(img.astype(np.float32, copy=False), xs + flow[..., 0], ys + flow[..., 1],
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
 
 def reliable(bwd: np.ndarray, fwd: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from .temporal import temporal_blend, temporal_loss
 # Defaults of --temporal-weight, one per engine; measured with benchmarks/video.py on the
 # pan clip (see README): the smallest weights that cut the warping error >= 5x.
 NETWORK_TEMPORAL_WEIGHT = 4.0
-OPTIMISER_TEMPORAL_WEIGHT = 50.0
+OPTIMISER_TEMPORAL_WEIGHT = 30.0
 # Later frames start from the warped previous result and need only touch-ups (Ruder et
 # al. used half as many; a third or less is the bar we hold ourselves to).
 LATER_FRACTION = 4
