@@ -85,7 +85,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.model:
         model = load_network(args.model)
         w = NETWORK_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-        stylizer: Any = NetworkFrames(model.stylize_tensor, w, name=str(args.model))
+        # The manifest names the model by its digest too: a retrained file never resumes old frames.
+        name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
+        stylizer: Any = NetworkFrames(model.stylize_tensor, w, name=name)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
         w = OPTIMISER_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
