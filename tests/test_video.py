@@ -305,3 +305,25 @@ def test_cli_video_optimiser_and_model_flag(clip, tmp_path, tiny_weights, capsys
     assert manifest["stylizer"]["temporal_weight"] == 10.0 and manifest["stylizer"]["later_iterations"] == 1
     code = main(["video", str(clip), "--model", "nope", "-o", str(tmp_path / "m.mp4"), "--quiet"])
     assert code == 2
+
+
+def test_cli_video_with_a_model(clip, tmp_path, monkeypatch, capsys):
+    import types
+
+    import restyle
+
+    calls = []
+
+    def load_model(spec):
+        calls.append(spec)
+        return types.SimpleNamespace(stylize_tensor=tiny_net(), sha256="abc")
+
+    monkeypatch.setattr(restyle, "load_model", load_model, raising=False)
+    out = tmp_path / "m.mp4"
+    code = main(["video", str(clip), "--model", "starry", "-o", str(out), "--keep-frames", "--quiet"])
+    assert code == 0 and calls == ["starry"]
+    assert clip_stats(out)[0] == 10 and clip_stats(out)[3] == "aac"
+    manifest = json.loads((tmp_path / "m.mp4.frames" / "manifest.json").read_text())
+    assert manifest["stylizer"] == {"engine": "network", "model": "starry sha256:abc", "temporal_weight": 4.0}
+    code = main(["video", str(clip), str(tmp_path / "s.png"), "--model", "starry", "-o", str(out), "--quiet"])
+    assert code == 2 and "not both" in capsys.readouterr().err
