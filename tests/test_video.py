@@ -22,7 +22,7 @@ from restyle.errors import InputError  # noqa: E402
 from restyle.video import NetworkFrames, OptimiserFrames, VideoConfig, stylize_video  # noqa: E402
 from restyle.video.flow import FlowEstimator, gray, reliable, warp  # noqa: E402
 from restyle.video.io import probe, read_frames  # noqa: E402
-from restyle.video.temporal import temporal_blend, temporal_loss  # noqa: E402
+from restyle.video.temporal import TemporalTerm, temporal_blend, temporal_loss  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from videoutil import clip_stats, make_clip, pan_frames  # noqa: E402
@@ -244,6 +244,15 @@ def test_temporal_loss_and_gradient_against_a_naive_reference():
     assert torch.allclose(x.grad.double(), grad, rtol=1e-5, atol=1e-9)
     assert torch.autograd.gradcheck(lambda t: temporal_loss(t, w, c), (x.detach().requires_grad_(),))
     assert temporal_loss(x.detach().bfloat16(), w.bfloat16(), c).dtype == torch.float32  # fp32 for bf16 inputs
+    # As a term of the objective: no network layers, weight times the same value and gradient.
+    from restyle.objective import Objective
+
+    objective = Objective([TemporalTerm(30.0, w, c)], net=None)
+    x.grad = None
+    total, parts = objective(x)
+    total.backward()
+    assert objective.layers == () and abs(parts["temporal"] - 30 * ref) < 1e-6 * 30 * ref
+    assert torch.allclose(x.grad.double(), 30 * grad, rtol=1e-5, atol=1e-9)
 
 
 def test_blend_is_the_minimiser_of_the_temporal_objective():
@@ -296,6 +305,7 @@ def test_cli_video_optimiser_and_model_flag(clip, tmp_path, tiny_weights, capsys
     Image.fromarray(pan_frames(seed=5)[0]).save(style)
     out = tmp_path / "o.webm"
     code = main(["video", str(clip), str(style), "-o", str(out), "--weights", str(tiny_weights), "--iterations", "3",
+                 "--optimizer", "adam", "--lr", "2",
                  "--frame-iterations", "1", "--duration", "0.3", "--temporal-weight", "10", "--device", "cpu",
                  "--work-dir", str(tmp_path / "wd"), "--keep-frames", "--flow", "fast", "--crf", "40"])
     captured = capsys.readouterr()

@@ -13,7 +13,7 @@ from typing import Any
 from .errors import InputError
 
 # Stylize settings that mean nothing per frame of a clip (or that the video flags replace).
-VIDEO_SKIPS = ("size", "scales", "mask", "preserve_colors", "tile_size", "max_memory", "optimizer")
+VIDEO_SKIPS = ("size", "scales", "mask", "preserve_colors", "tile_size", "max_memory")
 
 
 def add_video_parser(sub: Any) -> None:

@@ -189,6 +189,8 @@ def stylize_video(
     estimate = count_frames(info, cfg.start, cfg.duration)
     emit(VideoStart(max(estimate, done), size[0], size[1], float(info.fps), done))
 
+    if hasattr(stylizer, "cancel"):
+        stylizer.cancel = cancel  # stops an optimiser frame at its next iteration
     use_flow = stylizer.temporal_weight > 0
     flows = FlowEstimator(cfg.flow) if use_flow else None
     prev_gray: Optional[np.ndarray] = None

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..images import PathLike, load_image, resize, to_pil
 from ..images import to_tensor as pil_to_tensor
 from .pipeline import Previous
-from .temporal import temporal_blend, temporal_loss
+from .temporal import TemporalTerm, temporal_blend
 
 # Defaults of --temporal-weight, one per engine; measured with benchmarks/video.py on the
 # pan clip (see README): the smallest weights that cut the warping error >= 5x.
@@ -84,49 +84,37 @@ class OptimiserFrames:
         self.blend = normalised_blend(cfg, len(self.styles))
         self.painter = make_painter(cfg, weights)
         self.weights = weights
-        self.style_keys = [("path", str(p.resolve())) for p in self.style_paths]
+        self.cancel: Any = None  # a threading.Event or callable; the driver's cancel stops a frame midway
         self.iterations: List[int] = []  # per frame, for the report and the benchmark
 
     def key(self) -> Dict[str, Any]:
         return {"engine": "optimiser", "styles": [file_digest(p) for p in self.style_paths],
                 "config": self.cfg.to_dict(), "temporal_weight": self.temporal_weight,
-                "later_iterations": self.later, "weights": self.painter.key[0],
+                "later_iterations": self.later, "network": [str(k) for k in self.painter.key],
                 "threads": torch.get_num_threads()}  # L-BFGS on the CPU is bit-exact for one thread count
 
     def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
-        from ..engine import FIRST_STEP, initial_image, lbfgs_with_first_step
+        from ..engine import initial_image, optimizer_settings
+        from ..loop import optimize
+        from ..objective import Objective, Sources, build_terms
 
         cfg, painter = self.cfg, self.painter
         device = painter.device
         h, w = frame.shape[2:]
         content = frame.to(device)
         style_long = max(1, round(max(w, h) * cfg.style_scale))
-        style_ts = [pil_to_tensor(resize(s, style_long), device) for s in self.styles]
-        targets = painter.targets(content, style_ts, self.blend, cfg, keys=self.style_keys)
+        styles = [pil_to_tensor(resize(s, style_long), device) for s in self.styles]
+        terms = build_terms(cfg, Sources(content, styles, self.blend))
         if prev is None:
             x = initial_image(cfg.init, to_pil(frame), (w, h), cfg.seed, device)
             iterations = cfg.iterations
         else:
             x = prev.warped.to(device)
             iterations = self.later
-            warped, mask = prev.warped.to(device), prev.mask.to(device)
-        x = x.detach().clone().requires_grad_(True)
-        tw = self.temporal_weight
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss, _ = painter.loss(x, targets, cfg)
-            if prev is not None:
-                loss = loss + tw * temporal_loss(x, warped, mask)
-            loss.backward()
-            x.grad = x.grad.contiguous()
-            return loss
-
-        opt = torch.optim.LBFGS([x], lr=cfg.lr_or_default, max_iter=iterations, max_eval=iterations,
-                                tolerance_grad=-1, tolerance_change=-1, history_size=100)
-        if FIRST_STEP and iterations > 1:
-            lbfgs_with_first_step(opt, closure, iterations, cfg.lr_or_default, FIRST_STEP)
-        else:
-            opt.step(closure)
+            terms.append(TemporalTerm(self.temporal_weight, prev.warped.to(device), prev.mask.to(device)))
+        # The style Gram matrices come from the painter's cache after the first frame.
+        objective = Objective(terms, painter).prepare(None, painter.cache)
+        x = optimize(x, objective, iterations, optimizer_settings(cfg, cfg.optimizer, history=100),
+                     precision=painter.precision, cancel=self.cancel)
         self.iterations.append(iterations)
-        return x.detach().clamp(0, 255).cpu()
+        return x.clamp(0, 255).cpu()

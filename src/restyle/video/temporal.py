@@ -9,7 +9,11 @@ in 0-255; c is (N, 1, H, W) and broadcast over the channels.
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
+
+from ..objective import Feats, Sources, Term
 
 
 def temporal_loss(x: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -29,3 +33,27 @@ def temporal_blend(out: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor, 
     """
     wc = weight * mask
     return (out + wc * warped) / (1 + wc)
+
+
+class TemporalTerm(Term):
+    """weight * Eq. 7 on the pixels: one more term of the objective, reading no network layer.
+
+    It is not built from a StylizeConfig (build() gives None): the video driver adds it
+    for each frame after the first, with that frame's warped previous result and mask.
+    """
+
+    name = "temporal"
+    option = "--temporal-weight"
+    layers = ()
+
+    def __init__(self, weight: float, warped: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__(weight)
+        self.warped = warped
+        self.mask = mask
+
+    @classmethod
+    def build(cls, cfg: Any, src: Sources) -> Optional[Term]:
+        return None
+
+    def loss(self, feats: Feats, x: torch.Tensor) -> torch.Tensor:
+        return temporal_loss(x, self.warped, self.mask) * self.weight
