@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..config import MIN_SIZE
 from ..errors import InputError
-from ..images import PathLike, load_image
+from ..images import PathLike, check_output_path, load_image
 
 READ_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 # Output suffix -> (video encoder, audio encoder, audio codecs the container takes as they are).
@@ -180,17 +180,7 @@ def count_frames(info: VideoInfo, start: float = 0.0, duration: Optional[float] 
 
 def check_output(output: PathLike, inputs: Tuple[PathLike, ...]) -> Path:
     """Refuse an output that is an input, has a suffix we cannot write, or sits in a missing folder."""
-    out = Path(output)
-    if out.suffix.lower() not in WRITE_FORMATS:
-        raise InputError(f"output {out}: suffix {out.suffix!r} is not one of {', '.join(WRITE_FORMATS)}")
-    if not out.parent.exists():
-        raise InputError(f"output {out}: folder {out.parent} does not exist")
-    if out.is_dir():
-        raise InputError(f"output {out}: is a folder, give a file name")
-    for p in inputs:
-        if out.resolve() == Path(p).resolve():
-            raise InputError(f"output {out} is the same file as input {p}; refusing to overwrite an input")
-    return out
+    return check_output_path(output, inputs, tuple(WRITE_FORMATS))
 
 
 class VideoWriter:
