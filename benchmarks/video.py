@@ -1,6 +1,6 @@
 """Video benchmark: flicker (warping error), style distance and seconds per frame, per engine and mode.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/video.py [--size 192] [--frames 8] [--engines optimiser,network]
+    PYTHONPATH=src .venv/bin/python benchmarks/video.py [--size 96] [--frames 4] [--engines optimiser,network]
 
 Clips:
 - pan: a window panning across examples/tubingen.jpg by PAN px per frame, written as a
@@ -142,9 +142,9 @@ def contact_sheet(folders: list, out: Path, count: int = 4) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=192, help="long side of the clips (default 192)")
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--iterations", type=int, default=110, help="optimiser: first frame's iterations")
+    ap.add_argument("--size", type=int, default=96, help="long side of the clips (default 96: the optimiser is slow)")
+    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--iterations", type=int, default=30, help="optimiser: first frame's iterations")
     ap.add_argument("--engines", default="optimiser,network")
     ap.add_argument("--start", type=float, default=0.0, help="seconds into the bunny clip")
     ap.add_argument("--clips", default="pan,bunny")
