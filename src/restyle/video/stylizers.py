@@ -12,7 +12,6 @@ temporal_weight 0 paints every frame on its own (per-frame stylization).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
