@@ -1,7 +1,8 @@
 """The `restyle` command. Flags are built from StylizeConfig; errors become exit codes.
 
 Exit codes: 0 done, 1 failure at run time, 2 bad input (usage, files, values),
-130 interrupted. No user error prints a Python traceback.
+130 interrupted (Ctrl-C, at any moment: see interrupts.py). No user error prints a
+Python traceback. torch is imported only once the arguments have been checked.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import __version__
+from . import __version__, interrupts
 from .config import ExplainConfig, StylizeConfig
 from .errors import InputError, RestyleError
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, interrupts.EXIT_INTERRUPTED
 
 
 def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
@@ -49,10 +50,15 @@ def _parser_for(hint: Any) -> Callable[[str], Any]:
     return _PARSERS[hint]
 
 
-def _show_default(value: Any) -> str:
+def _help_with_default(text: str, value: Any) -> str:
+    """The help text and its default, once: a text that describes its default keeps it."""
+    if "default" in text:
+        return text
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return "auto" if value is None else str(value)
+        shown = ",".join(map(str, value))
+    else:
+        shown = "none" if value is None else str(value)
+    return f"{text} (default: {shown})"
 
 
 def add_config_arguments(
@@ -74,7 +80,7 @@ def add_config_arguments(
             default=argparse.SUPPRESS,
             choices=meta.get("choices"),
             metavar=None if meta.get("choices") else f.name.upper(),
-            help=f"{meta.get('help', '')} (default: {_show_default(default)})",
+            help=_help_with_default(meta.get("help", ""), default),
         )
 
 
@@ -184,10 +190,9 @@ def snapshot_path(output: Path, step: int) -> Path:
 def cmd_stylize(args: argparse.Namespace) -> int:
     if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
-    from .engine import run
     from .images import check_output_path
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args)  # bad values fail here, before torch is imported
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
     inputs = (args.content, *args.styles) + ((cfg.init,) if Path(cfg.init).is_file() else ())
@@ -197,6 +202,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         for path in inputs:
             if sidecar_path(out).resolve() == Path(path).resolve():
                 raise InputError(f"sidecar {sidecar_path(out)} is the same file as input {path}; refusing")
+    from .engine import run
 
     return _paint_and_save(
         args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
@@ -217,15 +223,16 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
         if isinstance(event, Snapshot):
             save_atomic(event.image, snapshot_path(out, event.step))
 
-    try:
-        result = paint(callback=callback, snapshot_every=args.save_every)
-    finally:
-        if progress is not None:
-            progress.close()
-    save_atomic(result.image, out)
-    if not args.no_sidecar:
-        report = dict(result.report, **recorded, output=str(out))
-        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
+    with interrupts.stop_cleanly():
+        try:
+            result = paint(callback=callback, snapshot_every=args.save_every)
+        finally:
+            if progress is not None:
+                progress.close()
+        save_atomic(result.image, out)
+        if not args.no_sidecar:
+            report = dict(result.report, **recorded, output=str(out))
+            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
     if not args.quiet:
         t = result.report["timings_s"]["total"]
         print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
@@ -234,12 +241,12 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
 
 def cmd_texture(args: argparse.Namespace) -> int:
     from .images import check_output_path
-    from .texture import synthesize
 
     cfg = config_from_args(args, skip=TEXTURE_SKIPS)
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
     out = check_output_path(args.output, (args.style,))
+    from .texture import synthesize
     return _paint_and_save(
         args, out,
         lambda **kw: synthesize(args.style, args.size, cfg, tile=args.tile, weights=args.weights, **kw),
@@ -277,8 +284,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         bar.update(event.step - bar.n)
 
     try:
-        report = explain(args.content, args.style, args.output, cfg, images=args.images,
-                         weights=args.weights, callback=callback)
+        with interrupts.stop_cleanly():
+            report = explain(args.content, args.style, args.output, cfg, images=args.images,
+                             weights=args.weights, callback=callback)
     finally:
         if bar is not None:
             bar.close()
@@ -308,8 +316,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
             write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
 
     try:
-        results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
-                            callback=progress, on_result=on_result, on_pair=on_pair)
+        with interrupts.stop_cleanly():
+            results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
+                                callback=progress, on_result=on_result, on_pair=on_pair)
     finally:
         if progress is not None:
             progress.close()
@@ -372,8 +381,8 @@ def cmd_env(args: argparse.Namespace) -> int:
         w = load_weights(args.weights)
         rows += [("weights", str(w.path)), ("weights sha256", w.sha256), ("weights format", w.input_format)]
     except RestyleError as e:
-        rows.append(("weights", f"MISSING: {e}"))
-        status = EXIT_FAILURE
+        rows.append(("weights", f"{'NOT WEIGHTS' if isinstance(e, InputError) else 'MISSING'}: {e}"))
+        status = e.exit_code
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -421,8 +430,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
     print(f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
           file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
+    with interrupts.stop_cleanly():  # uvicorn takes Ctrl-C over and re-raises it when it has stopped
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
+                    timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
     return EXIT_OK
 
 

@@ -30,7 +30,7 @@ from .config import StylizeConfig
 from .errors import Cancelled, InputError, ResourceError, RestyleError
 from .events import Callback, Done, Iterate, Snapshot, StageStart
 from .features import VGG19Features, deepest_layer
-from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
+from .images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_pil, to_tensor
 from .losses import content_loss, gram, style_loss, tv_loss
 from .memory import TILE_MARGIN, Plan, plan_run
 from .regions import layer_masks, load_masks, mask_tensor
@@ -38,7 +38,7 @@ from .schedule import Stage, pyramid
 from .tiling import grid_align, random_offset, tile_grid, tiled_grams, tiled_loss_and_grad
 from .weights import Weights, load_weights
 
-ImageSource = Union[PathLike, Image.Image]
+ImageSource = ImageLike  # a path, a PIL image, an HxWx3 numpy array or a 3xHxW torch tensor
 PTDTYPE = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -363,8 +363,12 @@ def run(
     its style-target cache across runs (batch mode, servers).
     """
     cfg = (config or StylizeConfig()).replace(**overrides) if overrides else (config or StylizeConfig())
-    if isinstance(styles, (str, os.PathLike, Image.Image)):
+    if isinstance(styles, (str, os.PathLike, Image.Image)) or is_array(styles):
         styles = [styles]
+    try:
+        styles = list(styles)
+    except TypeError:
+        raise InputError(f"styles {styles!r} must be an image or a sequence of images") from None
     if not styles:
         raise InputError("at least one style image is needed")
     emit = callback or (lambda event: None)
