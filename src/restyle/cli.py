@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -190,9 +191,9 @@ def snapshot_path(output: Path, step: int) -> Path:
 def cmd_stylize(args: argparse.Namespace) -> int:
     if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
+    cfg = config_from_args(args)  # bad values fail here, before numpy, Pillow and torch are imported
     from .images import check_output_path
 
-    cfg = config_from_args(args)  # bad values fail here, before torch is imported
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
     inputs = (args.content, *args.styles) + ((cfg.init,) if Path(cfg.init).is_file() else ())
@@ -436,9 +437,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# A value that starts with a minus: -1,2 or -1e3 or -.5 (argparse itself only knows -1 and -1.5).
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
+def _value_flags(parser: argparse.ArgumentParser) -> set:
+    """Long flags that take one value, in the parser and its subcommands."""
+    flags = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _value_flags(sub)
+        elif action.nargs is None:
+            flags.update(o for o in action.option_strings if o.startswith("--"))
+    return flags
+
+
+def attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
+    """`--style-blend-weights -1,2` -> `--style-blend-weights=-1,2`.
+
+    argparse reads "-1,2" as an unknown flag and stops with "expected one argument";
+    attached, the value reaches our checks, which name it and the rule (">= 0").
+    """
+    flags, out = _value_flags(parser), []
+    for arg in argv:
+        if out and out[-1] in flags and _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(parser, sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except RestyleError as e:
