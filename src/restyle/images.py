@@ -11,8 +11,9 @@ import os
 import secrets
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Iterator, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -213,41 +214,43 @@ def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
     return out
 
 
-def _create_beside(out: Path) -> Tuple[int, Path]:
-    """A new empty temporary file beside `out`, opened for writing.
+@contextmanager
+def _atomic(out: Path, mode: str) -> Iterator[IO]:
+    """A temporary file beside `out`, renamed onto it on success and removed on failure.
 
-    Made with mode 0666 and O_EXCL so that the umask applies, as to any file a
-    program writes (tempfile.mkstemp's 0600 would make results private to their owner).
+    Created with os.open(..., 0o666) rather than tempfile.mkstemp (always 0600), so
+    the result honours the umask like any other file the user writes.
     """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+            fd = os.open(tmp, flags, 0o666)
+            break
         except FileExistsError:
             continue
-    raise FileExistsError(f"no free temporary name beside {out}")
-
-
-def _write_atomic(out: PathLike, mode: str, write: Any, **open_kw: Any) -> Path:
-    """Write through `write(file)` to a temporary file beside `out`, then rename: never a half-written file."""
-    out = Path(out)
-    fd, tmp = _create_beside(out)
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise FileExistsError(f"no free temporary name beside {out}")
     try:
-        with os.fdopen(fd, mode, **open_kw) as fh:
-            write(fh)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            yield fh
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return out
 
 
 def save_atomic(img: Image.Image, out: PathLike, **params) -> Path:
-    """Save `img` to `out` (format from the suffix) atomically; the umask sets its mode."""
-    fmt = Image.registered_extensions().get(Path(out).suffix.lower())
-    return _write_atomic(out, "wb", lambda fh: img.save(fh, format=fmt, **params))
+    """Write to a temporary file beside `out`, then rename: never a half-written file."""
+    out = Path(out)
+    fmt = Image.registered_extensions().get(out.suffix.lower())
+    with _atomic(out, "wb") as fh:
+        img.save(fh, format=fmt, **params)
+    return out
 
 
 def write_text_atomic(text: str, out: PathLike) -> Path:
-    """Write `text` (UTF-8) to `out` atomically; the umask sets its mode."""
-    return _write_atomic(out, "w", lambda fh: fh.write(text), encoding="utf-8")
+    out = Path(out)
+    with _atomic(out, "w") as fh:
+        fh.write(text)
+    return out
