@@ -12,10 +12,11 @@ import json
 import os
 import re
 import sys
+import time
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__, interrupts
 from .config import ExplainConfig, StylizeConfig
@@ -216,11 +217,10 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
     from .events import Snapshot
     from .images import save_atomic, write_text_atomic
 
-    progress = None if args.quiet else _ProgressBar()
+    progress = _ProgressBar(show=not args.quiet)
 
     def callback(event: Any) -> None:
-        if progress is not None:
-            progress(event)
+        progress(event)
         if isinstance(event, Snapshot):
             save_atomic(event.image, snapshot_path(out, event.step))
 
@@ -228,8 +228,7 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
         try:
             result = paint(callback=callback, snapshot_every=args.save_every)
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
         save_atomic(result.image, out)
         if not args.no_sidecar:
             report = dict(result.report, **recorded, output=str(out))
@@ -303,11 +302,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.save_every:
         raise InputError("--save-every is not available in batch mode")
-    progress = None if args.quiet else _ProgressBar()
+    progress = _ProgressBar(show=not args.quiet)
 
     def on_pair(k: int, n: int, content: Path, style: Path) -> None:
-        if progress is not None:
-            progress.close()
+        progress.close()
+        if not args.quiet:
             print(f"[{k + 1}/{n}] {content.name} x {style.name}", file=sys.stderr)
 
     def on_result(content: Path, style: Path, out: Path, result: Any) -> None:
@@ -321,39 +320,99 @@ def cmd_batch(args: argparse.Namespace) -> int:
             results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
                                 callback=progress, on_result=on_result, on_pair=on_pair)
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
     if not args.quiet:
         print(f"wrote {len(results)} images to {args.output}")
     return EXIT_OK
 
 
 class _ProgressBar:
-    """tqdm bar fed by engine events: iteration, loss terms, it/s and ETA."""
+    """The run's progress on stderr, fed by engine events.
 
-    def __init__(self) -> None:
-        self.bar = None
+    One bar for the whole run, measured in pixel-iterations: the bar, its percentage
+    and the time left (progress.eta_seconds) count a 512 px step as four 256 px ones,
+    and the description names the scale being painted. Before the first scale it
+    prints the plan and the memory estimate, after the first iterations the estimated
+    total time; a run longer than progress.LONG_RUN_S gets a warning even with --quiet.
+    """
+
+    def __init__(self, show: bool = True, file: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.show = show
+        self.file = file if file is not None else sys.stderr
+        self.clock = clock
+        self.bar: Any = None
+        self.work: List[Tuple[int, int]] = []  # (network pixels, iterations) per scale
+        self.planned = False
+        self.t0: Optional[float] = None  # when the first scale started: the ETA's pace leaves set-up out
+        self.t_stage = 0.0
+
+    def say(self, line: str, always: bool = False) -> None:
+        if self.show or always:
+            if self.bar is not None:
+                self.bar.write(line, file=self.file)
+            else:
+                print(line, file=self.file)
 
     def __call__(self, event: Any) -> None:
+        from .events import Estimate, Iterate, Planned, StageStart
+        from .progress import duration
+
+        if isinstance(event, Planned):
+            self.work, self.planned = list(event.work), True
+            scales = ", ".join(f"{w}x{h} x {n}" for w, h, n in event.stages)
+            self.say(f"restyle: {len(event.stages)} scale(s): {scales} iterations; peak memory about "
+                     f"{event.peak_bytes / 2**30:.1f} GB of a {event.budget_bytes / 2**30:.1f} GB budget"
+                     + "".join(f"; {note}" for note in event.notes))
+        elif isinstance(event, Estimate):
+            self.say(f"restyle: estimated time: about {duration(event.seconds)} in all "
+                     f"(timed on iterations 2-{event.timed_to}, scaled by pixels)")
+            if event.long:
+                self.say(f"restyle: warning: this run will take about {duration(event.seconds)}; a smaller --size "
+                         "is much faster (time grows with the pixels); Ctrl-C stops it", always=True)
+        elif isinstance(event, StageStart):
+            now = self.clock()
+            self.t0 = now if self.t0 is None else self.t0
+            self.t_stage = now
+            if not self.planned:  # an engine that sends no plan (texture): the scales as they come
+                self.work.append((event.width * event.height, event.iterations))
+            if self.show:
+                if self.bar is None:
+                    from tqdm import tqdm
+
+                    self.bar = tqdm(total=1, dynamic_ncols=True, file=self.file,
+                                    bar_format="{desc}{postfix} {percentage:3.0f}%|{bar}|")
+                self.bar.total = _work_done(self.work, None)
+                self.bar.set_description_str(f"scale {event.scale + 1}/{event.scales} {event.width}x{event.height}",
+                                             refresh=False)
+        elif isinstance(event, Iterate) and self.bar is not None:
+            self.bar.set_postfix_str(self.status(event), refresh=False)
+            self.bar.update(_work_done(self.work, event.step) - self.bar.n)
+
+    def status(self, event: Any) -> str:
+        """'110/138 it [00:10<00:10, 11.0 it/s] content=.., style=.., tv=..', the time left by pixels."""
         from tqdm import tqdm
 
-        from .events import Iterate, StageStart
+        from .progress import eta_seconds
 
-        if isinstance(event, StageStart):
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(
-                total=event.iterations, unit="it", dynamic_ncols=True, file=sys.stderr,
-                desc=f"scale {event.scale + 1}/{event.scales} {event.width}x{event.height}",
-            )
-        elif isinstance(event, Iterate) and self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in event.terms.items()}, refresh=False)
-            self.bar.update(1)
+        now = self.clock()
+        eta = eta_seconds(self.work, event.step, now - (self.t0 if self.t0 is not None else now))
+        rate = event.i / max(now - self.t_stage, 1e-9)
+        pace = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+        left = "?" if eta is None else tqdm.format_interval(eta)
+        terms = ", ".join(f"{k}={v:.3g}" for k, v in event.terms.items())
+        return f"{event.step}/{event.steps} it [{tqdm.format_interval(event.elapsed)}<{left}, {pace}] {terms}"
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.__init__(self.show, self.file, self.clock)  # the next run (batch mode) starts afresh
+
+
+def _work_done(work: Sequence[Tuple[int, int]], step: Optional[int]) -> int:
+    from .progress import work_done
+
+    return work_done(work, sum(n for _, n in work) if step is None else step)
 
 
 def cmd_env(args: argparse.Namespace) -> int:

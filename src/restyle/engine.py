@@ -28,11 +28,12 @@ from . import __version__
 from .color import ColorPlan
 from .config import StylizeConfig
 from .errors import Cancelled, InputError, ResourceError, RestyleError
-from .events import Callback, Done, Iterate, Snapshot, StageStart
+from .events import Callback, Done, Iterate, Planned, Snapshot, StageStart
 from .features import VGG19Features, deepest_layer
 from .images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_pil, to_tensor
 from .losses import content_loss, gram, style_loss, tv_loss
 from .memory import TILE_MARGIN, Plan, plan_run
+from .progress import RunEstimate, network_pixels
 from .regions import layer_masks, load_masks, mask_tensor
 from .schedule import Stage, pyramid
 from .tiling import grid_align, random_offset, tile_grid, tiled_grams, tiled_loss_and_grad
@@ -371,7 +372,7 @@ def run(
         raise InputError(f"styles {styles!r} must be an image or a sequence of images") from None
     if not styles:
         raise InputError("at least one style image is needed")
-    emit = callback or (lambda event: None)
+    emit = estimator = RunEstimate(callback or (lambda event: None))  # adds the Estimate event
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
 
@@ -405,6 +406,12 @@ def run(
     )
     style_keys = [("path", str(Path(s).resolve())) if isinstance(s, (str, os.PathLike)) else None for s in styles]
     timings["setup"] = time.perf_counter() - t_start
+    emit(Planned(
+        tuple((sp.width, sp.height, st.iterations) for sp, st in zip(plan.stages, stages)),
+        tuple((network_pixels(sp.width, sp.height, sp.tile, painter.margin(cfg)), st.iterations)
+              for sp, st in zip(plan.stages, stages)),
+        plan.peak, plan.budget, plan.notes,
+    ))
 
     steps = sum(s.iterations for s in stages)
     step = 0
@@ -519,6 +526,7 @@ def run(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "final_loss": terms,
         "iterations": steps,
+        "estimate": estimator.summary(),  # made after the first iterations; compare timings_s.total
         "memory_plan": {
             "budget_gb": round(plan.budget / 2**30, 2),
             "stages": [{"size": f"{s.width}x{s.height}", "optimizer": s.optimizer, "history": s.history,
