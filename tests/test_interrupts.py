@@ -101,6 +101,7 @@ def _imported_after(code: str) -> set:
 
 def test_import_restyle_loads_no_torch_until_a_public_name_is_used():
     assert _imported_after("import restyle; restyle.__version__; restyle.StylizeConfig(size=64)") == set()
+    assert _imported_after("import restyle; restyle.events.Iterate; restyle.InputError; restyle.Cancelled") == set()
     assert "torch" in _imported_after("import restyle; restyle.stylize")
 
 

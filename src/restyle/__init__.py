@@ -27,11 +27,18 @@ __all__ = [*_LAZY, "__version__"]
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'restyle' has no attribute {name!r}")
     from importlib import import_module
 
+    module = _LAZY.get(name)
+    if module is None:  # a submodule, as after an eager import: restyle.events, restyle.batch, ...
+        if name.startswith("_"):
+            raise AttributeError(f"module 'restyle' has no attribute {name!r}")
+        try:
+            return import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'restyle' has no attribute {name!r}") from None
     value = getattr(import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # later look-ups skip __getattr__
     return value
