@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -30,31 +31,40 @@ def _stylize_args(small_images, tiny_weights, out, iterations=100_000):
             "--size", "64", "--iterations", str(iterations)]
 
 
-def _interrupt(cmd, after_s, wait_for=None):
+def _interrupt(cmd, after_s, wait_for=None, patience_s=120):
     """Start `cmd`, wait for `wait_for` on stderr (if given), sleep `after_s`, send SIGINT.
 
     Returns (exit code, stderr without -X importtime lines, seconds from SIGINT to exit).
     """
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-    lines = []
-    if wait_for is not None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    lines, seen = [], threading.Event()
+
+    def read() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if wait_for in line:
-                break
-        else:
-            pytest.fail(f"never saw {wait_for!r}: {''.join(lines)[-2000:]}")
-    time.sleep(after_s)
-    t = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+            if wait_for is not None and wait_for in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        _, rest = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("Ctrl-C was swallowed: still running 60 s later")
-    err = "".join(lines) + rest
-    err = "".join(line for line in err.splitlines(True) if not line.startswith("import time:"))
-    return proc.returncode, err, time.monotonic() - t
+        if wait_for is not None and not seen.wait(patience_s):
+            pytest.fail(f"never saw {wait_for!r} in {patience_s} s: {''.join(lines)[-2000:]}")
+        time.sleep(after_s)
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("Ctrl-C was swallowed: still running 60 s later")
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    err = "".join(line for line in lines if not line.startswith("import time:"))
+    return proc.returncode, err, took
 
 
 # -X importtime reports each import as it completes: once restyle.interrupts is reported the

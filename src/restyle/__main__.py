@@ -4,9 +4,9 @@ Ctrl-C is handled from the first instruction (see interrupts.py); the CLI and
 everything it imports load afterwards.
 """
 
-from . import interrupts
+from .interrupts import install  # not `from . import interrupts`: that asks restyle.__getattr__ first
 
-interrupts.install()
+install()
 
 import sys  # noqa: E402
 

@@ -18,11 +18,12 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__, interrupts
+from . import __version__
+from .interrupts import EXIT_INTERRUPTED, stop_cleanly
 from .config import ExplainConfig, StylizeConfig
 from .errors import InputError, RestyleError
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, interrupts.EXIT_INTERRUPTED
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERRUPTED, 130
 
 
 def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
@@ -224,7 +225,7 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
         if isinstance(event, Snapshot):
             save_atomic(event.image, snapshot_path(out, event.step))
 
-    with interrupts.stop_cleanly():
+    with stop_cleanly():
         try:
             result = paint(callback=callback, snapshot_every=args.save_every)
         finally:
@@ -284,7 +285,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         bar.update(event.step - bar.n)
 
     try:
-        with interrupts.stop_cleanly():
+        with stop_cleanly():
             report = explain(args.content, args.style, args.output, cfg, images=args.images,
                              weights=args.weights, callback=callback)
     finally:
@@ -316,7 +317,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
 
     try:
-        with interrupts.stop_cleanly():
+        with stop_cleanly():
             results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
                                 callback=progress, on_result=on_result, on_pair=on_pair)
     finally:
@@ -490,7 +491,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
     print(f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
           file=sys.stderr)
-    with interrupts.stop_cleanly():  # uvicorn takes Ctrl-C over and re-raises it when it has stopped
+    with stop_cleanly():  # uvicorn takes Ctrl-C over and re-raises it when it has stopped
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
                     timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
     return EXIT_OK
