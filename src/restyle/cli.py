@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .interrupts import EXIT_INTERRUPTED, stop_cleanly
 from .config import ExplainConfig, StylizeConfig
 from .errors import InputError, RestyleError
+from .interrupts import EXIT_INTERRUPTED, stop_cleanly
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERRUPTED, 130
 

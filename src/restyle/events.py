@@ -64,7 +64,10 @@ class Iterate:
 
     @property
     def eta(self) -> float:
-        """Seconds left, estimated from the mean pace so far (rough across scales)."""
+        """Seconds left at the mean pace per *step* so far: too hopeful once a finer scale starts.
+
+        progress.eta_seconds counts pixel-iterations instead (the CLI bar and the web use it).
+        """
         return self.elapsed / self.step * (self.steps - self.step) if self.step else 0.0
 
 
