@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
-    w.set_defaults(func=cmd_serve)
+    # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
+    w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     return parser
 
 
@@ -491,9 +492,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
     print(f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
           file=sys.stderr)
-    with stop_cleanly():  # uvicorn takes Ctrl-C over and re-raises it when it has stopped
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                    timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
     return EXIT_OK
 
 
@@ -532,6 +532,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(attach_negative_values(parser, sys.argv[1:] if argv is None else argv))
     try:
+        if getattr(args, "stops_on_keyboard_interrupt", False):
+            with stop_cleanly():
+                return args.func(args)
         return args.func(args)
     except RestyleError as e:
         print(f"restyle: error: {e}", file=sys.stderr)
