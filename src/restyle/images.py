@@ -8,10 +8,11 @@ keep the meaning they have in the classic tools).
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple, Union
+from typing import IO, Iterator, Tuple, Union
 
 import numpy as np
 import torch
@@ -138,29 +139,43 @@ def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
     return out
 
 
+@contextmanager
+def _atomic(out: Path, mode: str) -> Iterator[IO]:
+    """A temporary file beside `out`, renamed onto it on success and removed on failure.
+
+    Created with os.open(..., 0o666) rather than tempfile.mkstemp (always 0600), so
+    the result honours the umask like any other file the user writes.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise FileExistsError(f"no free temporary name beside {out}")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            yield fh
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_atomic(img: Image.Image, out: PathLike, **params) -> Path:
     """Write to a temporary file beside `out`, then rename: never a half-written file."""
     out = Path(out)
     fmt = Image.registered_extensions().get(out.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=fmt, **params)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(out, "wb") as fh:
+        img.save(fh, format=fmt, **params)
     return out
 
 
 def write_text_atomic(text: str, out: PathLike) -> Path:
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(out, "w") as fh:
+        fh.write(text)
     return out
