@@ -84,11 +84,13 @@ def test_ctrl_c_at_start_up_exits_130_with_one_line(small_images, tiny_weights, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
+# Counted from the process start, late enough for Python's own start-up even on a busy machine.
+@pytest.mark.parametrize("delay", [0.5, 1.0, 2.0])
 def test_ctrl_c_counted_from_the_process_start(small_images, tiny_weights, tmp_path, delay):
     code, err, _ = _interrupt([sys.executable, "-m", "restyle",
                                *_stylize_args(small_images, tiny_weights, tmp_path / "o.png")], delay)
-    assert (code, err) == (130, MESSAGE + "\n")
+    assert code == 130 and "Traceback" not in err, err
+    assert err.rstrip().splitlines()[-1] == MESSAGE  # after the progress bar, if painting had begun
 
 
 def test_ctrl_c_while_painting_stops_cleanly(small_images, tiny_weights, tmp_path):
