@@ -342,6 +342,10 @@ class _ProgressBar:
         self.show = show
         self.file = file if file is not None else sys.stderr
         self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the run (batch mode paints several)."""
         self.bar: Any = None
         self.work: List[Tuple[int, int]] = []  # (network pixels, iterations) per scale
         self.planned = False
@@ -407,8 +411,7 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
-        self.__init__(self.show, self.file, self.clock)  # the next run (batch mode) starts afresh
+        self.reset()
 
 
 def _work_done(work: Sequence[Tuple[int, int]], step: Optional[int]) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from .events import Estimate, Iterate, Planned
+
 StagePixels = Tuple[int, int]  # (pixels per iteration, iterations) of one scale
 
 
@@ -98,8 +100,6 @@ class RunEstimate:
         self.estimate: Any = None
 
     def __call__(self, event: Any) -> None:
-        from .events import Estimate, Iterate, Planned
-
         self.callback(event)
         if isinstance(event, Planned):
             self.planned = event
