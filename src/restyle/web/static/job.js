@@ -24,9 +24,10 @@
       detail.textContent = "Waiting: " + st.ahead + (st.ahead === 1 ? " job" : " jobs") + " ahead.";
     } else if (st.state === "running" && p.steps) {
       bar.value = p.step / p.steps;
-      const scale = p.scales > 1 ? ` · scale ${p.scale}/${p.scales} (${p.width}×${p.height})` : "";
-      detail.textContent = `iteration ${p.step} / ${p.steps} · loss ${Number(p.loss).toExponential(3)}` +
-        ` · about ${seconds(p.eta)} left${scale}`;
+      // The ETA counts pixels x iterations left over every scale (a 512 px step costs ~4 256 px ones).
+      const scale = p.scales ? `scale ${p.scale}/${p.scales} (${p.width}×${p.height}) · ` : "";
+      const eta = p.eta == null ? "estimating time left" : `about ${seconds(p.eta)} left`;
+      detail.textContent = `${scale}iteration ${p.step} / ${p.steps} · loss ${Number(p.loss).toExponential(3)} · ${eta}`;
     } else if (st.state === "running") {
       detail.textContent = "Starting…";
     }
