@@ -455,3 +455,27 @@ def test_the_form_speaks_the_pages_language(settings):
     for words in ("flag", "--", "beta", "alpha"):
         assert not any(words in t for t in texts), words
     assert "explicit flags" not in page and "beta:" not in page
+
+
+# --- 9. the job page's ETA across scales --------------------------------------------
+
+def test_the_job_page_eta_counts_pixels_across_scales():
+    """At step 110 of 138 (110 at 256x205, then 28 at 512x410), 11 s in: about 11 s left, not 2.8 s."""
+    from restyle.events import Iterate, StageStart
+    from restyle.web.worker import JobProgress
+
+    now = {"t": 100.0}
+    tracker = JobProgress([(256 * 205, 110), (512 * 410, 28)], clock=lambda: now["t"])
+    tracker.update(StageStart(0, 2, 256, 205, 110))
+    for step in range(1, 111):
+        now["t"] += 0.1
+        event = Iterate(0, 2, 256, 205, step, 110, step, 138, 1.0, {}, elapsed=3.0 + 0.1 * step)  # 3 s of set-up
+        tracker.update(event)
+    assert event.eta == pytest.approx(28 * 14.0 / 110, rel=1e-6)  # the old estimate: ~3.6 s, far too hopeful
+    assert tracker.row["eta"] == pytest.approx(11.2, abs=0.2)
+    assert (tracker.row["scale"], tracker.row["scales"], tracker.row["width"]) == (1, 2, 256)
+    tracker.update(StageStart(1, 2, 512, 410, 28))
+    now["t"] += 0.4
+    tracker.update(Iterate(1, 2, 512, 410, 1, 28, 111, 138, 1.0, {}, elapsed=14.4))
+    assert (tracker.row["scale"], tracker.row["width"], tracker.row["height"]) == (2, 512, 410)
+    assert tracker.row["eta"] == pytest.approx(10.8, abs=0.3)
