@@ -245,7 +245,6 @@ def test_stopping_with_open_streams_is_quick_and_quiet(tmp_path, capsys):
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
-        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -255,7 +254,9 @@ def test_stopping_with_open_streams_is_quick_and_quiet(tmp_path, capsys):
     assert proc.returncode == 0, err
     assert len(ended) == 3  # every stream ended (the browser's EventSource reconnects by itself)
     assert "Traceback" not in err and "CancelledError" not in err and "timeout graceful shutdown" not in err, err
-    assert took < 3, f"stopping took {took:.1f} s"  # the graceful timeout is 5 s: nothing waited for it
+    # At once, not when the 5 s graceful timeout cancels them (the process exit after that is Python's teardown).
+    took = max(ended) - t0
+    assert took < 2, f"the streams ended {took:.1f} s after Ctrl-C"
 
 
 def _up(base: str) -> bool:
