@@ -334,7 +334,19 @@ def test_streams_are_capped_per_client(settings):
             t.join(10)
         r = httpx.get(f"{url}/api/jobs/{job_id}/events", timeout=10)
         assert r.status_code == 200 and "event: end" in r.text  # closed streams free their places
-    assert opened == [200, 200, 200]
+        # A client that opens streams and hangs up at once does not use up its places either.
+        waiting = httpx.post(url + "/api/jobs", files={"content": ("c.png", PNG), "style": ("s.jpg", STYLE)}).json()["id"]
+        for _ in range(10):
+            with httpx.stream("GET", f"{url}/api/jobs/{waiting}/events", timeout=10) as r:
+                assert r.status_code == 200
+        again, stop = [], threading.Event()
+        threads = _open_streams(url, waiting, 3, again, stop)
+        wait_for(lambda: len(again) == 3, 30, "three streams again")
+        stop.set()
+        JobStore(s.db_path, s.jobs_dir).request_cancel(waiting)
+        for t in threads:
+            t.join(10)
+    assert opened == [200, 200, 200] and again == [200, 200, 200]
 
 
 # --- 10. presets and what ran; 12. results honour the umask ------------------------------

@@ -378,13 +378,19 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[Any] = None) 
     @app.get("/api/jobs/{job_id}/events")
     async def events(request: Request, job_id: str):
         job = job_or_404(job_id)
+        client = request.client.host if request.client else "?"  # behind a proxy: the proxy's address
         try:
-            sub = hub.subscribe(job_id, request.client.host if request.client else "?")
+            hub.check(client)
         except StreamLimit as e:
             return _error(request, templates, e.status, e.message, headers={"Retry-After": "30"})
 
         async def stream():
             # Progress is pushed by the hub's one poller; a stream only waits and forwards.
+            # Subscribed here, inside the generator, so that its `finally` always undoes it.
+            try:
+                sub = hub.subscribe(job_id, client)
+            except StreamLimit:  # taken by another stream since the check: end, the browser retries
+                return
             try:
                 yield "retry: 1000\n\n"
                 now = store.get(job_id) or job  # read after subscribing: no change can fall in between

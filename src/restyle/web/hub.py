@@ -75,7 +75,8 @@ class ProgressHub:
     def open_streams(self) -> int:
         return sum(self._clients.values())
 
-    def subscribe(self, job_id: str, client: str) -> Subscription:
+    def check(self, client: str) -> None:
+        """Raise StreamLimit if `client` may not open another stream now."""
         if self.closed:
             raise StreamLimit("the server is stopping", 503)
         if self._clients[client] >= self.per_client:
@@ -84,6 +85,9 @@ class ProgressHub:
         if self.open_streams >= self.total:
             raise StreamLimit(f"the server has {self.total} progress streams open, the most it keeps; "
                               "reload the page in a minute", 503)
+
+    def subscribe(self, job_id: str, client: str) -> Subscription:
+        self.check(client)
         sub = Subscription(job_id, client)
         self._subs.setdefault(job_id, set()).add(sub)
         self._clients[client] += 1
