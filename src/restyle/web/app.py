@@ -41,6 +41,7 @@ from . import gallery as gallery_mod
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
 from .jobs import DONE, QUEUED, USER, Job, JobStore, new_id
+from .server import DataDirLock
 from .settings import Settings
 from .uploads import MEDIA_TYPE, UploadError, check_fits, check_image, display_name, upload_name
 from .worker import WorkerPool
@@ -87,10 +88,8 @@ class BodyLimit:
         return await self.app(scope, limited, send)
 
 
-def create_app(settings: Optional[Settings] = None, lock: Optional[Any] = None) -> FastAPI:
+def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] = None) -> FastAPI:
     """The app; `lock` is the data folder's lock when `server.serve` took it already (else start-up takes it)."""
-    from .server import DataDirLock
-
     settings = settings or Settings()
     store = JobStore(settings.db_path, settings.jobs_dir, create=False)  # nothing written before start-up
     templates = Jinja2Templates(directory=str(HERE / "templates"))
