@@ -130,7 +130,7 @@ def upload_name(upload: Any) -> Optional[str]:
     Shift-JIS or cp1252 name into mojibake; from the raw header, bytes that are
     not UTF-8 become one U+FFFD mark instead of wrong letters.
     """
-    from python_multipart.multipart import parse_options_header
+    from python_multipart.multipart import parse_options_header  # the module name since 0.0.13
 
     raw = next((v for k, v in getattr(upload.headers, "raw", []) if k.lower() == b"content-disposition"), None)
     if raw is None:
