@@ -460,9 +460,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def cmd_serve(args: argparse.Namespace) -> int:
     # The web layer is imported here only: `restyle stylize` never loads a server.
     try:
-        import uvicorn
+        import fastapi  # noqa: F401  (the web extra)
+        import uvicorn  # noqa: F401
 
-        from .web.app import create_app
+        from .web.server import serve
         from .web.settings import Settings
     except ImportError as e:
         raise InputError(f"the web app needs its extra packages ({e.name} is missing): pip install 'restyle[web]'") from None
@@ -491,12 +492,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .weights import find_weights
 
         find_weights(args.weights)  # a missing file is an error now, not on the first job
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
-    print(f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
-          file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
+    # One server per data folder (a lock naming its holder), the port bound before anything is written.
+    serve(settings, args.host, args.port, announce=lambda url: print(
+        f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
+        file=sys.stderr))
     return EXIT_OK
 
 

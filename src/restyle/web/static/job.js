@@ -38,13 +38,20 @@
       img.src = `/jobs/${id}/preview.jpg?v=${preview}`;
     }
   }
-  const es = new EventSource(`/api/jobs/${id}/events`);
-  es.addEventListener("progress", (e) => render(JSON.parse(e.data)));
-  es.addEventListener("end", (e) => {
-    es.close();
-    const st = JSON.parse(e.data);
+  function end(st) {
     render(st);
     if (st.state === "done") bar.value = 1;
     window.location.reload();
-  });
+  }
+  // Without a stream (refused: too many open from this address), ask every few seconds instead.
+  function poll() {
+    fetch(`/api/jobs/${id}`).then((r) => r.json()).then((st) => {
+      if (["done", "failed", "cancelled"].includes(st.state)) end(st);
+      else { render(st); setTimeout(poll, 3000); }
+    }).catch(() => setTimeout(poll, 10000));
+  }
+  const es = new EventSource(`/api/jobs/${id}/events`);
+  es.addEventListener("progress", (e) => render(JSON.parse(e.data)));
+  es.addEventListener("end", (e) => { es.close(); end(JSON.parse(e.data)); });
+  es.addEventListener("error", () => { if (es.readyState === EventSource.CLOSED) poll(); });
 })();
