@@ -138,6 +138,12 @@ def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
     return out
 
 
+def sidecar_path(output: PathLike) -> Path:
+    """Where a result's settings and figures go: OUTPUT.json beside OUTPUT."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
 def save_atomic(img: Image.Image, out: PathLike, **params) -> Path:
     """Write to a temporary file beside `out`, then rename: never a half-written file."""
     out = Path(out)

@@ -1,0 +1,263 @@
+"""Batch mode on a Ray cluster: the same pairs, the same paint_pair() call, on many workers.
+
+    report = run_batch_ray(["photos/"], ["starry.jpg", "scream.jpg"], "out/", StylizeConfig(),
+                           address="auto")
+
+Ray's idiom: one actor per device (a GPU, or N CPU cores), each holding a Painter
+(the network and the style-target cache), so each style's targets are computed once
+per worker, not once per photo. The driver hands each idle actor the next pair;
+actors report progress to a small board actor that the driver polls.
+
+Faults. Actors restart when their process dies (`max_restarts`); the pair a lost
+worker was painting comes back to the driver as a RayActorError and is queued again
+for whichever worker is free next (at most MAX_ATTEMPTS runs of one pair). Outputs are
+written atomically by paint_pair(), so a killed worker leaves no half-written file.
+A bad input is not a fault: paint_pair() returns a failed outcome, it is not retried.
+
+Paths must be readable and writable under the same names on every node (a shared
+folder). `ray` is imported only here, and only when a Ray batch runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from .batch import BatchReport, PairOutcome, PairTask, paint_pair, plan_batch, this_node
+from .config import StylizeConfig
+from .errors import InputError, ResourceError, RestyleError
+from .events import BatchProgress, Iterate, PairStarted
+from .images import PathLike
+
+MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run killed its worker)
+MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using it
+REPORT_EVERY_S = 0.25  # a worker's progress reports at most this often (and at each pair's first iteration)
+POLL_S = 0.2  # the driver's wait between progress polls
+LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; only small messages pass through it (paths, outcomes)
+ADDRESS_RULE = re.compile(r"^(local|auto|ray://[^\s/]+:\d+|[^\s/:]+:\d+)$")
+
+
+def check_address(address: Optional[str]) -> Optional[str]:
+    """None or "local" starts a Ray instance here; "auto", "ray://HOST:PORT" or "HOST:PORT" join one."""
+    if address is not None and not ADDRESS_RULE.match(address):
+        raise InputError(f"ray address {address!r} is not one of: local, auto, ray://HOST:PORT, HOST:PORT")
+    return address
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray needs Ray: pip install 'restyle[ray]'") from None
+    return ray
+
+
+def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) -> bool:
+    """Join or start Ray; True when this call started it (the caller then shuts it down)."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    check_address(address)
+    kw: Dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address in (None, "local"):
+        kw.update(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
+                  num_cpus=num_cpus)
+    else:
+        kw["address"] = address
+    ray.init(**kw)
+    return True
+
+
+class BatchWorker:
+    """A Ray actor (wrapped at run time by ray.remote): one Painter, many pairs."""
+
+    def __init__(self, cfg: StylizeConfig, weights: Optional[PathLike], threads: int, sidecar: bool,
+                 board: str) -> None:
+        import ray
+        import torch
+
+        from .engine import make_painter
+
+        if threads:
+            torch.set_num_threads(threads)  # Ray's share of cores; results depend on the thread count
+        # The board by name: a handle among the arguments would live in the object store,
+        # and a restart after it was freed would fail (ray-project/ray#53727).
+        self.cfg, self.weights, self.sidecar, self.board = cfg, weights, sidecar, ray.get_actor(board)
+        self.node = dict(this_node(), ray_node=ray.get_runtime_context().get_node_id())
+        self.error: Optional[RestyleError] = None
+        try:
+            self.painter = make_painter(cfg, weights)
+        except RestyleError as e:  # no weights, no such device: said once by the driver
+            self.error = e
+
+    def info(self) -> Tuple[Dict[str, Any], Optional[RestyleError]]:
+        return self.node, self.error
+
+    def paint(self, task: PairTask) -> PairOutcome:
+        import ray
+
+        # The board counts the starts: a pair Ray retried after its worker died starts again here.
+        attempt = ray.get(self.board.started.remote(task.index, self.node["host"], self.node["pid"]))
+        last = [0.0]
+
+        def report(event: Any) -> None:
+            if isinstance(event, Iterate):
+                now = time.monotonic()
+                if event.step == 1 or event.step == event.steps or now - last[0] >= REPORT_EVERY_S:
+                    last[0] = now
+                    self.board.progress.remote(task.index, event.step / event.steps)
+
+        return paint_pair(task, self.cfg, self.painter, weights=self.weights, sidecar=self.sidecar,
+                          node=self.node, attempt=attempt, callback=report)
+
+
+class ProgressBoard:
+    """A Ray actor: workers post starts and fractions, the driver polls them."""
+
+    def __init__(self) -> None:
+        self.starts: List[Tuple[int, int, str, int]] = []  # (pair index, attempt, host, pid)
+        self.attempts: Dict[int, int] = {}
+        self.fractions: Dict[int, float] = {}
+
+    def started(self, index: int, host: str, pid: int) -> int:
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self.starts.append((index, self.attempts[index], host, pid))
+        self.fractions[index] = 0.0
+        return self.attempts[index]
+
+    def progress(self, index: int, fraction: float) -> None:
+        self.fractions[index] = fraction
+
+    def poll(self) -> Tuple[List[Tuple[int, int, str, int]], Dict[int, float]]:
+        starts, self.starts = self.starts, []
+        return starts, dict(self.fractions)
+
+
+def plan_workers(nodes: Sequence[Dict[str, float]], cpus_per_worker: Optional[int] = None,
+                 workers: Optional[int] = None) -> Tuple[int, int, int]:
+    """(workers, cpus each, gpus each) for the alive nodes' resources: a worker per GPU, else per N cores."""
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
+    if cpus_per_worker is not None and cpus_per_worker < 1:
+        raise InputError(f"cpus per worker {cpus_per_worker} must be >= 1")
+    if workers is not None and workers < 1:
+        raise InputError(f"workers {workers} must be >= 1")
+    if gpus and cpus_per_worker is None:
+        fit = gpus
+        cpus, gpu_each = 1, 1
+    else:
+        biggest = max((int(n.get("CPU", 0)) for n in nodes), default=0)
+        cpus = cpus_per_worker or max(1, min(4, biggest))
+        fit = sum(int(n.get("CPU", 0)) // cpus for n in nodes)
+        gpu_each = 0
+    if fit < 1:
+        raise ResourceError(f"the Ray cluster has no node with {cpus} free CPU(s) for a worker; "
+                            "lower --ray-cpus-per-worker")
+    return min(fit, workers or fit), cpus, gpu_each
+
+
+def run_batch_ray(
+    contents: Sequence[PathLike],
+    styles: Sequence[PathLike],
+    out_dir: PathLike,
+    config: Optional[StylizeConfig] = None,
+    *,
+    suffix: str = ".png",
+    weights: Optional[PathLike] = None,
+    sidecar: bool = True,
+    callback: Optional[Callable[[Any], None]] = None,
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    cpus_per_worker: Optional[int] = None,
+) -> BatchReport:
+    """run_batch() on Ray workers; `address` as for connect(). Emits PairStarted and BatchProgress."""
+    cfg = config or StylizeConfig()
+    check_address(address)
+    tasks = plan_batch(contents, styles, out_dir, cfg, suffix)  # bad input: refused before any cluster
+    ray = _ray()
+    started = connect(address)
+    actors: List[Any] = []
+    board = None
+    try:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers)
+        n_workers = min(n_workers, len(tasks)) or 1
+        board_name = f"restyle-board-{uuid.uuid4().hex}"
+        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
+        # A worker that dies is restarted and its pair run again by Ray; the board's start
+        # counts tell the driver, which reports each loss.
+        actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
+                               max_task_retries=MAX_ATTEMPTS - 1)(BatchWorker)
+        actors = [actor_cls.remote(cfg, None if weights is None else os.fspath(weights), cpus, sidecar, board_name)
+                  for _ in range(n_workers)]
+        for _node, error in ray.get([a.info.remote() for a in actors]):
+            if error is not None:
+                raise error
+        return _drive(ray, actors, board, tasks, callback or (lambda event: None))
+    finally:
+        for a in actors + ([board] if board is not None else []):
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[PairTask],
+           emit: Callable[[Any], None]) -> BatchReport:
+    """Hand each idle worker the next pair until all are done; report the workers lost on the way.
+
+    Ray reruns the pair of a worker that died (max_task_retries). When Ray gives up on a
+    worker for good (RayActorError), the driver stops using it and queues its pair for the
+    others, unless the pair has had MAX_ATTEMPTS runs already.
+    """
+    queue: Deque[PairTask] = deque(tasks)
+    idle = list(range(len(actors)))
+    inflight: Dict[Any, Tuple[int, PairTask]] = {}
+    where: Dict[int, Tuple[int, str, int]] = {}  # pair index -> (attempt, host, pid) of its latest start
+    outcomes: Dict[int, PairOutcome] = {}
+    lost: List[str] = []
+    total = len(tasks)
+
+    def lose(index: int, cause: str) -> None:
+        attempt, host, pid = where.get(index, (0, "?", 0))
+        lost.append(f"worker pid {pid} on {host} died painting {tasks[index].label} (attempt {attempt}); {cause}")
+
+    while queue or inflight:
+        while queue and idle:
+            a = idle.pop(0)
+            task = queue.popleft()
+            inflight[actors[a].paint.remote(task)] = (a, task)
+        if not inflight:
+            raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+        starts, fractions = ray.get(board.poll.remote())
+        for index, attempt, host, pid in starts:
+            if attempt > 1:
+                lose(index, "ran it again")
+            where[index] = (attempt, host, pid)
+            emit(PairStarted(index, total, tasks[index].label, host, pid, attempt))
+        for ref in ready:
+            a, task = inflight.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:  # a bug in the worker, not a lost worker
+                cause = getattr(e, "cause", None) or e
+                outcome = PairOutcome(task, "failed", f"internal error: {type(cause).__name__}: {cause}", 1)
+            except ray.exceptions.RayError as e:  # Ray gave up on this worker: use the others
+                attempts = where.get(task.index, (0,))[0]
+                if attempts < MAX_ATTEMPTS:
+                    lose(task.index, f"{type(e).__name__}, worker retired, pair queued for the others")
+                    queue.appendleft(task)
+                    continue
+                lose(task.index, "gave up")
+                outcome = PairOutcome(task, "failed", f"{attempts} workers died painting it", 1, attempts=attempts)
+            else:
+                idle.append(a)
+            outcomes[task.index] = outcome
+            emit(BatchProgress(len(outcomes), total, 0.0, outcome))
+        running = {t.index for _, t in inflight.values()}
+        emit(BatchProgress(len(outcomes), total, sum(f for i, f in fractions.items() if i in running)))
+    return BatchReport([outcomes[t.index] for t in tasks], lost)
