@@ -73,35 +73,43 @@ def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) ->
     return True
 
 
-class BatchWorker:
-    """A Ray actor (wrapped at run time by ray.remote): one Painter, many pairs."""
+class RayWorker:
+    """Base of restyle's Ray actors (wrapped at run time by ray.remote): set up once, then one task per call.
 
-    def __init__(self, cfg: StylizeConfig, weights: Optional[PathLike], threads: int, sidecar: bool,
-                 board: str) -> None:
+    A subclass builds its model in setup() and does one task in work(); this class counts
+    the attempts, reports progress and says where it runs. The extension point for other
+    kinds of work (feed-forward models, video chunks, training one model per style).
+    """
+
+    def __init__(self, *args: Any, threads: int, board: str) -> None:
         import ray
         import torch
 
-        from .engine import make_painter
-
         if threads:
-            torch.set_num_threads(threads)  # Ray's share of cores; results depend on the thread count
+            torch.set_num_threads(threads)  # Ray's share of cores; CPU results depend on the thread count
         # The board by name: a handle among the arguments would live in the object store,
         # and a restart after it was freed would fail (ray-project/ray#53727).
-        self.cfg, self.weights, self.sidecar, self.board = cfg, weights, sidecar, ray.get_actor(board)
+        self.board = ray.get_actor(board)
         self.node = dict(this_node(), ray_node=ray.get_runtime_context().get_node_id())
         self.error: Optional[RestyleError] = None
         try:
-            self.painter = make_painter(cfg, weights)
+            self.setup(*args)
         except RestyleError as e:  # no weights, no such device: said once by the driver
             self.error = e
+
+    def setup(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
+        raise NotImplementedError
 
     def info(self) -> Tuple[Dict[str, Any], Optional[RestyleError]]:
         return self.node, self.error
 
-    def paint(self, task: PairTask) -> PairOutcome:
+    def run(self, task: Any) -> Any:
         import ray
 
-        # The board counts the starts: a pair Ray retried after its worker died starts again here.
+        # The board counts the starts: a task Ray retried after its worker died starts again here.
         attempt = ray.get(self.board.started.remote(task.index, self.node["host"], self.node["pid"]))
         last = [0.0]
 
@@ -112,8 +120,21 @@ class BatchWorker:
                     last[0] = now
                     self.board.progress.remote(task.index, event.step / event.steps)
 
+        return self.work(task, attempt, report)
+
+
+class BatchWorker(RayWorker):
+    """Paints (content, style) pairs with one Painter: the network and the style-target cache."""
+
+    def setup(self, cfg: StylizeConfig, weights: Optional[PathLike], sidecar: bool) -> None:
+        from .engine import make_painter
+
+        self.cfg, self.weights, self.sidecar = cfg, weights, sidecar
+        self.painter = make_painter(cfg, weights)
+
+    def work(self, task: PairTask, attempt: int, callback: Callable[[Any], None]) -> PairOutcome:
         return paint_pair(task, self.cfg, self.painter, weights=self.weights, sidecar=self.sidecar,
-                          node=self.node, attempt=attempt, callback=report)
+                          node=self.node, attempt=attempt, callback=callback)
 
 
 class ProgressBoard:
@@ -178,6 +199,21 @@ def run_batch_ray(
     cfg = config or StylizeConfig()
     check_address(address)
     tasks = plan_batch(contents, styles, out_dir, cfg, suffix)  # bad input: refused before any cluster
+    return run_on_ray(tasks, BatchWorker, (cfg, None if weights is None else os.fspath(weights), sidecar),
+                      callback=callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+
+
+def run_on_ray(
+    tasks: List[Any],
+    worker_cls: type,
+    worker_args: Tuple[Any, ...],
+    *,
+    callback: Optional[Callable[[Any], None]] = None,
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    cpus_per_worker: Optional[int] = None,
+) -> BatchReport:
+    """Run `tasks` (each with .index and .label) on actors of a RayWorker subclass, one task per call."""
     ray = _ray()
     started = connect(address)
     actors: List[Any] = []
@@ -188,12 +224,11 @@ def run_batch_ray(
         n_workers = min(n_workers, len(tasks)) or 1
         board_name = f"restyle-board-{uuid.uuid4().hex}"
         board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
-        # A worker that dies is restarted and its pair run again by Ray; the board's start
+        # A worker that dies is restarted and its task run again by Ray; the board's start
         # counts tell the driver, which reports each loss.
         actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
-                               max_task_retries=MAX_ATTEMPTS - 1)(BatchWorker)
-        actors = [actor_cls.remote(cfg, None if weights is None else os.fspath(weights), cpus, sidecar, board_name)
-                  for _ in range(n_workers)]
+                               max_task_retries=MAX_ATTEMPTS - 1)(worker_cls)
+        actors = [actor_cls.remote(*worker_args, threads=cpus, board=board_name) for _ in range(n_workers)]
         for _node, error in ray.get([a.info.remote() for a in actors]):
             if error is not None:
                 raise error
@@ -205,7 +240,7 @@ def run_batch_ray(
             ray.shutdown()
 
 
-def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[PairTask],
+def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any],
            emit: Callable[[Any], None]) -> BatchReport:
     """Hand each idle worker the next pair until all are done; report the workers lost on the way.
 
@@ -229,7 +264,7 @@ def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[PairTask],
         while queue and idle:
             a = idle.pop(0)
             task = queue.popleft()
-            inflight[actors[a].paint.remote(task)] = (a, task)
+            inflight[actors[a].run.remote(task)] = (a, task)
         if not inflight:
             raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
