@@ -8,6 +8,7 @@ since CPU results depend on the number of threads.
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -142,6 +143,20 @@ def test_cli_ray_flag_runs_the_batch_on_the_cluster(cluster, photos, tiny_weight
     assert code == 0, capsys.readouterr().err
     assert pngs(out) == {"p1__s2.png": (ref_dir / "p1__s2.png").read_bytes()}
     assert "1 painted, 0 complete already, 0 failed" in capsys.readouterr().out
+
+
+def test_cli_ray_alone_starts_a_ray_instance_here(photos, tiny_weights, local_run, tmp_path):
+    """`--ray` with no address: the command starts (and stops) its own Ray, beside the test cluster."""
+    ref_dir, _ = local_run
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(photos / "photos" / "p2.png"),
+                        str(photos / "s1.png"), "-o", str(tmp_path), "--ray", "--ray-cpus-per-worker", "1", "--quiet",
+                        "--weights", str(tiny_weights), "--size", "80", "--iterations", "24", "--scales", "40,80"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "1 painted, 0 complete already, 0 failed" in p.stdout
+    assert pngs(tmp_path) == {"p2__s1.png": (ref_dir / "p2__s1.png").read_bytes()}
 
 
 def test_cli_ray_refuses_bad_addresses_and_orphan_flags(photos, tiny_weights, tmp_path, capsys):

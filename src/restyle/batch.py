@@ -28,6 +28,7 @@ from .config import StylizeConfig
 from .errors import Cancelled, InputError, RestyleError
 from .events import BatchProgress, Iterate, PairStarted
 from .images import PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
+from .weights import sha256sum
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
@@ -132,17 +133,9 @@ def plan_batch(contents: Sequence[PathLike], styles: Sequence[PathLike], out_dir
     return plan_pairs(expand(contents, "content"), expand(styles, "style"), out_dir, suffix)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pair_key(task: PairTask, cfg: StylizeConfig, painter_key: Any) -> str:
     """Names everything that shapes a pair's result: both inputs' bytes, the settings, network and device."""
-    parts = {"content": _sha256(task.content), "style": _sha256(task.style), "config": cfg.to_dict(),
+    parts = {"content": sha256sum(task.content), "style": sha256sum(task.style), "config": cfg.to_dict(),
              "painter": painter_key}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -156,7 +149,7 @@ def is_complete(task: PairTask, key: str) -> bool:
         report = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return report.get("batch_key") == key and report.get("output_sha256") == _sha256(task.output)
+    return report.get("batch_key") == key and report.get("output_sha256") == sha256sum(task.output)
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -205,7 +198,7 @@ def paint_pair(
         save_atomic(r.image, task.output)
         if sidecar:  # after the image: a sidecar vouches for a complete image
             report = dict(r.report, content=str(task.content), styles=[str(task.style)], output=str(task.output),
-                          node=node, attempt=attempt, batch_key=key, output_sha256=_sha256(task.output))
+                          node=node, attempt=attempt, batch_key=key, output_sha256=sha256sum(task.output))
             write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(task.output))
     except Cancelled:
         raise

@@ -396,6 +396,12 @@ def cmd_env(args: argparse.Namespace) -> int:
         ("cpu native bf16", str(cpu_has_fast_bf16())),
         ("precision (auto)", resolve_precision("auto", device)),
     ]
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # its version only: importing ray takes seconds
+        rows.append(("ray", version("ray")))
+    except PackageNotFoundError:
+        rows.append(("ray", "not installed (pip install 'restyle[ray]' for --ray)"))
     status = EXIT_OK
     try:
         w = load_weights(args.weights)
