@@ -8,11 +8,13 @@ Ray's idiom: one actor per device (a GPU, or N CPU cores), each holding a Painte
 per worker, not once per photo. The driver hands each idle actor the next pair;
 actors report progress to a small board actor that the driver polls.
 
-Faults. Actors restart when their process dies (`max_restarts`); the pair a lost
-worker was painting comes back to the driver as a RayActorError and is queued again
-for whichever worker is free next (at most MAX_ATTEMPTS runs of one pair). Outputs are
-written atomically by paint_pair(), so a killed worker leaves no half-written file.
-A bad input is not a fault: paint_pair() returns a failed outcome, it is not retried.
+Faults. A worker whose process dies (killed, out of memory, node lost) is restarted by
+Ray (`max_restarts`) and the pair it was painting runs again on it (`max_task_retries`);
+the board counts each pair's starts, so the driver sees and reports every loss. When Ray
+gives up on a worker, the driver stops using it and queues its pair for the others (at
+most MAX_ATTEMPTS runs of one pair). Outputs are written atomically by paint_pair(), so
+a killed worker leaves no half-written file. A bad input is not a fault: paint_pair()
+returns a failed outcome, which is not retried.
 
 Paths must be readable and writable under the same names on every node (a shared
 folder). `ray` is imported only here, and only when a Ray batch runs.
@@ -58,7 +60,10 @@ def _ray() -> Any:
 
 
 def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) -> bool:
-    """Join or start Ray; True when this call started it (the caller then shuts it down)."""
+    """Join or start Ray; True when this call started it (the caller then shuts it down).
+
+    A process already connected to Ray (a notebook, a Ray job, the tests' cluster) keeps its connection.
+    """
     ray = _ray()
     if ray.is_initialized():
         return False
