@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
                      help="at most N workers (default: one per GPU, else one per --ray-cpus-per-worker cores)")
     ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
-                     help="CPU cores per worker where there is no GPU (default: 4, or a node's cores if fewer)")
+                     help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
+                          "or a node's cores if fewer)")
     add_config_arguments(p)
     p.set_defaults(func=cmd_stylize)
 

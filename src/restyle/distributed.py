@@ -172,9 +172,9 @@ def plan_workers(nodes: Sequence[Dict[str, float]], cpus_per_worker: Optional[in
         raise InputError(f"cpus per worker {cpus_per_worker} must be >= 1")
     if workers is not None and workers < 1:
         raise InputError(f"workers {workers} must be >= 1")
-    if gpus and cpus_per_worker is None:
+    if gpus:
         fit = gpus
-        cpus, gpu_each = 1, 1
+        cpus, gpu_each = cpus_per_worker or 1, 1  # data loading and PNG encoding beside the GPU
     else:
         biggest = max((int(n.get("CPU", 0)) for n in nodes), default=0)
         cpus = cpus_per_worker or max(1, min(4, biggest))
