@@ -152,7 +152,7 @@ def test_cli_ray_alone_starts_a_ray_instance_here(photos, tiny_weights, local_ru
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     env.pop("RAY_ADDRESS", None)
     p = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(photos / "photos" / "p2.png"),
-                        str(photos / "s1.png"), "-o", str(tmp_path), "--ray", "--ray-cpus-per-worker", "1", "--quiet",
+                        str(photos / "s1.png"), "-o", str(tmp_path), "--ray", "--ray-cpus-per-worker", "1",
                         "--weights", str(tiny_weights), "--size", "80", "--iterations", "24", "--scales", "40,80"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr

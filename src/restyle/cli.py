@@ -312,9 +312,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     lines = report.summary()
-    print(f"{args.output}: {lines[0]}", file=sys.stderr if report.failed else sys.stdout)
-    for line in lines[1:]:
-        print(f"  {line}", file=sys.stderr)
+    if report.failed or report.lost:
+        print(f"{args.output}: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+    elif not args.quiet:
+        print(f"{args.output}: {lines[0]}")
     return report.exit_code
 
 
