@@ -22,7 +22,7 @@ from restyle.batch import run_batch  # noqa: E402
 from restyle.cli import main  # noqa: E402
 from restyle.config import StylizeConfig  # noqa: E402
 from restyle.distributed import plan_workers, run_batch_ray  # noqa: E402
-from restyle.events import PairStarted  # noqa: E402
+from restyle.events import BatchProgress, PairStarted  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -93,14 +93,19 @@ def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, t
     assert ref.count("done") == 8 and ref.count("failed") == 2
     out = photos / "ray"
     out.mkdir()
-    killed, starts = [], []
+    killed, starts, armed = [], [], [True]  # killed: the PairStarted events whose worker was killed
 
     def kill_one_mid_batch(event):
         if isinstance(event, PairStarted):
             starts.append(event)
-            if not killed and event.index >= 2:  # a pair of the middle of the batch, while it paints
+            if armed[0] and event.index >= 2 and event.attempt == 1:  # a pair mid-batch, as it starts
+                armed[0] = False
                 killed.append(event)
                 os.kill(event.pid, signal.SIGKILL)
+        elif isinstance(event, BatchProgress) and event.outcome is not None and killed:
+            # That pair was done before the kill landed (the worker died idle): try the next one.
+            if event.outcome.task.index == killed[-1].index and event.outcome.attempts == 1 and len(killed) < 4:
+                armed[0] = True
 
     report = run_batch_ray([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
                            weights=tiny_weights, callback=kill_one_mid_batch)
@@ -114,7 +119,7 @@ def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, t
                for o in failed)
     assert report.exit_code == 2
     # The kill was seen, reported, and the pair ran again; nothing half-written.
-    assert killed and len(report.lost) == 1 and f"pid {killed[0].pid}" in report.lost[0]
+    assert killed and len(report.lost) == 1 and f"pid {killed[-1].pid}" in report.lost[0]
     assert [o.attempts for o in report.outcomes].count(2) == 1
     assert any(s.attempt == 2 for s in starts)
     assert not list(out.glob(".*")), "temporary files left behind"
@@ -123,7 +128,7 @@ def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, t
     assert len(sides) == 8 and all(s["node"]["ray_node"] and s["node"]["pid"] for s in sides)
     assert len({s["node"]["ray_node"] for s in sides}) == 2
     again = [s for s in sides if s["attempt"] == 2]
-    assert len(again) == 1 and again[0]["node"]["pid"] != killed[0].pid
+    assert len(again) == 1 and again[0]["node"]["pid"] not in {k.pid for k in killed}
     summary = "\n".join(report.summary())
     assert "8 painted" in summary and "2 failed" in summary and "1 worker(s) lost" in summary
 
@@ -133,6 +138,23 @@ def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, t
                           weights=tiny_weights)
     assert rerun.count("skipped") == 8 and rerun.count("failed") == 2 and rerun.count("done") == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_copy_mode_sends_files_through_the_object_store_and_writes_here(cluster, photos, tiny_weights, local_run):
+    """--ray-copy: for workers that cannot see the driver's folders; same files, same skip rule."""
+    ref_dir, _ = local_run
+    out = photos / "copied"
+    out.mkdir()
+    report = run_batch_ray([photos / "photos"], [photos / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
+    assert report.count("done") == 4 and [o.task.label for o in report.failed] == ["broken.jpg x s1.png"]
+    assert "broken.jpg: not an image file" in report.failed[0].error
+    assert pngs(out) == {n: b for n, b in pngs(ref_dir).items() if n.endswith("__s1.png")}
+    side = json.loads((out / "p0__s1.png.json").read_text())  # the user's names, not the worker's copies
+    assert side["content"] == str(photos / "photos" / "p0.png") and side["output"] == str(out / "p0__s1.png")
+    assert not list(out.glob(".*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    rerun = run_batch_ray([photos / "photos"], [photos / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
+    assert rerun.count("skipped") == 4 and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
 
 
 def test_cli_ray_flag_runs_the_batch_on_the_cluster(cluster, photos, tiny_weights, local_run, capsys):
@@ -166,6 +188,8 @@ def test_cli_ray_refuses_bad_addresses_and_orphan_flags(photos, tiny_weights, tm
     assert "ray address 'photos/' is not one of: local, auto, ray://HOST:PORT" in capsys.readouterr().err
     assert main(["stylize", *base, "--ray-workers", "2"]) == 2
     assert "need --ray" in capsys.readouterr().err
+    assert main(["stylize", *base, "--ray-copy"]) == 2
+    assert "--ray-copy need --ray" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -140,16 +140,23 @@ def pair_key(task: PairTask, cfg: StylizeConfig, painter_key: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def is_complete(task: PairTask, key: str) -> bool:
-    """The output exists and its sidecar says it was made from these inputs and settings, and is these bytes."""
-    side = sidecar_path(task.output)
-    if not (task.output.is_file() and side.is_file()):
-        return False
+def complete_key(output: Path) -> str:
+    """The batch_key that `output`'s sidecar records, if the output is there and is the bytes it vouches for."""
+    side = sidecar_path(output)
+    if not (output.is_file() and side.is_file()):
+        return ""
     try:
         report = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return report.get("batch_key") == key and report.get("output_sha256") == sha256sum(task.output)
+        return ""
+    if not isinstance(report, dict) or report.get("output_sha256") != sha256sum(output):
+        return ""
+    return str(report.get("batch_key") or "")
+
+
+def is_complete(task: PairTask, key: str) -> bool:
+    """The output exists and its sidecar says it was made from these inputs and settings, and is these bytes."""
+    return bool(key) and complete_key(task.output) == key
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -174,12 +181,14 @@ def paint_pair(
     attempt: int = 1,
     callback: Optional[Callable[[Any], None]] = None,
     cancel: Any = None,
+    names: Optional[PairTask] = None,
 ) -> PairOutcome:
     """Paint one pair and write it: the same call in the local loop and on a Ray worker.
 
     Without a sidecar nothing proves an existing output complete, so it is painted again.
     A RestyleError (bad input, too big for memory) becomes a failed outcome; Cancelled
-    and anything unexpected propagate.
+    and anything unexpected propagate. `names`: the pair as the user named it, for the
+    sidecar, where `task` holds copies (a Ray worker that cannot see the user's folders).
     """
     from .engine import run
 
@@ -197,7 +206,8 @@ def paint_pair(
         r = run(task.content, [task.style], cfg, callback=callback, cancel=cancel, weights=weights, painter=painter)
         save_atomic(r.image, task.output)
         if sidecar:  # after the image: a sidecar vouches for a complete image
-            report = dict(r.report, content=str(task.content), styles=[str(task.style)], output=str(task.output),
+            named = names or task
+            report = dict(r.report, content=str(named.content), styles=[str(named.style)], output=str(named.output),
                           node=node, attempt=attempt, batch_key=key, output_sha256=sha256sum(task.output))
             write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(task.output))
     except Cancelled:

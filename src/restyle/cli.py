@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
                      help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
                           "or a node's cores if fewer)")
+    ray.add_argument("--ray-copy", action="store_true",
+                     help="send the photos and styles to the workers through Ray's object store and write the "
+                          "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
     add_config_arguments(p)
     p.set_defaults(func=cmd_stylize)
 
@@ -301,10 +304,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from .distributed import check_address, run_batch_ray as batch
 
-        kw.update(address=check_address(args.ray), workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker)
+        kw.update(address=check_address(args.ray), workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
+                  copy=args.ray_copy)
     else:
-        if args.ray_workers is not None or args.ray_cpus_per_worker is not None:
-            raise InputError("--ray-workers and --ray-cpus-per-worker need --ray")
+        if args.ray_workers is not None or args.ray_cpus_per_worker is not None or args.ray_copy:
+            raise InputError("--ray-workers, --ray-cpus-per-worker and --ray-copy need --ray")
         from .batch import run_batch as batch
     bar = _BatchBar(quiet=args.quiet)
     try:

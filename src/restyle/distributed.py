@@ -25,16 +25,20 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-from .batch import BatchReport, PairOutcome, PairTask, paint_pair, plan_batch, this_node
+from .batch import BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch, this_node
 from .config import StylizeConfig
 from .errors import InputError, ResourceError, RestyleError
 from .events import BatchProgress, Iterate, PairStarted
-from .images import PathLike
+from .images import PathLike, sidecar_path, write_bytes_atomic, write_text_atomic
 
 MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run killed its worker)
 MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using it
@@ -128,6 +132,28 @@ class RayWorker:
         return self.work(task, attempt, report)
 
 
+@dataclass(frozen=True)
+class CopiedPair:
+    """A pair whose files travel through the object store (copy mode), for workers that cannot see
+    the driver's folders: the worker paints copies and sends the result back to be written there."""
+
+    task: PairTask
+    content: Any  # ObjectRef of the content file's bytes
+    style: Any  # ObjectRef of the style file's bytes (sent once for all its pairs)
+    done_key: str  # the batch_key of a complete output already there, "" if none: the worker then skips it
+
+    @property
+    def index(self) -> int:
+        return self.task.index
+
+    @property
+    def label(self) -> str:
+        return self.task.label
+
+
+Returned = Tuple[PairOutcome, Optional[bytes], Optional[str]]  # copy mode: the outcome, image and sidecar
+
+
 class BatchWorker(RayWorker):
     """Paints (content, style) pairs with one Painter: the network and the style-target cache."""
 
@@ -136,10 +162,89 @@ class BatchWorker(RayWorker):
 
         self.cfg, self.weights, self.sidecar = cfg, weights, sidecar
         self.painter = make_painter(cfg, weights)
+        self.copies = Path(tempfile.mkdtemp(prefix="restyle-ray-"))  # copy mode's inputs and outputs
 
-    def work(self, task: PairTask, attempt: int, callback: Callable[[Any], None]) -> PairOutcome:
+    def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
+        if isinstance(task, CopiedPair):
+            return self.work_on_copies(task, attempt, callback)
         return paint_pair(task, self.cfg, self.painter, weights=self.weights, sidecar=self.sidecar,
                           node=self.node, attempt=attempt, callback=callback)
+
+    def work_on_copies(self, pair: CopiedPair, attempt: int, callback: Callable[[Any], None]) -> Returned:
+        import ray
+
+        named = pair.task
+        # Files named by their bytes' hash: a style keeps one path, so its targets stay cached.
+        content, style = (self.copy_in(ray.get(ref), path.suffix)
+                          for ref, path in ((pair.content, named.content), (pair.style, named.style)))
+        (self.copies / "out").mkdir(exist_ok=True)
+        task = PairTask(named.index, content, style, self.copies / "out" / named.output.name)
+        try:
+            if pair.done_key and pair_key(task, self.cfg, self.painter.key) == pair.done_key:
+                return PairOutcome(named, "skipped", node=self.node, attempts=attempt), None, None
+            outcome = paint_pair(task, self.cfg, self.painter, weights=self.weights, sidecar=self.sidecar,
+                                 node=self.node, attempt=attempt, callback=callback, names=named)
+            outcome.task = named
+            for copy, path in ((content, named.content), (style, named.style)):  # errors name the user's files
+                outcome.error = outcome.error.replace(str(copy), str(path))
+            if outcome.status != "done":
+                return outcome, None, None
+            side = sidecar_path(task.output)
+            return outcome, task.output.read_bytes(), side.read_text(encoding="utf-8") if self.sidecar else None
+        finally:
+            content.unlink(missing_ok=True)  # a photo is used once; styles stay for the next pairs
+            shutil.rmtree(self.copies / "out", ignore_errors=True)
+
+    def copy_in(self, data: bytes, suffix: str) -> Path:
+        import hashlib
+
+        path = self.copies / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+        if not path.exists():
+            write_bytes_atomic(data, path)
+        return path
+
+
+class Paths:
+    """Path mode, driver side: workers read and write the shared folders themselves."""
+
+    def __init__(self, ray: Any) -> None:
+        pass
+
+    def send(self, task: PairTask) -> Any:
+        return task
+
+    def receive(self, task: PairTask, result: Any) -> PairOutcome:
+        return result
+
+
+class Copies:
+    """Copy mode, driver side: files out through the object store, results back and written here."""
+
+    def __init__(self, ray: Any) -> None:
+        self.ray = ray
+        self.styles: Dict[Path, Any] = {}
+
+    def send(self, task: PairTask) -> Any:
+        """A CopiedPair, or a failed outcome when a file cannot be read here."""
+        try:
+            if task.style not in self.styles:
+                self.styles[task.style] = self.ray.put(task.style.read_bytes())
+            content = self.ray.put(task.content.read_bytes())
+        except OSError as e:
+            return PairOutcome(task, "failed", f"{e.filename}: {e.strerror or e}", 2)
+        return CopiedPair(task, content, self.styles[task.style], complete_key(task.output))
+
+    def receive(self, task: PairTask, result: Returned) -> PairOutcome:
+        outcome, image, side = result
+        try:
+            if image is not None:
+                write_bytes_atomic(image, task.output)
+                if side is not None:  # after the image: a sidecar vouches for a complete image
+                    write_text_atomic(side, sidecar_path(task.output))
+        except OSError as e:
+            return PairOutcome(task, "failed", f"cannot write {task.output}: {e.strerror or e}", 1,
+                               outcome.seconds, outcome.node, outcome.attempts)
+        return outcome
 
 
 class ProgressBoard:
@@ -199,13 +304,19 @@ def run_batch_ray(
     address: Optional[str] = None,
     workers: Optional[int] = None,
     cpus_per_worker: Optional[int] = None,
+    copy: bool = False,
 ) -> BatchReport:
-    """run_batch() on Ray workers; `address` as for connect(). Emits PairStarted and BatchProgress."""
+    """run_batch() on Ray workers; `address` as for connect(). Emits PairStarted and BatchProgress.
+
+    `copy`: send the files through Ray's object store and write the results here, for a
+    cluster whose nodes cannot see this machine's folders (a laptop joining with ray://).
+    """
     cfg = config or StylizeConfig()
     check_address(address)
     tasks = plan_batch(contents, styles, out_dir, cfg, suffix)  # bad input: refused before any cluster
     return run_on_ray(tasks, BatchWorker, (cfg, None if weights is None else os.fspath(weights), sidecar),
-                      callback=callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker)
+                      callback=callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+                      transport=Copies if copy else Paths)
 
 
 def run_on_ray(
@@ -217,8 +328,12 @@ def run_on_ray(
     address: Optional[str] = None,
     workers: Optional[int] = None,
     cpus_per_worker: Optional[int] = None,
+    transport: type = Paths,
 ) -> BatchReport:
-    """Run `tasks` (each with .index and .label) on actors of a RayWorker subclass, one task per call."""
+    """Run `tasks` (each with .index and .label) on actors of a RayWorker subclass, one task per call.
+
+    `transport(ray)` turns a task into the worker's argument (send) and its result into an outcome (receive).
+    """
     ray = _ray()
     started = connect(address)
     actors: List[Any] = []
@@ -237,7 +352,7 @@ def run_on_ray(
         for _node, error in ray.get([a.info.remote() for a in actors]):
             if error is not None:
                 raise error
-        return _drive(ray, actors, board, tasks, callback or (lambda event: None))
+        return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
     finally:
         for a in actors + ([board] if board is not None else []):
             ray.kill(a)
@@ -245,8 +360,8 @@ def run_on_ray(
             ray.shutdown()
 
 
-def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any],
-           emit: Callable[[Any], None]) -> BatchReport:
+def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any], emit: Callable[[Any], None],
+           transport: Any) -> BatchReport:
     """Hand each idle worker the next pair until all are done; report the workers lost on the way.
 
     Ray reruns the pair of a worker that died (max_task_retries). When Ray gives up on a
@@ -267,10 +382,17 @@ def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any],
 
     while queue or inflight:
         while queue and idle:
-            a = idle.pop(0)
             task = queue.popleft()
-            inflight[actors[a].run.remote(task)] = (a, task)
+            sent = transport.send(task)
+            if isinstance(sent, PairOutcome):  # failed before it left
+                outcomes[task.index] = sent
+                emit(BatchProgress(len(outcomes), total, 0.0, sent))
+                continue
+            a = idle.pop(0)
+            inflight[actors[a].run.remote(sent)] = (a, task)
         if not inflight:
+            if not queue:
+                break
             raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
         starts, fractions = ray.get(board.poll.remote())
@@ -282,7 +404,7 @@ def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any],
         for ref in ready:
             a, task = inflight.pop(ref)
             try:
-                outcome = ray.get(ref)
+                outcome = transport.receive(task, ray.get(ref))
             except ray.exceptions.RayTaskError as e:  # a bug in the worker, not a lost worker
                 cause = getattr(e, "cause", None) or e
                 outcome = PairOutcome(task, "failed", f"internal error: {type(cause).__name__}: {cause}", 1)

@@ -11,7 +11,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Any, BinaryIO, Callable, Tuple, Union
 
 import numpy as np
 import torch
@@ -146,25 +146,24 @@ def sidecar_path(output: PathLike) -> Path:
 
 def save_atomic(img: Image.Image, out: PathLike, **params) -> Path:
     """Write to a temporary file beside `out`, then rename: never a half-written file."""
-    out = Path(out)
-    fmt = Image.registered_extensions().get(out.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=fmt, **params)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    fmt = Image.registered_extensions().get(Path(out).suffix.lower())
+    return _write_atomic(out, lambda fh: img.save(fh, format=fmt, **params))
+
+
+def write_bytes_atomic(data: bytes, out: PathLike) -> Path:
+    return _write_atomic(out, lambda fh: fh.write(data))
 
 
 def write_text_atomic(text: str, out: PathLike) -> Path:
+    return write_bytes_atomic(text.encode("utf-8"), out)
+
+
+def _write_atomic(out: PathLike, write: Callable[[BinaryIO], Any]) -> Path:
     out = Path(out)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
