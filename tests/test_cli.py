@@ -32,6 +32,8 @@ FLAG_CASES = {
     "style-layer-weights": ["--style-layer-weights", "1,2,3,4,5"],
     "content-weight": ["--content-weight", "10"],
     "style-weight": ["--style-weight", "50"],
+    "style-strength": ["--style-strength", "2.5"],
+    "style-norm-none": ["--style-norm", "none"],
     "tv-weight": ["--tv-weight", "0"],
     "style-scale": ["--style-scale", "0.8"],
     "init-noise": ["--init", "noise", "--seed", "7"],

@@ -38,6 +38,9 @@ def test_layer_names_follow_vgg19():
         ({"precision": "fp8"}, ["fp8", "fp32"]),
         ({"lr": -1.0}, ["lr -1.0"]),
         ({"scales": ()}, ["scales"]),
+        ({"style_strength": -1.0}, ["style_strength -1.0", "[0, 1000]"]),
+        ({"style_strength": float("inf")}, ["style_strength inf"]),
+        ({"style_norm": "max"}, ["style_norm 'max'", "target, none"]),
     ],
 )
 def test_bad_values_are_named_with_their_rule(change, words):
@@ -63,3 +66,10 @@ def test_lr_default_depends_on_optimizer():
     assert StylizeConfig().lr_or_default == 1.0
     assert StylizeConfig(optimizer="adam").lr_or_default > 0
     assert StylizeConfig(lr=0.5).lr_or_default == 0.5
+
+
+def test_style_strength_multiplies_the_style_weight():
+    assert StylizeConfig().style_weight_effective == StylizeConfig().style_weight
+    assert StylizeConfig(style_weight=50, style_strength=3).style_weight_effective == 150
+    # The paper's preset keeps the paper's (unscaled) loss; the default scales each layer by its target.
+    assert StylizeConfig().style_norm == "target" and StylizeConfig.from_preset("gatys2016").style_norm == "none"

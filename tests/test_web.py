@@ -221,7 +221,7 @@ def test_form_offers_only_what_the_config_has(settings):
     for optional in ("preserve_colors", "preset"):
         assert (optional in names) == (optional in StylizeConfig.__dataclass_fields__)
     params = params_from_form({"strength": "1", "size": "64", "preserve_colors": "luminance"}, settings)
-    assert params["style_weight"] == StylizeConfig().style_weight * 2 and params["size"] == 64
+    assert params["style_strength"] == 2 and params["size"] == 64 and "style_weight" not in params
     assert ("preserve_colors" in params) == ("preserve_colors" in StylizeConfig.__dataclass_fields__)
 
 
@@ -233,10 +233,11 @@ def test_form_offers_colour_and_preset_and_applies_the_preset(settings):
     cfg = make_config(params, settings)
     fast = StylizeConfig.from_preset("fast")
     assert cfg.preset == "fast" and cfg.preserve_colors == "histogram"
-    # The preset's values are applied (not just its name recorded), and the slider scales its style weight.
-    assert cfg.style_weight == pytest.approx(2 * fast.style_weight)
+    # The preset's values are applied (not just its name recorded); the slider multiplies its style weight.
+    assert cfg.style_weight == fast.style_weight and cfg.style_strength == 2
+    assert cfg.style_weight_effective == pytest.approx(2 * fast.style_weight)
     for name, value in PRESETS["fast"].items():
-        if name not in settings.overrides and name not in ("style_weight", "size"):  # the form sets these
+        if name not in settings.overrides and name != "size":  # the form sets the size
             assert getattr(cfg, name) == value, name
     with pytest.raises(InputError, match="preset 'bold' is not one of"):
         params_from_form({"preset": "bold"}, settings)

@@ -31,7 +31,7 @@ from .errors import Cancelled, InputError, ResourceError, RestyleError
 from .events import Callback, Done, Iterate, Snapshot, StageStart
 from .features import VGG19Features, deepest_layer
 from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
-from .losses import content_loss, gram, style_loss, tv_loss
+from .losses import content_loss, gram, style_layer_scales, style_loss, tv_loss
 from .memory import TILE_MARGIN, Plan, plan_run
 from .regions import layer_masks, load_masks, mask_tensor
 from .schedule import Stage, pyramid
@@ -209,14 +209,15 @@ class Painter:
         layer_w = cfg.style_layer_weights or (1.0,) * len(cfg.style_layers)
         c = sum(content_loss(feats[n], t.content[n]) for n in cfg.content_layers) * cfg.content_weight
         if t.regions is not None:
-            s = sum(
-                r.weight * sum(w * style_loss(gram(feats[n], r.masks[n]), r.grams[n])
-                               for n, w in zip(cfg.style_layers, layer_w))
-                for r in t.regions
-            )
+            s = 0
+            for r in t.regions:
+                k = style_layer_scales(r.grams, cfg.style_layers, cfg.style_norm)
+                s = s + r.weight * sum(w * k[n] * style_loss(gram(feats[n], r.masks[n]), r.grams[n])
+                                       for n, w in zip(cfg.style_layers, layer_w))
         else:
-            s = sum(w * style_loss(gram(feats[n]), t.grams[n]) for n, w in zip(cfg.style_layers, layer_w))
-        s = s * cfg.style_weight
+            k = style_layer_scales(t.grams, cfg.style_layers, cfg.style_norm)
+            s = sum(w * k[n] * style_loss(gram(feats[n]), t.grams[n]) for n, w in zip(cfg.style_layers, layer_w))
+        s = s * cfg.style_weight_effective
         v = tv_loss(x) * cfg.tv_weight
         total = c + s + v
         return total, {"content": c.item(), "style": s.item(), "tv": v.item()}

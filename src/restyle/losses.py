@@ -13,9 +13,14 @@ tool's content 5 / style 100 weights keep their meaning.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
+
+# Calibration of style_norm "target" (see style_layer_scales): the Gram mean square a
+# layer's loss is brought to. Chosen so that the default style weight (100) gives the
+# strength measured best on the four public pairs in benchmarks/QUALITY.md.
+STYLE_NORM_REF = 3e5
 
 
 def gram(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -43,6 +48,21 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between Gram matrices (Eq. 4 with our normalisation)."""
     return (gram_matrix - target).pow(2).mean()
+
+
+def style_layer_scales(targets: Mapping[str, torch.Tensor], layers: Sequence[str], norm: str) -> Dict[str, float]:
+    """Per-layer multipliers of the style loss for `norm` ("target" or "none").
+
+    A departure from Gatys et al. and jcjohnson: with "target" each layer's squared
+    Gram error is divided by its target's mean square (times STYLE_NORM_REF), i.e. the
+    loss is a *relative* error. Unscaled, a painting's Gram magnitudes span four orders
+    across layers (relu4_1 ~1e6, relu1_1 ~1e2-1e3 for Starry Night) and differ ~8x
+    between paintings, so relu1_1, which carries the palette, hardly counted and a
+    painting with small Gram matrices (Seated Nude, The Scream) got a weaker push.
+    """
+    if norm == "none":
+        return {n: 1.0 for n in layers}
+    return {n: STYLE_NORM_REF / max(float(targets[n].float().pow(2).mean()), 1e-12) for n in layers}
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .features import receptive_field
-from .losses import tv_loss
+from .losses import style_layer_scales, tv_loss
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,7 @@ def tiled_loss_and_grad(painter, x: torch.Tensor, targets, cfg, tiles: Sequence[
     _, _, height, width = x.shape
     x = x.detach()
     layer_w = dict(zip(cfg.style_layers, cfg.style_layer_weights or (1.0,) * len(cfg.style_layers)))
+    scale = style_layer_scales(targets.grams, cfg.style_layers, cfg.style_norm)
     # Pass 1: the global Gram matrices, and from them dL/dG (the loss is the mean of (G - T)^2).
     grams, _ = tiled_grams(painter, x, cfg.style_layers, tiles)
     style = torch.zeros((), device=x.device)
@@ -133,7 +134,7 @@ def tiled_loss_and_grad(painter, x: torch.Tensor, targets, cfg, tiles: Sequence[
     counts = {}
     for n in cfg.style_layers:
         diff = grams[n] - targets.grams[n]
-        w = cfg.style_weight * layer_w[n]
+        w = cfg.style_weight_effective * layer_w[n] * scale[n]
         style = style + w * diff.pow(2).mean()
         dgram[n] = (2 * w / diff.numel()) * diff
         s = layer_stride(n)

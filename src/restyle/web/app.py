@@ -395,7 +395,8 @@ def settings_rows(job: Job, settings: Settings):
             cfg = make_config(job.params, settings).to_dict()
         except InputError:  # the server's overrides changed since: show what was asked
             cfg = job.params
-    for name in ("size", "style_weight", "content_weight", "preserve_colors", "preset", "iterations", "optimizer"):
+    for name in ("size", "style_strength", "style_weight", "content_weight", "preserve_colors", "preset", "iterations",
+                 "optimizer"):
         if name in cfg and cfg[name] is not None:
             rows.append((name.replace("_", " "), cfg[name]))
     if job.report:

@@ -1,7 +1,7 @@
 """The job form, built from StylizeConfig so its defaults, help and choices never drift.
 
 Only a few knobs are offered on the web (the CLI has them all): style strength
-(a slider over `style_weight`), output size, and colour preservation and
+(a slider over `style_strength`), output size, and colour preservation and
 preset when StylizeConfig has those fields.
 """
 
@@ -15,8 +15,8 @@ from ..config import StylizeConfig
 from ..errors import InputError
 from .settings import Settings
 
-# The strength slider moves style_weight by powers of two around its default:
-# -3 is an eighth of the default, +3 eight times it.
+# The strength slider sets style_strength (a multiplier on the calibrated style weight,
+# the same strength on every painting) in powers of two: -3 is 1/8, 0 the default 1, +3 is 8.
 STRENGTH_RANGE = (-3.0, 3.0)
 STRENGTH_STEP = 0.5
 OPTIONAL_CHOICES = ("preserve_colors", "preset")  # offered only where StylizeConfig has them
@@ -63,8 +63,8 @@ def form_fields(settings: Settings, cls: Type = StylizeConfig) -> List[Field]:
     out = [
         Field(
             "strength", "Style strength", "range",
-            f"{by_name['style_weight'].metadata.get('help', '')}: the slider scales it from 1/8 to 8 times "
-            f"the default of {_default(by_name['style_weight']):g}",
+            f"{by_name['style_strength'].metadata.get('help', '')}; the slider sets it from 1/8 to 8 "
+            f"in powers of two (0 = {_default(by_name['style_strength']):g})",
             0.0, min=STRENGTH_RANGE[0], max=STRENGTH_RANGE[1], step=STRENGTH_STEP,
         )
     ]
@@ -98,12 +98,9 @@ def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = St
     lo, hi = STRENGTH_RANGE
     if not lo <= strength <= hi:
         raise InputError(f"style strength {strength:g} is out of range; it must be in [{lo:g}, {hi:g}]")
-    preset = form.get("preset") if "preset" in names else None
     if strength:
-        # The slider scales the style weight the run would have: the preset's, else the default.
-        base = _base_config(cls, str(preset)) if preset else None
-        default = base.style_weight if base is not None else _default(next(f for f in fields(cls) if f.name == "style_weight"))
-        params["style_weight"] = round(default * 2.0**strength, 6)
+        # A multiplier on whatever style weight the run has (the preset's or the default).
+        params["style_strength"] = round(2.0**strength, 6)
     size_text = form.get("size")
     if size_text not in (None, ""):
         size = _number(size_text, "size", 0)
