@@ -242,16 +242,27 @@ VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
 }
 
 
-def stylize(content: Path, style: Path, out: Path, flags: Sequence[str], size: int) -> float:
-    """Run restyle's CLI (this checkout's sources) once; returns its wall time in seconds."""
+def stylize(content: Path, style: Path, out: Path, flags: Sequence[str], size: int, threads: int = 0) -> Tuple[float, float]:
+    """Run restyle's CLI (this checkout's sources) once; returns (wall, CPU) seconds of that process.
+
+    CPU time (user + system) is the steadier cost on a shared machine: wall time there
+    depends on what else runs. `threads` > 0 pins the run's torch threads.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "restyle", "stylize", str(content), str(style), "-o", str(out),
            "--size", str(size), "--quiet", "--no-sidecar", *flags]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read().decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def jobs(coco: int) -> List[Tuple[str, Path, Path, Optional[Path]]]:
@@ -265,33 +276,51 @@ def jobs(coco: int) -> List[Tuple[str, Path, Path, Optional[Path]]]:
     return out
 
 
-def measure(variants: Sequence[str], coco: int, size: int, keep: Optional[Path]) -> List[Dict]:
-    """Score every job's reference (if any) and each variant's output; variants alternate per job
-    so that a busy machine slows them alike."""
-    rows = []
+def measure(variants: Sequence[str], coco: int, size: int, keep: Optional[Path], parallel: int = 1) -> List[Dict]:
+    """Score every job's reference (if any) and each variant's output.
+
+    Runs are queued job by job with the variants alternating, so that a busy machine
+    slows them alike; `parallel` > 1 runs that many at once, one torch thread each.
+    """
+    rows: List[Dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         outdir = keep or Path(tmp)
         outdir.mkdir(parents=True, exist_ok=True)
+        runs = []
         for label, content, style, ref in jobs(coco):
             if ref is not None:
                 cd, sd = score(ref, content, style)
-                rows.append(dict(pair=label, who="classic (neural-style, Lua)", content=cd, style=sd, seconds=None))
+                rows.append(dict(pair=label, who="classic (neural-style, Lua)", content=cd, style=sd,
+                                 seconds=None, cpu=None))
                 print(f"{label:40s} {'classic':12s} content {cd:.3f}  style {sd:.3f}", flush=True)
-            for v in variants:
-                out = outdir / f"{content.stem}__{style.stem}__{v}.png"
-                secs = stylize(content, style, out, VARIANTS[v][1], size)
-                cd, sd = score(out, content, style)
-                rows.append(dict(pair=label, who=v, content=cd, style=sd, seconds=secs))
-                print(f"{label:40s} {v:12s} content {cd:.3f}  style {sd:.3f}  {secs:6.1f} s", flush=True)
-    return rows
+            runs += [(label, content, style, v, outdir / f"{content.stem}__{style.stem}__{v}.png") for v in variants]
+
+        def one(job):
+            label, content, style, v, out = job
+            wall, cpu = stylize(content, style, out, VARIANTS[v][1], size, threads=1 if parallel > 1 else 0)
+            cd, sd = score(out, content, style)
+            print(f"{label:40s} {v:12s} content {cd:.3f}  style {sd:.3f}  {wall:6.1f} s wall {cpu:6.1f} s CPU",
+                  flush=True)
+            return dict(pair=label, who=v, content=cd, style=sd, seconds=wall, cpu=cpu)
+
+        if parallel > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(parallel) as pool:
+                done = list(pool.map(one, runs))
+        else:
+            done = [one(j) for j in runs]
+    order = {label: k for k, (label, *_rest) in enumerate(jobs(coco))}
+    return sorted(rows + done, key=lambda r: (order[r["pair"]], r["seconds"] is not None))
 
 
 def table(rows: Sequence[Dict]) -> str:
-    lines = ["| pair | who | content distance (LPIPS) | style distance (Gram) | wall time |",
-             "|---|---|---:|---:|---:|"]
+    lines = ["| pair | who | content distance (LPIPS) | style distance (Gram) | wall time | CPU time |",
+             "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         secs = "—" if r["seconds"] is None else f"{r['seconds']:.0f} s"
-        lines.append(f"| {r['pair']} | {r['who']} | {r['content']:.3f} | {r['style']:.3f} | {secs} |")
+        cpu = "—" if r.get("cpu") is None else f"{r['cpu']:.0f} s"
+        lines.append(f"| {r['pair']} | {r['who']} | {r['content']:.3f} | {r['style']:.3f} | {secs} | {cpu} |")
     return "\n".join(lines)
 
 
@@ -304,8 +333,9 @@ Written by `python benchmarks/quality.py` (see its docstring for the two scores)
 better on both axes: *content distance* is LPIPS (VGG-16) between the photo and the output,
 *style distance* the mean relative Gram-matrix error over five VGG-16 layers between the
 painting and the output; both at 512 px long side, with a network restyle never optimises
-against. restyle's outputs are {size} px; wall time is that of the `restyle stylize` command
-(start-up included) on this machine, variants run alternately so that load hits them alike.
+against. restyle's outputs are {size} px; wall and CPU (user + system) time are those of the
+`restyle stylize` command (start-up included) on this machine, variants queued alternately so
+that load hits them alike; on a shared machine the CPU time is the steadier cost.
 The classic tool's outputs are `../shared/images/reference/` (jcjohnson/neural-style, 1000
 L-BFGS iterations from noise; its time was not measured here).
 
@@ -323,6 +353,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--coco", type=int, default=3, help="how many coco256 photos besides brad_pitt")
     ap.add_argument("--size", type=int, default=512, help="restyle's output size")
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="runs at once (one torch thread each); wall times then include the others' load")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--from-json", type=Path, help="write the table from rows saved by --json instead of running")
     ap.add_argument("--note", default="", help="text appended below the table")
@@ -335,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if a.from_json:
         rows = json.loads(a.from_json.read_text())
     else:
-        rows = measure(variants, a.coco, a.size, a.keep)
+        rows = measure(variants, a.coco, a.size, a.keep, a.parallel)
         if a.json:
             a.json.write_text(json.dumps(rows, indent=1))
     write_markdown(rows, a.out, a.size, variants, a.note)

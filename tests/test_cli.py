@@ -38,6 +38,7 @@ FLAG_CASES = {
     "style-scale": ["--style-scale", "0.8"],
     "init-noise": ["--init", "noise", "--seed", "7"],
     "init-blur": ["--init", "blur"],
+    "init-palette": ["--init", "palette"],
     "optimizer-adam": ["--optimizer", "adam", "--lr", "3"],
     "pooling-avg": ["--pooling", "avg"],
     "device-cpu": ["--device", "cpu"],

@@ -32,7 +32,7 @@ def test_layer_names_follow_vgg19():
         ({"style_blend_weights": (0.0, 0.0)}, ["sum to 0"]),
         ({"style_layer_weights": (1.0,)}, ["one weight per layer"]),
         ({"style_scale": 0.0}, ["style_scale 0.0", "[0.05, 8]"]),
-        ({"init": "nowhere.png"}, ["nowhere.png", "content, noise, blur"]),
+        ({"init": "nowhere.png"}, ["nowhere.png", "content, noise, blur, palette"]),
         ({"optimizer": "sgd"}, ["sgd", "lbfgs, adam"]),
         ({"device": "tpu"}, ["tpu", "auto, cpu, cuda, mps"]),
         ({"precision": "fp8"}, ["fp8", "fp32"]),

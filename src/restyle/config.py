@@ -24,7 +24,7 @@ VGG19_LAYERS: Tuple[str, ...] = tuple(
     )
 )
 
-INIT_CHOICES = ("content", "noise", "blur")  # or a path to an image
+INIT_CHOICES = ("content", "noise", "blur", "palette")  # or a path to an image
 OPTIMIZERS = ("lbfgs", "adam")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -146,7 +146,10 @@ class StylizeConfig:
     )
     init: str = field(
         default="content",
-        metadata=_help("start image: content, noise, blur (Gaussian-blurred content) or a path"),
+        metadata=_help(
+            "start image: content, noise, blur (Gaussian-blurred content), palette (the content "
+            "recoloured to the style's colour mean and covariance) or a path"
+        ),
     )
     seed: int = field(default=0, metadata=_help("random seed; same seed and settings give the same image on CPU"))
     optimizer: str = field(default="lbfgs", metadata=_help("optimiser of the pixels", choices=OPTIMIZERS))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from . import __version__
-from .color import ColorPlan
+from .color import ColorPlan, recolour
 from .config import StylizeConfig
 from .errors import Cancelled, InputError, ResourceError, RestyleError
 from .events import Callback, Done, Iterate, Snapshot, StageStart
@@ -317,11 +317,17 @@ def blur_radius(long_side: int) -> float:
 
 
 def initial_image(
-    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device
+    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device,
+    palette: Sequence[Image.Image] = (),
 ) -> torch.Tensor:
+    """The first scale's start; `palette` (the style images) is used by init "palette"."""
     w, h = size
     if init == "content":
         return to_tensor(content_img, device)
+    if init == "palette":
+        # The reverse of --preserve-colors histogram: the photo in the painting's colours,
+        # so the optimiser starts with the palette and spends its steps on the strokes.
+        return to_tensor(recolour(content_img, palette or [content_img]), device)
     if init == "blur":
         return to_tensor(content_img.filter(ImageFilter.GaussianBlur(blur_radius(max(w, h)))), device)
     if init == "noise":
@@ -429,7 +435,8 @@ def run(
         del style_ts
 
         if x is None:
-            x = colors.variable(initial_image(cfg.init, resize(net_content_img, stage.long_side), size, cfg.seed, device))
+            x = colors.variable(initial_image(cfg.init, resize(net_content_img, stage.long_side), size, cfg.seed,
+                                              device, palette=style_imgs))
         else:
             x = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False).clamp(0, 255)
         x = x.detach().requires_grad_(True)
