@@ -238,8 +238,11 @@ PAIRS = (
 # restyle settings compared: name -> (what it is, extra CLI flags). "default" is whatever
 # StylizeConfig says today; "before" reproduces the default this benchmark started from.
 VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "before": ("the default before issue 11: the unscaled style loss", ("--style-norm", "none")),
     "default": ("restyle's default", ()),
+    "palette": ("the default from a start in the painting's colours", ("--init", "palette")),
 }
+DEFAULT_VARIANTS = ("before", "default")
 
 
 def stylize(content: Path, style: Path, out: Path, flags: Sequence[str], size: int, threads: int = 0) -> Tuple[float, float]:
@@ -349,7 +352,8 @@ L-BFGS iterations from noise; its time was not measured here).
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)} (default: %(default)s)")
     ap.add_argument("--coco", type=int, default=3, help="how many coco256 photos besides brad_pitt")
     ap.add_argument("--size", type=int, default=512, help="restyle's output size")
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")

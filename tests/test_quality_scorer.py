@@ -78,3 +78,16 @@ def test_a_stylised_image_sits_between_the_photo_and_the_painting():
     assert paint_sd < sd < photo_sd  # closer to the painting's style than the photo is
     # and closer to its own painting than to another one
     assert sd < quality.style_distance(out, SCREAM)
+
+
+def test_table_and_jobs_of_the_benchmark(tmp_path):
+    rows = [dict(pair="tubingen × the_scream", who="classic (neural-style, Lua)", content=0.7251, style=0.4489,
+                 seconds=None, cpu=None),
+            dict(pair="tubingen × the_scream", who="default", content=0.5, style=0.4, seconds=51.2, cpu=98.7)]
+    text = quality.table(rows)
+    assert "| tubingen × the_scream | classic (neural-style, Lua) | 0.725 | 0.449 | — | — |" in text
+    assert "| tubingen × the_scream | default | 0.500 | 0.400 | 51 s | 99 s |" in text
+    jobs = quality.jobs(2)
+    assert [j[0] for j in jobs[:4]] == [f"tubingen × {p[0]}" for p in quality.PAIRS]
+    assert all(j[3] is not None for j in jobs[:4]) and all(j[3] is None for j in jobs[4:])
+    assert set(quality.DEFAULT_VARIANTS) <= set(quality.VARIANTS)
