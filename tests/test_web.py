@@ -276,13 +276,13 @@ def test_job_runs_streams_progress_and_keeps_its_result(live, settings):
     assert steps == sorted(steps) and steps[-1] == 6 and events[-1][1]["preview"] >= 1
     assert all(d["progress"]["steps"] == 6 for k, d in events if d["progress"].get("steps"))
     job = live.get(f"/api/jobs/{job_id}").json()
-    assert job["state"] == "done" and job["params"] == {"style_weight": 200.0}
+    assert job["state"] == "done" and job["params"] == {"style_strength": 2.0}
     r = live.get(f"/jobs/{job_id}/result.png?download=1")
     assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
     assert Image.open(io.BytesIO(r.content)).size == (64, 51)
     assert live.get(f"/jobs/{job_id}/preview.jpg").headers["content-type"] == "image/jpeg"
     report = live.get(f"/jobs/{job_id}/report.json").json()
-    assert report["config"]["style_weight"] == 200.0 and report["iterations"] == 6
+    assert report["config"]["style_strength"] == 2.0 and report["iterations"] == 6
     page = live.get(f"/jobs/{job_id}").text
     assert "Download full size" in page and "style weight" in page and str(settings.data_dir) not in page
 
