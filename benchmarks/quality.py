@@ -238,11 +238,14 @@ PAIRS = (
 # restyle settings compared: name -> (what it is, extra CLI flags). "default" is whatever
 # StylizeConfig says today; "before" reproduces the default this benchmark started from.
 VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "before": ("the default before issue 11: the unscaled style loss", ("--style-norm", "none")),
     "default": ("restyle's default", ()),
-    "palette": ("the default from a start in the painting's colours", ("--init", "palette")),
+    "before": ("the default before issue 11: the unscaled style loss from the photo", ("--style-norm", "none",
+                                                                                       "--init", "content")),
+    "target": ("each style layer's loss relative to the painting's Gram magnitude", ("--style-norm", "target")),
+    "palette": ("target, from the photo recoloured to the painting's palette",
+                ("--style-norm", "target", "--init", "palette")),
 }
-DEFAULT_VARIANTS = ("before", "default")
+DEFAULT_VARIANTS = ("before", "target", "palette")
 
 
 def stylize(content: Path, style: Path, out: Path, flags: Sequence[str], size: int, threads: int = 0) -> Tuple[float, float]:

@@ -72,7 +72,8 @@ def test_target_norm_divides_each_layer_by_its_target_mean_square(painter):
 
 def test_config_builds_the_style_term_with_strength_and_norm():
     src = Sources(content=_img(1), styles=[_img(2)], blend=[1.0])
-    term = next(t for t in build_terms(StylizeConfig(style_weight=50, style_strength=3), src) if t.name == "style")
+    cfg = StylizeConfig(style_weight=50, style_strength=3, style_norm="target")
+    term = next(t for t in build_terms(cfg, src) if t.name == "style")
     assert term.weight == 150 and term.norm == "target"
     term = next(t for t in build_terms(StylizeConfig(style_norm="none"), src) if t.name == "style")
     assert term.weight == 100 and term.norm == "none"

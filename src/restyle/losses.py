@@ -19,9 +19,11 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
-# Calibration of style_norm "target" (see style_layer_scales): the Gram mean square a
-# layer's loss is brought to. Chosen so that the default style weight (100) gives the
-# strength measured best on the four public pairs in benchmarks/QUALITY.md.
+# Calibration of style_norm "target" (see style_layer_scales): the Gram mean square each
+# layer's loss is brought to. With the default style weight 100 the unscaled loss weighs
+# Starry Night's layers (relative error) 100 x mean(T^2) = 8e4 (relu1_1) ... 2e8 (relu4_1);
+# 3e5 gives every layer 3e7, near their geometric mean. A first calibration, not yet
+# measured at 512 px (benchmarks/quality.py --variants before,target,palette).
 STYLE_NORM_REF = 3e5
 
 
