@@ -20,11 +20,15 @@ from .errors import InputError
 
 from .models.layers import BLOCK_DEPTHS, FEATURE_LAYERS, VGG19_LAYERS  # noqa: F401  (re-exported)
 
-INIT_CHOICES = ("content", "noise", "blur")  # or a path to an image
+INIT_CHOICES = ("content", "noise", "blur", "palette")  # or a path to an image
 OPTIMIZERS = ("lbfgs", "adam")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("max", "avg")
+# How each style layer's loss is scaled (losses.py, style_layer_scales): "target" divides it
+# by its target Gram matrix's mean square, so one weight means the same push on every
+# painting and every layer; "none" is jcjohnson/neural-style's unscaled loss.
+STYLE_NORMS = ("target", "none")
 # Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
 # Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
 # the style image to the content's colour statistics first. See color.py.
@@ -53,6 +57,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "iterations": 500,
         "content_weight": 5.0,
         "style_weight": 100.0,
+        "style_norm": "none",  # the paper's loss (whatever the default becomes): layers weighted as they come
         "tv_weight": 0.0,
     },
     # A quick look (a few seconds on a laptop CPU): small and few iterations.
@@ -70,6 +75,7 @@ PRESET_NAMES = tuple(PRESETS)
 
 MIN_SIZE = 32  # five 2x2 poolings need at least 32 px on the short side
 MAX_SIZE = 8192
+MAX_STRENGTH = 1000.0  # --style-strength beyond this only stalls the optimiser
 MIN_TILE_SIZE = 64  # a tile's core; smaller ones are nearly all margin
 # Decoded-pixel cap for input images (decompression bombs): 24k x 24k is 576 MP.
 MAX_INPUT_PIXELS = 24_000 * 24_000
@@ -115,6 +121,20 @@ class StylizeConfig:
     # were tuned by eye on tubingen x starry night at 512 px.
     content_weight: float = field(default=5.0, metadata=_help("alpha: weight of the content loss"))
     style_weight: float = field(default=100.0, metadata=_help("beta: weight of the style loss"))
+    # "none" stays the default until benchmarks/quality.py has measured "target" on a quiet
+    # machine (issue 11: the shared CPU was too loaded to finish a 512 px run in the session).
+    style_norm: str = field(
+        default="none",
+        metadata=_help(
+            "style loss scaling per layer: target (divided by the painting's own Gram magnitude, so a "
+            "weight means the same strength on every painting) or none (the classic unscaled loss)",
+            choices=STYLE_NORMS,
+        ),
+    )
+    style_strength: float = field(
+        default=1.0,
+        metadata=_help("multiplier on the (calibrated) style weight: 2 paints the style twice as strongly"),
+    )
     tv_weight: float = field(default=1e-3, metadata=_help("weight of the total-variation smoothing term"))
     style_blend_weights: Optional[Tuple[float, ...]] = field(
         default=None, metadata=_help("one weight per style image, normalised to sum 1 (default: equal)")
@@ -124,7 +144,10 @@ class StylizeConfig:
     )
     init: str = field(
         default="content",
-        metadata=_help("start image: content, noise, blur (Gaussian-blurred content) or a path"),
+        metadata=_help(
+            "start image: content, noise, blur (Gaussian-blurred content), palette (the content "
+            "recoloured to the style's colour mean and covariance) or a path"
+        ),
     )
     seed: int = field(default=0, metadata=_help("random seed; same seed and settings give the same image on CPU"))
     optimizer: str = field(default="lbfgs", metadata=_help("optimiser of the pixels", choices=OPTIMIZERS))
@@ -218,6 +241,9 @@ class StylizeConfig:
             )
         for name in ("content_weight", "style_weight", "tv_weight"):
             _non_negative(name, getattr(self, name))
+        _choice("style_norm", self.style_norm, STYLE_NORMS)
+        if not (isinstance(self.style_strength, (int, float)) and 0 <= self.style_strength <= MAX_STRENGTH):
+            raise InputError(f"style_strength {self.style_strength!r} is out of range; it must be in [0, {MAX_STRENGTH:g}]")
         for name in ("style_layer_weights", "style_blend_weights"):
             for w in getattr(self, name) or ():
                 _non_negative(name, w)
@@ -249,6 +275,11 @@ class StylizeConfig:
             _int_range("tile_size", self.tile_size, MIN_TILE_SIZE, MAX_SIZE)
         if self.max_memory is not None and not (self.max_memory > 0 and math.isfinite(self.max_memory)):
             raise InputError(f"max_memory {self.max_memory} must be a positive number of GB")
+
+    @property
+    def style_weight_effective(self) -> float:
+        """beta times --style-strength: the weight the style loss is multiplied by."""
+        return self.style_weight * self.style_strength
 
     @property
     def lr_or_default(self) -> float:
