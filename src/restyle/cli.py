@@ -15,7 +15,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from . import __version__
+from . import __version__, cli_upscale
 from .config import ExplainConfig, StylizeConfig
 from .errors import InputError, RestyleError
 
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json with settings and figures")
     add_config_arguments(p)
+    cli_upscale.add_stylize_flag(p)
     p.set_defaults(func=cmd_stylize)
 
     t = sub.add_parser("texture", help="synthesise a texture from a style image (style loss only, from noise)")
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
     w.set_defaults(func=cmd_serve)
+    cli_upscale.add_commands(sub, add_config_arguments)
     return parser
 
 
@@ -199,7 +201,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 raise InputError(f"sidecar {sidecar_path(out)} is the same file as input {path}; refusing")
 
     return _paint_and_save(
-        args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
+        args, out, cli_upscale.upscaled(args, cfg, lambda c, **kw: run(args.content, args.styles, c, weights=args.weights, **kw)),
         content=str(args.content), styles=[str(s) for s in args.styles],
     )
 
@@ -294,6 +296,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.save_every:
         raise InputError("--save-every is not available in batch mode")
+    if getattr(args, "upscale", None):
+        raise InputError("--upscale is not available in batch mode")
     progress = None if args.quiet else _ProgressBar()
 
     def on_pair(k: int, n: int, content: Path, style: Path) -> None:

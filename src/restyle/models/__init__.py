@@ -1,0 +1,1 @@
+"""Trained networks: model definitions, and the bundled model files under data/."""
