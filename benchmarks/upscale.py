@@ -107,6 +107,66 @@ def stylised_pair(work: Path):
     return out[512], out[1024]
 
 
+def strip(panels: List[Image.Image], gap: int = 6) -> Image.Image:
+    """Pictures side by side on white (1:1, no resampling)."""
+    sheet = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), max(p.height for p in panels)),
+                      "white")
+    x = 0
+    for p in panels:
+        sheet.paste(p, (x, 0))
+        x += p.width + gap
+    return sheet
+
+
+def photo_crops(paths: List[Path], model: str, out_dir: Path, side: int = 192) -> List[Path]:
+    """1:1 crops of the centre of held-aside photos: bicubic | Lanczos | network | original."""
+    written = []
+    fns = methods(model, 4)
+    for name, small, ref in photo_pairs(paths, 4):
+        box = ((ref.width - side) // 2, (ref.height - side) // 2, (ref.width + side) // 2, (ref.height + side) // 2)
+        panels = [fn(small).crop(box) for fn in fns.values()] + [ref.crop(box)]
+        path = out_dir / f"upscale_photo_{Path(name).stem}.png"
+        strip(panels).save(path)
+        written.append(path)
+    return written
+
+
+# Where the old 4096 px refine's crops (benchmarks/images/tubingen_starry_4096_crop_*.jpg,
+# 512x512) sit in the 4096x3072 picture: found by matching them against its preview.
+OLD_CROPS = {"spire": (2448, 500), "houses": (2900, 1300), "sky": (1200, 300), "river": (1500, 2400)}
+
+
+def big_run(work: Path) -> List[str]:
+    """`stylize --size 4096 --upscale`, timed; 1:1 crops beside the old 16.6-minute refine's."""
+    import json
+    import resource
+    import subprocess
+
+    out = work / "tubingen_starry_4096_upscaled.png"
+    cmd = [sys.executable, "-m", "restyle", "stylize", str(EXAMPLES / "tubingen.jpg"),
+           str(EXAMPLES / "starry_night.jpg"), "-o", str(out), "--size", "4096", "--upscale", "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    wall = time.perf_counter() - t0
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+    report = json.loads(out.with_name(out.name + ".json").read_text())
+    img = Image.open(out).convert("RGB")
+    images = ROOT / "benchmarks" / "images"
+    for name, (x, y) in OLD_CROPS.items():
+        old = Image.open(images / f"tubingen_starry_4096_crop_{name}.jpg").convert("RGB")
+        strip([old, img.crop((x, y, x + 512, y + 512))]).save(images / f"upscale_4096_crop_{name}.jpg", quality=92)
+    img.resize((1024, 768), Image.Resampling.LANCZOS).save(images / "upscale_4096_preview.jpg", quality=90)
+    up = report["upscale"]
+    return [
+        "## `restyle stylize tubingen starry_night --size 4096 --upscale`", "",
+        f"{img.width}x{img.height} px in {wall / 60:.1f} min wall ({wall:.0f} s; painting "
+        f"{report['timings_s']['total'] - up['seconds']:.0f} s at {up['painted'][0]}x{up['painted'][1]}, "
+        f"upscaling {up['seconds']:.0f} s), peak RSS {peak_gb:.1f} GB. The old route (2048 px run, then 6 tiled "
+        "L-BFGS iterations at 4096 px) took 10.6 + 16.6 min (RESULTS.md).", "",
+        "1:1 crops (512x512), old refine | painted at 1024 px and upscaled 4x:", "",
+    ] + [f"![{n}](images/upscale_4096_crop_{n}.jpg)" for n in OLD_CROPS] + [""]
+
+
 def table(rows: List[Dict], base: str = "bicubic") -> str:
     ref = next(r for r in rows if r["method"] == base)
     lines = ["| method | LPIPS (lower is better) | vs bicubic | PSNR dB | s per output MP |", "|---|---|---|---|---|"]
@@ -121,6 +181,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--model", default="up4", help="bundled model name or model file (default: up4)")
     ap.add_argument("--quality", type=Path, default=None, help="benchmarks/quality.py to take LPIPS from")
     ap.add_argument("--work", type=Path, default=Path("/tmp/upscale-bench"), help="cache of the stylised pictures")
+    ap.add_argument("--crops", type=int, default=3, help="write 1:1 crops of this many held-aside photos")
+    ap.add_argument("--big", action="store_true", help="also time stylize --size 4096 --upscale and crop it")
     ap.add_argument("--no-stylised", action="store_true", help="skip the stylised comparison (two style runs)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "UPSCALE.md")
     args = ap.parse_args(argv)
@@ -142,6 +204,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"The network's LPIPS is lower than both bicubic's and Lanczos's on {wins} of {len(photos)} photos.",
         f"Held-aside photos: {', '.join(p.name for p in photos)}.", "",
     ]
+    if args.crops:
+        shots = photo_crops(photos[: args.crops], args.model, ROOT / "benchmarks" / "images")
+        parts += ["1:1 centre crops, bicubic | Lanczos | network | original:", ""]
+        parts += [f"![{p.stem}](images/{p.name})" for p in shots] + [""]
     if not args.no_stylised:
         small, big = stylised_pair(args.work)
         srows = compare([("tubingen", small, big)], args.model, 2, quality)
@@ -151,6 +217,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             "this measures closeness to a different painting, not only sharpness.", "",
             table(srows), "",
         ]
+    if args.big:
+        parts += big_run(args.work)
     text = "\n".join(parts)
     args.out.write_text(text + "\n")
     print(text)

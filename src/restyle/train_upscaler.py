@@ -141,15 +141,15 @@ def train(
     w = load_weights(weights)
     vgg = VGG19Features.from_weights(w, deepest_layer(cfg.feature_layers))
     criterion = PerceptualLoss(vgg, cfg.feature_layers, cfg.pixel_weight)
+    if state is not None:
+        model = model_from_record(state, str(ckpt_path)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(cfg.steps))
     generator = torch.Generator().manual_seed(cfg.seed)
     start, history, elapsed = 0, [], 0.0
     if state is not None:
-        model = model_from_record(state, str(ckpt_path)).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        # After the scheduler is built (it resets the learning rate), so the saved rate wins.
         optimizer.load_state_dict(state["optimizer"])
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(cfg.steps))
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         start, history, elapsed = state["step"], [tuple(h) for h in state["history"]], state["elapsed_s"]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from PIL import Image
 
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .events import Callback, TrainCheckpoint, TrainPreview, TrainStep
 from .images import PathLike
 
@@ -27,9 +27,9 @@ FORMAT_VERSION = 1
 
 
 def checkpoint_path(out: PathLike) -> Path:
-    """Where the training of model file `out` keeps its checkpoint: OUT.ckpt."""
+    """Where the training of model file `out` keeps its checkpoint: up4.pt -> up4.ckpt.pt."""
     out = Path(out)
-    return out.with_name(out.name + ".ckpt")
+    return out.with_name(out.stem + ".ckpt" + out.suffix)
 
 
 def preview_path(out: PathLike) -> Path:
@@ -103,25 +103,34 @@ def fit(
     t0 = time.perf_counter()
     history: List[Tuple[int, float]] = []
     model.train()
-    for step in range(start + 1, steps + 1):
-        loss, terms = step_fn(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        value = float(loss.detach())
-        if value != value:  # NaN: stop now rather than save a broken network
-            raise RuntimeError(f"training diverged at step {step} (loss is NaN); lower the learning rate")
-        history.append((step, value))
-        emit(TrainStep(step, steps, value, terms, time.perf_counter() - t0, first=start))
-        last = step == steps
-        if preview is not None and (last or (preview_every and step % preview_every == 0)):
-            model.eval()
-            emit(TrainPreview(step, preview(step)))
-            model.train()
-        if checkpoint is not None and (last or (checkpoint_every and step % checkpoint_every == 0)):
-            emit(TrainCheckpoint(step, str(checkpoint(step))))
+    done = start
+    try:
+        for step in range(start + 1, steps + 1):
+            loss, terms = step_fn(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            value = float(loss.detach())
+            if value != value:  # NaN: stop now rather than save a broken network
+                raise RuntimeError(f"training diverged at step {step} (loss is NaN); lower the learning rate")
+            history.append((step, value))
+            done = step
+            emit(TrainStep(step, steps, value, terms, time.perf_counter() - t0, first=start))
+            last = step == steps
+            if preview is not None and (last or (preview_every and step % preview_every == 0)):
+                model.eval()
+                emit(TrainPreview(step, preview(step)))
+                model.train()
+            if checkpoint is not None and (last or (checkpoint_every and step % checkpoint_every == 0)):
+                emit(TrainCheckpoint(step, str(checkpoint(step))))
+    except KeyboardInterrupt:
+        if checkpoint is None:
+            raise
+        path = checkpoint(done)  # Ctrl-C keeps the progress: --resume continues from here
+        emit(TrainCheckpoint(done, str(path)))
+        raise Cancelled(f"training stopped at step {done} of {steps}; checkpoint {path} (continue with --resume)") from None
     model.eval()
     return history
 

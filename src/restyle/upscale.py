@@ -23,7 +23,7 @@ from .images import fit_size, to_pil, to_tensor
 from .models.upscaler import SCALES, Upscaler, model_from_record, upscale_tensor
 from .training import load_record
 
-MODELS_DIR = Path(__file__).resolve().parent / "models" / "data"
+MODELS_DIR = Path(__file__).resolve().parent / "models" / "bundled"
 DEFAULT_MODEL = "up4"
 
 
