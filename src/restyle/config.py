@@ -416,7 +416,7 @@ class UpscalerTrainConfig:
     scale: int = field(default=4, metadata=_help("enlargement factor the network learns", choices=(2, 4)))
     channels: int = field(default=32, metadata=_help("feature width of the network"))
     blocks: int = field(default=6, metadata=_help("residual blocks of the network"))
-    steps: int = field(default=700, metadata=_help("optimiser steps (batches)"))
+    steps: int = field(default=120, metadata=_help("optimiser steps (batches)"))
     batch_size: int = field(default=4, metadata=_help("crops per step"))
     # 64 px crops are 16 px at 4x down, a little under the network's reach (18 low-res px):
     # the cost of a step on a CPU grows with the crop's area.
@@ -425,9 +425,9 @@ class UpscalerTrainConfig:
     feature_layers: Tuple[str, ...] = field(
         default=UPSCALE_FEATURE_LAYERS, metadata=_help("VGG-19 layers of the feature (perceptual) loss")
     )
-    # A small pixel term keeps colours and flat areas where VGG features are
-    # indifferent (Johnson et al. use the feature loss alone and see colour shifts).
-    pixel_weight: float = field(default=0.1, metadata=_help("weight of the L1 pixel term beside the feature loss"))
+    # The pixel term keeps colours and flat areas where VGG features are indifferent
+    # (Johnson et al. use the feature loss alone); at 2 it is about a fifth of the loss.
+    pixel_weight: float = field(default=2.0, metadata=_help("weight of the L1 pixel term beside the feature loss"))
     hold_out: int = field(default=0, metadata=_help("photos held aside for evaluation (every k-th by name)"))
     checkpoint_every: int = field(default=25, metadata=_help("write a checkpoint every N steps"))
     preview_every: int = field(default=50, metadata=_help("write the preview grid every N steps (0: never)"))

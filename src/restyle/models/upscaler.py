@@ -8,10 +8,12 @@ Two departures, both for a network that must train in an hour on a CPU:
 - it predicts a correction to the bicubic enlargement (a global skip, as in
   VDSR, Kim et al. 2016) and its last convolution starts at zero, so the
   untrained network *is* bicubic and training only has to add detail;
-- each 2x step is a sub-pixel convolution (PixelShuffle, Shi et al. 2016)
-  whose kernel is initialised ICNR (Aitken et al. 2017): the four sub-pixel
-  kernels start equal, which is nearest-neighbour upsampling, so there is no
-  checkerboard at the start for training to undo (Odena et al. 2016).
+- each 2x step is a resize-convolution (Odena, Dumoulin & Olah 2016, "Deconvolution
+  and Checkerboard Artifacts") with *bilinear* rather than nearest resizing. A first
+  version used sub-pixel convolution (PixelShuffle, Shi et al. 2016, ICNR-initialised):
+  early in training its correction was built from 4x4 blocks and drew a 4 px lattice
+  over every photo (LPIPS 0.58 against bicubic's 0.39 after 50 steps). Bilinear
+  features are smooth, so no lattice can form, at the same cost per pixel.
 
 Pictures are tensors (N, 3, H, W) in 0-255, as everywhere in restyle.
 """
@@ -55,9 +57,10 @@ class UpscalerConfig:
         """Low-res pixels on each side that can change one output pixel (the tile halo must cover it).
 
         The head, 2 convs per block and the body's last conv are 3x3 at low resolution
-        (1 px each); each upsampling conv and the tail add at most 1 low-res px; bicubic adds 2.
+        (1 px each); each bilinear resize and each conv after it, and the tail, add at
+        most 1 low-res px; bicubic adds 2.
         """
-        return 1 + 2 * self.blocks + 1 + int(math.log2(self.scale)) + 1 + 2
+        return 1 + 2 * self.blocks + 1 + 2 * int(math.log2(self.scale)) + 1 + 2
 
 
 class ResBlock(nn.Module):
@@ -72,18 +75,8 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
-def icnr_(conv: nn.Conv2d, factor: int) -> None:
-    """Initialise a conv that feeds PixelShuffle(factor) so its sub-pixels start identical (ICNR)."""
-    out_ch, in_ch, kh, kw = conv.weight.shape
-    base = torch.empty(out_ch // factor**2, in_ch, kh, kw)
-    nn.init.kaiming_normal_(base, nonlinearity="relu")
-    with torch.no_grad():
-        conv.weight.copy_(base.repeat_interleave(factor**2, dim=0))
-        conv.bias.zero_()
-
-
 class Upscaler(nn.Module):
-    """Low-res features -> one or two (conv, PixelShuffle(2), ReLU) steps -> RGB correction to bicubic."""
+    """Low-res features -> one or two (bilinear 2x, conv, ReLU) steps -> RGB correction to bicubic."""
 
     def __init__(self, config: UpscalerConfig = UpscalerConfig()) -> None:
         super().__init__()
@@ -93,9 +86,8 @@ class Upscaler(nn.Module):
         self.body = nn.Sequential(*[ResBlock(c) for _ in range(config.blocks)], nn.Conv2d(c, c, 3, padding=1))
         ups = []
         for _ in range(int(math.log2(config.scale))):
-            conv = nn.Conv2d(c, 4 * c, 3, padding=1)
-            icnr_(conv, 2)
-            ups += [conv, nn.PixelShuffle(2), nn.ReLU()]
+            ups += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.Conv2d(c, c, 3, padding=1), nn.ReLU()]
         self.up = nn.Sequential(*ups)
         self.tail = nn.Conv2d(c, 3, 3, padding=1)
         nn.init.zeros_(self.tail.weight)  # the untrained network is exactly bicubic
