@@ -221,6 +221,13 @@ def test_cli_upscale_with_the_bundled_model(small_images, tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_too_large_an_enlargement_is_refused_before_any_work(tiny_model):
+    from restyle.upscale import upscale
+
+    with pytest.raises(InputError, match=r"5000x4200 enlarged 4x is 336000000 pixels, over the limit"):
+        upscale(Image.new("RGB", (5000, 4200)), 4, str(tiny_model))
+
+
 def test_cli_upscale_bad_inputs_exit_2(tiny_model, small_images, tmp_path, capsys):
     c, _ = small_images
     before = c.read_bytes()

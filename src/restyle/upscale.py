@@ -25,6 +25,9 @@ from .training import load_record
 
 MODELS_DIR = Path(__file__).resolve().parent / "models" / "bundled"
 DEFAULT_MODEL = "up4"
+# The enlargement is accumulated in float32 with a blending weight (16 bytes a pixel):
+# 16384 x 16384 output pixels need about 4.3 GB.
+MAX_OUTPUT_PIXELS = 16384 * 16384
 
 
 def bundled_models() -> Tuple[str, ...]:
@@ -65,6 +68,12 @@ def upscale_to(
 ) -> Image.Image:
     """Enlarge `img` with the network, then resize (Lanczos) to exactly `size` if the factor differs."""
     net = load_upscaler(model).to(device)
+    pixels = img.width * img.height * net.scale**2
+    if pixels > MAX_OUTPUT_PIXELS:
+        raise InputError(
+            f"{img.width}x{img.height} enlarged {net.scale}x is {pixels} pixels, over the limit of "
+            f"{MAX_OUTPUT_PIXELS} ({MAX_OUTPUT_PIXELS // 2**20} MP); use a smaller picture"
+        )
     out = to_pil(upscale_tensor(net, to_tensor(img, device), tile=tile))
     if out.size != tuple(size):
         out = out.resize(tuple(size), Image.Resampling.LANCZOS, reducing_gap=3.0)
