@@ -63,8 +63,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from .upscale import upscale
 
     out = check_output_path(args.output, (args.input,))
-    if args.tile < 16:
-        raise InputError(f"tile {args.tile} must be >= 16 px")
     img = load_image(args.input)
     t0 = time.perf_counter()
     result = upscale(img, args.scale, args.model, tile=args.tile)

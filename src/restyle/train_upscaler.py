@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from .config import UpscalerTrainConfig
 from .errors import InputError
 from .events import Callback
-from .features import VGG19Features, deepest_layer
-from .images import READ_FORMATS, PathLike, load_image, to_tensor
+from .images import PathLike, load_image, to_tensor
 from .models.upscaler import Upscaler, UpscalerConfig, model_from_record, model_record
+from .models.vgg import VGG19Features, deepest_layer
 from .training import checkpoint_path, cosine_lr, fit, grid, load_record, save_record
 from .weights import load_weights
 

@@ -74,7 +74,8 @@ def upscale_to(
             f"{img.width}x{img.height} enlarged {net.scale}x is {pixels} pixels, over the limit of "
             f"{MAX_OUTPUT_PIXELS} ({MAX_OUTPUT_PIXELS // 2**20} MP); use a smaller picture"
         )
-    out = to_pil(upscale_tensor(net, to_tensor(img, device), tile=tile))
+    # Neighbouring tiles cross-fade over 16 px, or a quarter of a small tile.
+    out = to_pil(upscale_tensor(net, to_tensor(img, device), tile=tile, overlap=min(16, tile // 4)))
     if out.size != tuple(size):
         out = out.resize(tuple(size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return out
