@@ -189,6 +189,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N held-aside photos (a quick look)")
     ap.add_argument("--crops", type=int, default=3, help="write 1:1 crops of this many held-aside photos")
     ap.add_argument("--big", action="store_true", help="also time the 4096 px --upscale route and crop it")
+    ap.add_argument("--no-photos", action="store_true", help="skip the held-aside photos")
     ap.add_argument("--no-stylised", action="store_true", help="skip the stylised comparison (two style runs)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "UPSCALE.md")
     args = ap.parse_args(argv)
@@ -197,23 +198,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = open("/proc/loadavg").read().split()[0] if Path("/proc/loadavg").exists() else "?"
 
-    photos = held_out_photos(args.model)[: args.limit]
-    rows = compare(list(photo_pairs(photos, 4)), args.model, 4, quality)
-    net = rows[-1]
-    wins = sum(n < min(b, l) for n, b, l in zip(net["lpips_each"], rows[0]["lpips_each"], rows[1]["lpips_each"]))
     parts = [
         "# Upscaler benchmark", "",
         f"Run {started}, load average {load} when it started (2 shared CPU cores: timings are noisy; "
         "the methods ran side by side in one process).", "",
-        f"## Photos: {len(photos)} coco256 photos held aside from training, shrunk 4x and enlarged 4x", "",
-        table(rows), "",
-        f"The network's LPIPS is lower than both bicubic's and Lanczos's on {wins} of {len(photos)} photos.",
-        f"Held-aside photos: {', '.join(p.name for p in photos)}.", "",
     ]
-    if args.crops:
-        shots = photo_crops(photos[: args.crops], args.model, ROOT / "benchmarks" / "images")
-        parts += ["1:1 centre crops, bicubic | Lanczos | network | original:", ""]
-        parts += [f"![{p.stem}](images/{p.name})" for p in shots] + [""]
+    if not args.no_photos:
+        photos = held_out_photos(args.model)[: args.limit]
+        rows = compare(list(photo_pairs(photos, 4)), args.model, 4, quality)
+        net = rows[-1]
+        wins = sum(n < min(b, l) for n, b, l in zip(net["lpips_each"], rows[0]["lpips_each"], rows[1]["lpips_each"]))
+        parts += [
+            f"## Photos: {len(photos)} coco256 photos held aside from training, shrunk 4x and enlarged 4x", "",
+            table(rows), "",
+            f"The network's LPIPS is lower than both bicubic's and Lanczos's on {wins} of {len(photos)} photos.",
+            f"Held-aside photos: {', '.join(p.name for p in photos)}.", "",
+        ]
+        if args.crops:
+            shots = photo_crops(photos[: args.crops], args.model, ROOT / "benchmarks" / "images")
+            parts += ["1:1 centre crops, bicubic | Lanczos | network | original:", ""]
+            parts += [f"![{p.stem}](images/{p.name})" for p in shots] + [""]
     if not args.no_stylised:
         small, big = stylised_pair(args.work)
         srows = compare([("tubingen", small, big)], args.model, 2, quality)
