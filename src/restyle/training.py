@@ -45,6 +45,9 @@ def save_record(record: Dict[str, Any], path: PathLike) -> Path:
     os.close(fd)
     try:
         torch.save({"format": FORMAT, "version": FORMAT_VERSION, **record}, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make a shared model file private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
