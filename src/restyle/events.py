@@ -7,7 +7,7 @@ the tests into assertions. The engine knows nothing of any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -87,6 +87,32 @@ class Done:
     elapsed: float
     terms: Mapping[str, float]
     timings: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PairStarted:
+    """A batch worker began painting one (content, style) pair."""
+
+    index: int  # the pair's position in the batch
+    total: int  # pairs in the batch
+    label: str  # "CONTENT x STYLE"
+    host: str  # the machine painting it
+    pid: int  # the worker process painting it
+    attempt: int  # 1, or more when an earlier worker was lost mid-task
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """The whole batch's progress: finished pairs plus the fractions of the running ones."""
+
+    finished: int  # pairs done, skipped or failed
+    total: int
+    partial: float  # sum over running pairs of the share of their iterations done
+    outcome: Any = None  # the batch.PairOutcome that just finished, if one did
+
+    @property
+    def done(self) -> float:
+        return self.finished + self.partial
 
 
 Event = Union[Planned, Estimate, StageStart, Iterate, Snapshot, Done]

@@ -214,6 +214,12 @@ def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
     return out
 
 
+def sidecar_path(output: PathLike) -> Path:
+    """Where a result's settings and figures go: OUTPUT.json beside OUTPUT."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
 @contextmanager
 def _atomic(out: Path, mode: str) -> Iterator[IO]:
     """A temporary file beside `out`, renamed onto it on success and removed on failure.
@@ -253,4 +259,11 @@ def write_text_atomic(text: str, out: PathLike) -> Path:
     out = Path(out)
     with _atomic(out, "w") as fh:
         fh.write(text)
+    return out
+
+
+def write_bytes_atomic(data: bytes, out: PathLike) -> Path:
+    out = Path(out)
+    with _atomic(out, "wb") as fh:
+        fh.write(data)
     return out
