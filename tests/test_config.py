@@ -32,12 +32,15 @@ def test_layer_names_follow_vgg19():
         ({"style_blend_weights": (0.0, 0.0)}, ["sum to 0"]),
         ({"style_layer_weights": (1.0,)}, ["one weight per layer"]),
         ({"style_scale": 0.0}, ["style_scale 0.0", "[0.05, 8]"]),
-        ({"init": "nowhere.png"}, ["nowhere.png", "content, noise, blur"]),
+        ({"init": "nowhere.png"}, ["nowhere.png", "content, noise, blur, palette"]),
         ({"optimizer": "sgd"}, ["sgd", "lbfgs, adam"]),
         ({"device": "tpu"}, ["tpu", "auto, cpu, cuda, mps"]),
         ({"precision": "fp8"}, ["fp8", "fp32"]),
         ({"lr": -1.0}, ["lr -1.0"]),
         ({"scales": ()}, ["scales"]),
+        ({"style_strength": -1.0}, ["style_strength -1.0", "[0, 1000]"]),
+        ({"style_strength": float("inf")}, ["style_strength inf"]),
+        ({"style_norm": "max"}, ["style_norm 'max'", "target, none"]),
     ],
 )
 def test_bad_values_are_named_with_their_rule(change, words):
@@ -63,6 +66,14 @@ def test_lr_default_depends_on_optimizer():
     assert StylizeConfig().lr_or_default == 1.0
     assert StylizeConfig(optimizer="adam").lr_or_default > 0
     assert StylizeConfig(lr=0.5).lr_or_default == 0.5
+
+
+def test_style_strength_multiplies_the_style_weight():
+    assert StylizeConfig().style_weight_effective == StylizeConfig().style_weight
+    assert StylizeConfig(style_weight=50, style_strength=3).style_weight_effective == 150
+    # The paper's preset keeps the paper's (unscaled) loss whatever the default becomes.
+    assert StylizeConfig.from_preset("gatys2016").style_norm == "none"
+    assert StylizeConfig.from_preset("gatys2016", style_norm="target").style_norm == "target"
 
 
 # --- issue 15: API values are coerced where unambiguous, refused clearly otherwise ------

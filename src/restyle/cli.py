@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__
+from . import __version__, cli_upscale
 from .config import ExplainConfig, StylizeConfig
 from .errors import InputError, RestyleError
 from .interrupts import EXIT_INTERRUPTED, stop_cleanly
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="send the photos and styles to the workers through Ray's object store and write the "
                           "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
     add_config_arguments(p)
+    cli_upscale.add_stylize_flag(p)
     p.set_defaults(func=cmd_stylize)
 
     t = sub.add_parser("texture", help="synthesise a texture from a style image (style loss only, from noise)")
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example images for the gallery and the form (default: the source tree's examples/)")
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
+    cli_upscale.add_commands(sub, add_config_arguments)
 
     from .cli_video import add_video_parser
 
@@ -222,7 +224,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import run
 
     return _paint_and_save(
-        args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
+        args, out, cli_upscale.upscaled(args, cfg, lambda c, **kw: run(args.content, args.styles, c, weights=args.weights, **kw)),
         content=str(args.content), styles=[str(s) for s in args.styles],
     )
 
@@ -314,6 +316,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.save_every:
         raise InputError("--save-every is not available in batch mode")
+    if getattr(args, "upscale", None):
+        raise InputError("--upscale is not available in batch mode")
     kw: Dict[str, Any] = {"weights": args.weights, "sidecar": not args.no_sidecar}
     if args.ray is not None:
         from .distributed import check_address, run_batch_ray as batch

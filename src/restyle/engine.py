@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from . import __version__
-from .color import ColorPlan
+from .color import ColorPlan, recolour
 from .config import StylizeConfig
 from .device import (  # noqa: F401  (re-exported for front ends)
     autocast, cpu_has_fast_bf16, device_name, network, resolve_device, resolve_precision,
@@ -109,11 +109,17 @@ def blur_radius(long_side: int) -> float:
 
 
 def initial_image(
-    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device
+    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device,
+    palette: Sequence[Image.Image] = (),
 ) -> torch.Tensor:
+    """The first scale's start; `palette` (the style images) is used by init "palette"."""
     w, h = size
     if init == "content":
         return to_tensor(content_img, device)
+    if init == "palette":
+        # The reverse of --preserve-colors histogram: the photo in the painting's colours,
+        # so the optimiser starts with the palette and spends its steps on the strokes.
+        return to_tensor(recolour(content_img, palette or [content_img]), device)
     if init == "blur":
         return to_tensor(content_img.filter(ImageFilter.GaussianBlur(blur_radius(max(w, h)))), device)
     if init == "noise":
@@ -274,7 +280,7 @@ def run(
 
     def start(step: Step) -> torch.Tensor:
         first = initial_image(cfg.init, resize(inputs.net_content, stages[0].long_side), step.size, cfg.seed,
-                              painter.device)
+                              painter.device, palette=inputs.styles)
         return inputs.colors.variable(first)
 
     x = paint(steps, objective_at, start, lambda x, step: upsample(x, step.size), progress,

@@ -363,7 +363,8 @@ def _synth_config(cfg: ExplainConfig, iterations: int, **changes: Any) -> Styliz
     return StylizeConfig(
         size=cfg.size, iterations=iterations, scales=(cfg.scales,), init="noise", seed=cfg.seed,
         pooling=cfg.pooling, device=cfg.device, precision=cfg.precision, tv_weight=cfg.tv_weight,
-        optimizer="lbfgs",
+        # The paper's (unscaled) style loss: the report shows Gatys et al.'s figures and their trade-off.
+        optimizer="lbfgs", style_norm="none",
     ).replace(**changes)
 
 

@@ -1,4 +1,5 @@
-"""Networks: the VGG-19 feature extractor (vgg.py) and its layer table (layers.py).
+"""Networks: the VGG-19 feature extractor (vgg.py) and its layer table (layers.py), the
+upscaler (upscaler.py), and trained model files under bundled/.
 
 Only the pure layer table is imported here, so config.py can use it without
 torch; import networks from their modules (`from restyle.models.vgg import
