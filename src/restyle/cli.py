@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     cli_upscale.add_commands(sub, add_config_arguments)
+
+    from .cli_video import add_video_parser
+
+    add_video_parser(sub)
     return parser
 
 
