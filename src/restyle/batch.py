@@ -30,19 +30,27 @@ def expand(paths: Sequence[PathLike], what: str) -> List[Path]:
             if not found:
                 raise InputError(f"{what} folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             out += found
+        elif not p.exists():
+            raise InputError(f"{what} {p}: no such file")
         else:
-            out.append(p)  # load_image() checks it exists and is an image
+            out.append(p)  # load_image() checks it is an image
     return out
 
 
 def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLike,
                suffix: str = ".png") -> List[Tuple[Path, Path, Path]]:
-    """(content, style, output) for every pair; refuses name clashes and outputs that are inputs."""
+    """(content, style, output) for every pair; refuses name clashes and outputs that are inputs.
+
+    `out_dir` may not exist yet (run_batch creates it), but must not be a file.
+    """
     out_dir = Path(out_dir)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"batch output suffix {suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
-    if not out_dir.is_dir():
-        raise InputError(f"batch output {out_dir} must be an existing folder (outputs are CONTENT__STYLE{suffix})")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"batch output {out_dir} is a file; give a folder (outputs are CONTENT__STYLE{suffix})")
+    if not out_dir.exists() and out_dir.suffix.lower() in WRITE_SUFFIXES:
+        raise InputError(f"batch output {out_dir} looks like an image file name; give a folder, created if "
+                         f"missing (outputs are CONTENT__STYLE{suffix})")
     inputs = tuple(contents) + tuple(styles)
     pairs, seen = [], {}
     for c in contents:
@@ -52,7 +60,8 @@ def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLi
                 raise InputError(f"{c} x {s} and {seen[out][0]} x {seen[out][1]} would both be written to {out}; "
                                  "rename one of the inputs")
             seen[out] = (c, s)
-            check_output_path(out, inputs)
+            if out_dir.is_dir():  # a folder run_batch will create holds no inputs and no files yet
+                check_output_path(out, inputs)
             pairs.append((c, s, out))
     return pairs
 
@@ -81,6 +90,7 @@ def run_batch(
         raise InputError("style_blend_weights has no meaning in batch mode (one result per style); drop it")
     pairs = plan_pairs(expand(contents, "content"), expand(styles, "style"), out_dir, suffix)
     painter = painter or make_painter(cfg, weights)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # only once every check has passed
     results = []
     for k, (c, s, out) in enumerate(pairs):
         if on_pair is not None:
