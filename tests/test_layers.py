@@ -20,8 +20,8 @@ def test_core_modules_never_print_or_exit():
 
     core = Path(restyle.__file__).parent
     for name in ("config", "errors", "events", "images", "weights", "features", "losses", "schedule", "engine",
-                 "color", "regions", "texture", "memory", "tiling", "batch", "device", "loop", "objective",
-                 "models/vgg", "models/layers"):
+                 "color", "regions", "texture", "memory", "tiling", "batch", "distributed", "device", "loop",
+                 "objective", "models/vgg", "models/layers"):
         text = (core / f"{name}.py").read_text()
         assert "print(" not in text and "sys.exit" not in text, name
 
