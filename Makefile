@@ -30,7 +30,9 @@ serve: install
 browsers:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# lint-imports checks pyproject.toml's import-linter contract (front ends above the engine, ...).
 test: install browsers
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean:

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("content", help="content image (the photo), or a folder of them (batch mode)")
     p.add_argument("styles", nargs="+", metavar="style", help="style image(s) (the painting), or folders (batch mode)")
     p.add_argument("-o", "--output", required=True,
-                   help="output image (.png, .jpg, .webp, ...); in batch mode an existing folder")
+                   help="output image (.png, .jpg, .webp, ...); in batch mode a folder (created if missing)")
     p.add_argument("--batch", action="store_true",
                    help="one result per content x style pair (OUTPUT/CONTENT__STYLE.png) instead of blending "
                         "the styles; implied when the content or a style is a folder")

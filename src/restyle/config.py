@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -22,7 +23,7 @@ from .models.layers import BLOCK_DEPTHS, FEATURE_LAYERS, VGG19_LAYERS  # noqa: F
 
 INIT_CHOICES = ("content", "noise", "blur", "palette")  # or a path to an image
 OPTIMIZERS = ("lbfgs", "adam")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and "cuda:N", one GPU of several (see valid_device)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("max", "avg")
 # How each style layer's loss is scaled (losses.py, style_layer_scales): "target" divides it
@@ -155,7 +156,7 @@ class StylizeConfig:
         default=None, metadata=_help("learning rate (default: 1 for lbfgs, 2.0 for adam on 0-255 pixels)")
     )
     pooling: str = field(default="max", metadata=_help("VGG-19 pooling (the paper prefers avg)", choices=POOLINGS))
-    device: str = field(default="auto", metadata=_help("where to compute", choices=DEVICES))
+    device: str = field(default="auto", metadata=_help("where to compute: auto, cpu, cuda, cuda:N or mps"))
     precision: str = field(
         default="auto",
         metadata=_help("network precision; auto = bf16 where the hardware has it, else fp32", choices=PRECISIONS),
@@ -201,15 +202,30 @@ class StylizeConfig:
 
     def __post_init__(self) -> None:
         coerce_fields(self)
+        if self.preset is not None:
+            # StylizeConfig(preset="hq", iterations=50): the preset's values where no value was
+            # given. A frozen dataclass cannot tell a value given as the default from no value,
+            # so a field left at its default takes the preset's value.
+            _choice("preset", self.preset, PRESET_NAMES)
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in PRESETS[self.preset].items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
         self.validate()
 
     def replace(self, **changes: Any) -> "StylizeConfig":
-        """A copy with `changes`; a `preset` among them is applied first, the other changes on top."""
-        name = changes.get("preset")
-        if name is not None:
+        """A copy with `changes`; a `preset` among them is applied first, the other changes on top.
+
+        Without a new preset the changes apply as given, even where they set a value back to
+        its default (the current preset is kept as a record but not applied again).
+        """
+        name = changes.pop("preset", self.preset)
+        if name is not None and name != self.preset:
             _choice("preset", name, PRESET_NAMES)
             changes = {**PRESETS[name], **changes}
-        return replace(self, **changes)
+        new = replace(self, preset=None, **changes)
+        object.__setattr__(new, "preset", name)
+        return new
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "StylizeConfig":
@@ -251,22 +267,18 @@ class StylizeConfig:
             raise InputError(f"style_blend_weights {self.style_blend_weights} must not sum to 0")
         if not (0.05 <= self.style_scale <= 8) or not math.isfinite(self.style_scale):
             raise InputError(f"style_scale {self.style_scale} is out of range; it must be in [0.05, 8]")
-        if self.init not in INIT_CHOICES and not Path(self.init).is_file():
-            raise InputError(
-                f"init {self.init!r} is neither one of {', '.join(INIT_CHOICES)} nor an existing image file"
-            )
+        # Files (an init image, masks) are checked where they are opened, not here: a config
+        # may be built on one machine and run on another.
+        if not isinstance(self.init, str) or not self.init:
+            raise InputError(f"init {self.init!r} must be one of {', '.join(INIT_CHOICES)} or a path to an image")
         _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
-        if self.mask is not None:
-            if not self.mask:
-                raise InputError("mask must name at least one image")
-            for m in self.mask:
-                if not Path(m).is_file():
-                    raise InputError(f"mask {m!r} is not an existing image file")
+        if self.mask is not None and not self.mask:
+            raise InputError("mask must name at least one image")
         if self.preset is not None:
             _choice("preset", self.preset, PRESET_NAMES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("device", self.device, DEVICES)
+        valid_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr {self.lr} must be a positive number")
@@ -287,6 +299,13 @@ class StylizeConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def valid_device(name: str) -> str:
+    """One of DEVICES or "cuda:N" (whether it exists here is device.resolve_device's question)."""
+    if name not in DEVICES and not re.fullmatch(r"cuda:[0-9]+", str(name)):
+        raise InputError(f"device {name!r} is not one of {', '.join(DEVICES)} or cuda:N")
+    return name
 
 
 def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
@@ -426,7 +445,7 @@ class ExplainConfig:
     # The paper synthesises with average pooling ("improves the gradient flow").
     pooling: str = field(default="avg", metadata=_help("VGG-19 pooling for syntheses", choices=POOLINGS))
     seed: int = field(default=0, metadata=_help("seed of the noise every synthesis starts from"))
-    device: str = field(default="auto", metadata=_help("where to compute", choices=DEVICES))
+    device: str = field(default="auto", metadata=_help("where to compute: auto, cpu, cuda, cuda:N or mps"))
     # fp32, not auto: syntheses from noise need exact gradients, and on our bf16-capable
     # CPU fp32 also ran faster and steadier for these small images.
     precision: str = field(default="fp32", metadata=_help("network precision", choices=PRECISIONS))
@@ -472,7 +491,7 @@ class ExplainConfig:
         for name in ("content_weight", "style_weight", "tv_weight"):
             _non_negative(name, getattr(self, name))
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("device", self.device, DEVICES)
+        valid_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
         if self.size // 2 ** (self.scales - 1) < 64:
             raise InputError(
