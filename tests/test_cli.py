@@ -36,7 +36,7 @@ FLAG_CASES = {
     "content-weight": ["--content-weight", "10"],
     "style-weight": ["--style-weight", "50"],
     "style-strength": ["--style-strength", "2.5"],
-    "style-norm-none": ["--style-norm", "none"],
+    "style-norm-target": ["--style-norm", "target"],
     "tv-weight": ["--tv-weight", "0"],
     "style-scale": ["--style-scale", "0.8"],
     "init-noise": ["--init", "noise", "--seed", "7"],
