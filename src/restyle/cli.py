@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
 from .config import ExplainConfig, StylizeConfig
+from .cli_models import add_model_commands, stylize_hybrid, stylize_with_model
 from .errors import InputError, RestyleError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stylize", help="repaint a photo in the style of one or more paintings")
     p.add_argument("content", help="content image (the photo), or a folder of them (batch mode)")
-    p.add_argument("styles", nargs="+", metavar="style", help="style image(s) (the painting), or folders (batch mode)")
+    p.add_argument("styles", nargs="*", metavar="style",
+                   help="style image(s) (the painting), or folders (batch mode); none with --model")
     p.add_argument("-o", "--output", required=True,
                    help="output image (.png, .jpg, .webp, ...); in batch mode an existing folder")
     p.add_argument("--batch", action="store_true",
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json with settings and figures")
     add_config_arguments(p)
     p.set_defaults(func=cmd_stylize)
+    add_model_commands(sub, p)  # train, models, export; stylize --model / --init-model (cli_models.py)
 
     t = sub.add_parser("texture", help="synthesise a texture from a style image (style loss only, from noise)")
     t.add_argument("style", help="style image (the texture's source)")
@@ -182,6 +185,12 @@ def snapshot_path(output: Path, step: int) -> Path:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    if args.model:
+        return stylize_with_model(args)
+    if not args.styles:
+        raise InputError("stylize needs at least one style image (or --model MODEL for a trained network)")
+    if args.init_model:
+        return stylize_hybrid(args, cmd_stylize)
     if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
     from .engine import run
@@ -200,7 +209,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     return _paint_and_save(
         args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
-        content=str(args.content), styles=[str(s) for s in args.styles],
+        content=str(args.content), styles=[str(s) for s in args.styles], **getattr(args, "hybrid", {}),
     )
 
 
