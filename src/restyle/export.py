@@ -8,6 +8,7 @@ than `TOLERANCE` (on the 0-255 scale) raises instead of leaving a wrong file.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -56,11 +57,16 @@ def export_onnx(
     example = torch.rand(1, 3, 64, 64) * 255
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        torch.onnx.export(
-            net, (example,), str(tmp), opset_version=opset, dynamo=False,
-            input_names=["image"], output_names=["painting"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "painting": {0: "batch", 2: "height", 3: "width"}},
-        )
+        with warnings.catch_warnings():
+            # The TorchScript exporter's notes on constant folding and instance norm's training
+            # flag (exported with input statistics, which is what we want): not the user's concern.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net, (example,), str(tmp), opset_version=opset, dynamo=False,
+                input_names=["image"], output_names=["painting"],
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                              "painting": {0: "batch", 2: "height", 3: "width"}},
+            )
         diff = check_onnx(tmp, m.net) if check else None
         os.replace(tmp, out)
     finally:
