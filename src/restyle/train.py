@@ -62,7 +62,8 @@ class TrainConfig:
     content_weight: float = field(default=5.0, metadata=_help("weight of the content term"))
     style_weight: float = field(default=100.0, metadata=_help("weight of the Gram style term"))
     style_strength: float = field(default=1.0, metadata=_help("multiplies the style weight (2 = twice as painted)"))
-    tv_weight: float = field(default=1e-5, metadata=_help("weight of the total-variation term (per pixel)"))
+    # TV as the optimiser has it (losses.tv_loss: summed over the picture, here averaged over the batch).
+    tv_weight: float = field(default=1e-3, metadata=_help("weight of the total-variation smoothing term"))
     content_layers: Tuple[str, ...] = field(default=("relu2_2",), metadata=_help("content layers"))
     style_layers: Tuple[str, ...] = field(
         default=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), metadata=_help("Gram style layers")
@@ -213,6 +214,16 @@ def sample_batch(photos: Sequence[torch.Tensor], cfg: TrainConfig, step: int) ->
     return torch.cat(out).clamp(0, 255)
 
 
+def square(img: torch.Tensor, side: int) -> torch.Tensor:
+    """(3, H, W) -> (1, 3, side, side): short side resized to `side`, centre crop."""
+    h, w = img.shape[-2:]
+    s = side / min(h, w)
+    nh, nw = max(side, round(h * s)), max(side, round(w * s))
+    x = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - side) // 2, (nw - side) // 2
+    return x[..., top : top + side, left : left + side].clamp(0, 255)
+
+
 def _load_u8(path: Path, long_side: Optional[int] = None) -> torch.Tensor:
     img = load_image(path)
     if long_side:
@@ -251,8 +262,7 @@ class StyleObjective(torch.nn.Module):
         style = sum(
             (batch_gram(feats[k]) - self.targets[k]).pow(2).mean() for k in cfg.style_layers
         ) / len(cfg.style_layers)
-        # TV per pixel (losses.tv_loss sums), so its weight does not depend on the crop size.
-        tv = tv_loss(output) / output[:, :1].numel()
+        tv = tv_loss(output) / output.shape[0]
         return {
             "content": cfg.content_weight * content,
             "style": cfg.style_weight * cfg.style_strength * style,
@@ -391,8 +401,7 @@ def train(
     def preview(step: int) -> None:
         if not held:
             return
-        side = cfg.size * 2
-        imgs = torch.cat([F.interpolate(to_tensor(resize(to_pil(h[None].float()), side))[:, :, :side, :side], size=(side, side), mode="bilinear", align_corners=False) for h in held])
+        imgs = torch.cat([square(h, cfg.size * 2) for h in held])
         net.eval()
         with torch.no_grad(), autocast():
             out = net(imgs.to(device)).float().cpu()
