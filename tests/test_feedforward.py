@@ -203,7 +203,8 @@ def test_killed_run_resumes(tmp_path, photos, tiny_weights, style_path):
     cmd = [sys.executable, "-m", "restyle", "train", str(style_path), "--photos", str(photos), "-o", str(out),
            "--weights", str(tiny_weights), "--steps", "100000", "--size", "32", "--batch-size", "2",
            "--style-size", "48", "--holdout", "1", "--checkpoint-every", "1", "--preview-every", "0",
-           "--widths", "4,8", "--res-blocks", "1", "--precision", "fp32", "--threads", "1", "--quiet"]
+           "--widths", "4,8", "--res-blocks", "1", "--precision", "fp32", "--threads", "1", "--lr", "0.01",
+           "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ck = checkpoint_path(out)
