@@ -44,6 +44,8 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                    help="folder for the preview grids (default: OUTPUT without .pt, plus _previews)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(t, TrainConfig, title="training settings")
+    t.add_argument("--residual", action="store_true", default=argparse.SUPPRESS,
+                   help="the network adds its output to the photo: learns the change (default: off)")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list the bundled models (and any .pt files in --dir)")

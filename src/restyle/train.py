@@ -71,6 +71,7 @@ class TrainConfig:
     lr: float = field(default=2e-3, metadata=_help("Adam learning rate"))
     widths: Tuple[int, ...] = field(default=TransformerConfig.widths, metadata=_help("network channel widths"))
     res_blocks: int = field(default=TransformerConfig.res_blocks, metadata=_help("network residual blocks"))
+    residual: bool = field(default=False, metadata={"cli": False, "help": "the network adds its output to the photo"})
     holdout: int = field(default=4, metadata=_help("photos held aside from training for the preview grid"))
     preview_every: int = field(default=100, metadata=_help("steps between preview grids (0: never)"))
     checkpoint_every: int = field(default=100, metadata=_help("steps between checkpoints (0: only at the end and on Ctrl-C)"))
@@ -99,12 +100,12 @@ class TrainConfig:
             if bad or not getattr(self, name):
                 raise InputError(f"{name} {bad or '()'}: each must be a VGG-19 layer such as relu2_2")
         try:
-            TransformerConfig(tuple(self.widths), self.res_blocks)
+            TransformerConfig(tuple(self.widths), self.res_blocks, residual=self.residual)
         except ValueError as e:
             raise InputError(str(e)) from None
 
     def network_config(self) -> TransformerConfig:
-        return TransformerConfig(tuple(self.widths), self.res_blocks)
+        return TransformerConfig(tuple(self.widths), self.res_blocks, residual=self.residual)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -129,11 +130,12 @@ class TrainStep:
     loss: float
     terms: Dict[str, float]  # weighted: content, style, tv
     elapsed: float  # seconds in this session
+    start_step: int = 0  # where this session began (a resumed run): the pace is (step - start_step) / elapsed
 
     @property
     def eta(self) -> float:
-        done = self.step - getattr(self, "_start", 0)
-        return self.elapsed / max(done, 1) * (self.steps - self.step)
+        """Seconds left at this session's mean pace."""
+        return self.elapsed / max(self.step - self.start_step, 1) * (self.steps - self.step)
 
 
 @dataclass(frozen=True)
@@ -432,7 +434,8 @@ def train(
             loss.backward()
             opt.step()
             step += 1
-            emit(TrainStep(step, cfg.steps, float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}, time.perf_counter() - t0))
+            emit(TrainStep(step, cfg.steps, float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()},
+                           time.perf_counter() - t0, start))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 emit(TrainCheckpoint(step, save("checkpoint", step, ckpt, prior_wall + time.perf_counter() - t0)))
             if cfg.preview_every and step % cfg.preview_every == 0:
