@@ -369,6 +369,11 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
     assert json.loads((tmp_path / "lum.png.json").read_text())["preserve_colors"] == "luminance"
     assert Image.open(lum).tobytes() != Image.open(res).tobytes()
 
+    hist = tmp_path / "hist.png"
+    assert main(["stylize", str(photo), "--model", str(out), "-o", str(hist), "--preserve-colors", "histogram",
+                 "--quiet"]) == 0
+    assert Image.open(hist).size == (64, 48)
+
     batch_out = tmp_path / "batch"
     batch_out.mkdir()
     assert main(["stylize", str(photos), "--model", str(out), "-o", str(batch_out), "--quiet"]) == 0
@@ -402,3 +407,29 @@ def test_cli_stylize_usage_errors(tmp_path, capsys):
     assert "without a style image" in capsys.readouterr().err
     assert main(["stylize", str(photo), "--model", "no_such_model", "-o", str(tmp_path / "o.png")]) == 2
     assert "not a bundled model name" in capsys.readouterr().err
+
+
+def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
+    """A painting a bundled model was trained on: preview.jpg is the network's picture before the optimiser runs."""
+    from restyle import modelfile
+    from restyle.web.worker import _instant_preview
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    style = tmp_path / "style.jpg"
+    Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((40, 32)).save(style)
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig((4, 8), 1, 3))
+    from restyle.weights import sha256sum
+
+    save_model_file(model_payload(net, style={"name": "starry", "sha256": sha256sum(style)}, training={}),
+                    bundled / "starry.pt")
+    monkeypatch.setattr(modelfile, "BUNDLED_DIR", bundled)
+    photo = tmp_path / "content.png"
+    Image.new("RGB", (50, 40), (10, 200, 30)).save(photo)
+    info = _instant_preview(photo, style, 48, tmp_path)
+    assert info["model"] == "starry" and (tmp_path / "preview.jpg").exists()
+    assert Image.open(tmp_path / "preview.jpg").size == (48, 38)
+    other = tmp_path / "other.png"
+    Image.new("RGB", (40, 40), "blue").save(other)
+    assert _instant_preview(photo, other, 48, tmp_path / "none") is None  # no model for this painting

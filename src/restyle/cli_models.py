@@ -115,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
     from .cli import sidecar_path
-    from .feedforward import load_model
+    from .feedforward import load_model, stylize_image
     from .images import check_output_path, save_atomic, write_text_atomic
 
     if args.styles:
@@ -137,7 +137,7 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
     for k, (src, out) in enumerate(pairs):
         t0 = time.perf_counter()
-        img = stylize_picture(model, src, mode, getattr(args, "size", None))
+        img = stylize_image(model, src, mode, getattr(args, "size", None))
         elapsed = time.perf_counter() - t0
         save_atomic(img, out)
         if not args.no_sidecar:
@@ -150,29 +150,9 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def stylize_picture(model: Any, source: Any, preserve_colors: str = "none", size: Any = None) -> Any:
-    """The model's picture of `source` (resized to long side `size` if given), colours as asked."""
-    from .color import color_transfer_matrix, luminance, with_chroma
-    from .images import load_image, resize, to_pil, to_tensor
-
-    img = load_image(source)
-    if size:
-        img = resize(img, size)
-    x = to_tensor(img)
-    y = model.stylize_tensor(x)
-    if preserve_colors == "luminance":
-        # Gatys et al. 2017, Sec. 5.1: the network's luminance, the photo's chroma.
-        y = with_chroma(luminance(y), x)
-    elif preserve_colors == "histogram":
-        # Sec. 5.2 applied after the fact: the painting's pixels take the photo's colour mean and covariance.
-        a, b = color_transfer_matrix(y[0].reshape(3, -1).double(), x[0].reshape(3, -1).double())
-        y = (a @ y[0].reshape(3, -1).double() + b).reshape(y.shape).float()
-    return to_pil(y)
-
-
 def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     """`--init-model M`: the optimiser starts from the network's picture, at full size, few iterations."""
-    from .feedforward import load_model
+    from .feedforward import load_model, stylize_image
 
     model = load_model(args.init_model)
     size = getattr(args, "size", None) or 512
@@ -183,7 +163,7 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
         overrides["scales"] = (size,)
     with tempfile.TemporaryDirectory(prefix="restyle-hybrid-") as tmp:
         start = Path(tmp) / "init.png"
-        stylize_picture(model, args.content, "none", size).save(start)
+        stylize_image(model, args.content, "none", size).save(start)
         args.init = str(start)
         for k, v in overrides.items():
             setattr(args, k, v)

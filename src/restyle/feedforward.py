@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import load_image, to_pil, to_tensor
+from .images import load_image, resize, to_pil, to_tensor
 from .modelfile import build_network, read_model_file, resolve_model
 from .models.transformer import TransformerNet
 from .weights import sha256sum
@@ -169,3 +169,37 @@ def load_model(
     net = build_network(payload, path)
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
     return StyleModel(net, info, path=path, device=device, precision=precision, **kwargs)
+
+
+def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike], preserve_colors: str = "none",
+                  size: Optional[int] = None) -> Image.Image:
+    """The model's picture of `source` (resized to long side `size` if given), colours as asked."""
+    from .color import color_transfer_matrix, luminance, with_chroma
+
+    img = load_image(source)
+    if size:
+        img = resize(img, size)
+    x = to_tensor(img)
+    y = model.stylize_tensor(x)
+    if preserve_colors == "luminance":
+        # Gatys et al. 2017, Sec. 5.1: the network's luminance, the photo's chroma.
+        y = with_chroma(luminance(y), x)
+    elif preserve_colors == "histogram":
+        # Sec. 5.2 applied after the fact: the painting's pixels take the photo's colour mean and covariance.
+        a, b = color_transfer_matrix(y[0].reshape(3, -1).double(), x[0].reshape(3, -1).double())
+        y = (a @ y[0].reshape(3, -1).double() + b).reshape(y.shape).float()
+    return to_pil(y)
+
+
+def model_for_style(style: Union[str, os.PathLike]) -> Optional[Path]:
+    """The bundled model trained on exactly this painting (same sha256), if any."""
+    from .modelfile import bundled_models
+
+    digest = sha256sum(Path(style))
+    for path in bundled_models().values():
+        try:
+            if read_model_file(path)["style"].get("sha256") == digest:
+                return path
+        except Exception:  # noqa: BLE001 - an unreadable model simply does not match
+            continue
+    return None
