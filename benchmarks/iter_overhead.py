@@ -17,10 +17,11 @@ import time
 import torch
 
 from restyle.config import StylizeConfig
-from restyle.engine import Painter, _network, autocast, resolve_device, resolve_precision
-from restyle.features import deepest_layer
+from restyle.device import autocast
+from restyle.engine import make_painter
 from restyle.images import fit_size
-from restyle.weights import load_weights
+from restyle.loop import OptimizerSettings, optimize
+from restyle.objective import Objective, Sources, build_terms
 
 
 def sync(device: torch.device) -> None:
@@ -30,17 +31,15 @@ def sync(device: torch.device) -> None:
 
 def measure(size: int, precision: str, device_name: str, repeats: int, iters: int) -> dict:
     cfg = StylizeConfig(size=size, precision=precision, device=device_name)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
-    net = _network(load_weights(None), deepest_layer(layers), cfg.pooling, device)
-    painter = Painter(net, device, precision)
+    painter = make_painter(cfg)
+    device, precision, net = painter.device, painter.precision, painter.net
     w, h = fit_size(1024, 768, size)  # tubingen's aspect ratio
     g = torch.Generator().manual_seed(0)
     content = (torch.rand(1, 3, h, w, generator=g) * 255).to(device)
     style = (torch.rand(1, 3, h, w, generator=g) * 255).to(device)
-    targets = painter.targets(content, [style], [1.0], cfg)
-    x = content.clone().requires_grad_(True)
+    objective = Objective(build_terms(cfg, Sources(content=content, styles=[style], blend=[1.0])), painter).prepare()
+    layers = objective.layers
+    x = content.clone()
     mf = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
     def bare() -> None:
@@ -51,18 +50,12 @@ def measure(size: int, precision: str, device_name: str, repeats: int, iters: in
         sum(o.float().sum() for o in out.values()).backward()
         sync(device)
 
-    opt = torch.optim.LBFGS([x], lr=1, max_iter=iters, max_eval=iters, tolerance_grad=-1,
-                            tolerance_change=-1, history_size=100)
-
     def ours() -> None:
-        # The engine's closure as run() does it, inside L-BFGS (history updates included).
-        def closure():
-            opt.zero_grad(set_to_none=True)
-            loss, terms = painter.loss(x, targets, cfg)
-            loss.backward()
-            x.grad = x.grad.contiguous()
-            return loss
-        opt.step(closure)
+        # restyle's one loop (loop.optimize) as every run uses it: the objective's terms,
+        # L-BFGS with its history updates, the first-step trick, the cancel check, the events hook.
+        nonlocal x
+        x = optimize(x, objective, iters, OptimizerSettings("lbfgs", cfg.lr_or_default, 100),
+                     precision=precision, on_eval=lambda i, loss, terms, xx: None, cancel=lambda: False)
         sync(device)
 
     for f in (bare, ours):  # warm up (oneDNN primitive caches, allocator)

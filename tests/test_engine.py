@@ -150,7 +150,7 @@ def test_real_weights_end_to_end_losses_fall_and_image_changes(small_images):
 
 def test_loss_scaler_recovers_from_fp16_overflow():
     """fp16 backward: a gradient that overflows at the current scale is redone at a smaller one."""
-    from restyle.engine import LossScaler
+    from restyle.loop import LossScaler
 
     x = torch.full((4,), 2.0, requires_grad=True)
 

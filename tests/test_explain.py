@@ -8,7 +8,8 @@ from PIL import Image
 
 from restyle.cli import main
 from restyle.config import ExplainConfig
-from restyle.engine import Painter, _network
+from restyle.device import network
+from restyle.engine import Painter
 from restyle.errors import InputError
 from restyle.explain import (
     Progress,
@@ -79,7 +80,7 @@ def test_top_positions_are_strongest_and_apart():
 @pytest.mark.parametrize("layer", ["relu1_1", "relu2_2", "relu3_2"])
 def test_patch_box_covers_exactly_what_the_unit_sees(tiny_weights, layer):
     """Every input pixel with a gradient for the unit lies in its box, and the box is tight."""
-    net = _network(load_weights(tiny_weights), layer, "avg", torch.device("cpu"))
+    net = network(load_weights(tiny_weights), layer, "avg", torch.device("cpu"))
     x = torch.rand(1, 3, 96, 96, requires_grad=True)
     fmap = net(x, [layer])[layer]
     row, col = fmap.shape[2] // 2, fmap.shape[3] // 2
@@ -277,7 +278,7 @@ def test_style_reconstruction_matches_the_style_statistics_not_the_noise(style_p
     # The painting's blue (measured within 3 levels), not the mid-grey noise it started from.
     assert np.abs(mean(texture) - mean(style)).max() < 12 < np.abs(127.5 - mean(style)).max()
     device = torch.device("cpu")
-    painter = Painter(_network(load_weights(), "relu3_1", "avg", device), device, "fp32")
+    painter = Painter(network(load_weights(), "relu3_1", "avg", device), device, "fp32")
     noise = Image.fromarray(np.random.default_rng(0).normal(127.5, 32, (40, 64, 3)).clip(0, 255).astype(np.uint8))
 
     def gram_distance(im: Image.Image) -> float:
@@ -306,7 +307,7 @@ def test_top_patches_excite_their_unit_more_than_random_patches(content_path, st
     cfg = ExplainConfig(unit_layers=("relu2_2", "relu3_2"), units=3, patch_size=160)
     (tmp_path / "units").mkdir()
     device = torch.device("cpu")
-    painter = Painter(_network(load_weights(), "relu3_2", "max", device), device, "fp32")
+    painter = Painter(network(load_weights(), "relu3_2", "max", device), device, "fp32")
     shown = units_section(painter, corpus, cfg, tmp_path, lambda label: None)
     sized = {name: resize(img, cfg.patch_size) for name, img in corpus}
     rng = np.random.default_rng(0)

@@ -22,7 +22,6 @@ from restyle.train import (
     TrainConfig,
     TrainStart,
     TrainStep,
-    batch_gram,
     checkpoint_path,
     sample_batch,
     split_photos,
@@ -92,15 +91,6 @@ def test_network_config_rejects_bad_values():
         TrainConfig(res_blocks=-1)
 
 
-def test_batch_gram_matches_per_image_gram():
-    from restyle.losses import gram
-
-    f = torch.randn(3, 5, 4, 6)
-    g = batch_gram(f)
-    for i in range(3):
-        torch.testing.assert_close(g[i], gram(f[i : i + 1]))
-
-
 # ---- data -----------------------------------------------------------------------------------------
 
 
@@ -128,18 +118,20 @@ def test_holdout_is_deterministic_and_disjoint():
 
 def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
     """The training objective of a saved model on one fixed batch (the photos themselves)."""
-    from restyle.features import VGG19Features, deepest_layer
+    from restyle.device import network
+    from restyle.engine import Painter
     from restyle.images import load_image, resize, to_tensor
+    from restyle.modelfile import build_network
+    from restyle.models.layers import deepest_layer
     from restyle.train import _load_u8, list_photos
     from restyle.weights import load_weights
 
     cfg = tiny_config()
-    payload = read_model_file(model_path)
-    from restyle.modelfile import build_network
-
-    net = build_network(payload)
-    vgg = VGG19Features.from_weights(load_weights(tiny_weights), deepest_layer(cfg.content_layers, cfg.style_layers))
-    obj = StyleObjective(vgg, to_tensor(resize(load_image(style_path), cfg.style_size)), cfg)
+    net = build_network(read_model_file(model_path))
+    vgg = network(load_weights(tiny_weights), deepest_layer(cfg.content_layers, cfg.style_layers), "max",
+                  torch.device("cpu"))
+    style = to_tensor(resize(load_image(style_path), cfg.style_size))
+    obj = StyleObjective(Painter(vgg, torch.device("cpu"), "fp32"), style, cfg)
     x = torch.stack([_load_u8(p)[:, :32, :32].float() for p in list_photos(photos)])
     with torch.no_grad():
         return float(sum(obj(net(x), x).values()))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from restyle.losses import content_loss, gram, style_loss, tv_loss
+from restyle.losses import content_loss, gram, style_loss, tv_loss, wrap_tv_loss
 
 
 def naive_gram(f):
@@ -19,14 +19,15 @@ def naive_gram(f):
 
 def test_gram_matches_explicit_loops():
     f = torch.randn(1, 3, 4, 5, generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(gram(f).double(), naive_gram(f), atol=1e-6)
+    assert gram(f).shape == (1, 3, 3)
+    assert torch.allclose(gram(f)[0].double(), naive_gram(f), atol=1e-6)
 
 
 def test_gram_is_float32_and_symmetric_from_bf16():
     f = torch.rand(1, 6, 8, 8).to(torch.bfloat16)
     g = gram(f)
     assert g.dtype == torch.float32
-    assert torch.allclose(g, g.t())
+    assert torch.allclose(g, g.transpose(1, 2))
 
 
 def test_gram_ignores_layout():
@@ -77,3 +78,46 @@ def test_losses_have_gradients():
     x = torch.randn(1, 3, 6, 6, requires_grad=True)
     (gram(x).sum() + tv_loss(x) + content_loss(x, torch.zeros_like(x))).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_gram_is_batch_first_per_sample():
+    f = torch.randn(3, 4, 5, 6, generator=torch.Generator().manual_seed(2))
+    g = gram(f)
+    assert g.shape == (3, 4, 4)
+    for n in range(3):
+        torch.testing.assert_close(g[n].double(), naive_gram(f[n:n + 1]), atol=1e-6, rtol=1e-6)
+    # One mask per sample: each sample's Gram is taken over its own region.
+    masks = torch.zeros(3, 1, 5, 6)
+    masks[0, ..., :3] = 1
+    masks[1, ..., 3:] = 1
+    masks[2] = 1
+    gm = gram(f, masks)
+    torch.testing.assert_close(gm[0], gram(f[:1, ..., :3])[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gm[1], gram(f[1:2, ..., 3:])[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gm[2], g[2], atol=1e-6, rtol=1e-5)
+
+
+def test_gram_stays_float32_under_bf16_autocast():
+    f = torch.randn(2, 8, 16, 16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        g = gram(f)
+        loss = style_loss(g, torch.zeros(8, 8))
+    assert g.dtype == torch.float32 and loss.dtype == torch.float32
+    torch.testing.assert_close(g, gram(f))  # not rounded to bf16's 8-bit mantissa
+
+
+def test_losses_are_batch_means():
+    x = torch.randn(4, 3, 6, 5, generator=torch.Generator().manual_seed(3))
+    t = torch.randn(4, 3, 6, 5, generator=torch.Generator().manual_seed(4))
+    each = [(tv_loss(x[n:n + 1]), content_loss(x[n:n + 1], t[n:n + 1]), wrap_tv_loss(x[n:n + 1])) for n in range(4)]
+    for k, f in enumerate((tv_loss, lambda a: content_loss(a, t), wrap_tv_loss)):
+        assert f(x).item() == pytest.approx(sum(e[k].item() for e in each) / 4, rel=1e-5)
+    gx, gt = gram(x), gram(t)
+    assert style_loss(gx, gt).item() == pytest.approx(
+        sum(style_loss(gx[n], gt[n]).item() for n in range(4)) / 4, rel=1e-5)
+
+
+def test_wrap_tv_is_the_seam_differences():
+    x = torch.zeros(1, 1, 3, 4)
+    x[..., :, 0] = 2.0  # first column 2, last 0: each of 3 rows differs by 2 across the seam
+    assert wrap_tv_loss(x).item() == pytest.approx(0.5 * 3 * 4)

@@ -7,7 +7,8 @@ from PIL import Image
 
 import restyle
 from restyle.config import StylizeConfig
-from restyle.engine import Painter, _network
+from restyle.device import network
+from restyle.engine import Painter
 from restyle.errors import InputError
 from restyle.features import VGG19Features
 from restyle.images import to_tensor
@@ -97,7 +98,7 @@ def test_each_region_takes_its_own_style(small_images, tmp_path):
     l, r = halves(tmp_path)
     out = restyle.stylize(c, [s, checks], StylizeConfig(size=64, iterations=20, scales=(1,), precision="fp32",
                                                        mask=(str(l), str(r))))
-    net = _network(load_weights(None), "relu5_1", "max", torch.device("cpu"))
+    net = network(load_weights(None), "relu5_1", "max", torch.device("cpu"))
     p = Painter(net, torch.device("cpu"), "fp32")
     layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
     f_out = p.features(to_tensor(out), layers)

@@ -2,10 +2,12 @@ import pytest
 import torch
 
 from restyle.config import StylizeConfig
-from restyle.engine import Painter, _network, run
-from restyle.features import deepest_layer
-from restyle.tiling import (boundaries, full_receptive_margin, random_offset, tile_grid, tiled_grams,
-                            tiled_loss_and_grad)
+from restyle.device import network
+from restyle.engine import Painter, run
+from restyle.errors import ResourceError
+from restyle.objective import Objective, Sources, TilingError, build_terms
+from restyle.tiling import (TileSpec, boundaries, default_margin, full_receptive_margin, random_offset, tile_grid,
+                            tiled_grams, tiled_loss_and_grad)
 from restyle.weights import load_weights
 from restyle.losses import gram
 
@@ -35,16 +37,21 @@ def test_grid_shift_changes_every_evaluation():
 @pytest.fixture
 def painter(tiny_weights):
     w = load_weights(tiny_weights)
-    net = _network(w, "relu5_1", "max", torch.device("cpu"))
+    net = network(w, "relu5_1", "max", torch.device("cpu"))
     return Painter(net, torch.device("cpu"), "fp32")
 
 
-def _targets(painter, cfg, h=136, w=200):
+def _images(h=136, w=200):
     g = torch.Generator().manual_seed(1)
     c = torch.rand(1, 3, h, w, generator=g) * 255
     s = torch.rand(1, 3, h, w, generator=g) * 255
     x = (c + 30 * torch.randn(1, 3, h, w, generator=g)).requires_grad_(True)
-    return x, painter.targets(c, [s], [1.0], cfg)
+    return x, c, s
+
+
+def _targets(painter, cfg, h=136, w=200, tile=None):
+    x, c, s = _images(h, w)
+    return x, Objective(build_terms(cfg, Sources(content=c, styles=[s], blend=[1.0])), painter).prepare(tile)
 
 
 def test_tiled_grams_equal_the_whole_image_grams(painter):
@@ -54,6 +61,7 @@ def test_tiled_grams_equal_the_whole_image_grams(painter):
     tiles = tile_grid(136, 200, 48, full_receptive_margin("relu5_1"), (16, 32))
     grams, maps = tiled_grams(painter, x.detach(), cfg.style_layers, tiles, keep=("relu4_2",))
     for n in cfg.style_layers:
+        assert grams[n].shape == gram(feats[n]).shape
         torch.testing.assert_close(grams[n], gram(feats[n]), rtol=1e-4, atol=1e-6)
     whole = painter.features(x.detach(), ("relu4_2",))["relu4_2"]
     torch.testing.assert_close(maps["relu4_2"], whole.float(), rtol=1e-4, atol=1e-5)
@@ -65,11 +73,12 @@ def test_tiled_loss_and_gradient_equal_the_untiled_ones(painter, offset):
     gradient is the full loss's, and the tiles' cores partition the feature maps."""
     cfg = StylizeConfig(precision="fp32")
     x, t = _targets(painter, cfg)
-    loss, terms = painter.loss(x, t, cfg)
+    loss, terms = t(x)
     loss.backward()
     tiles = tile_grid(136, 200, 64, full_receptive_margin("relu5_1"), offset)
     assert len(tiles) >= 4
-    tl, tterms, grad = tiled_loss_and_grad(painter, x, t, cfg, tiles)
+    tl, tterms, grad = tiled_loss_and_grad(t, x, tiles)
+    assert set(tterms) == set(terms) == {"content", "style", "tv"}
     assert float(tl) == pytest.approx(float(loss), rel=1e-4)
     for k in terms:
         assert tterms[k] == pytest.approx(terms[k], rel=1e-4)
@@ -81,10 +90,10 @@ def test_no_gradient_jump_at_tile_boundaries_with_a_short_margin(painter):
     error at core boundaries is no larger than anywhere else, i.e. there is no seam to paint."""
     cfg = StylizeConfig(precision="fp32")
     x, t = _targets(painter, cfg)
-    loss, _ = painter.loss(x, t, cfg)
+    loss, _ = t(x)
     loss.backward()
-    tiles = tile_grid(136, 200, 64, painter.margin(cfg), (0, 0))
-    _, _, grad = tiled_loss_and_grad(painter, x, t, cfg, tiles)
+    tiles = tile_grid(136, 200, 64, default_margin(cfg.content_layers + cfg.style_layers), (0, 0))
+    _, _, grad = tiled_loss_and_grad(t, x, tiles)
     err = (grad - x.grad).abs().sum(1)[0]
     cuts = sorted({tt.cx0 for tt in tiles} - {0})
     at_seams = torch.stack([err[:, c - 2:c + 2].mean() for c in cuts]).max()
@@ -92,19 +101,49 @@ def test_no_gradient_jump_at_tile_boundaries_with_a_short_margin(painter):
 
 
 def test_tiled_run_shifts_the_grid_every_iteration_and_finishes(small_images, tiny_weights, monkeypatch):
-    import restyle.engine as engine
+    import restyle.loop as loop
 
     seen = []
-    real = engine.tile_grid
+    real = loop.tile_grid
 
     def spy(h, w, core, margin, offset=(0, 0)):
         seen.append(offset)
         return real(h, w, core, margin, offset)
 
-    monkeypatch.setattr(engine, "tile_grid", spy)
+    monkeypatch.setattr(loop, "tile_grid", spy)
     c, s = small_images
     r = run(c, s, StylizeConfig(size=96, iterations=5, scales=(1,), tile_size=64), weights=tiny_weights)
     assert r.image.size == (96, 77)
     assert r.report["memory_plan"]["stages"][0]["tile"] == 64
     per_iteration = seen[-5:]
     assert len(set(per_iteration)) > 1
+
+
+def test_targets_prepared_tile_by_tile_equal_the_whole_image_ones(painter):
+    """Content maps and style Grams computed in tiles (margin covering the receptive field) are the same targets."""
+    cfg = StylizeConfig(precision="fp32")
+    x, whole = _targets(painter, cfg)
+    _, tiled = _targets(painter, cfg, tile=TileSpec(64, full_receptive_margin("relu5_1")))
+    content_w, style_w = whole.terms[0], whole.terms[1]
+    content_t, style_t = tiled.terms[0], tiled.terms[1]
+    for n in cfg.content_layers:
+        torch.testing.assert_close(content_t.target[n], content_w.target[n], rtol=1e-4, atol=1e-4)
+    for n in cfg.style_layers:
+        torch.testing.assert_close(style_t.target[n], style_w.target[n], rtol=1e-4, atol=1e-6)
+
+
+def test_the_guided_style_term_refuses_tiles_by_name(painter, small_images, tiny_weights, tmp_path):
+    from PIL import Image
+
+    x, c, s = _images()
+    mask = torch.ones(1, 1, 136, 200)
+    obj = Objective(build_terms(StylizeConfig(), Sources(content=c, styles=[s], blend=[1.0], masks=[mask])), painter)
+    with pytest.raises(TilingError, match="style term \\(--mask\\) cannot be computed tile by tile"):
+        obj.check_tileable()
+    with pytest.raises(TilingError):
+        tiled_loss_and_grad(obj.prepare(), x, tile_grid(136, 200, 64, 32))
+    cp, sp = small_images
+    Image.new("L", (80, 64), 255).save(tmp_path / "m.png")
+    cfg = StylizeConfig(size=96, iterations=2, scales=(1,), tile_size=64, mask=(str(tmp_path / "m.png"),))
+    with pytest.raises(ResourceError, match="--mask.*tile by tile, which 96x77 px needs here"):
+        run(cp, sp, cfg, weights=tiny_weights)

@@ -361,7 +361,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     import PIL
     import torch
 
-    from .engine import cpu_has_fast_bf16, device_name, resolve_device, resolve_precision
+    from .device import cpu_has_fast_bf16, device_name, resolve_device, resolve_precision
     from .weights import load_weights
 
     device = resolve_device("auto")

@@ -1,7 +1,8 @@
 """Every knob of restyle, with its default, in one frozen dataclass.
 
 The CLI flags (and the web form) are built from `StylizeConfig`'s fields, so
-defaults and help texts live here and nowhere else. Standard library only.
+defaults and help texts live here and nowhere else. Standard library only (plus the
+pure layer table, models/layers.py).
 """
 
 from __future__ import annotations
@@ -13,16 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .errors import InputError
 
-# VGG-19 (Simonyan & Zisserman 2014, configuration E) layer names, in order.
-BLOCK_DEPTHS = (2, 2, 4, 4, 4)
-VGG19_LAYERS: Tuple[str, ...] = tuple(
-    name
-    for block, depth in enumerate(BLOCK_DEPTHS, start=1)
-    for name in (
-        [f"{kind}{block}_{i}" for i in range(1, depth + 1) for kind in ("conv", "relu")]
-        + [f"pool{block}"]
-    )
-)
+from .models.layers import BLOCK_DEPTHS, FEATURE_LAYERS, VGG19_LAYERS  # noqa: F401  (re-exported)
 
 INIT_CHOICES = ("content", "noise", "blur")  # or a path to an image
 OPTIMIZERS = ("lbfgs", "adam")
@@ -276,8 +268,6 @@ def _choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
         raise InputError(f"{name} {value!r} is not one of {', '.join(choices)}")
 
 
-# Layers with feature channels (the explain report has no use for pooling outputs).
-FEATURE_LAYERS = tuple(name for name in VGG19_LAYERS if not name.startswith("pool"))
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,12 @@ import torch
 from PIL import Image
 
 from .config import ExplainConfig, StylizeConfig
-from .engine import Painter, _is_cancelled, _network, resolve_device, resolve_precision, run
+from .device import network, resolve_device, resolve_precision
+from .engine import Painter, run
 from .errors import Cancelled, InputError
 from .events import Iterate
-from .features import deepest_layer, receptive_field
+from .loop import is_cancelled
+from .models.layers import deepest_layer, receptive_field
 from .images import PathLike, READ_FORMATS, check_size, fit_size, load_image, resize, save_atomic, to_tensor
 from .images import write_text_atomic
 from .losses import gram
@@ -277,7 +279,7 @@ def explain(
     def tick(section: str, label: str, n: int = 1) -> None:
         nonlocal done
         done += n
-        if _is_cancelled(cancel):
+        if is_cancelled(cancel):
             raise Cancelled("cancelled")
         emit(Progress(section, label, done, steps, time.perf_counter() - t0))
 
@@ -313,7 +315,7 @@ def explain(
     # 3. Gram matrices of the style image (and of the content image, in the same order).
     t = time.perf_counter()
     # With the pooling of the syntheses: these are the matrices section 2 matched.
-    painter = Painter(_network(w, deepest_layer(cfg.style_layers), cfg.pooling, device), device, precision)
+    painter = Painter(network(w, deepest_layer(cfg.style_layers), cfg.pooling, device), device, precision)
     gram_stats = gram_section(painter, content_img, style_img, cfg, out, lambda label: tick("gram", label))
     timings["gram"] = time.perf_counter() - t
 
@@ -333,7 +335,7 @@ def explain(
         (p.name, img) for p, img in zip(extra, extra_imgs)
     ]
     # The network as trained (max pooling): what its units respond to.
-    painter = Painter(_network(w, deepest_layer(cfg.unit_layers), "max", device), device, precision)
+    painter = Painter(network(w, deepest_layer(cfg.unit_layers), "max", device), device, precision)
     chosen = units_section(painter, corpus, cfg, out, lambda label: tick("units", label))
     timings["units"] = time.perf_counter() - t
 
@@ -372,7 +374,7 @@ def reconstruct_content(
     """An image synthesised from noise to match `content`'s activations at `layer` alone (Fig. 1)."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    painter = Painter(_network(load_weights(weights), layer, cfg.pooling, device), device, precision)
+    painter = Painter(network(load_weights(weights), layer, cfg.pooling, device), device, precision)
     with torch.no_grad():
         target = painter.features(to_tensor(resize(content, cfg.size), device), (layer,))[layer]
     # The content loss divided by the target's mean square is a relative error, so one
@@ -443,8 +445,8 @@ def gram_section(
         sfeats = painter.features(to_tensor(resize(style, cfg.size), device), cfg.style_layers)
         cfeats = painter.features(to_tensor(resize(content, cfg.size), device), cfg.style_layers)
         for layer in cfg.style_layers:
-            gs = gram(sfeats[layer]).cpu().numpy()
-            gc = gram(cfeats[layer]).cpu().numpy()
+            gs = gram(sfeats[layer])[0].cpu().numpy()
+            gc = gram(cfeats[layer])[0].cpu().numpy()
             order = spectral_order(gs)
             # Scale to the style matrix's 99.5th percentile: the few largest (diagonal)
             # cells saturate, the co-occurrences stay visible.

@@ -1,6 +1,8 @@
-"""The losses of Gatys, Ecker & Bethge (CVPR 2016), as pure functions.
+"""The losses of Gatys, Ecker & Bethge (CVPR 2016), as pure batch-first functions.
 
-All of them compute in float32 whatever precision the network ran in: a
+Every function takes a batch (N, C, H, W) and returns the mean over the batch,
+so one image (N = 1) and a training mini-batch use the same code. All of them
+compute in float32 whatever precision the network ran in, autocast or not: a
 Gram matrix sums H*W products, which bf16's 8-bit mantissa cannot hold.
 
 Normalisation (a departure from the paper's Eq. 4, which divides by
@@ -18,40 +20,57 @@ from typing import Optional
 import torch
 
 
-def gram(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Gram matrix G = F F^T / (C*H*W) of activations (1, C, H, W) -> (C, C), float32.
+def _fp32(t: torch.Tensor):
+    """Autocast off for this device: matrix products stay float32 even inside a bf16 region."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
-    G[i, j] is the mean over positions of the product of channels i and j:
-    which features occur together, with the layout thrown away. With `mask`
-    (1, 1, H, W) of weights in [0, 1], positions are weighted (guided Gram
-    matrices, Gatys et al. 2017, Sec. 3) and the mean is over the mask's mass.
+
+def gram(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Gram matrices G = F F^T / (C*H*W) of activations (N, C, H, W) -> (N, C, C), float32.
+
+    G[n, i, j] is the mean over positions of the product of channels i and j in
+    sample n: which features occur together, with the layout thrown away. With
+    `mask` ((N or 1), 1, H, W) of weights in [0, 1], positions are weighted
+    (guided Gram matrices, Gatys et al. 2017, Sec. 3) and the mean is over each
+    sample's mask mass.
     """
-    _, c, h, w = features.shape
-    f = features.float().reshape(c, h * w)
-    if mask is None:
-        return (f @ f.t()) / (c * h * w)
-    m = mask.float().reshape(1, h * w)
-    mass = m.sum().clamp_min(1e-8)
-    return ((f * m) @ f.t()) / (c * mass)
+    n, c, h, w = features.shape
+    with _fp32(features):
+        f = features.float().reshape(n, c, h * w)
+        if mask is None:
+            return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+        m = mask.float().reshape(mask.shape[0], 1, h * w)
+        mass = m.sum(dim=2, keepdim=True).clamp_min(1e-8)
+        return torch.bmm(f * m, f.transpose(1, 2)) / (c * mass)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between activations (Eq. 1, averaged instead of halved sum)."""
+    """Mean squared error between activations (Eq. 1, averaged instead of halved sum); batch mean."""
     return (features.float() - target.float()).pow(2).mean()
 
 
 def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between Gram matrices (Eq. 4 with our normalisation)."""
-    return (gram_matrix - target).pow(2).mean()
+    """Mean squared error between Gram matrices (Eq. 4 with our normalisation); batch mean.
+
+    `target` is (C, C), (1, C, C) or (N, C, C): one style for the batch, or one per sample.
+    """
+    return (gram_matrix.float() - target.float()).pow(2).mean()
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
-    """Total variation: half the sum of squared neighbour differences (jcjohnson's TVLoss).
+    """Total variation: half the sum of squared neighbour differences (jcjohnson's TVLoss), batch mean.
 
-    Summed rather than averaged, so its gradient per pixel (and so the meaning of
-    --tv-weight) is the same at every image size.
+    Summed over each image rather than averaged, so its gradient per pixel (and so the
+    meaning of --tv-weight) is the same at every image size.
     """
     x = image.float()
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
-    return 0.5 * (dx.pow(2).sum() + dy.pow(2).sum())
+    return 0.5 * (dx.pow(2).sum() + dy.pow(2).sum()) / x.shape[0]
+
+
+def wrap_tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """The TV differences across a torus's seams (last column to first, last row to first), batch mean."""
+    x = image.float()
+    return 0.5 * ((x[..., :, :1] - x[..., :, -1:]).pow(2).sum()
+                  + (x[..., :1, :] - x[..., -1:, :]).pow(2).sum()) / x.shape[0]

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .config import VGG19_LAYERS
+from .models.layers import layer_shapes
 from .errors import ResourceError
 
 GB = 1024**3
@@ -35,20 +35,6 @@ TILE_MARGIN = 64  # px of context around a tile's core (see tiling.py)
 MIN_TILE = 256
 AUTO_TILES = (1024, 512, MIN_TILE)
 BUDGET_FRACTION = 0.85  # of the memory available when the run starts
-
-
-def _layer_shapes(width: int, height: int, deepest: str, widths: Sequence[int]) -> List[Tuple[str, int, int, int]]:
-    """(name, channels, h, w) of every layer up to `deepest`."""
-    out, c, h, w = [], 3, height, width
-    block_w = dict(zip(range(1, 6), widths))
-    for name in VGG19_LAYERS[: VGG19_LAYERS.index(deepest) + 1]:
-        block = int(name[4] if name.startswith(("conv", "relu", "pool")) else 1)
-        if name.startswith("conv"):
-            c = block_w[block]
-        elif name.startswith("pool"):
-            h, w = h // 2, w // 2
-        out.append((name, c, h, w))
-    return out
 
 
 @dataclass(frozen=True)
@@ -84,19 +70,19 @@ def estimate(
         tw, th = min(width, tile + 2 * TILE_MARGIN), min(height, tile + 2 * TILE_MARGIN)
     else:
         tw, th = width, height
-    shapes = _layer_shapes(tw, th, deepest, widths)
+    shapes = layer_shapes(tw, th, deepest, widths)
     acts = sum(c * h * w for _, c, h, w in shapes) * b
     largest = max(c * h * w for _, c, h, w in shapes)
     grams_in = sum(c * h * w for n, c, h, w in shapes if n in style_layers) * 4  # fp32 copies kept for mm's backward
     network = int((acts + grams_in + 2 * largest * 4) * BACKWARD_FACTOR)
     params = sum(9 * cin * cout + cout for cin, cout in _conv_io(deepest, widths))
-    full = _layer_shapes(width, height, deepest, widths)
+    full = layer_shapes(width, height, deepest, widths)
     content_t = sum(c * h * w for n, c, h, w in full if n in content_layers) * 4
     grams = sum(c * c for n, c, _, _ in full if n in style_layers) * 4 * 3
     # Style targets are computed once, without gradients, before the loop (tiled as well when tiling).
     sp = style_pixels if style_pixels is not None else width * height
     side = int(sp**0.5)
-    st_shapes = _layer_shapes(min(side, tile + 2 * TILE_MARGIN) if tile else side,
+    st_shapes = layer_shapes(min(side, tile + 2 * TILE_MARGIN) if tile else side,
                               min(side, tile + 2 * TILE_MARGIN) if tile else side, deepest, widths)
     targets_pass = sum(c * h * w for n, c, h, w in st_shapes if n in style_layers) * (b + 4) + \
         2 * max(c * h * w for _, c, h, w in st_shapes) * b
@@ -114,7 +100,7 @@ def estimate(
 
 def _conv_io(deepest: str, widths: Sequence[int]) -> List[Tuple[int, int]]:
     io, cin = [], 3
-    for name, c, _, _ in _layer_shapes(64, 64, deepest, widths):
+    for name, c, _, _ in layer_shapes(64, 64, deepest, widths):
         if name.startswith("conv"):
             io.append((cin, c))
             cin = c

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .config import VGG19_LAYERS
+from .models.layers import layer_size
 from .errors import InputError
 from .images import PathLike, load_image
 
@@ -83,12 +83,6 @@ def mask_tensor(mask: Image.Image, size: Tuple[int, int], device: torch.device) 
     """'L' mask -> (1, 1, H, W) weights in [0, 1] at `size` (w, h), area-averaged when shrinking."""
     t = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None]
     return F.interpolate(t, size=(size[1], size[0]), mode="area" if size[0] <= mask.width else "bilinear").to(device)
-
-
-def layer_size(layer: str, height: int, width: int) -> Tuple[int, int]:
-    """(H, W) of `layer`'s activations for an input of height x width (each 2x2 pool floors)."""
-    pools = sum(1 for name in VGG19_LAYERS[: VGG19_LAYERS.index(layer) + 1] if name.startswith("pool"))
-    return height >> pools, width >> pools
 
 
 def layer_masks(mask: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:

@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import StylizeConfig
-from .engine import (
-    ImageSource, Painter, Result, _is_cancelled, _network, device_name, resolve_device, resolve_precision, versions,
-)
-from .errors import Cancelled, InputError, RestyleError
-from .events import Callback, Done, Iterate, Snapshot, StageStart
-from .features import deepest_layer
+from .engine import ImageSource, Painter, Result, noise_image, painter_for, run_report, style_side, upsample
+from .errors import InputError
+from .events import Callback
 from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
+from .loop import OptimizerSettings, Progress, Step, paint
+from .objective import Objective, Sources, build_terms
 from .schedule import pyramid
-from .weights import load_weights
-from . import __version__
 
 TILE_MULTIPLE = 16  # four 2x2 poolings lie below relu5_1
 
@@ -64,12 +61,6 @@ def wrap_resize(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     return big[..., oy:oy + h, ox:ox + w]
 
 
-def wrap_tv(x: torch.Tensor) -> torch.Tensor:
-    """The TV differences across the seams (last column to first, last row to first)."""
-    x = x.float()
-    return 0.5 * ((x[..., :, :1] - x[..., :, -1:]).pow(2).sum() + (x[..., :1, :] - x[..., -1:, :]).pow(2).sum())
-
-
 def _round_up(v: int, m: int) -> int:
     return max(2 * m, -(-v // m) * m)
 
@@ -91,104 +82,44 @@ def synthesize(
     for name, v in (("width", w_out), ("height", h_out)):
         if isinstance(v, bool) or not isinstance(v, int) or not 32 <= v <= 8192:
             raise InputError(f"texture {name} {v!r} is out of range; it must be an integer in [32, 8192]")
-    emit = callback or (lambda event: None)
     t_start = time.perf_counter()
     style_img = load_image(style, max_pixels=cfg.max_input_pixels)
     stages = pyramid(max(w_out, h_out), cfg.iterations, cfg.scales)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    wts = load_weights(weights)
-    net = _network(wts, deepest_layer(cfg.style_layers), cfg.pooling, device)
-    painter = Painter(circular(net) if tile else net, device, precision)
-    # Style only: no content layers are read (content_weight 0 is not enough, the layer would still run).
-    cfg_style = cfg.replace(content_layers=cfg.style_layers[:1], content_weight=0.0)
-    timings: Dict[str, float] = {"setup": time.perf_counter() - t_start}
-    steps = sum(s.iterations for s in stages)
-    step = 0
-    x: Optional[torch.Tensor] = None
-    terms: Dict[str, float] = {}
-    for k, stage in enumerate(stages):
-        t_stage = time.perf_counter()
+    sizes = []
+    for stage in stages:
         sw, sh = fit_size(w_out, h_out, stage.long_side)
         if tile:
             sw, sh = _round_up(sw, TILE_MULTIPLE), _round_up(sh, TILE_MULTIPLE)
         check_size("texture", sw, sh)
-        style_long = max(1, round(stage.long_side * cfg.style_scale))
+        sizes.append((sw, sh))
+    # The texture's network reads the style layers only: no content term, no content layer.
+    painter, wts = painter_for(cfg.replace(content_layers=cfg.style_layers[:1]), weights)
+    if tile:
+        painter = Painter(circular(painter.net), painter.device, painter.precision, key=(painter.key, "circular"))
+    # From noise with the style loss alone, fixed unit steps overshoot by orders of
+    # magnitude on the second step; a strong-Wolfe line search keeps every step
+    # downhill. max_eval caps the evaluations, so `iterations` still counts them.
+    opt = (OptimizerSettings("lbfgs", cfg.lr_or_default, 100, line_search="strong_wolfe")
+           if cfg.optimizer == "lbfgs" else OptimizerSettings("adam", cfg.lr_or_default))
+    steps = [Step(sz, stage.iterations, opt) for sz, stage in zip(sizes, stages)]
+    progress = Progress(callback, steps, snapshot_every, to_pil, t_start)
+
+    def objective_at(k: int, step: Step) -> Objective:
+        style_long = style_side(cfg, stages[k])
         check_size(f"style image at style_scale {cfg.style_scale}", *fit_size(*style_img.size, style_long))
-        style_t = to_tensor(resize(style_img, style_long), device)
-        gray = torch.full((1, 3, sh, sw), 127.5, device=device)
-        targets = painter.targets(gray, [style_t], [1.0], cfg_style)
-        del style_t
-        if x is None:
-            g = torch.Generator().manual_seed(cfg.seed)
-            x = (127.5 + 32.0 * torch.randn(1, 3, sh, sw, generator=g)).clamp(0, 255).to(device)
-        elif tile:
-            x = wrap_resize(x, (sw, sh)).clamp(0, 255)
-        else:
-            x = F.interpolate(x, size=(sh, sw), mode="bicubic", align_corners=False).clamp(0, 255)
-        x = x.detach().requires_grad_(True)
-        emit(StageStart(k, len(stages), sw, sh, stage.iterations))
-        i = 0
+        src = Sources(styles=[to_tensor(resize(style_img, style_long), painter.device)], blend=[1.0], wrap=tile)
+        return Objective(build_terms(cfg, src), painter).prepare(cache=painter.cache)
 
-        def closure() -> torch.Tensor:
-            nonlocal i, step, terms
-            if _is_cancelled(cancel):
-                raise Cancelled("cancelled")
-            opt.zero_grad(set_to_none=True)
-            loss, terms = painter.loss(x, targets, cfg_style)
-            if tile:
-                seam = wrap_tv(x) * cfg.tv_weight
-                loss = loss + seam
-                terms = dict(terms, tv=terms["tv"] + seam.item())
-            loss.backward()
-            x.grad = x.grad.contiguous()
-            if not torch.isfinite(loss):
-                raise RestyleError(f"the loss became {float(loss)} at iteration {i + 1}; try --precision fp32")
-            i += 1
-            step += 1
-            emit(Iterate(k, len(stages), sw, sh, i, stage.iterations, step, steps,
-                         loss.item(), dict(terms), time.perf_counter() - t_start))
-            if snapshot_every and step % snapshot_every == 0:
-                emit(Snapshot(step, steps, to_pil(x)))
-            return loss
+    def resample(x: torch.Tensor, step: Step) -> torch.Tensor:
+        return wrap_resize(x, step.size).clamp(0, 255) if tile else upsample(x, step.size)
 
-        if cfg.optimizer == "lbfgs":
-            # From noise with the style loss alone, fixed unit steps overshoot by orders of
-            # magnitude on the second step; a strong-Wolfe line search keeps every step
-            # downhill. max_eval caps the evaluations, so `iterations` still counts them.
-            opt = torch.optim.LBFGS([x], lr=cfg.lr_or_default, max_iter=stage.iterations,
-                                    max_eval=stage.iterations, tolerance_grad=-1, tolerance_change=-1,
-                                    history_size=100, line_search_fn="strong_wolfe")
-            opt.step(closure)
-        else:
-            opt = torch.optim.Adam([x], lr=cfg.lr_or_default)
-            for _ in range(stage.iterations):
-                opt.step(closure)
-                with torch.no_grad():
-                    x.clamp_(0, 255)
-        timings[f"scale{k}_{sw}x{sh}"] = time.perf_counter() - t_stage
-
-    assert x is not None
-    x = x.detach()
+    x = paint(steps, objective_at, lambda step: noise_image(step.size, cfg.seed, painter.device), resample,
+              progress, precision=painter.precision, cancel=cancel, seed=cfg.seed)
     if tuple(x.shape[-2:]) != (h_out, w_out):
         x = wrap_resize(x, (w_out, h_out)) if tile else F.interpolate(x, size=(h_out, w_out), mode="bicubic")
     image = to_pil(x)
-    timings["total"] = time.perf_counter() - t_start
-    emit(Done(timings["total"], dict(terms), dict(timings)))
-    terms.pop("content", None)
-    report = {
-        "restyle": __version__,
-        "mode": "texture",
-        "tile": tile,
-        "size": [w_out, h_out],
-        "config": cfg.to_dict(),
-        "stages": [{"long_side": s.long_side, "iterations": s.iterations} for s in stages],
-        "device": device_name(device),
-        "precision": precision,
-        "weights": {"path": str(wts.path), "sha256": wts.sha256, "format": wts.input_format},
-        "versions": versions(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "final_loss": terms,
-        "iterations": steps,
-    }
+    progress.done()
+    report = run_report(cfg, painter, wts, progress,
+                        [{"long_side": s.long_side, "iterations": s.iterations} for s in stages],
+                        head={"mode": "texture", "tile": tile, "size": [w_out, h_out]})
     return Result(image, cfg, report)

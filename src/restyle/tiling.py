@@ -3,13 +3,18 @@
 The Gram-matrix style loss is not a sum over tiles: each tile's Gram differs
 from the image's. So each evaluation makes two passes over overlapping tiles:
 
-  1. without gradients, sum F F^T over every tile's core (the tiles' cores
-     partition the image) into the *global* Gram matrix G of each style layer;
-  2. with gradients, tile by tile, backpropagate the surrogate
-         sum_l <dL/dG_l, F_core F_core^T / (C N_l)>  +  content loss on the core
-     whose gradient with respect to the tile's features is exactly the full
-     loss's gradient there (G is linear in the sum of F F^T); the tiles' input
-     gradients are added into one image-sized gradient.
+  1. without gradients, every term that needs whole-image statistics gathers
+     them from each tile's core (the tiles' cores partition the image): the
+     Gram style term sums F F^T into the *global* Gram matrix G of each layer;
+  2. with gradients, tile by tile, each term backpropagates a surrogate whose
+     gradient with respect to the tile's features is exactly the full loss's
+     gradient there (for the style term sum_l <dL/dG_l, F_core F_core^T / (C N_l)>,
+     since G is linear in the sum of F F^T; for the content term its own squared
+     error on the core); the tiles' input gradients are added into one image-sized
+     gradient. Pixel terms (TV) are computed on the whole image, without the network.
+
+How each term does this is the term's business (objective.py, `Term.tiled()`);
+a term that cannot be tiled refuses with an error naming it.
 
 Each tile is its core plus TILE_MARGIN px of context on every side, and core
 boundaries sit on multiples of the deepest layer's stride, so pooling windows
@@ -27,12 +32,12 @@ plus the margins' overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from .features import receptive_field
-from .losses import tv_loss
+from .memory import TILE_MARGIN
+from .models.layers import deepest_layer, in_network_order, layer_stride, receptive_field
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,14 @@ class Tile:
     cy1: int
     cx0: int
     cx1: int
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How a scale is tiled: core side and margin in px (part of every tiled target's cache key)."""
+
+    core: int
+    margin: int
 
 
 def boundaries(n: int, core: int, offset: int) -> List[int]:
@@ -71,101 +84,113 @@ def tile_grid(height: int, width: int, core: int, margin: int, offset: Tuple[int
     return tiles
 
 
-def layer_stride(layer: str) -> int:
-    return receptive_field(layer)[1]
+class TileView:
+    """One tile's feature maps, seen through its core (whole-image pooling alignment)."""
+
+    def __init__(self, feats: Dict[str, torch.Tensor], tile: Tile, height: int, width: int) -> None:
+        self.feats, self.tile, self.height, self.width = feats, tile, height, width
+
+    def core(self, layer: str) -> torch.Tensor:
+        """The part of the tile's `layer` map that belongs to its core."""
+        t, s, feat = self.tile, layer_stride(layer), self.feats[layer]
+        fy0, fx0 = (t.cy0 - t.y0) // s, (t.cx0 - t.x0) // s
+        fy1 = feat.shape[2] if t.cy1 == self.height else (t.cy1 - t.y0) // s
+        fx1 = feat.shape[3] if t.cx1 == self.width else (t.cx1 - t.x0) // s
+        return feat[:, :, fy0:fy1, fx0:fx1]
+
+    def offset(self, layer: str) -> Tuple[int, int]:
+        """Where the core starts in the whole image's `layer` map."""
+        s = layer_stride(layer)
+        return self.tile.cy0 // s, self.tile.cx0 // s
+
+    def region(self, full: torch.Tensor, layer: str) -> torch.Tensor:
+        """The slice of a whole-image `layer` map (e.g. a content target) under this core."""
+        core = self.core(layer)
+        gy, gx = self.offset(layer)
+        return full[:, :, gy:gy + core.shape[2], gx:gx + core.shape[3]]
 
 
-def _core(feat: torch.Tensor, t: Tile, stride: int, height: int, width: int) -> torch.Tensor:
-    """The part of a tile's feature map that belongs to its core (whole-image pooling alignment)."""
-    fy0, fx0 = (t.cy0 - t.y0) // stride, (t.cx0 - t.x0) // stride
-    fy1 = feat.shape[2] if t.cy1 == height else (t.cy1 - t.y0) // stride
-    fx1 = feat.shape[3] if t.cx1 == width else (t.cx1 - t.x0) // stride
-    return feat[:, :, fy0:fy1, fx0:fx1]
-
-
-def _global_offset(t: Tile, stride: int) -> Tuple[int, int]:
-    return t.cy0 // stride, t.cx0 // stride
-
-
-def _gram_sum(f: torch.Tensor) -> torch.Tensor:
-    """Unnormalised F F^T in float32 of (1, C, h, w) activations."""
-    c = f.shape[1]
-    v = f.float().permute(0, 2, 3, 1).reshape(-1, c)
-    return v.t() @ v
+def gram_sum(f: torch.Tensor) -> torch.Tensor:
+    """Unnormalised F F^T in float32 of (N, C, h, w) activations -> (N, C, C)."""
+    n, c = f.shape[:2]
+    v = f.float().permute(0, 2, 3, 1).reshape(n, -1, c)
+    return v.transpose(1, 2) @ v
 
 
 @torch.no_grad()
-def tiled_grams(painter, image: torch.Tensor, layers: Sequence[str], tiles: Sequence[Tile],
+def tiled_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tiles: Sequence[Tile],
                 keep: Sequence[str] = ()) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """Global Gram matrices (normalised as losses.gram) of `layers`, and full feature maps of `keep`."""
-    _, _, height, width = image.shape
+    """Global Gram matrices (N, C, C) (normalised as losses.gram) of `layers`, and full feature maps of `keep`."""
+    n_img, _, height, width = image.shape
     sums: Dict[str, torch.Tensor] = {}
     counts: Dict[str, int] = {n: 0 for n in layers}
     maps: Dict[str, torch.Tensor] = {}
-    wanted = tuple(dict.fromkeys(tuple(layers) + tuple(keep)))
     for t in tiles:
-        feats = painter.features(image[:, :, t.y0:t.y1, t.x0:t.x1], wanted)
+        view = TileView(net.features(image[:, :, t.y0:t.y1, t.x0:t.x1], in_network_order(layers, keep)),
+                        t, height, width)
         for n in layers:
-            f = _core(feats[n], t, layer_stride(n), height, width)
-            s = _gram_sum(f)
+            f = view.core(n)
+            s = gram_sum(f)
             sums[n] = sums[n] + s if n in sums else s
             counts[n] += f.shape[2] * f.shape[3]
         for n in keep:
-            s = layer_stride(n)
-            f = _core(feats[n], t, s, height, width).float()
+            f = view.core(n).float()
             if n not in maps:
-                maps[n] = torch.zeros(1, f.shape[1], height // s, width // s, device=image.device)
-            gy, gx = _global_offset(t, s)
+                s = layer_stride(n)
+                maps[n] = torch.zeros(n_img, f.shape[1], height // s, width // s, device=image.device)
+            gy, gx = view.offset(n)
             maps[n][:, :, gy:gy + f.shape[2], gx:gx + f.shape[3]] = f
-    grams = {n: sums[n] / (sums[n].shape[0] * counts[n]) for n in layers}
+    grams = {n: sums[n] / (sums[n].shape[-1] * counts[n]) for n in layers}
     return grams, maps
 
 
-def tiled_loss_and_grad(painter, x: torch.Tensor, targets, cfg, tiles: Sequence[Tile]) -> Tuple[torch.Tensor, Dict[str, float], torch.Tensor]:
-    """The whole image's loss (a 0-d tensor), its weighted terms and d loss / d x, tile by tile."""
+def tiled_loss_and_grad(objective: Any, x: torch.Tensor,
+                        tiles: Sequence[Tile]) -> Tuple[torch.Tensor, Dict[str, float], torch.Tensor]:
+    """The whole image's loss (a 0-d tensor), its terms and d loss / d x, tile by tile.
+
+    Each term says how it is computed in tiles (`Term.tiled()`, which refuses for terms
+    that cannot be); this function only walks the tiles and adds up.
+    """
     _, _, height, width = x.shape
     x = x.detach()
-    layer_w = dict(zip(cfg.style_layers, cfg.style_layer_weights or (1.0,) * len(cfg.style_layers)))
-    # Pass 1: the global Gram matrices, and from them dL/dG (the loss is the mean of (G - T)^2).
-    grams, _ = tiled_grams(painter, x, cfg.style_layers, tiles)
-    style = torch.zeros((), device=x.device)
-    dgram = {}
-    counts = {}
-    for n in cfg.style_layers:
-        diff = grams[n] - targets.grams[n]
-        w = cfg.style_weight * layer_w[n]
-        style = style + w * diff.pow(2).mean()
-        dgram[n] = (2 * w / diff.numel()) * diff
-        s = layer_stride(n)
-        counts[n] = (height // s) * (width // s)
-    # Pass 2: backpropagate the surrogate tile by tile, adding the input gradients.
+    net = objective.net
+    plans = [(term.name, term.tiled()) for term in objective.terms]
+    values: Dict[str, torch.Tensor] = {name: torch.zeros((), device=x.device) for name, _ in plans}
+    # Pass 1: whole-image statistics (global Gram matrices), no gradients.
+    gather = in_network_order(*(p.gather_layers for _, p in plans))
+    if gather:
+        with torch.no_grad():
+            for t in tiles:
+                view = TileView(net.features(x[:, :, t.y0:t.y1, t.x0:t.x1], gather), t, height, width)
+                for _, p in plans:
+                    p.gather(view)
+    for name, p in plans:
+        values[name] = values[name] + p.settle()
+    # Pass 2: backpropagate each term's surrogate tile by tile, adding the input gradients.
     grad = torch.zeros_like(x, memory_format=torch.contiguous_format)  # L-BFGS views it flat
-    content = torch.zeros((), device=x.device)
-    layers = tuple(dict.fromkeys(cfg.content_layers + cfg.style_layers))
-    for t in tiles:
-        xt = x[:, :, t.y0:t.y1, t.x0:t.x1].clone().requires_grad_(True)
-        feats = painter.features(xt, layers)
-        surrogate = torch.zeros((), device=x.device)
-        for n in cfg.style_layers:
-            f = _core(feats[n], t, layer_stride(n), height, width)
-            c = f.shape[1]
-            surrogate = surrogate + (dgram[n] * _gram_sum(f)).sum() / (c * counts[n])
-        for n in cfg.content_layers:
-            s = layer_stride(n)
-            f = _core(feats[n], t, s, height, width).float()
-            gy, gx = _global_offset(t, s)
-            tgt = targets.content[n][:, :, gy:gy + f.shape[2], gx:gx + f.shape[3]]
-            term = (f - tgt).pow(2).sum() * (cfg.content_weight / targets.content[n].numel())
-            surrogate = surrogate + term
-            content = content + term.detach()
-        surrogate.backward()
-        grad[:, :, t.y0:t.y1, t.x0:t.x1] += xt.grad
+    layers = in_network_order(*(p.layers for _, p in plans))
+    if layers:
+        for t in tiles:
+            xt = x[:, :, t.y0:t.y1, t.x0:t.x1].clone().requires_grad_(True)
+            view = TileView(net.features(xt, layers), t, height, width)
+            surrogate = torch.zeros((), device=x.device)
+            for name, p in plans:
+                s, v = p.surrogate(view)
+                surrogate = surrogate + s
+                values[name] = values[name] + v
+            surrogate.backward()
+            grad[:, :, t.y0:t.y1, t.x0:t.x1] += xt.grad
+    # Pixel terms on the whole image.
     xv = x.clone().requires_grad_(True)
-    tv = tv_loss(xv) * cfg.tv_weight
-    tv.backward()
-    grad += xv.grad
-    total = content + style + tv.detach()
-    return total, {"content": content.item(), "style": style.item(), "tv": tv.item()}, grad
+    whole = [(name, p.whole(xv)) for name, p in plans]
+    whole = [(name, v) for name, v in whole if v is not None]
+    if whole:
+        sum(v for _, v in whole).backward()
+        grad += xv.grad
+        for name, v in whole:
+            values[name] = values[name] + v.detach()
+    total = sum(values.values(), torch.zeros((), device=x.device))
+    return total, {name: v.item() for name, v in values.items()}, grad
 
 
 def random_offset(generator: torch.Generator, core: int, align: int) -> Tuple[int, int]:
@@ -184,7 +209,37 @@ def margin_for(margin: int, align: int) -> int:
     return -(-margin // align) * align
 
 
+def default_margin(layers: Sequence[str]) -> int:
+    """TILE_MARGIN rounded up to the deepest layer's stride."""
+    return margin_for(TILE_MARGIN, grid_align(deepest_layer(layers)))
+
+
 def full_receptive_margin(deepest: str) -> int:
     """A margin that covers the deepest layer's receptive field: tiles then equal the whole image."""
     size, stride = receptive_field(deepest)
     return margin_for(size // 2 + stride, stride)
+
+
+class TiledTerm:
+    """How one term is computed tile by tile (objective.py's terms subclass it); the defaults do nothing.
+
+    gather_layers / gather(view): pass 1, no gradients, whole-image statistics;
+    settle(): after pass 1, the term's value from those statistics (0-d);
+    layers / surrogate(view): pass 2, (surrogate to backpropagate, value to add), 0-d tensors;
+    whole(x): a pixel term on the whole image, with gradients, or None.
+    """
+
+    gather_layers: Tuple[str, ...] = ()
+    layers: Tuple[str, ...] = ()
+
+    def gather(self, view: TileView) -> None:
+        pass
+
+    def settle(self) -> torch.Tensor:
+        return torch.zeros(())
+
+    def surrogate(self, view: TileView) -> Tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(()), torch.zeros(())
+
+    def whole(self, x: torch.Tensor) -> Any:
+        return None

