@@ -342,6 +342,8 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
     assert sorted(p.name for p in (tmp_path / "m_previews").iterdir()) == ["step000000.png", "step000002.png"]
     assert main(args) == 2  # the model exists: refused, not overwritten
     assert "exists" in capsys.readouterr().err
+    assert main(args + ["--steps", "4", "--resume"]) == 0  # continues from the checkpoint at step 3
+    assert read_model_file(out)["training"]["steps_done"] == 4
 
     assert main(["models", "--dir", str(tmp_path)]) == 0
     listing = capsys.readouterr().out
@@ -352,6 +354,10 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
     res = tmp_path / "res.png"
     assert main(["stylize", str(photo), "--model", str(out), "-o", str(res), "--quiet"]) == 0
     assert Image.open(res).size == (64, 48)
+    small = tmp_path / "small.png"
+    assert main(["stylize", str(photo), "--model", str(out), "-o", str(small), "--size", "40", "--no-sidecar"]) == 0
+    assert Image.open(small).size == (40, 30) and not (tmp_path / "small.png.json").exists()
+    assert "one pass" in capsys.readouterr().out
     side = json.loads((tmp_path / "res.png.json").read_text())
     assert side["model_sha256"] == load_model(out).sha256 and side["mode"] == "feedforward"
 
@@ -374,6 +380,9 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
     pytest.importorskip("onnxruntime")
     assert main(["export", str(out), "-o", str(tmp_path / "m.onnx")]) == 0
     assert "max |diff|" in capsys.readouterr().out
+    assert main(["export", str(out), "-o", str(tmp_path / "n.onnx"), "--opset", "18", "--no-check"]) == 0
+    assert "opset 18" in capsys.readouterr().out and (tmp_path / "n.onnx").stat().st_size > 0
+    assert main(["export", str(out), "-o", str(tmp_path / "o.onnx"), "--opset", "11"]) == 2
 
 
 def test_cli_hybrid_starts_from_the_network(tmp_path, tiny_weights, capsys):
