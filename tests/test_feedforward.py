@@ -434,3 +434,18 @@ def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
     other = tmp_path / "other.png"
     Image.new("RGB", (40, 40), "blue").save(other)
     assert _instant_preview(photo, other, 48, tmp_path / "none") is None  # no model for this painting
+
+
+def test_bundled_model_is_listed_and_paints():
+    from restyle.weights import sha256sum
+
+    assert "starry_night" in bundled_models()
+    model = load_model("starry_night")
+    assert model.info["style"]["sha256"] == sha256sum(ROOT / "examples" / "starry_night.jpg")
+    assert bundled_models()["starry_night"].stat().st_size <= 10 * 2**20
+    assert model.info["training"]["wall_s"] <= 60 * 60  # trained on this CPU within the hour
+    photo = Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((96, 72))
+    out = model(photo)
+    assert out.size == photo.size
+    diff = torch.tensor(list(out.tobytes()), dtype=torch.float) - torch.tensor(list(photo.tobytes()), dtype=torch.float)
+    assert diff.abs().mean() > 5  # it repaints, it does not hand the photo back
