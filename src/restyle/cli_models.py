@@ -122,7 +122,11 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
                          "or use --init-model to refine with the optimiser")
-    model = load_model(args.model)
+    from .device import resolve_device, resolve_precision
+
+    device = resolve_device(getattr(args, "device", "auto"))
+    # auto: bf16 where the hardware has it (the network was trained under bf16 autocast).
+    model = load_model(args.model, device=device, precision=resolve_precision(getattr(args, "precision", "auto"), device))
     content = Path(args.content)
     if content.is_dir():
         from .train import list_photos
@@ -144,6 +148,7 @@ def stylize_with_model(args: argparse.Namespace) -> int:
         if not args.no_sidecar:
             report = {"mode": "feedforward", "content": str(src), "output": str(out), "model": str(model.path),
                       "model_sha256": model.sha256, "style": model.info["style"], "preserve_colors": mode,
+                      "device": str(model.device), "precision": model.precision,
                       "size": list(img.size), "timings_s": {"total": round(elapsed, 3)}}
             write_text_atomic(json.dumps(report, indent=2) + "\n", sidecar_path(out))
         if not args.quiet:

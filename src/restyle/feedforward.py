@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .device import autocast
 from .images import load_image, resize, to_pil, to_tensor
 from .modelfile import build_network, read_model_file, resolve_model
 from .models.transformer import TransformerNet
@@ -116,7 +117,7 @@ class StyleModel:
         return self.info["style"].get("name", "?")
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             return self.net(x.to(self.device)).float()
 
     def stylize_tensor(self, x: torch.Tensor, *, tiled: Optional[bool] = None) -> torch.Tensor:
