@@ -9,13 +9,15 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-benchmarks/out}
-SECTIONS=${SECTIONS:-iter e2e mem big}
+SECTIONS=${SECTIONS:-iter e2e mem big ray}
 IMAGES=benchmarks/images
 mkdir -p "$OUT" "$IMAGES"
 if [[ -n "${QUICK:-}" ]]; then
   SIZES=256,384; E2E="--size 128 --iterations 10"; ITER="--size 256 --repeats 2"; BIG=(256 384 512)
+  RAY="--photos 2 --size 64 --iterations 2"; RAYCHECK="--photos 3 --iterations 4"
 else
   SIZES=512,1024,2048; E2E="--size 512"; ITER="--size 512 --repeats 3"; BIG=(1024 2048 4096)
+  RAY="--photos 8 --size 128 --iterations 30"; RAYCHECK="--photos 20"
 fi
 stamp() { echo; echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1 /proc/loadavg) when it started."; }
 has_cuda() { $PY -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; }
@@ -72,13 +74,24 @@ for section in $SECTIONS; do
       "$OUT/tubingen_starry_${BIG[2]}.png.json"
     echo '```'; echo
   } > "$OUT/section_big.md" ;;
-  *) echo "unknown section $section (iter, e2e, mem, big)" >&2; exit 2 ;;
+  ray) {
+    echo '## Batch on Ray: photos per minute with 1 and 2 workers, scheduling overhead, a killed worker'
+    stamp
+    echo
+    $PY benchmarks/ray_scaling.py $RAY --markdown
+    echo
+    echo 'The done-when check: a 2-worker local cluster, one worker killed midway, against the local run.'
+    echo; echo '```'
+    $PY benchmarks/ray_check.py $RAYCHECK
+    echo '```'; echo
+  } > "$OUT/section_ray.md" ;;
+  *) echo "unknown section $section (iter, e2e, mem, big, ray)" >&2; exit 2 ;;
   esac
 done
 
 {
   cat "$OUT/header.md"
-  for section in iter e2e mem big; do
+  for section in iter e2e mem big ray; do
     [[ -f "$OUT/section_$section.md" ]] && cat "$OUT/section_$section.md"
   done
 } > "$OUT/RESULTS.md.part"

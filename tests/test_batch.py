@@ -1,10 +1,88 @@
+"""The local batch loop: paint_pair()'s skip, failure and atomic-write rules (no Ray needed)."""
+
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from restyle.batch import run_batch
+from restyle.batch import PairTask, is_complete, pair_key, paint_pair, run_batch
+from restyle.cli import main
 from restyle.config import StylizeConfig
 from restyle.engine import make_painter, run
+
+CFG = StylizeConfig(size=80, iterations=2, scales=(40, 80))
+
+
+def folder_of_photos(tmp_path, small_images):
+    c, s = small_images
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(c).save(photos / "a.png")
+    Image.open(c).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "b.png")
+    (photos / "c.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "out"
+    out.mkdir()
+    return photos, s, out
+
+
+def test_bad_input_fails_alone_and_a_rerun_skips_complete_outputs(small_images, tiny_weights, tmp_path, capsys):
+    photos, s, out = folder_of_photos(tmp_path, small_images)
+    args = ["stylize", str(photos), str(s), "-o", str(out), "--weights", str(tiny_weights),
+            "--iterations", "2", "--size", "80", "--scales", "40,80"]
+    assert main(args) == 2  # the corrupt photo is bad input; the two good ones are painted
+    err = capsys.readouterr().err
+    assert "2 painted, 0 complete already, 1 failed" in err
+    assert "failed: c.jpg x s.png:" in err and "c.jpg: not an image file" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a__s.png", "a__s.png.json", "b__s.png", "b__s.png.json"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+    assert main(args) == 2
+    assert "0 painted, 2 complete already, 1 failed" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+    # Another setting, or an output whose bytes no longer match its sidecar, is painted again.
+    Image.new("RGB", (80, 64)).save(out / "b__s.png")
+    assert main(args + ["--seed", "1"]) == 2
+    assert "2 painted, 0 complete already" in capsys.readouterr().err
+    assert json.loads((out / "a__s.png.json").read_text())["config"]["seed"] == 1
+
+
+def test_paint_pair_cleans_a_killed_attempts_leftovers_and_records_the_node(small_images, tiny_weights, tmp_path):
+    c, s = small_images
+    out = tmp_path / "r.png"
+    (tmp_path / ".r.png.abc123.tmp").write_bytes(b"half a png")  # what a killed save_atomic leaves
+    painter = make_painter(CFG, tiny_weights)
+    task = PairTask(0, c, s, out)
+    o = paint_pair(task, CFG, painter, weights=tiny_weights, node={"host": "here", "pid": 1}, attempt=2)
+    assert o.status == "done" and o.attempts == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "r.png", "r.png.json", "s.png"]
+    side = json.loads((tmp_path / "r.png.json").read_text())
+    assert side["node"] == {"host": "here", "pid": 1} and side["attempt"] == 2
+    assert is_complete(task, pair_key(task, CFG, painter.key))
+    assert not is_complete(task, pair_key(task, CFG.replace(seed=3), painter.key))
+    # Without a sidecar nothing vouches for the output: it is painted again.
+    assert paint_pair(task, CFG, painter, weights=tiny_weights, sidecar=False).status == "done"
+
+
+def test_run_batch_reports_progress_for_the_whole_batch(small_images, tiny_weights, tmp_path):
+    photos, s, out = folder_of_photos(tmp_path, small_images)
+    (photos / "c.jpg").unlink()
+    events = []
+    report = run_batch([photos], [s], out, CFG, weights=tiny_weights, callback=events.append)
+    assert [o.status for o in report.outcomes] == ["done", "done"] and report.exit_code == 0
+    done = [e.done for e in events if type(e).__name__ == "BatchProgress"]
+    assert done == sorted(done) and done[-1] == 2 and 0 < done[0] < 1
+    assert [e.label for e in events if type(e).__name__ == "PairStarted"] == ["a.png x s.png", "b.png x s.png"]
+
+
+def test_restyle_runs_without_ray():
+    """Ray is imported only when a Ray batch runs: the CLI and distributed.py load without it."""
+    code = ("import sys; sys.modules['ray'] = None; import restyle.cli, restyle.batch, restyle.distributed; "
+            "print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
 
 
 def _tinted(src, rgb, path):
@@ -28,9 +106,10 @@ def test_batch_result_equals_the_single_run_when_the_style_is_recoloured_per_pho
     out.mkdir()
     cfg = StylizeConfig(size=64, iterations=3, scales=(1,), precision="fp32", preserve_colors=mode)
     painter = make_painter(cfg, tiny_weights)
-    results = dict(run_batch([photos], [s], out, cfg, weights=tiny_weights, painter=painter))
+    report = run_batch([photos], [s], out, cfg, weights=tiny_weights, painter=painter)
+    assert [o.status for o in report.outcomes] == ["done", "done"]
     single = run(b, [s], cfg, weights=tiny_weights)
-    batch_b = np.asarray(results[out / "b__s.png"].image, dtype=np.int16)
+    batch_b = np.asarray(Image.open(out / "b__s.png"), dtype=np.int16)
     assert np.abs(batch_b - np.asarray(single.image, dtype=np.int16)).max() == 0
     # Both photos' recoloured styles were computed: nothing was wrongly shared.
     assert painter.cache.misses == 2 and painter.cache.hits == 0

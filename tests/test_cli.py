@@ -1,6 +1,9 @@
 import json
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -271,3 +274,84 @@ def test_batch_refuses_blend_weights_a_file_output_and_clashing_names(small_imag
     Image.open(s).save(other / "s.png")
     assert main(["stylize", str(c), str(s), str(other / "s.png"), "-o", str(tmp_path), *base]) == 2
     assert "would both be written" in capsys.readouterr().err
+
+
+# --- issue 15: hardening ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_output_sidecar_and_snapshots_honour_the_umask(go, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        code, out, err = go("--save-every", "1", "--iterations", "2")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    written = [out, out.with_name(out.name + ".json"), *tmp_path.glob("out.step*.png")]
+    assert len(written) == 4
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {oct(mode)}
+    assert not list(tmp_path.glob(".out.png.*"))  # no temporary file left behind
+
+
+def test_each_help_text_states_its_default_once():
+    parser = build_parser()
+    subs = parser._subparsers._group_actions[0].choices
+    for name in ("stylize", "texture", "explain"):
+        for action in subs[name]._actions:
+            text = action.help or ""
+            assert text.count("default") <= 1, f"{name} {action.option_strings}: {text}"
+    helps = {a.dest: a.help for a in subs["stylize"]._actions}
+    assert helps["style_layer_weights"] == "one weight per style layer (default: all equal)"
+    assert helps["preset"].endswith("(default: none)") and helps["mask"].endswith("(default: none)")
+    assert helps["precision"].endswith("(default: auto)")  # auto is a real choice there
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--style-blend-weights", "-1,2"], "style_blend_weights -1.0 must be a finite number >= 0"),
+    (["--content-weight", "-1e3"], "content_weight -1000.0 must be a finite number >= 0"),
+    (["--style-layer-weights", "-.5,1,1,1,1"], "style_layer_weights -0.5 must be a finite number >= 0"),
+])
+def test_negative_values_get_our_rule_not_argparse_expected_one_argument(go, small_images, flags, words):
+    c, s = small_images
+    code, out, err = go(*flags, styles=[str(s), str(c)])
+    assert code == 2 and err == f"restyle: error: {words}\n"
+    assert not out.exists()
+
+
+def test_a_file_that_is_not_weights_exits_2_with_one_line(small_images, tmp_path, capsys):
+    from conftest import tiny_torchvision_state
+    import torch
+
+    c, s = small_images
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    bad_shape = tmp_path / "bad.pth"
+    state = tiny_torchvision_state()
+    state["features.2.weight"] = torch.zeros(4, 5, 3, 3)  # conv1_2 does not take conv1_1's 4 channels
+    torch.save(state, bad_shape)
+    cases = [(text, "cannot be read as a PyTorch weights file"), (bad_shape, "conv1_2 has weight (4, 5, 3, 3)")]
+    if Path("/etc/passwd").is_file():
+        cases.append((Path("/etc/passwd"), "/etc/passwd: cannot be read as a PyTorch weights file"))
+    for weights, words in cases:
+        code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+                     "--size", "64", "--iterations", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / "o.png").exists()
+    assert main(["env", "--weights", str(text)]) == 2
+    assert "NOT WEIGHTS" in capsys.readouterr().out
+
+
+def test_plan_and_estimate_are_printed_before_and_recorded(go, monkeypatch):
+    from restyle import progress
+
+    code, out, err = go("--iterations", "5", "--scales", "40,64")
+    assert code == 0, err
+    assert "restyle: 2 scale(s): 40x32 x 5, 64x51 x 5 iterations; peak memory about" in err
+    assert "restyle: estimated time: about" in err and "warning" not in err
+    report = json.loads(out.with_name(out.name + ".json").read_text())
+    assert report["estimate"]["total_s"] > 0 and report["estimate"]["timed_steps"] == [2, 4]
+    assert report["estimate"]["peak_memory_gb"] == max(s["estimate_gb"] for s in report["memory_plan"]["stages"])
+    monkeypatch.setattr(progress, "LONG_RUN_S", 0.0)  # every run is "long": the warning shows, even with --quiet
+    code, out, err = go("--iterations", "5", "--quiet")
+    assert code == 0 and err.startswith("restyle: warning: this run will take about") and err.count("\n") == 1

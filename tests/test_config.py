@@ -63,3 +63,36 @@ def test_lr_default_depends_on_optimizer():
     assert StylizeConfig().lr_or_default == 1.0
     assert StylizeConfig(optimizer="adam").lr_or_default > 0
     assert StylizeConfig(lr=0.5).lr_or_default == 0.5
+
+
+# --- issue 15: API values are coerced where unambiguous, refused clearly otherwise ------
+
+
+def test_api_values_are_coerced_to_the_declared_types():
+    from pathlib import Path
+
+    import numpy as np
+
+    cfg = StylizeConfig(size=64.0, iterations=np.int64(5), content_layers="relu4_2", style_layers=["relu1_1"],
+                        scales=[32.0, 64], content_weight=3, style_layer_weights=1, max_memory=2)
+    assert (cfg.size, cfg.iterations, cfg.scales) == (64, 5, (32, 64))
+    assert type(cfg.size) is int and type(cfg.iterations) is int and type(cfg.content_weight) is float
+    assert cfg.content_layers == ("relu4_2",) and cfg.style_layers == ("relu1_1",)
+    assert cfg.style_layer_weights == (1.0,) and cfg.max_memory == 2.0
+    assert cfg.replace(mask=Path(__file__)).mask == (__file__,)
+    assert cfg.replace(content_layers="relu3_2").content_layers == ("relu3_2",)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"size": 64.5}, "size 64.5 must be an integer in [32, 8192]"),
+    ({"size": "64"}, "size '64' must be an integer in [32, 8192]"),
+    ({"size": True}, "size True must be an integer in [32, 8192]"),
+    ({"content_layers": {"relu4_2"}}, "content_layers {'relu4_2'} must be a name or a list or tuple of them"),
+    ({"scales": {256: 1}}, "scales {256: 1} must be an integer or a list or tuple of them"),
+    ({"style_weight": True}, "style_weight True must be a finite number >= 0"),
+    ({"content_weight": "5"}, "content_weight '5' must be a finite number >= 0"),
+])
+def test_api_values_that_are_not_coercible_are_refused_naming_value_and_rule(change, message):
+    with pytest.raises(InputError) as e:
+        StylizeConfig(**change)
+    assert str(e.value) == message

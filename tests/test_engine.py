@@ -25,7 +25,8 @@ def test_events_arrive_in_order_and_count(small_images, tiny_weights):
     r = run(c, s, StylizeConfig(size=80, iterations=6, scales=(2,)), weights=tiny_weights,
             callback=collect(events), snapshot_every=4)
     kinds = [type(e).__name__ for e in events]
-    assert kinds[0] == "StageStart" and kinds[-1] == "Done"
+    assert kinds[:2] == ["Planned", "StageStart"] and kinds[-1] == "Done"
+    assert kinds.count("Estimate") == 1 and kinds.index("Estimate") == kinds.index("Iterate") + 4
     starts = [e for e in events if isinstance(e, StageStart)]
     assert [(e.width, e.height) for e in starts] == [(40, 32), (80, 64)]
     its = [e for e in events if isinstance(e, Iterate)]
@@ -168,3 +169,40 @@ def test_loss_scaler_recovers_from_fp16_overflow():
     for _ in range(2):
         sc.backward(loss_fn(), x, lambda: calls.append(1) or loss_fn())
     assert calls == [] and sc.scale == 2.0**-15  # grows back after clean steps
+
+
+# --- issue 15: the Python API takes arrays, single names and integral floats -----------
+
+
+def test_stylize_takes_numpy_arrays_and_tensors_single_names_and_integral_floats(small_images, tiny_weights):
+    import numpy as np
+
+    c, s = small_images
+    content = np.asarray(Image.open(c))  # 64x80x3 uint8
+    style = np.asarray(Image.open(s)).astype(np.float32) / 255  # float in [0, 1]
+    kw = dict(size=64.0, iterations=2, content_layers="relu4_2", style_layers=["relu1_1", "relu2_1"], weights=tiny_weights)
+    img = restyle.stylize(content, style, **kw)
+    assert img.size == (64, 51)
+    same = restyle.stylize(str(c), [str(s)], **kw)
+    assert diff(img, same) < 1.0  # the arrays were read as the files are (style float -> uint8 rounding aside)
+    tensor = torch.from_numpy(content.copy()).permute(2, 0, 1)  # 3xHxW uint8
+    assert restyle.stylize(tensor, style, **kw).size == (64, 51)
+    r = run(tensor.float()[None] / 255, torch.from_numpy(style).permute(2, 0, 1), **kw)
+    assert r.config.size == 64 and r.config.content_layers == ("relu4_2",)
+
+
+@pytest.mark.parametrize("image, words", [
+    (lambda np: np.zeros((64, 64), np.uint8), "image array of shape (64, 64) and dtype uint8: a numpy image must be HxWx3"),
+    (lambda np: np.zeros((64, 64, 4), np.uint8), "shape (64, 64, 4)"),
+    (lambda np: np.full((64, 64, 3), 200.0), "has values in [200, 200]; float images must lie in [0, 1]"),
+    (lambda np: np.full((64, 64, 3), np.nan, np.float32), "contains NaN or infinite values"),
+    (lambda np: np.zeros((64, 64, 3), np.int64), "dtype int64"),
+    (lambda np: torch.zeros(64, 64, 3), "image tensor of shape (64, 64, 3)"),
+    (lambda np: 42, "image 42 is not a path, a PIL image, a numpy array (HxWx3) or a torch tensor (3xHxW)"),
+])
+def test_other_arrays_are_refused_naming_shape_dtype_and_rule(small_images, tiny_weights, image, words):
+    import numpy as np
+
+    with pytest.raises(InputError) as e:
+        restyle.stylize(image(np), small_images[1], size=64, iterations=1, weights=tiny_weights)
+    assert words in str(e.value)

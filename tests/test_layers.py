@@ -20,6 +20,6 @@ def test_core_modules_never_print_or_exit():
 
     core = Path(restyle.__file__).parent
     for name in ("config", "errors", "events", "images", "weights", "features", "losses", "schedule", "engine",
-                 "color", "regions", "texture", "memory", "tiling", "batch"):
+                 "color", "regions", "texture", "memory", "tiling", "batch", "distributed"):
         text = (core / f"{name}.py").read_text()
         assert "print(" not in text and "sys.exit" not in text, name

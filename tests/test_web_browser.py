@@ -152,3 +152,59 @@ def test_cancel_from_the_job_page(browser, server, pictures):
     page.wait_for_function("document.getElementById('state').textContent === 'cancelled'", timeout=30_000)
     assert page.locator("#download").count() == 0
     page.close()
+
+
+def _submit(page, server, pictures, preset=None):
+    page.goto(server + "/")
+    page.set_input_files("#content", str(pictures[0]))
+    page.check("input[name=style_example][value=starry_night]", force=True)
+    if preset:
+        page.select_option("#f-preset", preset)
+    with page.expect_navigation():
+        page.click("#submit")
+    assert "/jobs/" in page.url
+    return page.url
+
+
+def test_only_the_submitting_browser_can_cancel(browser, server, pictures):
+    owner = browser.new_context(viewport=DESKTOP, bypass_csp=True)
+    stranger = browser.new_context(viewport=DESKTOP, bypass_csp=True)  # another browser: its own cookies
+    mine = owner.new_page()
+    url = _submit(mine, server, pictures)
+    job_id = url.rsplit("/", 1)[1]
+    theirs = stranger.new_page()
+    theirs.goto(url)  # the link works for anyone who has it ...
+    assert theirs.text_content("h1").startswith("my photo.jpg")
+    assert theirs.locator("#cancel").count() == 0  # ... but it offers no Cancel button
+    status = theirs.evaluate(f"fetch('/api/jobs/{job_id}/cancel', {{method: 'POST'}}).then(r => r.status)")
+    assert status == 403
+    shot(theirs, "job-stranger-desktop")
+    assert theirs.text_content("#state") != "cancelled"
+    mine.wait_for_selector("#cancel")
+    with mine.expect_navigation(timeout=60_000):
+        mine.click("#cancel")
+    # Generous: on a loaded machine the worker may still be starting when the cancel arrives.
+    mine.wait_for_function("document.getElementById('state').textContent === 'cancelled'", timeout=90_000)
+    owner.close()
+    stranger.close()
+
+
+def test_a_preset_sets_the_size(browser, server, pictures):
+    page = browser.new_page(viewport=DESKTOP, bypass_csp=True)
+    page.goto(server + "/")
+    auto = "#f-size option[value='']"
+    assert page.text_content(auto) == "auto (64 px)" and page.input_value("#f-size") == ""
+    page.select_option("#f-preset", "fast")
+    assert page.text_content(auto) == "auto (256 px, the preset's)"
+    shot(page, "index-preset-desktop")
+    _submit(page, server, pictures, preset="fast")
+    rows = dict(zip(page.locator(".settings-table th").all_text_contents(),
+                    page.locator(".settings-table td").all_text_contents()))
+    assert rows["size"] == "256" and rows["preset"] == "fast"  # not the size box's 64
+    assert rows["iterations"] == "250 (256 px)"
+    page.wait_for_function("document.getElementById('detail').textContent.includes('iteration')", timeout=90_000)
+    assert "scale 1/1 (256×205)" in page.text_content("#detail")
+    shot(page, "job-preset-desktop")
+    with page.expect_navigation():
+        page.click("#cancel")
+    page.close()

@@ -53,10 +53,15 @@ def test_serve_runs_answers_and_stops_on_ctrl_c(tmp_path, tiny_weights):
 
 
 def test_serve_off_loopback_warns_and_passes_the_token(monkeypatch, capsys, tmp_path):
-    import uvicorn
+    from restyle.web import server
 
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, settings=app.state.settings))
+
+    def fake_serve(settings, host, port, announce):
+        seen.update(settings=settings, host=host, port=port)
+        announce(server.url_of(host, port))
+
+    monkeypatch.setattr(server, "serve", fake_serve)
     assert main(["serve", "--host", "0.0.0.0", "--port", "9999", "--data-dir", str(tmp_path), "--no-gallery"]) == 0
     err = capsys.readouterr().err
     assert "warning: listening on 0.0.0.0" in err and "--token" in err

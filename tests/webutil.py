@@ -46,15 +46,13 @@ def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "conditi
 @contextmanager
 def live_server(settings) -> Iterator[str]:
     """The app under a real uvicorn in a thread (lifespan, workers and all); yields its base URL."""
-    import uvicorn
-
     from restyle.web.app import create_app
+    from restyle.web.server import make_server
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                              timeout_graceful_shutdown=3))
+    server = make_server(create_app(settings), "127.0.0.1", port, timeout_graceful_shutdown=3)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 30, "the server to start")

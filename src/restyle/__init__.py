@@ -3,19 +3,53 @@
     import restyle
     img = restyle.stylize("photo.jpg", "starry_night.jpg", size=512)
 
+Nothing heavy is imported here: torch, the engine and the error classes load on
+first use of a public name (PEP 562), so `import restyle` and `restyle --help`
+stay fast and a Ctrl-C during start-up never lands inside torch's import.
+No web server, no progress bar either way.
+
     model = restyle.load_model("starry_night")   # a trained feed-forward network
     img = model("photo.jpg")                      # one pass
-
-Only the core is imported here: no web server, no progress bar.
 """
 
 __version__ = "0.1.0"
 
-from .config import StylizeConfig  # noqa: E402
-from .errors import Cancelled, InputError, RestyleError, WeightsError  # noqa: E402
-from .engine import Result, run, stylize  # noqa: E402
-from .feedforward import StyleModel, load_model  # noqa: E402
-from .train import TrainConfig, train  # noqa: E402  (the function; the module stays importable as restyle.train)
+# Public name -> the submodule that defines it.
+_LAZY = {
+    "StylizeConfig": "config",
+    "RestyleError": "errors",
+    "InputError": "errors",
+    "WeightsError": "errors",
+    "Cancelled": "errors",
+    "Result": "engine",
+    "run": "engine",
+    "stylize": "engine",
+    "load_model": "feedforward",
+    "StyleModel": "feedforward",
+    "train": "training",
+    "TrainConfig": "training",
+}
 
-__all__ = ["StylizeConfig", "RestyleError", "InputError", "WeightsError", "Cancelled", "Result", "run", "stylize",
-           "load_model", "StyleModel", "train", "TrainConfig", "__version__"]
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    from importlib import import_module
+
+    module = _LAZY.get(name)
+    if module is None:  # a submodule, as after an eager import: restyle.events, restyle.batch, ...
+        if name.startswith("_"):
+            raise AttributeError(f"module 'restyle' has no attribute {name!r}")
+        try:
+            return import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'restyle' has no attribute {name!r}") from None
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

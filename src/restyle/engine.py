@@ -35,19 +35,20 @@ from .device import (  # noqa: F401  (re-exported for front ends)
     autocast, cpu_has_fast_bf16, device_name, network, resolve_device, resolve_precision,
 )
 from .errors import InputError, RestyleError
-from .events import Callback
-from .images import PathLike, check_size, fit_size, load_image, resize, to_tensor
+from .events import Callback, Planned
+from .images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_tensor
 from .loop import OptimizerSettings, Progress, Step, paint
 from .memory import Plan, plan_run
 from .models.layers import deepest_layer
 from .models.vgg import weights_widths
 from .objective import Objective, Sources, TargetCache, TilingError, build_terms
+from .progress import RunEstimate, network_pixels
 from .regions import load_masks, mask_tensor
 from .schedule import Stage, pyramid
 from .tiling import TileSpec, default_margin
 from .weights import Weights, load_weights
 
-ImageSource = Union[PathLike, Image.Image]
+ImageSource = ImageLike  # a path, a PIL image, an HxWx3 numpy array or a 3xHxW torch tensor
 
 
 @dataclass
@@ -246,8 +247,12 @@ def run(
     its style-target cache across runs (batch mode, servers).
     """
     cfg = (config or StylizeConfig()).replace(**overrides) if overrides else (config or StylizeConfig())
-    if isinstance(styles, (str, os.PathLike, Image.Image)):
+    if isinstance(styles, (str, os.PathLike, Image.Image)) or is_array(styles):
         styles = [styles]
+    try:
+        styles = list(styles)
+    except TypeError:
+        raise InputError(f"styles {styles!r} must be an image or a sequence of images") from None
     if not styles:
         raise InputError("at least one style image is needed")
     t_start = time.perf_counter()
@@ -259,7 +264,9 @@ def run(
         check_size("output", *size)
     painter, w = painter_for(cfg, weights, painter)
     steps, plan = plan_steps(cfg, sizes, stages, painter, weights_widths(w), cfg.style_layers, cfg.content_layers)
-    progress = Progress(callback, steps, snapshot_every, inputs.colors.image, t_start)
+    estimator = RunEstimate(callback or (lambda event: None))  # adds the Estimate event
+    estimator(planned(steps, plan))
+    progress = Progress(estimator, steps, snapshot_every, inputs.colors.image, t_start)
 
     def objective_at(k: int, step: Step) -> Objective:
         src = stage_sources(inputs, cfg, stages[k], step.size, painter.device)
@@ -280,9 +287,20 @@ def run(
         cfg, painter, w, progress, [dict(long_side=s.long_side, iterations=s.iterations,
                                          style_long_side=style_side(cfg, s)) for s in stages],
         head={"styles": len(inputs.styles), "style_blend_weights": inputs.blend},
-        tail={"memory_plan": plan_report(plan)},
+        tail={"estimate": estimator.summary(),  # made after the first iterations; compare timings_s.total
+              "memory_plan": plan_report(plan)},
     )
     return Result(image, cfg, report)
+
+
+def planned(steps: Sequence[Step], plan: Plan) -> Planned:
+    """The event announcing the run: its scales, the pixels the network sees at each, the memory estimate."""
+    return Planned(
+        tuple((*step.size, step.iterations) for step in steps),
+        tuple((network_pixels(*step.size, *((step.tile.core, step.tile.margin) if step.tile else ())),
+               step.iterations) for step in steps),
+        plan.peak, plan.budget, plan.notes,
+    )
 
 
 def stylize(

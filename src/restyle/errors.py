@@ -26,6 +26,12 @@ class WeightsError(RestyleError):
     exit_code = 1
 
 
+class WeightsFileError(WeightsError, InputError):
+    """A file given as weights is not a VGG-19 weights file at all: bad input."""
+
+    exit_code = 2
+
+
 class ResourceError(RestyleError):
     """The job would not fit in memory (or another resource) on this machine."""
 

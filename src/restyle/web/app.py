@@ -4,10 +4,15 @@ Pages                               JSON API
   GET  /             form, gallery     GET  /api/jobs              history
   POST /jobs         submit the form   POST /api/jobs              submit (multipart)
   GET  /jobs/{id}    watch, download   GET  /api/jobs/{id}         one job
-  POST /jobs/{id}/cancel               POST /api/jobs/{id}/cancel
+  POST /jobs/{id}/cancel               POST /api/jobs/{id}/cancel  (the submitting browser only)
   GET  /history      past jobs         GET  /api/jobs/{id}/events  progress (server-sent events)
                                        GET  /api/gallery, /api/form, /healthz
 Files: /jobs/{id}/result.png (download), preview.jpg, content, style; /examples/{key}.
+
+A job's id (128 random bits) is the capability to *see* that job: its page, files
+and progress need nothing else, with or without --token, so a job link works
+wherever it is followed from. Submitting, the history and the gallery need the
+token; cancelling needs the browser that submitted the job (its owner cookie).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import secrets
 import time
 from contextlib import asynccontextmanager
@@ -22,24 +28,31 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InputError
 from . import gallery as gallery_mod
-from .form import form_fields, make_config, params_from_form
-from .jobs import DONE, QUEUED, Job, JobStore, new_id
+from .form import form_fields, make_config, params_from_form, preset_sizes
+from .hub import ProgressHub, StreamLimit
+from .jobs import DONE, QUEUED, USER, Job, JobStore, new_id
+from .server import DataDirLock
 from .settings import Settings
-from .uploads import MEDIA_TYPE, UploadError, check_image, display_name
+from .uploads import MEDIA_TYPE, UploadError, check_fits, check_image, display_name, upload_name
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "restyle_token"
 OWNER_COOKIE = "restyle_owner"  # a random id per browser: its history lists its own jobs only
 STREAM_LIMIT_S = 600  # an event stream ends after this long; EventSource reconnects by itself
+KEEPALIVE_S = 15  # a comment line this often on a quiet stream: a client that left is noticed, proxies keep it
+# What a job id alone opens, token or not: the job's page, files and progress (GET only).
+JOB_VIEW = re.compile(r"^/(api/)?jobs/[A-Za-z0-9_-]{16,64}(/(events|result\.png|report\.json|preview\.jpg|content|style))?$")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
 
 
@@ -75,29 +88,44 @@ class BodyLimit:
         return await self.app(scope, limited, send)
 
 
-def create_app(settings: Optional[Settings] = None) -> FastAPI:
+def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] = None) -> FastAPI:
+    """The app; `lock` is the data folder's lock when `server.serve` took it already (else start-up takes it)."""
     settings = settings or Settings()
-    store = JobStore(settings.db_path, settings.jobs_dir)
+    store = JobStore(settings.db_path, settings.jobs_dir, create=False)  # nothing written before start-up
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
     pool = WorkerPool(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store.recover()  # jobs left running by a stopped server run again
-        gallery_mod.seed_gallery(store, settings)
-        if settings.start_workers:
-            pool.start()
+        own_lock = None
+        if lock is None or not lock.held:
+            own_lock = DataDirLock(settings.data_dir)
+            own_lock.acquire()  # one server per data folder, before any write
         try:
-            yield
-        finally:
+            store.create()
+            store.recover()  # jobs left running by a stopped server run again
+            gallery_mod.seed_gallery(store, settings)
+            hub.start()
             if settings.start_workers:
-                await asyncio.to_thread(pool.stop)
+                pool.start()
+            try:
+                yield
+            finally:
+                await hub.stop()
+                if settings.start_workers:
+                    await asyncio.to_thread(pool.stop)
+        finally:
+            if own_lock is not None:
+                own_lock.release()
 
     app = FastAPI(title="restyle", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.store = store
     app.state.pool = pool
+    hub = ProgressHub(store, lambda job, ahead: stream_state(job, ahead), settings.progress_interval,
+                      per_client=settings.max_streams_per_client, total=settings.max_streams)
+    app.state.hub = hub
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     body_limit = 2 * settings.max_upload_bytes + FORM_OVERHEAD
     app.add_middleware(BodyLimit, limit=body_limit)
@@ -106,7 +134,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if settings.token and not request.url.path.startswith("/static/"):
+        path = request.url.path
+        viewing_a_job = request.method in ("GET", "HEAD") and JOB_VIEW.match(path) is not None
+        if settings.token and not path.startswith("/static/") and not viewing_a_job:
             given = (
                 request.query_params.get("token")
                 or request.headers.get("x-restyle-token")
@@ -124,7 +154,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                               f"{settings.max_upload_bytes / 2**20:.0f} MB")
         response = await call_next(request)
         if settings.token and request.query_params.get("token") == settings.token:
-            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="strict")
+            # Lax, not Strict: a link followed from another site (a chat, a mail) must carry it.
+            response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True, samesite="lax")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault(
@@ -140,13 +171,36 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
 
     @app.exception_handler(_NotFound)
     async def not_found(request: Request, exc: _NotFound):
-        return _error(request, templates, 404, "no such job (results are reachable only by their job link)")
+        return _error(request, templates, 404, exc.message)
+
+    # Every other error a browser can meet is a page too (JSON for the API and for scripts).
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = {404: "there is no page at this address", 405: "this address does not take that kind of request"}
+        return _error(request, templates, exc.status_code, message.get(exc.status_code, str(exc.detail)),
+                      headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        wrong = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                          for e in exc.errors())
+        return _error(request, templates, 422, f"this address was given a value it cannot use ({wrong})")
 
     # --- submitting ----------------------------------------------------------
 
     def owner_of(request: Request) -> Optional[str]:
         cookie = request.cookies.get(OWNER_COOKIE)
         return hashlib.sha256(cookie.encode()).hexdigest() if cookie else None
+
+    def may_cancel(request: Request, job: Job) -> bool:
+        """Only the browser that submitted a job may cancel it; the gallery's belong to the server alone."""
+        owner = owner_of(request)
+        return job.kind == USER and job.owner is not None and owner is not None and secrets.compare_digest(owner, job.owner)
+
+    def cancel_refused(job: Job) -> str:
+        if job.kind != USER:
+            return "the gallery's pictures are painted by the server; nobody can cancel them"
+        return "only the browser that submitted this job can cancel it"
 
     def with_owner(request: Request, response: Response) -> Response:
         if not request.cookies.get(OWNER_COOKIE):
@@ -163,6 +217,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                               f"{settings.max_upload_bytes / 2**20:.0f} MB", 413) from None
         except Exception as e:  # a malformed body
             raise UploadError(f"could not read the form ({getattr(e, 'detail', e)})", 400) from None
+        params = params_from_form({k: v for k, v in form.items() if isinstance(v, str)}, settings)
+        cfg = make_config(params, settings)
         files: Dict[str, Tuple[bytes, str, str]] = {}  # role -> (data, suffix, label)
         for role, what in (("content", "content image"), ("style", "style image")):
             upload = form.get(role)
@@ -172,7 +228,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                 # Decoding a big photo takes a while: off the event loop, so other pages stay quick.
                 img = await asyncio.to_thread(check_image, data, what, max_bytes=settings.max_upload_bytes,
                                               max_pixels=settings.max_pixels)
-                files[role] = (data, img.suffix, display_name(upload.filename, f"uploaded {role}"))
+                # Refuse now what the painting would refuse later (a 1000x1 strip), in the page's words.
+                check_fits(img, what, role, cfg, max_size=settings.max_size)
+                files[role] = (data, img.suffix, display_name(upload_name(upload), f"uploaded {role}"))
             elif isinstance(example_key, str) and example_key:
                 ex = gallery_mod.find(settings, example_key)
                 if ex is None:
@@ -181,7 +239,6 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             else:
                 hint = "upload one or pick one of the examples" if role == "style" else "upload a photo"
                 raise UploadError(f"{what} is missing: {hint}", 400)
-        params = params_from_form({k: v for k, v in form.items() if isinstance(v, str)}, settings)
         job_id = new_id()
         folder = store.folder(job_id)
         folder.mkdir(parents=True)
@@ -247,6 +304,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             "fields": form_fields(settings), "contents": contents, "styles": styles,
             "gallery": gallery_mod.gallery(store, settings), "recent": store.list(owner_of(request), limit=6),
             "gallery_on": settings.gallery, "error": error, "values": values or {}, "max_mb": settings.max_upload_bytes / 2**20, "page": "new",
+            "preset_sizes": json.dumps(preset_sizes(settings)), "default_size": settings.default_size,
         }, status_code=status, headers=headers)
 
     @app.get("/", response_class=HTMLResponse)
@@ -263,14 +321,23 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         ahead = store.queue_position(job) if job.state == QUEUED else 0
         return templates.TemplateResponse(request, "job.html", {
             "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
-            "state_json": json.dumps(stream_state(job)),
+            "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": may_cancel(request, job),
         })
 
     @app.post("/jobs/{job_id}/cancel")
-    async def page_cancel(job_id: str):
-        job_or_404(job_id)
+    async def page_cancel(request: Request, job_id: str):
+        job = job_or_404(job_id)
+        if not may_cancel(request, job):
+            return _error(request, templates, 403, cancel_refused(job))
         store.request_cancel(job_id)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    @app.get("/jobs/{job_id}/cancel")
+    @app.get("/api/jobs/{job_id}/cancel")
+    async def cancel_by_get(request: Request, job_id: str):
+        job_or_404(job_id)
+        return _error(request, templates, 405, f"cancelling takes a POST request: use the Cancel button on "
+                      f"the job's page, /jobs/{job_id}", headers={"Allow": "POST"})
 
     # --- API -----------------------------------------------------------------
 
@@ -280,11 +347,14 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
 
     @app.get("/api/jobs/{job_id}")
     async def api_job(job_id: str):
-        return job_or_404(job_id).public()
+        job = job_or_404(job_id)
+        return dict(job.public(), ahead=store.queue_position(job) if job.state == QUEUED else 0)
 
     @app.post("/api/jobs/{job_id}/cancel")
-    async def api_cancel(job_id: str):
-        job_or_404(job_id)
+    async def api_cancel(request: Request, job_id: str):
+        job = job_or_404(job_id)
+        if not may_cancel(request, job):
+            return JSONResponse({"error": cancel_refused(job)}, status_code=403)
         return store.request_cancel(job_id).public()
 
     @app.get("/api/gallery")
@@ -306,32 +376,48 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
 
     @app.get("/api/jobs/{job_id}/events")
     async def events(request: Request, job_id: str):
-        job_or_404(job_id)
+        job = job_or_404(job_id)
+        client = request.client.host if request.client else "?"  # behind a proxy: the proxy's address
+        try:
+            hub.check(client)
+        except StreamLimit as e:
+            return _error(request, templates, e.status, e.message, headers={"Retry-After": "30"})
 
         async def stream():
-            last = None
-            t0 = time.monotonic()
-            yield "retry: 1000\n\n"
-            while time.monotonic() - t0 < STREAM_LIMIT_S:
-                job = store.get(job_id)
-                state = stream_state(job)
-                if state != last:
-                    last = state
-                    kind = "end" if job.final else "progress"
-                    yield f"event: {kind}\ndata: {json.dumps(state)}\n\n"
-                    if job.final:
-                        return
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(settings.progress_interval)
+            # Progress is pushed by the hub's one poller; a stream only waits and forwards.
+            # Subscribed here, inside the generator, so that its `finally` always undoes it.
+            try:
+                sub = hub.subscribe(job_id, client)
+            except StreamLimit:  # taken by another stream since the check: end, the browser retries
+                return
+            try:
+                yield "retry: 1000\n\n"
+                now = store.get(job_id) or job  # read after subscribing: no change can fall in between
+                state = stream_state(now, store.queue_position(now) if now.state == QUEUED else 0)
+                deadline = time.monotonic() + STREAM_LIMIT_S
+                last = None
+                while True:
+                    if state is not None and state != last:
+                        last = state
+                        final = state["state"] in ("done", "failed", "cancelled")
+                        yield f"event: {'end' if final else 'progress'}\ndata: {json.dumps(state)}\n\n"
+                        if final:
+                            return
+                    left = deadline - time.monotonic()
+                    if left <= 0 or sub.closed:
+                        return  # the limit (EventSource reconnects), or the server is stopping
+                    state = await sub.next(min(left, KEEPALIVE_S))
+                    if state is None and not sub.closed:
+                        yield ": keep-alive\n\n"
+            finally:
+                hub.unsubscribe(sub)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    def stream_state(job: Job) -> Dict[str, Any]:
+    def stream_state(job: Job, ahead: int = 0) -> Dict[str, Any]:
         return {
-            "state": job.state, "progress": job.progress, "preview": job.preview,
-            "ahead": store.queue_position(job) if job.state == QUEUED else 0,
+            "state": job.state, "progress": job.progress, "preview": job.preview, "ahead": ahead,
             "error": job.error, "result": f"/jobs/{job.id}/result.png" if job.state == DONE else None,
         }
 
@@ -342,7 +428,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         job = job_or_404(job_id)
         path = store.folder(job.id) / "result.png"
         if job.state != DONE or not path.is_file():
-            raise _NotFound()
+            raise _NotFound(f"this job has no result{'' if job.final else ' yet'} (it is {job.state})")
         name = f"restyle-{job.id[:8]}.png"
         return FileResponse(path, media_type="image/png", filename=name if download else None,
                             content_disposition_type="attachment" if download else "inline")
@@ -351,7 +437,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     async def report(job_id: str):
         job = job_or_404(job_id)
         if job.report is None:
-            raise _NotFound()
+            raise _NotFound(f"this job has no report{'' if job.final else ' yet'} (it is {job.state})")
         return JSONResponse(job.report)
 
     @app.get("/jobs/{job_id}/preview.jpg")
@@ -360,14 +446,15 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         try:  # read whole: the worker replaces the file while it paints (a small JPEG)
             data = (store.folder(job.id) / "preview.jpg").read_bytes()
         except FileNotFoundError:
-            raise _NotFound() from None
+            raise _NotFound("this job has no preview yet") from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/jobs/{job_id}/{role}")
     async def source(job_id: str, role: str):
         job = job_or_404(job_id)
         if role not in ("content", "style"):
-            raise _NotFound()
+            raise _NotFound("a job has no such file: its files are result.png, preview.jpg, report.json, "
+                            "content and style")
         name = job.content_file if role == "content" else job.style_file
         path = store.folder(job.id) / name
         return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix, "application/octet-stream"))
@@ -376,46 +463,60 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     async def example(key: str):
         ex = gallery_mod.find(settings, key)
         if ex is None:
-            raise _NotFound()
+            raise _NotFound("there is no example by that name")
         return FileResponse(ex.path, media_type=MEDIA_TYPE.get(ex.path.suffix.lower().replace("jpeg", "jpg")))
 
     return app
 
 
 class _NotFound(Exception):
-    pass
+    def __init__(self, message: str = "no such job (results are reachable only by their job link)") -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def settings_rows(job: Job, settings: Settings):
-    """(name, value) pairs shown on the job page: the settings it runs with, then what it took."""
+    """(name, value) pairs shown on the job page: the settings it runs with, then what it took.
+
+    Iterations are shown per scale as they run (or ran): `110 + 28 = 138 (256 px, 512 px)`,
+    the count the progress bar uses, not the config's coarsest-scale number alone.
+    """
+    from ..schedule import pyramid
+
     rows = [("content", job.content_label), ("style", job.style_label)]
     cfg = (job.report or {}).get("config")
+    stages = (job.report or {}).get("stages")
     if cfg is None:
         try:
-            cfg = make_config(job.params, settings).to_dict()
+            config = make_config(job.params, settings)
+            cfg = config.to_dict()
+            stages = [{"long_side": s.long_side, "iterations": s.iterations}
+                      for s in pyramid(config.size, config.iterations, config.scales)]
         except InputError:  # the server's overrides changed since: show what was asked
             cfg = job.params
-    for name in ("size", "style_weight", "content_weight", "preserve_colors", "preset", "iterations", "optimizer"):
+    for name in ("size", "style_weight", "content_weight", "preserve_colors", "preset", "optimizer"):
         if name in cfg and cfg[name] is not None:
             rows.append((name.replace("_", " "), cfg[name]))
+    if stages:
+        counts = [int(s["iterations"]) for s in stages]
+        sides = ", ".join(f"{s['long_side']} px" for s in stages)
+        rows.append(("iterations", f"{' + '.join(map(str, counts))} = {sum(counts)} ({sides})" if len(counts) > 1
+                     else f"{counts[0]} ({sides})"))
+    elif "iterations" in cfg:
+        rows.append(("iterations", cfg["iterations"]))
     if job.report:
         rows += [("device", job.report.get("device")), ("precision", job.report.get("precision")),
-                 ("time", f"{job.report.get('timings_s', {}).get('total', 0):.1f} s"),
-                 ("iterations", job.report.get("iterations"))]
-    seen, out = set(), []
-    for k, v in rows:
-        if k not in seen:
-            seen.add(k)
-            out.append((k, v))
-    return out
+                 ("time", f"{job.report.get('timings_s', {}).get('total', 0):.1f} s")]
+    return rows
 
 
 def _message(e: Exception) -> str:
     return e.message if isinstance(e, UploadError) else str(e)
 
 
-def _error(request: Request, templates: Jinja2Templates, status: int, message: str) -> Response:
+def _error(request: Request, templates: Jinja2Templates, status: int, message: str, headers=None) -> Response:
+    """A page for a browser (it asks for text/html), JSON for the API and for scripts."""
     if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
     return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "page": ""},
-                                      status_code=status)
+                                      status_code=status, headers=headers)

@@ -2,7 +2,9 @@
 
 Only a few knobs are offered on the web (the CLI has them all): style strength
 (a slider over `style_weight`), output size, and colour preservation and
-preset when StylizeConfig has those fields.
+preset when StylizeConfig has those fields. Defaults and choices come from
+StylizeConfig; the help is written for the page (the config's help speaks of
+flags and of alpha and beta, which mean nothing in a form).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
-from ..config import StylizeConfig
+from ..config import PRESET_HELP, PRESETS, StylizeConfig
 from ..errors import InputError
 from .settings import Settings
 
@@ -21,6 +23,16 @@ STRENGTH_RANGE = (-3.0, 3.0)
 STRENGTH_STEP = 0.5
 OPTIONAL_CHOICES = ("preserve_colors", "preset")  # offered only where StylizeConfig has them
 LABELS = {"preserve_colors": "Preserve colours", "preset": "Preset", "size": "Output size"}
+HELP = {
+    "strength": "how much of the painting's style goes into your photo: ×1 is the usual balance, "
+                "up to ×8 for more brushwork, down to ×1/8 to keep more of the photo",
+    "size": "long side of the picture in pixels; each doubling takes about four times as long. "
+            "Auto: the preset's size, else {default} px",
+    "preserve_colors": "keep your photo's colours: luminance paints only light and dark, histogram recolours "
+                       "the painting to your photo's colours first",
+    "preset": "ready-made settings; an output size chosen above wins over the preset's",
+}
+AUTO_SIZE = ""  # the size box's first choice: the preset's size, else the server's default
 
 
 @dataclass(frozen=True)
@@ -61,18 +73,14 @@ def _choices(cls: Type, f: Any) -> Tuple[str, ...]:
 def form_fields(settings: Settings, cls: Type = StylizeConfig) -> List[Field]:
     by_name = {f.name: f for f in fields(cls)}
     out = [
-        Field(
-            "strength", "Style strength", "range",
-            f"{by_name['style_weight'].metadata.get('help', '')}: the slider scales it from 1/8 to 8 times "
-            f"the default of {_default(by_name['style_weight']):g}",
-            0.0, min=STRENGTH_RANGE[0], max=STRENGTH_RANGE[1], step=STRENGTH_STEP,
-        )
+        Field("strength", "Style strength", "range", HELP["strength"],
+              0.0, min=STRENGTH_RANGE[0], max=STRENGTH_RANGE[1], step=STRENGTH_STEP)
     ]
     sizes = tuple(s for s in settings.sizes if s <= settings.max_size)
+    # Auto first and chosen: a number here would always be sent and override the preset's size.
     out.append(Field(
-        "size", LABELS["size"], "select", by_name["size"].metadata.get("help", ""),
-        str(settings.default_size if settings.default_size in sizes else sizes[-1]),
-        tuple((str(s), f"{s} px") for s in sizes),
+        "size", LABELS["size"], "select", HELP["size"].format(default=settings.default_size), AUTO_SIZE,
+        ((AUTO_SIZE, f"auto ({settings.default_size} px)"),) + tuple((str(s), f"{s} px") for s in sizes),
     ))
     for name in OPTIONAL_CHOICES:
         f = by_name.get(name)
@@ -82,10 +90,13 @@ def form_fields(settings: Settings, cls: Type = StylizeConfig) -> List[Field]:
         if not choices:
             continue
         default = _default(f)
+        texts = PRESET_HELP if name == "preset" else {}
         out.append(Field(
-            name, LABELS.get(name, name.replace("_", " ").capitalize()), "select", f.metadata.get("help", ""),
+            name, LABELS.get(name, name.replace("_", " ").capitalize()), "select",
+            HELP.get(name, f.metadata.get("help", "")),
             "" if default is None else str(default),
-            (() if default is not None else (("", "none"),)) + tuple((str(c), str(c)) for c in choices),
+            (() if default is not None else (("", "none"),))
+            + tuple((str(c), f"{c}: {texts[c]}" if c in texts else str(c)) for c in choices),
         ))
     return out
 
@@ -117,8 +128,16 @@ def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = St
         value = form.get(name)
         if name in names and value not in (None, ""):
             params[name] = str(value)
-    make_config(params, settings, cls)  # raises InputError naming the value and the rule
+    cfg = make_config(params, settings, cls)  # raises InputError naming the value and the rule
+    if cfg.size > settings.max_size:  # a preset's own size
+        raise InputError(f"preset {params.get('preset')} paints at {cfg.size} px, over this server's limit of "
+                         f"{settings.max_size} px; choose an output size")
     return params
+
+
+def preset_sizes(settings: Settings) -> Dict[str, int]:
+    """The size each preset paints at when the size box is on auto (for the form's script)."""
+    return {name: int(values.get("size", settings.default_size)) for name, values in PRESETS.items()}
 
 
 def _base_config(cls: Type, preset: Optional[str]) -> Any:
@@ -129,9 +148,9 @@ def _base_config(cls: Type, preset: Optional[str]) -> Any:
 def make_config(params: Mapping[str, Any], settings: Settings, cls: Type = StylizeConfig) -> Any:
     """The run's config: defaults, then the chosen preset, then the form's values and the server's overrides."""
     values = {**params, **settings.overrides}
-    if "size" not in params and "size" not in settings.overrides:
-        values["size"] = settings.default_size
     preset = values.pop("preset", None)
+    if "size" not in values and "size" not in PRESETS.get(preset or "", {}):
+        values["size"] = settings.default_size  # the server's default, unless the preset has its own
     return _base_config(cls, preset).replace(**values)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .jobs import DONE, FAILED, GALLERY, Job, JobStore, new_id
+from .jobs import CANCELLED, DONE, FAILED, GALLERY, Job, JobStore, new_id
 from .settings import Settings
 
 CONTENTS = ("tubingen", "brad_pitt", "ballerina")  # examples that are photos, not paintings
@@ -74,7 +74,10 @@ def seed_gallery(store: JobStore, settings: Settings) -> List[str]:
         for s in styles:
             key = gallery_key(c, s, settings)
             old = store.gallery_job(key)
-            if old is not None and old.state != FAILED:
+            if old is not None and old.state == CANCELLED and (store.folder(old.id) / old.content_file).is_file():
+                store.requeue_gallery(old.id)  # only the server cancels gallery jobs: paint them now
+                continue
+            if old is not None and old.state not in (FAILED, CANCELLED):
                 continue
             if old is not None:
                 store.forget_gallery_key(key)

@@ -11,6 +11,7 @@ running is queued again on the next start (`recover`).
 
 from __future__ import annotations
 
+import bisect
 import json
 import secrets
 import sqlite3
@@ -120,9 +121,14 @@ def new_id() -> str:
 class JobStore:
     """Thread- and process-safe: every call opens its own short connection."""
 
-    def __init__(self, db_path: Path, jobs_dir: Path) -> None:
+    def __init__(self, db_path: Path, jobs_dir: Path, *, create: bool = True) -> None:
         self.db_path = Path(db_path)
         self.jobs_dir = Path(jobs_dir)
+        if create:
+            self.create()
+
+    def create(self) -> None:
+        """Make the folder and the table if missing (the server does this once it holds the data folder)."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -223,6 +229,7 @@ class JobStore:
         where, args = ("state=?", [RUNNING]) if worker is None else ("state=? AND worker=?", [RUNNING, worker])
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE jobs SET cancel=0 WHERE kind=? AND cancel=1", (GALLERY,))  # none may cancel those
             ids = [r["id"] for r in db.execute(f"SELECT id FROM jobs WHERE {where}", args)]
             for job_id in ids:
                 db.execute(
@@ -286,11 +293,39 @@ class JobStore:
             db.execute("UPDATE jobs SET gallery_key=NULL WHERE gallery_key=?", (key,))
 
     def drop_gallery_except(self, keys: List[str]) -> int:
-        """Cancel queued gallery jobs whose examples are gone (or whose size changed)."""
-        marks = ",".join("?" * len(keys)) or "NULL"
+        """Cancel queued gallery jobs whose examples are gone (or whose size changed); all of them for []."""
+        # An empty list must not become `NOT IN (NULL)`, which matches nothing.
+        unwanted = f" AND gallery_key NOT IN ({','.join('?' * len(keys))})" if keys else ""
         with self._db() as db:
             cur = db.execute(
-                f"UPDATE jobs SET state=?, finished=? WHERE kind=? AND state=? AND gallery_key NOT IN ({marks})",
+                f"UPDATE jobs SET state=?, finished=? WHERE kind=? AND state=?{unwanted}",
                 (CANCELLED, time.time(), GALLERY, QUEUED, *keys),
             )
             return cur.rowcount
+
+    def requeue_gallery(self, job_id: str) -> None:
+        """Queue again a gallery job that was cancelled (the gallery turned off, or an old server's doing)."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, finished=NULL, cancel=0, error=NULL, progress='{}', worker=NULL"
+                " WHERE id=? AND kind=? AND state=?",
+                (QUEUED, job_id, GALLERY, CANCELLED),
+            )
+
+    def snapshot(self, ids: List[str]) -> Dict[str, Job]:
+        """Several jobs in one query (the event streams' poller)."""
+        if not ids:
+            return {}
+        with self._db() as db:
+            rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
+        return {r["id"]: Job.from_row(r) for r in rows}
+
+    def queue_positions(self, jobs: List[Job]) -> Dict[str, int]:
+        """queue_position for several queued jobs, in one query."""
+        if not jobs:
+            return {}
+        with self._db() as db:
+            (running,) = db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (RUNNING,)).fetchone()
+            seqs = [r[0] for r in db.execute("SELECT seq FROM jobs WHERE kind=? AND state=? ORDER BY seq",
+                                             (USER, QUEUED))]
+        return {j.id: running + bisect.bisect_left(seqs, j.seq) for j in jobs}

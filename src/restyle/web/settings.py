@@ -53,6 +53,11 @@ class Settings:
     start_workers: bool = True  # False: accept jobs but paint nothing (API tests)
     torch_threads: int = 0  # 0: torch's default
     progress_interval: float = 0.2  # seconds between progress writes and stream polls
+    # Open progress streams (one per watched job page): per client address, and in all.
+    # A browser keeps at most 6 connections per server over HTTP/1.1, so 16 is room for
+    # a few people behind one address; the total keeps memory and sockets bounded.
+    max_streams_per_client: int = 16
+    max_streams: int = 1000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -7,13 +7,16 @@ stored file is named by us (`content.jpg`), its suffix from the sniffed type.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Any, Optional, Tuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..images import READ_FORMATS
+from ..config import MIN_SIZE
+from ..images import READ_FORMATS, fit_size
+from ..schedule import pyramid
 
 # Magic numbers of the formats restyle reads, checked before Pillow sees the bytes.
 SIGNATURES: Tuple[Tuple[bytes, int, str], ...] = (
@@ -99,6 +102,43 @@ def check_image(data: bytes, what: str, *, max_bytes: int, max_pixels: int) -> C
     if min(w, h) < 1:
         raise UploadError(f"{what}: the image has no pixels", 400)
     return CheckedImage(data, fmt, w, h)
+
+
+def check_fits(img: CheckedImage, what: str, role: str, cfg: Any, *, max_size: int) -> None:
+    """Refuse an image the painting would refuse later: too thin at the run's first (smallest) scale.
+
+    The run resizes the content (and the style, times style_scale) to each scale's
+    long side; VGG-19's five poolings need MIN_SIZE px on the short side.
+    """
+    first = pyramid(cfg.size, cfg.iterations, cfg.scales)[0].long_side
+    long_side = first if role == "content" else max(1, round(first * cfg.style_scale))
+    w, h = fit_size(img.width, img.height, long_side)
+    if min(w, h) >= MIN_SIZE:
+        return
+    ratio = long_side / MIN_SIZE
+    where = f"at {long_side} px on its long side" + (" (the first scale of the painting)" if role == "content" else
+                                                      " (the style is matched at this size)")
+    raise UploadError(
+        f"{what}: {img.width}x{img.height} is too long and thin to paint: {where} its short side would be "
+        f"{min(w, h)} px, and the painting needs at least {MIN_SIZE} px. Crop it to {ratio:g}:1 or squarer", 400)
+
+
+def upload_name(upload: Any) -> Optional[str]:
+    """The file name as the browser sent it, decoded as UTF-8 (what browsers send).
+
+    Starlette falls back to Latin-1 for names that are not UTF-8, which turns a
+    Shift-JIS or cp1252 name into mojibake; from the raw header, bytes that are
+    not UTF-8 become one U+FFFD mark instead of wrong letters.
+    """
+    from python_multipart.multipart import parse_options_header  # the module name since 0.0.13
+
+    raw = next((v for k, v in getattr(upload.headers, "raw", []) if k.lower() == b"content-disposition"), None)
+    if raw is None:
+        return upload.filename
+    name = parse_options_header(raw)[1].get(b"filename")
+    if name is None:
+        return upload.filename
+    return re.sub("\ufffd+", "\ufffd", name.decode("utf-8", errors="replace"))
 
 
 def display_name(name: str | None, fallback: str) -> str:

@@ -16,12 +16,41 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..progress import StagePixels, eta_seconds
 from .jobs import CANCELLED, DONE, FAILED, Job, JobStore
 from .settings import Settings
 
 PREVIEW_QUALITY = 85
+
+
+class JobProgress:
+    """The progress row of a job, from the engine's events: scale, step, loss and an ETA across scales.
+
+    The ETA counts pixel-iterations (progress.eta_seconds), paced from the start of
+    the first scale, so it neither counts the set-up (loading the network) nor
+    assumes a 512 px step costs what a 256 px one did.
+    """
+
+    def __init__(self, stages: Sequence[StagePixels], clock: Callable[[], float] = time.monotonic) -> None:
+        self.stages = tuple(stages)
+        self.clock = clock
+        self.row: Dict[str, Any] = {}
+        self._t0: Optional[float] = None
+
+    def update(self, event: Any) -> None:
+        from ..events import Iterate, StageStart
+
+        if isinstance(event, StageStart):
+            if self._t0 is None:
+                self._t0 = self.clock()
+            self.row.update(scale=event.scale + 1, scales=event.scales, width=event.width, height=event.height)
+        elif isinstance(event, Iterate):
+            t0 = self._t0 if self._t0 is not None else self.clock() - event.elapsed
+            eta = eta_seconds(self.stages, event.step, self.clock() - t0)
+            self.row.update(step=event.step, steps=event.steps, loss=event.loss,
+                            eta=None if eta is None else round(eta, 1), elapsed=round(event.elapsed, 1))
 
 
 def _mp():
@@ -62,14 +91,15 @@ class Worker:
     def run_job(self, job: Job) -> None:
         from ..engine import run
         from ..errors import Cancelled, RestyleError
-        from ..events import Iterate, Snapshot, StageStart
+        from ..events import Iterate, Snapshot
         from ..images import save_atomic, write_text_atomic
         from ..schedule import pyramid
         from .form import make_config
 
         folder = self.store.folder(job.id)
         interval = self.settings.progress_interval
-        progress: dict = {}
+        tracker = JobProgress(())
+        progress = tracker.row
         last = {"write": 0.0, "cancel": 0.0, "preview": 0.0}
         cancelled = {"by_user": False}
 
@@ -84,11 +114,8 @@ class Worker:
 
         def callback(event: Any) -> None:
             now = time.monotonic()
-            if isinstance(event, StageStart):
-                progress.update(scale=event.scale + 1, scales=event.scales, width=event.width, height=event.height)
-            elif isinstance(event, Iterate):
-                progress.update(step=event.step, steps=event.steps, loss=event.loss,
-                                eta=round(event.eta, 1), elapsed=round(event.elapsed, 1))
+            tracker.update(event)
+            if isinstance(event, Iterate):
                 if now - last["write"] >= interval or event.step == event.steps:
                     last["write"] = now
                     self.store.set_progress(job.id, progress)
@@ -102,7 +129,9 @@ class Worker:
             device = self.settings.devices[self.index]
             if device != "auto":  # this worker's device ("cuda:N" was made current at start)
                 cfg = cfg.replace(device=device.split(":")[0])
-            steps = sum(s.iterations for s in pyramid(cfg.size, cfg.iterations, cfg.scales))
+            stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
+            steps = sum(s.iterations for s in stages)
+            tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
             instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size)
             if instant:  # a trained network knows this painting: its picture now, the optimiser's later
                 progress["instant"] = instant
@@ -145,6 +174,20 @@ def _instant_preview(content: Path, style: Path, size: int, folder: Path) -> Opt
     img = stylize_image(model, content, "none", size)
     save_atomic(img, folder / "preview.jpg", quality=PREVIEW_QUALITY)
     return {"model": model.name, "model_sha256": model.sha256, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _pixels(content: Any, long_side: int) -> int:
+    """Pixels of the content at this long side (orientation does not change the count)."""
+    from PIL import Image
+
+    from ..images import fit_size
+
+    try:
+        with Image.open(content) as im:
+            w, h = fit_size(im.width, im.height, long_side)
+    except OSError:  # the engine will say what is wrong with the file
+        w, h = long_side, long_side
+    return w * h
 
 
 def worker_main(settings: Settings, index: int, stop: Any, wake: Any, parent: int) -> None:

@@ -16,6 +16,19 @@
     radios.forEach((r) => r.addEventListener("change", () => { if (r.checked) file.value = ""; }));
   }
   const form = document.getElementById("job-form");
+  // The size box's "auto" says what it means now: the chosen preset's size, else the server's default.
+  const size = document.getElementById("f-size");
+  const preset = document.getElementById("f-preset");
+  if (form && size && preset) {
+    const sizes = JSON.parse(form.dataset.presetSizes || "{}");
+    const auto = size.querySelector('option[value=""]');
+    const showAuto = () => {
+      const px = sizes[preset.value];
+      if (auto) auto.textContent = px ? `auto (${px} px, the preset's)` : `auto (${form.dataset.defaultSize} px)`;
+    };
+    preset.addEventListener("change", showAuto);
+    showAuto();
+  }
   if (form) form.addEventListener("submit", () => {
     const b = document.getElementById("submit");
     b.disabled = true; b.textContent = "Uploading…";

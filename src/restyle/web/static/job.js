@@ -24,9 +24,10 @@
       detail.textContent = "Waiting: " + st.ahead + (st.ahead === 1 ? " job" : " jobs") + " ahead.";
     } else if (st.state === "running" && p.steps) {
       bar.value = p.step / p.steps;
-      const scale = p.scales > 1 ? ` · scale ${p.scale}/${p.scales} (${p.width}×${p.height})` : "";
-      detail.textContent = `iteration ${p.step} / ${p.steps} · loss ${Number(p.loss).toExponential(3)}` +
-        ` · about ${seconds(p.eta)} left${scale}`;
+      // The ETA counts pixels x iterations left over every scale (a 512 px step costs ~4 256 px ones).
+      const scale = p.scales ? `scale ${p.scale}/${p.scales} (${p.width}×${p.height}) · ` : "";
+      const eta = p.eta == null ? "estimating time left" : `about ${seconds(p.eta)} left`;
+      detail.textContent = `${scale}iteration ${p.step} / ${p.steps} · loss ${Number(p.loss).toExponential(3)} · ${eta}`;
     } else if (st.state === "running") {
       detail.textContent = "Starting…";
     }
@@ -37,13 +38,20 @@
       img.src = `/jobs/${id}/preview.jpg?v=${preview}`;
     }
   }
-  const es = new EventSource(`/api/jobs/${id}/events`);
-  es.addEventListener("progress", (e) => render(JSON.parse(e.data)));
-  es.addEventListener("end", (e) => {
-    es.close();
-    const st = JSON.parse(e.data);
+  function end(st) {
     render(st);
     if (st.state === "done") bar.value = 1;
     window.location.reload();
-  });
+  }
+  // Without a stream (refused: too many open from this address), ask every few seconds instead.
+  function poll() {
+    fetch(`/api/jobs/${id}`).then((r) => r.json()).then((st) => {
+      if (["done", "failed", "cancelled"].includes(st.state)) end(st);
+      else { render(st); setTimeout(poll, 3000); }
+    }).catch(() => setTimeout(poll, 10000));
+  }
+  const es = new EventSource(`/api/jobs/${id}/events`);
+  es.addEventListener("progress", (e) => render(JSON.parse(e.data)));
+  es.addEventListener("end", (e) => { es.close(); end(JSON.parse(e.data)); });
+  es.addEventListener("error", () => { if (es.readyState === EventSource.CLOSED) poll(); });
 })();

@@ -1,0 +1,425 @@
+"""Batch mode on a Ray cluster: the same pairs, the same paint_pair() call, on many workers.
+
+    report = run_batch_ray(["photos/"], ["starry.jpg", "scream.jpg"], "out/", StylizeConfig(),
+                           address="auto")
+
+Ray's idiom: one actor per device (a GPU, or N CPU cores), each holding a Painter
+(the network and the style-target cache), so each style's targets are computed once
+per worker, not once per photo. The driver hands each idle actor the next pair;
+actors report progress to a small board actor that the driver polls.
+
+Faults. A worker whose process dies (killed, out of memory, node lost) is restarted by
+Ray (`max_restarts`) and the pair it was painting runs again on it (`max_task_retries`);
+the board counts each pair's starts, so the driver sees and reports every loss. When Ray
+gives up on a worker, the driver stops using it and queues its pair for the others (at
+most MAX_ATTEMPTS runs of one pair). Outputs are written atomically by paint_pair(), so
+a killed worker leaves no half-written file. A bad input is not a fault: paint_pair()
+returns a failed outcome, which is not retried.
+
+Paths must be readable and writable under the same names on every node (a shared
+folder). `ray` is imported only here, and only when a Ray batch runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from .batch import BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch, this_node
+from .config import StylizeConfig
+from .errors import InputError, ResourceError, RestyleError
+from .events import BatchProgress, Iterate, PairStarted
+from .images import PathLike, sidecar_path, write_bytes_atomic, write_text_atomic
+
+MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run killed its worker)
+MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using it
+REPORT_EVERY_S = 0.25  # a worker's progress reports at most this often (and at each pair's first iteration)
+POLL_S = 0.2  # the driver's wait between progress polls
+LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; only small messages pass through it (paths, outcomes)
+ADDRESS_RULE = re.compile(r"^(local|auto|ray://[^\s/]+:\d+|[^\s/:]+:\d+)$")
+
+
+def check_address(address: Optional[str]) -> Optional[str]:
+    """None or "local" starts a Ray instance here; "auto", "ray://HOST:PORT" or "HOST:PORT" join one."""
+    if address is not None and not ADDRESS_RULE.match(address):
+        raise InputError(f"ray address {address!r} is not one of: local, auto, ray://HOST:PORT, HOST:PORT")
+    return address
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray needs Ray: pip install 'restyle[ray]'") from None
+    return ray
+
+
+def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) -> bool:
+    """Join or start Ray; True when this call started it (the caller then shuts it down).
+
+    A process already connected to Ray (a notebook, a Ray job, the tests' cluster) keeps its connection.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    check_address(address)
+    kw: Dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address in (None, "local"):
+        kw.update(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
+                  num_cpus=num_cpus)
+    else:
+        kw["address"] = address
+    ray.init(**kw)
+    return True
+
+
+class RayWorker:
+    """Base of restyle's Ray actors (wrapped at run time by ray.remote): set up once, then one task per call.
+
+    A subclass builds its model in setup() and does one task in work(); this class counts
+    the attempts, reports progress and says where it runs. The extension point for other
+    kinds of work (feed-forward models, video chunks, training one model per style).
+    """
+
+    def __init__(self, *args: Any, threads: int, board: str) -> None:
+        import ray
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)  # Ray's share of cores; CPU results depend on the thread count
+        # The board by name: a handle among the arguments would live in the object store,
+        # and a restart after it was freed would fail (ray-project/ray#53727).
+        self.board = ray.get_actor(board)
+        self.node = dict(this_node(), ray_node=ray.get_runtime_context().get_node_id())
+        self.error: Optional[RestyleError] = None
+        try:
+            self.setup(*args)
+        except RestyleError as e:  # no weights, no such device: said once by the driver
+            self.error = e
+
+    def setup(self, *args: Any) -> None:
+        raise NotImplementedError
+
+    def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
+        raise NotImplementedError
+
+    def info(self) -> Tuple[Dict[str, Any], Optional[RestyleError]]:
+        return self.node, self.error
+
+    def run(self, task: Any) -> Any:
+        import ray
+
+        # The board counts the starts: a task Ray retried after its worker died starts again here.
+        attempt = ray.get(self.board.started.remote(task.index, self.node["host"], self.node["pid"]))
+        last = [0.0]
+
+        def report(event: Any) -> None:
+            if isinstance(event, Iterate):
+                now = time.monotonic()
+                if event.step == 1 or event.step == event.steps or now - last[0] >= REPORT_EVERY_S:
+                    last[0] = now
+                    self.board.progress.remote(task.index, event.step / event.steps)
+
+        return self.work(task, attempt, report)
+
+
+@dataclass(frozen=True)
+class CopiedPair:
+    """A pair whose files travel through the object store (copy mode), for workers that cannot see
+    the driver's folders: the worker paints copies and sends the result back to be written there."""
+
+    task: PairTask
+    content: Any  # ObjectRef of the content file's bytes
+    style: Any  # ObjectRef of the style file's bytes (sent once for all its pairs)
+    done_key: str  # the batch_key of a complete output already there, "" if none: the worker then skips it
+
+    @property
+    def index(self) -> int:
+        return self.task.index
+
+    @property
+    def label(self) -> str:
+        return self.task.label
+
+
+Returned = Tuple[PairOutcome, Optional[bytes], Optional[str]]  # copy mode: the outcome, image and sidecar
+
+
+class BatchWorker(RayWorker):
+    """Paints (content, style) pairs with one Painter: the network and the style-target cache."""
+
+    def setup(self, cfg: StylizeConfig, weights: Optional[PathLike], sidecar: bool) -> None:
+        from .engine import make_painter
+
+        self.cfg, self.weights, self.sidecar = cfg, weights, sidecar
+        self.painter = make_painter(cfg, weights)
+        self.copies = Path(tempfile.mkdtemp(prefix="restyle-ray-"))  # copy mode's inputs and outputs
+
+    def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
+        if isinstance(task, CopiedPair):
+            return self.work_on_copies(task, attempt, callback)
+        return paint_pair(task, self.cfg, self.painter, weights=self.weights, sidecar=self.sidecar,
+                          node=self.node, attempt=attempt, callback=callback)
+
+    def work_on_copies(self, pair: CopiedPair, attempt: int, callback: Callable[[Any], None]) -> Returned:
+        import ray
+
+        named = pair.task
+        # Files named by their bytes' hash: a style keeps one path, so its targets stay cached.
+        content, style = (self.copy_in(ray.get(ref), path.suffix)
+                          for ref, path in ((pair.content, named.content), (pair.style, named.style)))
+        (self.copies / "out").mkdir(exist_ok=True)
+        task = PairTask(named.index, content, style, self.copies / "out" / named.output.name)
+        try:
+            if pair.done_key and pair_key(task, self.cfg, self.painter.key) == pair.done_key:
+                return PairOutcome(named, "skipped", node=self.node, attempts=attempt), None, None
+            outcome = paint_pair(task, self.cfg, self.painter, weights=self.weights, sidecar=self.sidecar,
+                                 node=self.node, attempt=attempt, callback=callback, names=named)
+            outcome.task = named
+            for copy, path in ((content, named.content), (style, named.style)):  # errors name the user's files
+                outcome.error = outcome.error.replace(str(copy), str(path))
+            if outcome.status != "done":
+                return outcome, None, None
+            side = sidecar_path(task.output)
+            return outcome, task.output.read_bytes(), side.read_text(encoding="utf-8") if self.sidecar else None
+        finally:
+            content.unlink(missing_ok=True)  # a photo is used once; styles stay for the next pairs
+            shutil.rmtree(self.copies / "out", ignore_errors=True)
+
+    def copy_in(self, data: bytes, suffix: str) -> Path:
+        import hashlib
+
+        path = self.copies / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+        if not path.exists():
+            write_bytes_atomic(data, path)
+        return path
+
+
+class Paths:
+    """Path mode, driver side: workers read and write the shared folders themselves."""
+
+    def __init__(self, ray: Any) -> None:
+        pass
+
+    def send(self, task: PairTask) -> Any:
+        return task
+
+    def receive(self, task: PairTask, result: Any) -> PairOutcome:
+        return result
+
+
+class Copies:
+    """Copy mode, driver side: files out through the object store, results back and written here."""
+
+    def __init__(self, ray: Any) -> None:
+        self.ray = ray
+        self.styles: Dict[Path, Any] = {}
+
+    def send(self, task: PairTask) -> Any:
+        """A CopiedPair, or a failed outcome when a file cannot be read here."""
+        try:
+            if task.style not in self.styles:
+                self.styles[task.style] = self.ray.put(task.style.read_bytes())
+            content = self.ray.put(task.content.read_bytes())
+        except OSError as e:
+            return PairOutcome(task, "failed", f"{e.filename}: {e.strerror or e}", 2)
+        return CopiedPair(task, content, self.styles[task.style], complete_key(task.output))
+
+    def receive(self, task: PairTask, result: Returned) -> PairOutcome:
+        outcome, image, side = result
+        try:
+            if image is not None:
+                write_bytes_atomic(image, task.output)
+                if side is not None:  # after the image: a sidecar vouches for a complete image
+                    write_text_atomic(side, sidecar_path(task.output))
+        except OSError as e:
+            return PairOutcome(task, "failed", f"cannot write {task.output}: {e.strerror or e}", 1,
+                               outcome.seconds, outcome.node, outcome.attempts)
+        return outcome
+
+
+class ProgressBoard:
+    """A Ray actor: workers post starts and fractions, the driver polls them."""
+
+    def __init__(self) -> None:
+        self.starts: List[Tuple[int, int, str, int]] = []  # (pair index, attempt, host, pid)
+        self.attempts: Dict[int, int] = {}
+        self.fractions: Dict[int, float] = {}
+
+    def started(self, index: int, host: str, pid: int) -> int:
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self.starts.append((index, self.attempts[index], host, pid))
+        self.fractions[index] = 0.0
+        return self.attempts[index]
+
+    def progress(self, index: int, fraction: float) -> None:
+        self.fractions[index] = fraction
+
+    def poll(self) -> Tuple[List[Tuple[int, int, str, int]], Dict[int, float]]:
+        starts, self.starts = self.starts, []
+        return starts, dict(self.fractions)
+
+
+def plan_workers(nodes: Sequence[Dict[str, float]], cpus_per_worker: Optional[int] = None,
+                 workers: Optional[int] = None) -> Tuple[int, int, int]:
+    """(workers, cpus each, gpus each) for the alive nodes' resources: a worker per GPU, else per N cores."""
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
+    if cpus_per_worker is not None and cpus_per_worker < 1:
+        raise InputError(f"cpus per worker {cpus_per_worker} must be >= 1")
+    if workers is not None and workers < 1:
+        raise InputError(f"workers {workers} must be >= 1")
+    if gpus:
+        fit = gpus
+        cpus, gpu_each = cpus_per_worker or 1, 1  # data loading and PNG encoding beside the GPU
+    else:
+        biggest = max((int(n.get("CPU", 0)) for n in nodes), default=0)
+        cpus = cpus_per_worker or max(1, min(4, biggest))
+        fit = sum(int(n.get("CPU", 0)) // cpus for n in nodes)
+        gpu_each = 0
+    if fit < 1:
+        raise ResourceError(f"the Ray cluster has no node with {cpus} free CPU(s) for a worker; "
+                            "lower --ray-cpus-per-worker")
+    return min(fit, workers or fit), cpus, gpu_each
+
+
+def run_batch_ray(
+    contents: Sequence[PathLike],
+    styles: Sequence[PathLike],
+    out_dir: PathLike,
+    config: Optional[StylizeConfig] = None,
+    *,
+    suffix: str = ".png",
+    weights: Optional[PathLike] = None,
+    sidecar: bool = True,
+    callback: Optional[Callable[[Any], None]] = None,
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    cpus_per_worker: Optional[int] = None,
+    copy: bool = False,
+) -> BatchReport:
+    """run_batch() on Ray workers; `address` as for connect(). Emits PairStarted and BatchProgress.
+
+    `copy`: send the files through Ray's object store and write the results here, for a
+    cluster whose nodes cannot see this machine's folders (a laptop joining with ray://).
+    """
+    cfg = config or StylizeConfig()
+    check_address(address)
+    tasks = plan_batch(contents, styles, out_dir, cfg, suffix)  # bad input: refused before any cluster
+    return run_on_ray(tasks, BatchWorker, (cfg, None if weights is None else os.fspath(weights), sidecar),
+                      callback=callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+                      transport=Copies if copy else Paths)
+
+
+def run_on_ray(
+    tasks: List[Any],
+    worker_cls: type,
+    worker_args: Tuple[Any, ...],
+    *,
+    callback: Optional[Callable[[Any], None]] = None,
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    cpus_per_worker: Optional[int] = None,
+    transport: type = Paths,
+) -> BatchReport:
+    """Run `tasks` (each with .index and .label) on actors of a RayWorker subclass, one task per call.
+
+    `transport(ray)` turns a task into the worker's argument (send) and its result into an outcome (receive).
+    """
+    ray = _ray()
+    started = connect(address)
+    actors: List[Any] = []
+    board = None
+    try:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers)
+        n_workers = min(n_workers, len(tasks)) or 1
+        board_name = f"restyle-board-{uuid.uuid4().hex}"
+        board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
+        # A worker that dies is restarted and its task run again by Ray; the board's start
+        # counts tell the driver, which reports each loss.
+        actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
+                               max_task_retries=MAX_ATTEMPTS - 1)(worker_cls)
+        actors = [actor_cls.remote(*worker_args, threads=cpus, board=board_name) for _ in range(n_workers)]
+        for _node, error in ray.get([a.info.remote() for a in actors]):
+            if error is not None:
+                raise error
+        return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
+    finally:
+        for a in actors + ([board] if board is not None else []):
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any], emit: Callable[[Any], None],
+           transport: Any) -> BatchReport:
+    """Hand each idle worker the next pair until all are done; report the workers lost on the way.
+
+    Ray reruns the pair of a worker that died (max_task_retries). When Ray gives up on a
+    worker for good (RayActorError), the driver stops using it and queues its pair for the
+    others, unless the pair has had MAX_ATTEMPTS runs already.
+    """
+    queue: Deque[PairTask] = deque(tasks)
+    idle = list(range(len(actors)))
+    inflight: Dict[Any, Tuple[int, PairTask]] = {}
+    where: Dict[int, Tuple[int, str, int]] = {}  # pair index -> (attempt, host, pid) of its latest start
+    outcomes: Dict[int, PairOutcome] = {}
+    lost: List[str] = []
+    total = len(tasks)
+
+    def lose(index: int, cause: str) -> None:
+        attempt, host, pid = where.get(index, (0, "?", 0))
+        lost.append(f"worker pid {pid} on {host} died painting {tasks[index].label} (attempt {attempt}); {cause}")
+
+    while queue or inflight:
+        while queue and idle:
+            task = queue.popleft()
+            sent = transport.send(task)
+            if isinstance(sent, PairOutcome):  # failed before it left
+                outcomes[task.index] = sent
+                emit(BatchProgress(len(outcomes), total, 0.0, sent))
+                continue
+            a = idle.pop(0)
+            inflight[actors[a].run.remote(sent)] = (a, task)
+        if not inflight:
+            if not queue:
+                break
+            raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+        starts, fractions = ray.get(board.poll.remote())
+        for index, attempt, host, pid in starts:
+            if attempt > 1:
+                lose(index, "ran it again")
+            where[index] = (attempt, host, pid)
+            emit(PairStarted(index, total, tasks[index].label, host, pid, attempt))
+        for ref in ready:
+            a, task = inflight.pop(ref)
+            try:
+                outcome = transport.receive(task, ray.get(ref))
+            except ray.exceptions.RayTaskError as e:  # a bug in the worker, not a lost worker
+                cause = getattr(e, "cause", None) or e
+                outcome = PairOutcome(task, "failed", f"internal error: {type(cause).__name__}: {cause}", 1)
+            except ray.exceptions.RayError as e:  # Ray gave up on this worker: use the others
+                attempts = where.get(task.index, (0,))[0]
+                if attempts < MAX_ATTEMPTS:
+                    lose(task.index, f"{type(e).__name__}, worker retired, pair queued for the others")
+                    queue.appendleft(task)
+                    continue
+                lose(task.index, "gave up")
+                outcome = PairOutcome(task, "failed", f"{attempts} workers died painting it", 1, attempts=attempts)
+            else:
+                idle.append(a)
+            outcomes[task.index] = outcome
+            emit(BatchProgress(len(outcomes), total, 0.0, outcome))
+        running = {t.index for _, t in inflight.values()}
+        emit(BatchProgress(len(outcomes), total, sum(f for i, f in fractions.items() if i in running)))
+    return BatchReport([outcomes[t.index] for t in tasks], lost)

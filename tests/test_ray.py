@@ -1,0 +1,200 @@
+"""Batch mode on a local Ray cluster: a head and one more node on this machine, one CPU each.
+
+The cluster starts once for the module (about 10-20 s); every pair uses the tiny random
+network at 80x64 px, and the reference is the local loop at the actors' thread count (1),
+since CPU results depend on the number of threads.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from restyle.batch import run_batch  # noqa: E402
+from restyle.cli import main  # noqa: E402
+from restyle.config import StylizeConfig  # noqa: E402
+from restyle.distributed import plan_workers, run_batch_ray  # noqa: E402
+from restyle.events import BatchProgress, PairStarted  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+STORE = 80 * 2**20  # bytes of object store per node (Ray's floor is 75 MB)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CFG = StylizeConfig(size=80, iterations=24, scales=(40, 80))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True,
+                head_node_args={"num_cpus": 1, "object_store_memory": STORE, "include_dashboard": False})
+    c.add_node(num_cpus=1, object_store_memory=STORE)
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Four 80x64 crops of the example photo, a corrupt 'photo' and two styles."""
+    root = tmp_path_factory.mktemp("batch")
+    src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB")
+    (root / "photos").mkdir()
+    for i in range(4):
+        src.crop((i * 60, 0, i * 60 + 400, 320)).resize((80, 64)).save(root / "photos" / f"p{i}.png")
+    (root / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    style = Image.open(EXAMPLES / "starry_night.jpg").convert("RGB").resize((64, 64))
+    style.save(root / "s1.png")
+    style.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "s2.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_run(photos, tiny_weights):
+    """The reference: the local loop with one thread, as each Ray worker has."""
+    out = photos / "local"
+    out.mkdir()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = run_batch([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
+                           weights=tiny_weights)
+    finally:
+        torch.set_num_threads(threads)
+    return out, report
+
+
+def pngs(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def test_plan_workers_one_per_gpu_else_per_n_cores():
+    assert plan_workers([{"CPU": 16, "GPU": 2}, {"CPU": 8, "GPU": 1}]) == (3, 1, 1)
+    assert plan_workers([{"CPU": 16, "GPU": 2}], cpus_per_worker=4, workers=1) == (1, 4, 1)
+    assert plan_workers([{"CPU": 16}, {"CPU": 6}]) == (5, 4, 0)  # 4 + 1 workers of 4 cores
+    assert plan_workers([{"CPU": 1}, {"CPU": 1}]) == (2, 1, 0)
+    assert plan_workers([{"CPU": 16}], cpus_per_worker=2, workers=3) == (3, 2, 0)
+    with pytest.raises(Exception, match="no node with 8"):
+        plan_workers([{"CPU": 4}], cpus_per_worker=8)
+
+
+def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, tiny_weights, local_run):
+    ref_dir, ref = local_run
+    assert ref.count("done") == 8 and ref.count("failed") == 2
+    out = photos / "ray"
+    out.mkdir()
+    killed, starts, armed = [], [], [True]  # killed: the PairStarted events whose worker was killed
+
+    def kill_one_mid_batch(event):
+        if isinstance(event, PairStarted):
+            starts.append(event)
+            if armed[0] and event.index >= 2 and event.attempt == 1:  # a pair mid-batch, as it starts
+                armed[0] = False
+                killed.append(event)
+                os.kill(event.pid, signal.SIGKILL)
+        elif isinstance(event, BatchProgress) and event.outcome is not None and killed:
+            # That pair was done before the kill landed (the worker died idle): try the next one.
+            if event.outcome.task.index == killed[-1].index and event.outcome.attempts == 1 and len(killed) < 4:
+                armed[0] = True
+
+    report = run_batch_ray([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
+                           weights=tiny_weights, callback=kill_one_mid_batch)
+
+    # Every output there and byte-identical to the local run's; the corrupt photo failed once, alone.
+    assert pngs(ref_dir) and pngs(out) == pngs(ref_dir)
+    assert {o.task.label: o.status for o in report.outcomes} == {o.task.label: o.status for o in ref.outcomes}
+    failed = report.failed
+    assert [o.task.label for o in failed] == ["broken.jpg x s1.png", "broken.jpg x s2.png"]
+    assert all("broken.jpg: not an image file" in o.error and "\n" not in o.error and o.attempts == 1
+               for o in failed)
+    assert report.exit_code == 2
+    # The kill was seen, reported, and the pair ran again; nothing half-written.
+    assert killed and len(report.lost) == 1 and f"pid {killed[-1].pid}" in report.lost[0]
+    assert [o.attempts for o in report.outcomes].count(2) == 1
+    assert any(s.attempt == 2 for s in starts)
+    assert not list(out.glob(".*")), "temporary files left behind"
+    # Sidecars say which node and process made each; both nodes worked.
+    sides = [json.loads(p.read_text()) for p in sorted(out.glob("*.png.json"))]
+    assert len(sides) == 8 and all(s["node"]["ray_node"] and s["node"]["pid"] for s in sides)
+    assert len({s["node"]["ray_node"] for s in sides}) == 2
+    again = [s for s in sides if s["attempt"] == 2]
+    assert len(again) == 1 and again[0]["node"]["pid"] not in {k.pid for k in killed}
+    summary = "\n".join(report.summary())
+    assert "8 painted" in summary and "2 failed" in summary and "1 worker(s) lost" in summary
+
+    # A rerun skips every complete output and leaves the files alone.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    rerun = run_batch_ray([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
+                          weights=tiny_weights)
+    assert rerun.count("skipped") == 8 and rerun.count("failed") == 2 and rerun.count("done") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_copy_mode_sends_files_through_the_object_store_and_writes_here(cluster, photos, tiny_weights, local_run):
+    """--ray-copy: for workers that cannot see the driver's folders; same files, same skip rule."""
+    ref_dir, _ = local_run
+    out = photos / "copied"
+    out.mkdir()
+    report = run_batch_ray([photos / "photos"], [photos / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
+    assert report.count("done") == 4 and [o.task.label for o in report.failed] == ["broken.jpg x s1.png"]
+    assert "broken.jpg: not an image file" in report.failed[0].error
+    assert pngs(out) == {n: b for n, b in pngs(ref_dir).items() if n.endswith("__s1.png")}
+    side = json.loads((out / "p0__s1.png.json").read_text())  # the user's names, not the worker's copies
+    assert side["content"] == str(photos / "photos" / "p0.png") and side["output"] == str(out / "p0__s1.png")
+    assert not list(out.glob(".*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    rerun = run_batch_ray([photos / "photos"], [photos / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
+    assert rerun.count("skipped") == 4 and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_cli_ray_flag_runs_the_batch_on_the_cluster(cluster, photos, tiny_weights, local_run, capsys):
+    ref_dir, _ = local_run
+    out = photos / "cli"
+    out.mkdir()
+    code = main(["stylize", str(photos / "photos" / "p1.png"), str(photos / "s2.png"), "-o", str(out), "--ray",
+                 "--weights", str(tiny_weights), "--size", "80", "--iterations", "24", "--scales", "40,80"])
+    assert code == 0, capsys.readouterr().err
+    assert pngs(out) == {"p1__s2.png": (ref_dir / "p1__s2.png").read_bytes()}
+    assert "1 painted, 0 complete already, 0 failed" in capsys.readouterr().out
+
+
+def test_cli_ray_alone_starts_a_ray_instance_here(photos, tiny_weights, local_run, tmp_path):
+    """`--ray` with no address: the command starts (and stops) its own Ray, beside the test cluster."""
+    ref_dir, _ = local_run
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(photos / "photos" / "p2.png"),
+                        str(photos / "s1.png"), "-o", str(tmp_path), "--ray", "--ray-cpus-per-worker", "1",
+                        "--weights", str(tiny_weights), "--size", "80", "--iterations", "24", "--scales", "40,80"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "1 painted, 0 complete already, 0 failed" in p.stdout
+    assert pngs(tmp_path) == {"p2__s1.png": (ref_dir / "p2__s1.png").read_bytes()}
+
+
+def test_cli_ray_refuses_bad_addresses_and_orphan_flags(photos, tiny_weights, tmp_path, capsys):
+    base = [str(photos / "photos"), str(photos / "s1.png"), "-o", str(tmp_path), "--weights", str(tiny_weights)]
+    assert main(["stylize", *base, "--ray", "photos/"]) == 2
+    assert "ray address 'photos/' is not one of: local, auto, ray://HOST:PORT" in capsys.readouterr().err
+    assert main(["stylize", *base, "--ray-workers", "2"]) == 2
+    assert "need --ray" in capsys.readouterr().err
+    assert main(["stylize", *base, "--ray-copy"]) == 2
+    assert "--ray-copy need --ray" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_ray_without_ray_installed_says_how_to_install(photos, tiny_weights, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    code = main(["stylize", str(photos / "photos"), str(photos / "s1.png"), "-o", str(tmp_path), "--ray",
+                 "--weights", str(tiny_weights)])
+    assert code == 2 and "pip install 'restyle[ray]'" in capsys.readouterr().err
