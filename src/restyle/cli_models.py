@@ -115,9 +115,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
-    from .cli import sidecar_path
     from .feedforward import load_model, stylize_image
-    from .images import check_output_path, save_atomic, write_text_atomic
+    from .images import check_output_path, save_atomic, sidecar_path, write_text_atomic
 
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
