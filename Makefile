@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[web,test,ray,onnx]'
+	$(PY) -m pip install -q -e '.[web,video,test,ray,onnx]'
 	touch $@
 
 demo: install
@@ -32,7 +32,9 @@ serve: install
 browsers:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+# lint-imports checks pyproject.toml's import-linter contract (front ends above the engine, ...).
 test: install browsers
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean:

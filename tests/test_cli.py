@@ -35,10 +35,13 @@ FLAG_CASES = {
     "style-layer-weights": ["--style-layer-weights", "1,2,3,4,5"],
     "content-weight": ["--content-weight", "10"],
     "style-weight": ["--style-weight", "50"],
+    "style-strength": ["--style-strength", "2.5"],
+    "style-norm-none": ["--style-norm", "none"],
     "tv-weight": ["--tv-weight", "0"],
     "style-scale": ["--style-scale", "0.8"],
     "init-noise": ["--init", "noise", "--seed", "7"],
     "init-blur": ["--init", "blur"],
+    "init-palette": ["--init", "palette"],
     "optimizer-adam": ["--optimizer", "adam", "--lr", "3"],
     "pooling-avg": ["--pooling", "avg"],
     "device-cpu": ["--device", "cpu"],
@@ -266,7 +269,10 @@ def test_batch_refuses_blend_weights_a_file_output_and_clashing_names(small_imag
     c, s = small_images
     base = ["--weights", str(tiny_weights), "--iterations", "1", "--size", "64", "--batch"]
     assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "x.png"), *base]) == 2
-    assert "must be an existing folder" in capsys.readouterr().err
+    assert "looks like an image file name; give a folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "afile"), *base]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
     assert main(["stylize", str(c), str(s), str(c), "-o", str(tmp_path), "--style-blend-weights", "1,2", *base]) == 2
     assert "no meaning in batch mode" in capsys.readouterr().err
     other = tmp_path / "other"
@@ -274,6 +280,28 @@ def test_batch_refuses_blend_weights_a_file_output_and_clashing_names(small_imag
     Image.open(s).save(other / "s.png")
     assert main(["stylize", str(c), str(s), str(other / "s.png"), "-o", str(tmp_path), *base]) == 2
     assert "would both be written" in capsys.readouterr().err
+
+
+def test_batch_creates_the_output_folder(small_images, tiny_weights, tmp_path, capsys):
+    c, s = small_images
+    out = tmp_path / "new" / "results"
+    assert main(["stylize", str(c.parent), str(s), "-o", str(out), "--weights", str(tiny_weights),
+                 "--iterations", "1", "--size", "64", "--scales", "1", "--quiet"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == ["c__s.png", "s__s.png"]
+    # Refused before any folder is made: nothing is created for a run that cannot start.
+    bad = tmp_path / "never"
+    assert main(["stylize", str(c.parent), str(tmp_path / "missing.png"), "-o", str(bad),
+                 "--weights", str(tiny_weights), "--quiet"]) == 2
+    assert not bad.exists()
+
+
+def test_a_gpu_by_index_is_accepted_and_checked_where_it_is_used(go):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the refusal below is for a CPU-only one")
+    code, out, err = go("--device", "cuda:1")
+    assert code == 2 and "device 'cuda:1' was asked for but PyTorch sees no CUDA GPU" in err and not out.exists()
 
 
 # --- issue 15: hardening ---------------------------------------------------------------

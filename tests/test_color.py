@@ -6,7 +6,7 @@ from PIL import Image
 
 import restyle
 from restyle.color import (
-    color_transfer_matrix, match_histogram, match_luminance, rgb_to_yiq, with_chroma, yiq_to_rgb,
+    color_transfer_matrix, match_histogram, match_luminance, recolour, rgb_to_yiq, with_chroma, yiq_to_rgb,
 )
 from restyle.config import StylizeConfig
 from restyle.images import to_tensor
@@ -61,6 +61,18 @@ def test_match_histogram_and_luminance_on_images(small_images):
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
     yc = rgb_to_yiq(to_tensor(c))[:, 0]
     assert abs(gray.mean() - yc.mean()) < 2 and abs(gray.std() - yc.std()) < 2
+
+
+def test_palette_start_has_the_paintings_colour_mean(small_images):
+    from restyle.engine import initial_image
+
+    c, s = (Image.open(p).convert("RGB") for p in small_images)
+    x = initial_image("palette", c, c.size, 0, torch.device("cpu"), palette=[s])
+    assert x.shape == (1, 3, c.height, c.width)
+    mean_s = to_tensor(s)[0].reshape(3, -1).mean(1)
+    assert (x[0].reshape(3, -1).mean(1) - mean_s).abs().max() < 3  # the painting's colours
+    assert (to_tensor(c)[0].reshape(3, -1).mean(1) - mean_s).abs().max() > 10  # the photo's were not
+    assert (to_tensor(recolour(c, [c])) - to_tensor(c)).abs().max() <= 2  # its own palette: unchanged
 
 
 def test_luminance_keeps_the_content_chroma_on_the_tiny_network(small_images, tiny_weights):

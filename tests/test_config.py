@@ -32,12 +32,14 @@ def test_layer_names_follow_vgg19():
         ({"style_blend_weights": (0.0, 0.0)}, ["sum to 0"]),
         ({"style_layer_weights": (1.0,)}, ["one weight per layer"]),
         ({"style_scale": 0.0}, ["style_scale 0.0", "[0.05, 8]"]),
-        ({"init": "nowhere.png"}, ["nowhere.png", "content, noise, blur"]),
         ({"optimizer": "sgd"}, ["sgd", "lbfgs, adam"]),
         ({"device": "tpu"}, ["tpu", "auto, cpu, cuda, mps"]),
         ({"precision": "fp8"}, ["fp8", "fp32"]),
         ({"lr": -1.0}, ["lr -1.0"]),
         ({"scales": ()}, ["scales"]),
+        ({"style_strength": -1.0}, ["style_strength -1.0", "[0, 1000]"]),
+        ({"style_strength": float("inf")}, ["style_strength inf"]),
+        ({"style_norm": "max"}, ["style_norm 'max'", "target, none"]),
     ],
 )
 def test_bad_values_are_named_with_their_rule(change, words):
@@ -63,6 +65,35 @@ def test_lr_default_depends_on_optimizer():
     assert StylizeConfig().lr_or_default == 1.0
     assert StylizeConfig(optimizer="adam").lr_or_default > 0
     assert StylizeConfig(lr=0.5).lr_or_default == 0.5
+
+
+def test_style_strength_multiplies_the_style_weight():
+    assert StylizeConfig().style_weight_effective == StylizeConfig().style_weight
+    assert StylizeConfig(style_weight=50, style_strength=3).style_weight_effective == 150
+    # The paper's preset keeps the paper's (unscaled) loss whatever the default becomes.
+    assert StylizeConfig.from_preset("gatys2016").style_norm == "none"
+    assert StylizeConfig.from_preset("gatys2016", style_norm="target").style_norm == "target"
+
+
+def test_a_preset_given_to_the_constructor_applies_its_values():
+    hq = StylizeConfig(preset="hq")
+    assert (hq.size, hq.iterations, hq.precision) == (1024, 300, "fp32")
+    assert StylizeConfig(preset="hq", size=256).size == 256  # explicit values override the preset
+    assert StylizeConfig(preset="hq") == StylizeConfig().replace(preset="hq") == StylizeConfig.from_preset("hq")
+    assert hq.replace(size=512).size == 512 and hq.replace(size=512).preset == "hq"  # changes apply as given
+    assert StylizeConfig(**hq.to_dict()) == hq
+
+
+def test_devices_include_one_gpu_of_several():
+    assert StylizeConfig(device="cuda:1").device == "cuda:1"
+    with pytest.raises(InputError, match="device 'cuda1' is not one of auto, cpu, cuda, mps or cuda:N"):
+        StylizeConfig(device="cuda1")
+
+
+def test_files_are_not_checked_when_a_config_is_built(tmp_path):
+    """A config may be built on one machine and run on another: files are checked where they are opened."""
+    cfg = StylizeConfig(init=str(tmp_path / "elsewhere.png"), mask=(str(tmp_path / "mask.png"),))
+    assert cfg.init.endswith("elsewhere.png") and cfg.mask[0].endswith("mask.png")
 
 
 # --- issue 15: API values are coerced where unambiguous, refused clearly otherwise ------

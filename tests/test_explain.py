@@ -248,6 +248,32 @@ def test_an_input_the_report_would_overwrite_is_refused(small_images, tiny_weigh
     assert not (tmp_path / "r" / "index.html").exists()
 
 
+def test_reconstructions_compute_only_the_terms_they_use(small_images, tiny_weights, monkeypatch):
+    """No zero-weight switches: a content reconstruction reads its one layer (no style layer),
+    a style reconstruction its style layers (no content layer), each with only its terms."""
+    import restyle.engine as engine
+
+    asked, terms = set(), []
+    real_features, real_objective = Painter.features, engine.stage_objective
+    def features(self, x, layers):
+        asked.update(layers)
+        return real_features(self, x, layers)
+
+    def stage_objective(painter, ts, step, note=""):
+        terms.append([t.name for t in ts])
+        return real_objective(painter, ts, step, note)
+
+    monkeypatch.setattr(Painter, "features", features)
+    monkeypatch.setattr(engine, "stage_objective", stage_objective)
+    c, s = (load_image(p) for p in small_images)
+    cfg = ExplainConfig(size=64, scales=1, content_iterations=2, style_iterations=2)
+    reconstruct_content(c, "relu2_2", cfg, weights=tiny_weights)
+    assert asked == {"relu2_2"} and terms == [["content", "tv"]]
+    asked.clear(), terms.clear()
+    reconstruct_style(s, ("relu1_1", "relu2_1"), cfg, weights=tiny_weights)
+    assert asked == {"relu1_1", "relu2_1"} and terms == [["style", "tv"]]
+
+
 # --- meaning, on the real weights ------------------------------------------------------
 
 

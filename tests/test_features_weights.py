@@ -98,3 +98,21 @@ def test_real_weights_verify_and_dequantise():
     assert torch.unique(w.convs["conv3_1"][0]).numel() <= 256
     net = VGG19Features.from_weights(w, "relu1_1")
     assert net(torch.full((1, 3, 32, 32), 128.0), ["relu1_1"])["relu1_1"].shape == (1, 64, 32, 32)
+
+
+def test_the_default_and_the_same_path_given_explicitly_load_once_and_share_the_network(tiny_weights, monkeypatch):
+    """Regression: weights=None and the same file by path were two loads, two hashes and two networks."""
+    from restyle.config import StylizeConfig
+    from restyle.engine import make_painter
+
+    hashed = []
+    real = W.sha256sum
+    monkeypatch.setattr(W, "sha256sum", lambda p: hashed.append(p) or real(p))
+    W.load_weights_file.cache_clear()
+    monkeypatch.setenv(W.ENV_VAR, str(tiny_weights))
+    a = W.load_weights(None)
+    b = W.load_weights(tiny_weights)
+    c = W.load_weights(str(tiny_weights.parent / ".." / tiny_weights.parent.name / tiny_weights.name))
+    assert a is b is c and len(hashed) == 1
+    cfg = StylizeConfig(device="cpu", precision="fp32")
+    assert make_painter(cfg, None).net is make_painter(cfg, tiny_weights).net

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from restyle.losses import content_loss, gram, style_loss, tv_loss, wrap_tv_loss
+from restyle.losses import STYLE_NORM_REF, content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
 
 
 def naive_gram(f):
@@ -78,6 +78,18 @@ def test_losses_have_gradients():
     x = torch.randn(1, 3, 6, 6, requires_grad=True)
     (gram(x).sum() + tv_loss(x) + content_loss(x, torch.zeros_like(x))).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_target_style_norm_makes_the_loss_a_relative_error():
+    g = torch.Generator().manual_seed(0)
+    t = {"a": torch.rand(4, 4, generator=g), "b": 1000 * torch.rand(8, 8, generator=g)}
+    assert style_layer_scales(t, ("a", "b"), "none") == {"a": 1.0, "b": 1.0}
+    k = style_layer_scales(t, ("a", "b"), "target")
+    assert k["a"] == pytest.approx(STYLE_NORM_REF / float(t["a"].pow(2).mean()), rel=1e-6)
+    # The same relative error costs the same on a layer (or painting) with 1000x larger Gram matrices.
+    la = k["a"] * style_loss(1.1 * t["a"], t["a"])
+    lb = k["b"] * style_loss(1.1 * t["b"], t["b"])
+    assert float(la) == pytest.approx(STYLE_NORM_REF * 0.01, rel=1e-4) and float(lb) == pytest.approx(float(la), rel=1e-4)
 
 
 def test_gram_is_batch_first_per_sample():

@@ -54,6 +54,32 @@ def test_gram_style_term_matches_blended_naive_grams(painter):
     assert term(fx, x).item() == pytest.approx(float(want), rel=1e-4)
 
 
+def test_target_norm_divides_each_layer_by_its_target_mean_square(painter):
+    from restyle.losses import STYLE_NORM_REF
+
+    s, x = _img(3), _img(5)
+    layers = ("relu1_1", "relu3_1")
+    plain = GramStyleTerm(100.0, layers, None, [s], [1.0])
+    normed = GramStyleTerm(100.0, layers, None, [s], [1.0], norm="target")
+    plain.prepare(painter)
+    normed.prepare(painter)
+    fx, fs = painter.features(x, layers), painter.features(s, layers)
+    want = 100.0 * sum(float(((naive_gram(fx[n]) - naive_gram(fs[n])) ** 2).mean())
+                       * STYLE_NORM_REF / float((naive_gram(fs[n]) ** 2).mean()) for n in layers)
+    assert normed(fx, x).item() == pytest.approx(want, rel=1e-4)
+    assert plain.scaled_weights() == (1.0, 1.0) and normed(fx, x).item() != pytest.approx(plain(fx, x).item())
+
+
+def test_config_builds_the_style_term_with_strength_and_norm():
+    src = Sources(content=_img(1), styles=[_img(2)], blend=[1.0])
+    cfg = StylizeConfig(style_weight=50, style_strength=3, style_norm="target")
+    term = next(t for t in build_terms(cfg, src) if t.name == "style")
+    assert term.weight == 150 and term.norm == "target"
+    term = next(t for t in build_terms(StylizeConfig(style_norm="none"), src) if t.name == "style")
+    assert term.weight == 100 and term.norm == "none"
+    assert [t.name for t in build_terms(StylizeConfig(style_strength=0), src)] == ["content", "tv"]
+
+
 def test_guided_style_term_matches_masked_naive_grams(painter):
     s1, s2, x = _img(6), _img(7), _img(8)
     left = torch.zeros(1, 1, 64, 80)

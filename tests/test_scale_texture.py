@@ -95,3 +95,55 @@ def test_texture_matches_the_style_and_tiles_seamlessly(small_images):
     plain = synthesize(s, (64, 64), cfg)
     assert losses[-1] < 0.2 * losses[0]  # it moved far from the starting noise towards the style
     assert seam_ratio(tiled.image) < 1.0 and seam_ratio(tiled.image) < 0.9 * seam_ratio(plain.image)
+
+
+def _texture(tmp_path, style, weights, *flags):
+    out = tmp_path / "t.png"
+    return main(["texture", str(style), "-o", str(out), "--size", "96x64", "--iterations", "2",
+                 "--weights", str(weights), "--quiet", *flags]), out
+
+
+def test_texture_honours_tile_size_and_max_memory(small_images, tiny_weights, tmp_path, capsys, monkeypatch):
+    """--tile-size renders the texture in tiles through the one loop (the tiles are seen by the network)."""
+    import restyle.loop as loop
+
+    shapes = []
+    real = loop.tiled_loss_and_grad
+
+    def spy(obj, x, tiles):
+        shapes.append(len(tiles))
+        return real(obj, x, tiles)
+
+    monkeypatch.setattr(loop, "tiled_loss_and_grad", spy)
+    code, out = _texture(tmp_path, small_images[1], tiny_weights, "--tile-size", "64", "--scales", "1")
+    assert code == 0, capsys.readouterr().err
+    plan = json.loads(out.with_name(out.name + ".json").read_text())["memory_plan"]
+    assert plan["stages"][0]["tile"] == 64 and shapes and all(n >= 2 for n in shapes)
+    assert Image.open(out).size == (96, 64)
+    # A budget nothing fits in: refused before any work, naming the budget.
+    code, _ = _texture(tmp_path, small_images[1], tiny_weights, "--max-memory", "0.01")
+    assert code == 1 and "over the memory budget of 0.0 GB" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--style-blend-weights", "1,2"), "style_blend_weights (1.0, 2.0) has no meaning for a texture"),
+    (("--tile", "--tile-size", "64"), "tile_size 64 cannot be combined with a tileable texture (--tile)"),
+    (("--precision", "fp16", "--device", "cpu"), "precision 'fp16' is not supported on the CPU"),
+])
+def test_texture_refuses_in_one_line_what_it_cannot_honour(small_images, tiny_weights, tmp_path, capsys, flags,
+                                                           message):
+    code, out = _texture(tmp_path, small_images[1], tiny_weights, *flags)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_texture_reads_only_the_style_layers(small_images, tiny_weights, monkeypatch):
+    """No content term, so no content layer is ever computed (it used to run with a zero weight)."""
+    from restyle.engine import Painter
+
+    asked = set()
+    real = Painter.features
+    monkeypatch.setattr(Painter, "features", lambda self, x, layers: asked.update(layers) or real(self, x, layers))
+    cfg = StylizeConfig(iterations=2, style_layers=("relu1_1", "relu2_1"))
+    r = synthesize(small_images[1], (48, 48), cfg, weights=tiny_weights)
+    assert asked == {"relu1_1", "relu2_1"} and set(r.report["final_loss"]) == {"style", "tv"}

@@ -221,7 +221,7 @@ def test_form_offers_only_what_the_config_has(settings):
     for optional in ("preserve_colors", "preset"):
         assert (optional in names) == (optional in StylizeConfig.__dataclass_fields__)
     params = params_from_form({"strength": "1", "size": "64", "preserve_colors": "luminance"}, settings)
-    assert params["style_weight"] == StylizeConfig().style_weight * 2 and params["size"] == 64
+    assert params["style_strength"] == 2 and params["size"] == 64 and "style_weight" not in params
     assert ("preserve_colors" in params) == ("preserve_colors" in StylizeConfig.__dataclass_fields__)
 
 
@@ -233,10 +233,11 @@ def test_form_offers_colour_and_preset_and_applies_the_preset(settings):
     cfg = make_config(params, settings)
     fast = StylizeConfig.from_preset("fast")
     assert cfg.preset == "fast" and cfg.preserve_colors == "histogram"
-    # The preset's values are applied (not just its name recorded), and the slider scales its style weight.
-    assert cfg.style_weight == pytest.approx(2 * fast.style_weight)
+    # The preset's values are applied (not just its name recorded); the slider multiplies its style weight.
+    assert cfg.style_weight == fast.style_weight and cfg.style_strength == 2
+    assert cfg.style_weight_effective == pytest.approx(2 * fast.style_weight)
     for name, value in PRESETS["fast"].items():
-        if name not in settings.overrides and name not in ("style_weight", "size"):  # the form sets these
+        if name not in settings.overrides and name != "size":  # the form sets the size
             assert getattr(cfg, name) == value, name
     with pytest.raises(InputError, match="preset 'bold' is not one of"):
         params_from_form({"preset": "bold"}, settings)
@@ -275,13 +276,13 @@ def test_job_runs_streams_progress_and_keeps_its_result(live, settings):
     assert steps == sorted(steps) and steps[-1] == 6 and events[-1][1]["preview"] >= 1
     assert all(d["progress"]["steps"] == 6 for k, d in events if d["progress"].get("steps"))
     job = live.get(f"/api/jobs/{job_id}").json()
-    assert job["state"] == "done" and job["params"] == {"style_weight": 200.0}
+    assert job["state"] == "done" and job["params"] == {"style_strength": 2.0}
     r = live.get(f"/jobs/{job_id}/result.png?download=1")
     assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
     assert Image.open(io.BytesIO(r.content)).size == (64, 51)
     assert live.get(f"/jobs/{job_id}/preview.jpg").headers["content-type"] == "image/jpeg"
     report = live.get(f"/jobs/{job_id}/report.json").json()
-    assert report["config"]["style_weight"] == 200.0 and report["iterations"] == 6
+    assert report["config"]["style_strength"] == 2.0 and report["iterations"] == 6
     page = live.get(f"/jobs/{job_id}").text
     assert "Download full size" in page and "style weight" in page and str(settings.data_dir) not in page
 

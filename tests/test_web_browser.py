@@ -108,7 +108,8 @@ def test_upload_watch_and_download(browser, server, pictures, viewport, tmp_path
     page.wait_for_function("document.getElementById('picture').complete", timeout=30_000)
     assert page.evaluate("document.getElementById('picture').naturalWidth") == 64
     assert "my photo.jpg" in page.text_content("h1") and "painting.png" in page.text_content("h1")
-    assert "200" in page.text_content(".settings-table")  # style weight: the slider doubled it
+    settings_text = page.text_content(".settings-table")
+    assert "style strength" in settings_text and "2.0" in settings_text  # the slider doubled it
     shot(page, f"job-done-{tag}")
     with page.expect_download() as dl:
         page.click("#download")

@@ -81,7 +81,7 @@ def test_twenty_concurrent_jobs_all_finish_in_order(tmp_path, tiny_weights):
         strength = {j["id"]: (i % 13 - 6) / 2 for i, j in enumerate(submitted)}
         for j in jobs:  # nothing lost, nothing mixed up: each ran once with its own settings
             assert (s.jobs_dir / j.id / "result.png").is_file() and j.attempts == 1
-            assert j.report["config"]["style_weight"] == pytest.approx(100 * 2 ** strength[j.id])
+            assert j.report["config"]["style_strength"] == pytest.approx(2 ** strength[j.id])
 
 
 def test_one_worker_per_device_shares_the_queue(tmp_path, tiny_weights):
@@ -94,3 +94,28 @@ def test_one_worker_per_device_shares_the_queue(tmp_path, tiny_weights):
         jobs = [store.get(i) for i in ids]
     assert {j.worker for j in jobs} == {0, 1}  # both took jobs
     assert all(j.report["device"].startswith("cpu") and j.attempts == 1 for j in jobs)
+
+
+def test_a_worker_paints_on_its_own_gpu_without_global_cuda_state(tmp_path, tiny_weights, monkeypatch):
+    """A worker for "cuda:N" passes the device to the engine as is (the config accepts cuda:N);
+    it no longer strips the index and makes the GPU current for the whole process."""
+    import threading as th
+
+    import torch
+
+    import restyle.engine as engine
+    from restyle.web.worker import Worker
+
+    s = web_settings(tmp_path / "d", tiny_weights, devices=("cuda:1",), overrides={"iterations": 2})
+    store = JobStore(s.db_path, s.jobs_dir)
+    (s.jobs_dir / "j1").mkdir(parents=True)
+    (s.jobs_dir / "j1" / "c.png").write_bytes(PNG)
+    (s.jobs_dir / "j1" / "s.png").write_bytes(STYLE)
+    store.add("j1", {}, "c.png", "s.png", "c.png", "s.png")
+    seen = []
+    monkeypatch.setattr(engine, "run", lambda c, st, cfg, **kw: seen.append(cfg.device) or (_ for _ in ()).throw(
+        engine.InputError("stop here")))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda *a: seen.append("set_device"))
+    w = Worker(s, 0, th.Event(), th.Event())
+    w.run_job(store.claim(0))
+    assert seen == ["cuda:1"] and store.get("j1").state == "failed"

@@ -42,8 +42,10 @@ def expand(paths: Sequence[PathLike], what: str) -> List[Path]:
             if not found:
                 raise InputError(f"{what} folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             out += found
+        elif not p.exists():
+            raise InputError(f"{what} {p}: no such file")
         else:
-            out.append(p)  # load_image() checks it exists and is an image
+            out.append(p)  # load_image() checks it is an image
     return out
 
 
@@ -104,12 +106,18 @@ class BatchReport:
 
 def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLike,
                suffix: str = ".png") -> List[PairTask]:
-    """A task for every pair; refuses name clashes and outputs that are inputs."""
+    """A task for every pair; refuses name clashes and outputs that are inputs.
+
+    `out_dir` may not exist yet (plan_batch creates it), but must not be a file.
+    """
     out_dir = Path(out_dir)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"batch output suffix {suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
-    if not out_dir.is_dir():
-        raise InputError(f"batch output {out_dir} must be an existing folder (outputs are CONTENT__STYLE{suffix})")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"batch output {out_dir} is a file; give a folder (outputs are CONTENT__STYLE{suffix})")
+    if not out_dir.exists() and out_dir.suffix.lower() in WRITE_SUFFIXES:
+        raise InputError(f"batch output {out_dir} looks like an image file name; give a folder, created if "
+                         f"missing (outputs are CONTENT__STYLE{suffix})")
     inputs = tuple(contents) + tuple(styles)
     tasks: List[PairTask] = []
     seen: Dict[Path, PairTask] = {}
@@ -119,7 +127,8 @@ def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLi
             if out in seen:
                 raise InputError(f"{c} x {s} and {seen[out].content} x {seen[out].style} would both be written "
                                  f"to {out}; rename one of the inputs")
-            check_output_path(out, inputs)
+            if out_dir.is_dir():  # a folder made below holds no inputs and no files yet
+                check_output_path(out, inputs)
             seen[out] = PairTask(len(tasks), c, s, out)
             tasks.append(seen[out])
     return tasks
@@ -130,7 +139,9 @@ def plan_batch(contents: Sequence[PathLike], styles: Sequence[PathLike], out_dir
     """Check the whole batch up front (before any work or any cluster): folders, names, settings."""
     if config.style_blend_weights is not None:
         raise InputError("style_blend_weights has no meaning in batch mode (one result per style); drop it")
-    return plan_pairs(expand(contents, "content"), expand(styles, "style"), out_dir, suffix)
+    tasks = plan_pairs(expand(contents, "content"), expand(styles, "style"), out_dir, suffix)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # only once every check has passed
+    return tasks
 
 
 def pair_key(task: PairTask, cfg: StylizeConfig, painter_key: Any) -> str:

@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import __version__
+from . import __version__, cli_upscale
 from .config import ExplainConfig, StylizeConfig
 from .cli_models import add_model_commands, stylize_hybrid, stylize_with_model
 from .errors import InputError, RestyleError
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("styles", nargs="*", metavar="style",
                    help="style image(s) (the painting), or folders (batch mode); none with --model")
     p.add_argument("-o", "--output", required=True,
-                   help="output image (.png, .jpg, .webp, ...); in batch mode an existing folder")
+                   help="output image (.png, .jpg, .webp, ...); in batch mode a folder (created if missing)")
     p.add_argument("--batch", action="store_true",
                    help="one result per content x style pair (OUTPUT/CONTENT__STYLE.png) instead of blending "
                         "the styles; implied when the content or a style is a folder")
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="send the photos and styles to the workers through Ray's object store and write the "
                           "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
     add_config_arguments(p)
+    cli_upscale.add_stylize_flag(p)
     p.set_defaults(func=cmd_stylize)
     add_model_commands(sub, p)  # train, models, export; stylize --model / --init-model (cli_models.py)
 
@@ -184,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example images for the gallery and the form (default: the source tree's examples/)")
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
+    cli_upscale.add_commands(sub, add_config_arguments)
+
+    from .cli_video import add_video_parser
+
+    add_video_parser(sub)
     return parser
 
 
@@ -227,7 +233,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .engine import run
 
     return _paint_and_save(
-        args, out, lambda **kw: run(args.content, args.styles, cfg, weights=args.weights, **kw),
+        args, out, cli_upscale.upscaled(args, cfg, lambda c, **kw: run(args.content, args.styles, c, weights=args.weights, **kw)),
         content=str(args.content), styles=[str(s) for s in args.styles], **getattr(args, "hybrid", {}),
     )
 
@@ -319,6 +325,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.save_every:
         raise InputError("--save-every is not available in batch mode")
+    if getattr(args, "upscale", None):
+        raise InputError("--upscale is not available in batch mode")
     kw: Dict[str, Any] = {"weights": args.weights, "sidecar": not args.no_sidecar}
     if args.ray is not None:
         from .distributed import check_address, run_batch_ray as batch

@@ -108,14 +108,17 @@ def color_transfer_matrix(style_pixels: torch.Tensor, content_pixels: torch.Tens
     return a, mu_c - a @ mu_s
 
 
+def recolour(img: Image.Image, palette: Sequence[Image.Image]) -> Image.Image:
+    """`img` recoloured to the colour mean and covariance of the `palette` images' pixels together."""
+    target = torch.cat([_stats_tensor(p)[0].reshape(3, -1) for p in palette], dim=1)
+    a, b = color_transfer_matrix(_stats_tensor(img)[0].reshape(3, -1), target)
+    x = to_tensor(img)[0].double().reshape(3, -1)
+    return to_pil((a @ x + b).reshape(1, 3, img.height, img.width).float())
+
+
 def match_histogram(style: Image.Image, content: Image.Image) -> Image.Image:
     """The style image recoloured to the content's colour mean and covariance (Sec. 5.2)."""
-    a, b = color_transfer_matrix(
-        _stats_tensor(style)[0].reshape(3, -1), _stats_tensor(content)[0].reshape(3, -1)
-    )
-    x = to_tensor(style)[0].double().reshape(3, -1)
-    out = (a @ x + b).reshape(1, 3, style.height, style.width)
-    return to_pil(out.float())
+    return recolour(style, [content])
 
 
 class ColorPlan:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -20,11 +21,15 @@ from .errors import InputError
 
 from .models.layers import BLOCK_DEPTHS, FEATURE_LAYERS, VGG19_LAYERS  # noqa: F401  (re-exported)
 
-INIT_CHOICES = ("content", "noise", "blur")  # or a path to an image
+INIT_CHOICES = ("content", "noise", "blur", "palette")  # or a path to an image
 OPTIMIZERS = ("lbfgs", "adam")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and "cuda:N", one GPU of several (see valid_device)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 POOLINGS = ("max", "avg")
+# How each style layer's loss is scaled (losses.py, style_layer_scales): "target" divides it
+# by its target Gram matrix's mean square, so one weight means the same push on every
+# painting and every layer; "none" is jcjohnson/neural-style's unscaled loss.
+STYLE_NORMS = ("target", "none")
 # Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
 # Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
 # the style image to the content's colour statistics first. See color.py.
@@ -53,6 +58,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "iterations": 500,
         "content_weight": 5.0,
         "style_weight": 100.0,
+        "style_norm": "none",  # the paper's loss (whatever the default becomes): layers weighted as they come
         "tv_weight": 0.0,
     },
     # A quick look (a few seconds on a laptop CPU): small and few iterations.
@@ -70,6 +76,7 @@ PRESET_NAMES = tuple(PRESETS)
 
 MIN_SIZE = 32  # five 2x2 poolings need at least 32 px on the short side
 MAX_SIZE = 8192
+MAX_STRENGTH = 1000.0  # --style-strength beyond this only stalls the optimiser
 MIN_TILE_SIZE = 64  # a tile's core; smaller ones are nearly all margin
 # Decoded-pixel cap for input images (decompression bombs): 24k x 24k is 576 MP.
 MAX_INPUT_PIXELS = 24_000 * 24_000
@@ -115,6 +122,20 @@ class StylizeConfig:
     # were tuned by eye on tubingen x starry night at 512 px.
     content_weight: float = field(default=5.0, metadata=_help("alpha: weight of the content loss"))
     style_weight: float = field(default=100.0, metadata=_help("beta: weight of the style loss"))
+    # "none" stays the default until benchmarks/quality.py has measured "target" on a quiet
+    # machine (issue 11: the shared CPU was too loaded to finish a 512 px run in the session).
+    style_norm: str = field(
+        default="none",
+        metadata=_help(
+            "style loss scaling per layer: target (divided by the painting's own Gram magnitude, so a "
+            "weight means the same strength on every painting) or none (the classic unscaled loss)",
+            choices=STYLE_NORMS,
+        ),
+    )
+    style_strength: float = field(
+        default=1.0,
+        metadata=_help("multiplier on the (calibrated) style weight: 2 paints the style twice as strongly"),
+    )
     tv_weight: float = field(default=1e-3, metadata=_help("weight of the total-variation smoothing term"))
     style_blend_weights: Optional[Tuple[float, ...]] = field(
         default=None, metadata=_help("one weight per style image, normalised to sum 1 (default: equal)")
@@ -124,7 +145,10 @@ class StylizeConfig:
     )
     init: str = field(
         default="content",
-        metadata=_help("start image: content, noise, blur (Gaussian-blurred content) or a path"),
+        metadata=_help(
+            "start image: content, noise, blur (Gaussian-blurred content), palette (the content "
+            "recoloured to the style's colour mean and covariance) or a path"
+        ),
     )
     seed: int = field(default=0, metadata=_help("random seed; same seed and settings give the same image on CPU"))
     optimizer: str = field(default="lbfgs", metadata=_help("optimiser of the pixels", choices=OPTIMIZERS))
@@ -132,7 +156,7 @@ class StylizeConfig:
         default=None, metadata=_help("learning rate (default: 1 for lbfgs, 2.0 for adam on 0-255 pixels)")
     )
     pooling: str = field(default="max", metadata=_help("VGG-19 pooling (the paper prefers avg)", choices=POOLINGS))
-    device: str = field(default="auto", metadata=_help("where to compute", choices=DEVICES))
+    device: str = field(default="auto", metadata=_help("where to compute: auto, cpu, cuda, cuda:N or mps"))
     precision: str = field(
         default="auto",
         metadata=_help("network precision; auto = bf16 where the hardware has it, else fp32", choices=PRECISIONS),
@@ -178,15 +202,30 @@ class StylizeConfig:
 
     def __post_init__(self) -> None:
         coerce_fields(self)
+        if self.preset is not None:
+            # StylizeConfig(preset="hq", iterations=50): the preset's values where no value was
+            # given. A frozen dataclass cannot tell a value given as the default from no value,
+            # so a field left at its default takes the preset's value.
+            _choice("preset", self.preset, PRESET_NAMES)
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in PRESETS[self.preset].items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
         self.validate()
 
     def replace(self, **changes: Any) -> "StylizeConfig":
-        """A copy with `changes`; a `preset` among them is applied first, the other changes on top."""
-        name = changes.get("preset")
-        if name is not None:
+        """A copy with `changes`; a `preset` among them is applied first, the other changes on top.
+
+        Without a new preset the changes apply as given, even where they set a value back to
+        its default (the current preset is kept as a record but not applied again).
+        """
+        name = changes.pop("preset", self.preset)
+        if name is not None and name != self.preset:
             _choice("preset", name, PRESET_NAMES)
             changes = {**PRESETS[name], **changes}
-        return replace(self, **changes)
+        new = replace(self, preset=None, **changes)
+        object.__setattr__(new, "preset", name)
+        return new
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "StylizeConfig":
@@ -218,6 +257,9 @@ class StylizeConfig:
             )
         for name in ("content_weight", "style_weight", "tv_weight"):
             _non_negative(name, getattr(self, name))
+        _choice("style_norm", self.style_norm, STYLE_NORMS)
+        if not (isinstance(self.style_strength, (int, float)) and 0 <= self.style_strength <= MAX_STRENGTH):
+            raise InputError(f"style_strength {self.style_strength!r} is out of range; it must be in [0, {MAX_STRENGTH:g}]")
         for name in ("style_layer_weights", "style_blend_weights"):
             for w in getattr(self, name) or ():
                 _non_negative(name, w)
@@ -225,22 +267,18 @@ class StylizeConfig:
             raise InputError(f"style_blend_weights {self.style_blend_weights} must not sum to 0")
         if not (0.05 <= self.style_scale <= 8) or not math.isfinite(self.style_scale):
             raise InputError(f"style_scale {self.style_scale} is out of range; it must be in [0.05, 8]")
-        if self.init not in INIT_CHOICES and not Path(self.init).is_file():
-            raise InputError(
-                f"init {self.init!r} is neither one of {', '.join(INIT_CHOICES)} nor an existing image file"
-            )
+        # Files (an init image, masks) are checked where they are opened, not here: a config
+        # may be built on one machine and run on another.
+        if not isinstance(self.init, str) or not self.init:
+            raise InputError(f"init {self.init!r} must be one of {', '.join(INIT_CHOICES)} or a path to an image")
         _choice("preserve_colors", self.preserve_colors, PRESERVE_COLORS)
-        if self.mask is not None:
-            if not self.mask:
-                raise InputError("mask must name at least one image")
-            for m in self.mask:
-                if not Path(m).is_file():
-                    raise InputError(f"mask {m!r} is not an existing image file")
+        if self.mask is not None and not self.mask:
+            raise InputError("mask must name at least one image")
         if self.preset is not None:
             _choice("preset", self.preset, PRESET_NAMES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("device", self.device, DEVICES)
+        valid_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr {self.lr} must be a positive number")
@@ -251,11 +289,23 @@ class StylizeConfig:
             raise InputError(f"max_memory {self.max_memory} must be a positive number of GB")
 
     @property
+    def style_weight_effective(self) -> float:
+        """beta times --style-strength: the weight the style loss is multiplied by."""
+        return self.style_weight * self.style_strength
+
+    @property
     def lr_or_default(self) -> float:
         return self.lr if self.lr is not None else (1.0 if self.optimizer == "lbfgs" else 2.0)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def valid_device(name: str) -> str:
+    """One of DEVICES or "cuda:N" (whether it exists here is device.resolve_device's question)."""
+    if name not in DEVICES and not re.fullmatch(r"cuda:[0-9]+", str(name)):
+        raise InputError(f"device {name!r} is not one of {', '.join(DEVICES)} or cuda:N")
+    return name
 
 
 def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
@@ -395,7 +445,7 @@ class ExplainConfig:
     # The paper synthesises with average pooling ("improves the gradient flow").
     pooling: str = field(default="avg", metadata=_help("VGG-19 pooling for syntheses", choices=POOLINGS))
     seed: int = field(default=0, metadata=_help("seed of the noise every synthesis starts from"))
-    device: str = field(default="auto", metadata=_help("where to compute", choices=DEVICES))
+    device: str = field(default="auto", metadata=_help("where to compute: auto, cpu, cuda, cuda:N or mps"))
     # fp32, not auto: syntheses from noise need exact gradients, and on our bf16-capable
     # CPU fp32 also ran faster and steadier for these small images.
     precision: str = field(default="fp32", metadata=_help("network precision", choices=PRECISIONS))
@@ -441,13 +491,77 @@ class ExplainConfig:
         for name in ("content_weight", "style_weight", "tv_weight"):
             _non_negative(name, getattr(self, name))
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("device", self.device, DEVICES)
+        valid_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
         if self.size // 2 ** (self.scales - 1) < 64:
             raise InputError(
                 f"scales {self.scales} at size {self.size}: the coarsest scale would be "
                 f"{self.size // 2 ** (self.scales - 1)} px; it must be at least 64 px"
             )
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# `stylize --upscale` paints at most this long side, then enlarges with the upscaler:
+# 1024 px took 2:38 with the default settings on our 2-core CPU (2048 px: 10:36), and
+# the 4x network then fills a 4096 px print in about a minute.
+PAINT_LIMIT = 1024
+
+# Super-resolution (upscaler) training. Johnson et al. (ECCV 2016, Sec. 4.2) compare
+# features at relu2_2 for super-resolution; deeper layers cost more than our two shared
+# CPU cores can give a training run that must finish within the hour.
+UPSCALE_FEATURE_LAYERS = ("relu2_2",)
+
+
+@dataclass(frozen=True)
+class UpscalerTrainConfig:
+    """Settings of one upscaler training run (stored in its checkpoints and model file).
+
+    The defaults are the bundled up4 model's recipe (plus --hold-out 16), sized for
+    two busy CPU cores: a step of 4 crops of 64 px took 5-20 s there.
+    """
+
+    scale: int = field(default=4, metadata=_help("enlargement factor the network learns", choices=(2, 4)))
+    channels: int = field(default=32, metadata=_help("feature width of the network"))
+    blocks: int = field(default=6, metadata=_help("residual blocks of the network"))
+    steps: int = field(default=120, metadata=_help("optimiser steps (batches)"))
+    batch_size: int = field(default=4, metadata=_help("crops per step"))
+    # 64 px crops are 16 px at 4x down, a little under the network's reach (18 low-res px):
+    # the cost of a step on a CPU grows with the crop's area.
+    crop: int = field(default=64, metadata=_help("side of the high-resolution training crops in pixels"))
+    lr: float = field(default=1e-3, metadata=_help("Adam learning rate (cosine decay to 1/10)"))
+    feature_layers: Tuple[str, ...] = field(
+        default=UPSCALE_FEATURE_LAYERS, metadata=_help("VGG-19 layers of the feature (perceptual) loss")
+    )
+    # The pixel term keeps colours and flat areas where VGG features are indifferent
+    # (Johnson et al. use the feature loss alone); at 2 it is about a fifth of the loss.
+    pixel_weight: float = field(default=2.0, metadata=_help("weight of the L1 pixel term beside the feature loss"))
+    hold_out: int = field(default=0, metadata=_help("photos held aside for evaluation (every k-th by name)"))
+    checkpoint_every: int = field(default=25, metadata=_help("write a checkpoint every N steps"))
+    preview_every: int = field(default=50, metadata=_help("write the preview grid every N steps (0: never)"))
+    seed: int = field(default=0, metadata=_help("seed of the crops and the network's initial weights"))
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4):
+            raise InputError(f"scale {self.scale!r} is not one of 2, 4")
+        _int_range("channels", self.channels, 1, 256)
+        _int_range("blocks", self.blocks, 0, 64)
+        _int_range("steps", self.steps, 1, 10_000_000)
+        _int_range("batch_size", self.batch_size, 1, 1024)
+        _int_range("crop", self.crop, 16, 1024)
+        if self.crop % self.scale:
+            raise InputError(f"crop {self.crop} must be a multiple of scale {self.scale}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"lr {self.lr!r} must be a finite number > 0")
+        if not self.feature_layers:
+            raise InputError("feature_layers must name at least one layer")
+        for layer in self.feature_layers:
+            _choice("feature layer", layer, FEATURE_LAYERS)
+        _non_negative("pixel_weight", self.pixel_weight)
+        for name in ("hold_out", "checkpoint_every", "preview_every"):
+            _int_range(name, getattr(self, name), 0, 10_000_000)
+        _int_range("seed", self.seed, 0, 2**63 - 1)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -22,26 +22,27 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from . import __version__
-from .color import ColorPlan
-from .config import StylizeConfig
+from .color import ColorPlan, recolour
+from .config import INIT_CHOICES, StylizeConfig
 from .device import (  # noqa: F401  (re-exported for front ends)
     autocast, cpu_has_fast_bf16, device_name, network, resolve_device, resolve_precision,
 )
 from .errors import InputError, RestyleError
 from .events import Callback, Planned
-from .images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_tensor
+from .images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_pil, to_tensor
 from .loop import OptimizerSettings, Progress, Step, paint
 from .memory import Plan, plan_run
 from .models.layers import deepest_layer
 from .models.vgg import weights_widths
-from .objective import Objective, Sources, TargetCache, TilingError, build_terms
+from .objective import Objective, Sources, TargetCache, Term, TilingError, build_terms
 from .progress import RunEstimate, network_pixels
 from .regions import load_masks, mask_tensor
 from .schedule import Stage, pyramid
@@ -109,11 +110,17 @@ def blur_radius(long_side: int) -> float:
 
 
 def initial_image(
-    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device
+    init: str, content_img: Image.Image, size: Tuple[int, int], seed: int, device: torch.device,
+    palette: Sequence[Image.Image] = (),
 ) -> torch.Tensor:
+    """The first scale's start; `palette` (the style images) is used by init "palette"."""
     w, h = size
     if init == "content":
         return to_tensor(content_img, device)
+    if init == "palette":
+        # The reverse of --preserve-colors histogram: the photo in the painting's colours,
+        # so the optimiser starts with the palette and spends its steps on the strokes.
+        return to_tensor(recolour(content_img, palette or [content_img]), device)
     if init == "blur":
         return to_tensor(content_img.filter(ImageFilter.GaussianBlur(blur_radius(max(w, h)))), device)
     if init == "noise":
@@ -159,6 +166,8 @@ class Inputs:
 
 
 def load_inputs(content: ImageSource, styles: Sequence[ImageSource], cfg: StylizeConfig) -> Inputs:
+    if cfg.init not in INIT_CHOICES and not Path(cfg.init).is_file():  # checked where it is used
+        raise InputError(f"init {cfg.init!r} is neither one of {', '.join(INIT_CHOICES)} nor an existing image file")
     content_img = load_image(content, max_pixels=cfg.max_input_pixels)
     style_imgs = [load_image(s, max_pixels=cfg.max_input_pixels) for s in styles]
     blend = normalised_blend(cfg, len(style_imgs))
@@ -171,33 +180,34 @@ def load_inputs(content: ImageSource, styles: Sequence[ImageSource], cfg: Styliz
 # --- planning -----------------------------------------------------------------
 
 
-def optimizer_settings(cfg: StylizeConfig, name: str, history: int) -> OptimizerSettings:
+def optimizer_settings(cfg: StylizeConfig, name: str, history: int,
+                       line_search: Optional[str] = None) -> OptimizerSettings:
     """The planner's choice for one scale; cfg.lr is L-BFGS's when the planner swapped in Adam to fit."""
     if name == "lbfgs":
-        return OptimizerSettings("lbfgs", cfg.lr_or_default, history)
+        return OptimizerSettings("lbfgs", cfg.lr_or_default, history, line_search=line_search)
     return OptimizerSettings("adam", cfg.lr_or_default if cfg.optimizer == "adam" else 2.0)
 
 
 def plan_steps(cfg: StylizeConfig, sizes: Sequence[Tuple[int, int]], stages: Sequence[Stage],
                painter: Painter, widths: Sequence[int], style_layers: Sequence[str],
-               content_layers: Sequence[str]) -> Tuple[List[Step], Plan]:
+               content_layers: Sequence[str], line_search: Optional[str] = None) -> Tuple[List[Step], Plan]:
     """Plan memory for every scale before any work: refuse or fall back now, not when killed."""
     layers = tuple(content_layers) + tuple(style_layers)
     plan = plan_run(
-        sizes, max_memory_gb=cfg.max_memory, device_type=painter.device.type, optimizer=cfg.optimizer,
+        sizes, max_memory_gb=cfg.max_memory, device_type=str(painter.device), optimizer=cfg.optimizer,
         tile_size=cfg.tile_size, deepest=deepest_layer(layers), style_layers=style_layers,
         content_layers=content_layers, precision=painter.precision, widths=tuple(widths),
     )
     margin = default_margin(layers)
-    steps = [Step(size, stage.iterations, optimizer_settings(cfg, sp.optimizer, sp.history),
+    steps = [Step(size, stage.iterations, optimizer_settings(cfg, sp.optimizer, sp.history, line_search),
                   TileSpec(sp.tile, margin) if sp.tile else None)
              for size, stage, sp in zip(sizes, stages, plan.stages)]
     return steps, plan
 
 
-def stage_objective(painter: Painter, cfg: StylizeConfig, src: Sources, step: Step, note: str = "") -> Objective:
+def stage_objective(painter: Painter, terms: List[Term], step: Step, note: str = "") -> Objective:
     """The terms of one scale, their targets prepared (from the painter's cache where possible)."""
-    objective = Objective(build_terms(cfg, src), painter)
+    objective = Objective(terms, painter)
     if step.tile is not None:
         try:
             objective.check_tileable()
@@ -206,6 +216,58 @@ def stage_objective(painter: Painter, cfg: StylizeConfig, src: Sources, step: St
             raise TilingError(f"{e}, which {w}x{h} px needs here ({note}); "
                               "use a smaller --size or raise --max-memory") from None
     return objective.prepare(step.tile, painter.cache)
+
+
+TermsAt = Callable[[int, Stage, Step], List[Term]]
+
+
+@dataclass
+class Painted:
+    """What paint_pyramid made: the final tensor, the events' tally and timings, the memory plan."""
+
+    x: torch.Tensor
+    progress: Progress
+    plan: Plan
+    estimator: RunEstimate
+
+
+def paint_pyramid(
+    cfg: StylizeConfig,
+    painter: Painter,
+    stages: Sequence[Stage],
+    sizes: Sequence[Tuple[int, int]],
+    terms_at: TermsAt,
+    start: Callable[[Step], torch.Tensor],
+    *,
+    style_layers: Sequence[str],
+    content_layers: Sequence[str],
+    weights: Weights,
+    resample: Callable[[torch.Tensor, Step], torch.Tensor] = lambda x, step: upsample(x, step.size),
+    network_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    image: Callable[[torch.Tensor], Image.Image] = to_pil,
+    line_search: Optional[str] = None,
+    callback: Optional[Callback] = None,
+    cancel: Any = None,
+    snapshot_every: int = 0,
+    t_start: Optional[float] = None,
+) -> Painted:
+    """Plan the memory of every scale, then paint coarse to fine with the terms `terms_at` gives.
+
+    stylize, texture and explain differ only in their terms, start and resampling; this is
+    the rest. `style_layers` and `content_layers` are what the terms read (for the memory planner).
+    """
+    steps, plan = plan_steps(cfg, sizes, stages, painter, weights_widths(weights), style_layers, content_layers,
+                             line_search)
+    estimator = RunEstimate(callback or (lambda event: None))  # adds the Estimate event
+    estimator(planned(steps, plan))
+    progress = Progress(estimator, steps, snapshot_every, image, t_start)
+
+    def objective_at(k: int, step: Step) -> Objective:
+        return stage_objective(painter, terms_at(k, stages[k], step), step, plan.stages[k].note)
+
+    x = paint(steps, objective_at, start, resample, progress, precision=painter.precision,
+              network_input=network_input, cancel=cancel, seed=cfg.seed)
+    return Painted(x, progress, plan, estimator)
 
 
 def stage_sources(inputs: Inputs, cfg: StylizeConfig, stage: Stage, size: Tuple[int, int],
@@ -263,32 +325,29 @@ def run(
     for size in sizes:
         check_size("output", *size)
     painter, w = painter_for(cfg, weights, painter)
-    steps, plan = plan_steps(cfg, sizes, stages, painter, weights_widths(w), cfg.style_layers, cfg.content_layers)
-    estimator = RunEstimate(callback or (lambda event: None))  # adds the Estimate event
-    estimator(planned(steps, plan))
-    progress = Progress(estimator, steps, snapshot_every, inputs.colors.image, t_start)
 
-    def objective_at(k: int, step: Step) -> Objective:
-        src = stage_sources(inputs, cfg, stages[k], step.size, painter.device)
-        return stage_objective(painter, cfg, src, step, plan.stages[k].note)
+    def terms_at(k: int, stage: Stage, step: Step) -> List[Term]:
+        return build_terms(cfg, stage_sources(inputs, cfg, stage, step.size, painter.device))
 
     def start(step: Step) -> torch.Tensor:
         first = initial_image(cfg.init, resize(inputs.net_content, stages[0].long_side), step.size, cfg.seed,
-                              painter.device)
+                              painter.device, palette=inputs.styles)
         return inputs.colors.variable(first)
 
-    x = paint(steps, objective_at, start, lambda x, step: upsample(x, step.size), progress,
-              precision=painter.precision, network_input=inputs.colors.network_input, cancel=cancel, seed=cfg.seed)
-    image = inputs.colors.image(x)
+    done = paint_pyramid(cfg, painter, stages, sizes, terms_at, start, style_layers=cfg.style_layers,
+                         content_layers=cfg.content_layers, weights=w, network_input=inputs.colors.network_input,
+                         image=inputs.colors.image, callback=callback, cancel=cancel, snapshot_every=snapshot_every,
+                         t_start=t_start)
+    image = inputs.colors.image(done.x)
     if image.size != sizes[-1]:  # cannot happen with pyramid(); a guard, not a resize
         raise RestyleError(f"internal error: made {image.size}, expected {sizes[-1]}")
-    progress.done()
+    done.progress.done()
     report = run_report(
-        cfg, painter, w, progress, [dict(long_side=s.long_side, iterations=s.iterations,
-                                         style_long_side=style_side(cfg, s)) for s in stages],
+        cfg, painter, w, done.progress, [dict(long_side=s.long_side, iterations=s.iterations,
+                                              style_long_side=style_side(cfg, s)) for s in stages],
         head={"styles": len(inputs.styles), "style_blend_weights": inputs.blend},
-        tail={"estimate": estimator.summary(),  # made after the first iterations; compare timings_s.total
-              "memory_plan": plan_report(plan)},
+        tail={"estimate": done.estimator.summary(),  # made after the first iterations; compare timings_s.total
+              "memory_plan": plan_report(done.plan)},
     )
     return Result(image, cfg, report)
 

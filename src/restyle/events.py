@@ -117,3 +117,39 @@ class BatchProgress:
 
 Event = Union[Planned, Estimate, StageStart, Iterate, Snapshot, Done]
 Callback = Callable[[Event], None]
+
+
+# --- training (trained networks: see training.py) ---------------------------
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """One optimiser step of a network's training."""
+
+    step: int  # 1-based, counted over resumed runs too
+    steps: int
+    loss: float
+    terms: Mapping[str, float]
+    elapsed: float  # seconds since this process started training
+
+    @property
+    def eta(self) -> float:
+        return self.elapsed / max(1, self.step - self.first) * (self.steps - self.step) if self.step else 0.0
+
+    first: int = 0  # the step this process started from (0, or the resumed checkpoint's)
+
+
+@dataclass(frozen=True)
+class TrainCheckpoint:
+    """A checkpoint was written (training can --resume from it)."""
+
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainPreview:
+    """The preview grid at this step (the CLI writes it beside the model file)."""
+
+    step: int
+    image: "Image.Image" = field(repr=False)

@@ -17,8 +17,10 @@ The report redraws the figures that explain neural style transfer:
    block, the nine image patches that excite them most, cut at the unit's
    receptive field, and the unit's feature map over both images.
 
-Every picture is made by the engine's own pieces: syntheses are `engine.run`
-with the relevant loss weights set to zero, features come from `Painter`.
+Every picture is made by the engine's own pieces: reconstructions are the
+engine's pyramid and loop (`engine.paint_pyramid`) with only the terms they
+need (a content term, or a Gram style term, and TV), the trade-off grid is
+`engine.run`, features come from `Painter`.
 The paper names layers conv1_2 ...; Caffe's ReLUs run in place, so its
 "conv1_2" is the rectified output, `relu1_2` in restyle's names.
 """
@@ -41,15 +43,16 @@ from PIL import Image
 
 from .config import ExplainConfig, StylizeConfig
 from .device import network, resolve_device, resolve_precision
-from .engine import Painter, run
+from .engine import Painter, noise_image, paint_pyramid, painter_for, run
 from .errors import Cancelled, InputError
 from .events import Iterate
-from .loop import is_cancelled
+from .loop import Step, is_cancelled
 from .models.layers import deepest_layer, receptive_field
-from .images import PathLike, READ_FORMATS, check_size, fit_size, load_image, resize, save_atomic, to_tensor
+from .images import PathLike, READ_FORMATS, check_size, fit_size, load_image, resize, save_atomic, to_pil, to_tensor
 from .images import write_text_atomic
 from .losses import gram
-from .schedule import pyramid
+from .objective import ContentTerm, GramStyleTerm, Term, TVTerm
+from .schedule import Stage, pyramid
 from .weights import load_weights
 
 BLOCKS = (1, 2, 3, 4, 5)
@@ -363,7 +366,8 @@ def _synth_config(cfg: ExplainConfig, iterations: int, **changes: Any) -> Styliz
     return StylizeConfig(
         size=cfg.size, iterations=iterations, scales=(cfg.scales,), init="noise", seed=cfg.seed,
         pooling=cfg.pooling, device=cfg.device, precision=cfg.precision, tv_weight=cfg.tv_weight,
-        optimizer="lbfgs",
+        # The paper's (unscaled) style loss: the report shows Gatys et al.'s figures and their trade-off.
+        optimizer="lbfgs", style_norm="none",
     ).replace(**changes)
 
 
@@ -380,12 +384,12 @@ def reconstruct_content(
     # The content loss divided by the target's mean square is a relative error, so one
     # weight (and one TV weight, scaled by the layer's stride) works at every depth.
     energy = float(target.float().pow(2).mean().clamp_min(1e-12))
-    sc = _synth_config(
-        cfg, cfg.content_iterations, content_layers=(layer,), style_layers=("relu1_1",),
-        content_weight=cfg.content_weight / energy, style_weight=0.0,
-        tv_weight=cfg.tv_weight * receptive_field(layer)[1],
+    weight, tv = cfg.content_weight / energy, cfg.tv_weight * receptive_field(layer)[1]
+    sc = _synth_config(cfg, cfg.content_iterations, content_layers=(layer,), style_layers=(layer,))
+    return synthesize_from_noise(
+        content, sc, lambda c: [ContentTerm(weight, (layer,), c), TVTerm(tv)], content_layers=(layer,),
+        weights=weights, callback=callback, cancel=cancel,
     )
-    return run(content, content, sc, weights=weights, callback=callback, cancel=cancel).image
 
 
 def reconstruct_style(
@@ -395,15 +399,41 @@ def reconstruct_style(
     """A texture synthesised from noise to match `style`'s Gram matrices at `layers` (Fig. 1).
 
     Textures of shallow layers are painted at full size only: their statistics cannot
-    see scale, so blobs upsampled from a coarse scale would survive as blobs.
+    see scale, so blobs upsampled from a coarse scale would survive as blobs. The
+    texture takes the style image's shape.
     """
     shallow = receptive_field(deepest_layer(layers))[1] < 8
-    sc = _synth_config(
-        cfg, cfg.style_iterations, content_layers=(layers[0],), style_layers=tuple(layers),
-        content_weight=0.0, style_weight=cfg.style_weight, scales=(1,) if shallow else (cfg.scales,),
+    sc = _synth_config(cfg, cfg.style_iterations, content_layers=(layers[0],), style_layers=tuple(layers),
+                       scales=(1,) if shallow else (cfg.scales,))
+    return synthesize_from_noise(
+        style, sc, lambda s: [GramStyleTerm(cfg.style_weight, layers, None, [s], [1.0]), TVTerm(cfg.tv_weight)],
+        style_layers=tuple(layers), weights=weights, callback=callback, cancel=cancel,
     )
-    # The style image doubles as the "content" so that the texture takes its shape.
-    return run(style, style, sc, weights=weights, callback=callback, cancel=cancel).image
+
+
+def synthesize_from_noise(
+    image: Image.Image, sc: StylizeConfig, terms: Callable[[torch.Tensor], List[Term]], *,
+    content_layers: Sequence[str] = (), style_layers: Sequence[str] = (), weights: Optional[PathLike] = None,
+    callback: Optional[Callable[[Any], None]] = None, cancel: Any = None,
+) -> Image.Image:
+    """Paint from seeded noise, coarse to fine, with the terms `terms` makes from `image` at each scale
+    (the result takes `image`'s shape); the engine's pyramid and loop, with only these terms."""
+    painter, w = painter_for(sc, weights)
+    stages = pyramid(sc.size, sc.iterations, sc.scales)
+    sizes = [fit_size(*image.size, s.long_side) for s in stages]
+    for size in sizes:
+        check_size("output", *size)
+
+    def terms_at(k: int, stage: Stage, step: Step) -> List[Term]:
+        return terms(to_tensor(resize(image, stage.long_side), painter.device))
+
+    def start(step: Step) -> torch.Tensor:
+        return noise_image(step.size, sc.seed, painter.device)
+
+    done = paint_pyramid(sc, painter, stages, sizes, terms_at, start, content_layers=content_layers,
+                         style_layers=style_layers, weights=w, callback=callback, cancel=cancel)
+    done.progress.done()
+    return to_pil(done.x)
 
 
 def tradeoff_result(

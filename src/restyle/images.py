@@ -199,11 +199,12 @@ def to_pil(t: "torch.Tensor") -> Image.Image:
     return Image.fromarray(arr.contiguous().numpy())
 
 
-def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = ()) -> Path:
-    """Refuse an output path that is an input, has an unknown suffix, or sits in a missing folder."""
+def check_output_path(out: PathLike, inputs: Tuple[PathLike, ...] = (),
+                      suffixes: Tuple[str, ...] = WRITE_SUFFIXES) -> Path:
+    """Refuse an output path that is an input, has a suffix not in `suffixes`, or sits in a missing folder."""
     out = Path(out)
-    if out.suffix.lower() not in WRITE_SUFFIXES:
-        raise InputError(f"output {out}: suffix {out.suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
+    if out.suffix.lower() not in suffixes:
+        raise InputError(f"output {out}: suffix {out.suffix!r} is not one of {', '.join(suffixes)}")
     if not out.parent.exists():
         raise InputError(f"output {out}: folder {out.parent} does not exist")
     if out.is_dir():

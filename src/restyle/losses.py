@@ -15,9 +15,16 @@ tool's content 5 / style 100 weights keep their meaning.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
+
+# Calibration of style_norm "target" (see style_layer_scales): the Gram mean square each
+# layer's loss is brought to. With the default style weight 100 the unscaled loss weighs
+# Starry Night's layers (relative error) 100 x mean(T^2) = 8e4 (relu1_1) ... 2e8 (relu4_1);
+# 3e5 gives every layer 3e7, near their geometric mean. A first calibration, not yet
+# measured at 512 px (benchmarks/quality.py --variants before,target,palette).
+STYLE_NORM_REF = 3e5
 
 
 def _fp32(t: torch.Tensor):
@@ -55,6 +62,21 @@ def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     `target` is (C, C), (1, C, C) or (N, C, C): one style for the batch, or one per sample.
     """
     return (gram_matrix.float() - target.float()).pow(2).mean()
+
+
+def style_layer_scales(targets: Mapping[str, torch.Tensor], layers: Sequence[str], norm: str) -> Dict[str, float]:
+    """Per-layer multipliers of the style loss for `norm` ("target" or "none").
+
+    A departure from Gatys et al. and jcjohnson: with "target" each layer's squared
+    Gram error is divided by its target's mean square (times STYLE_NORM_REF), i.e. the
+    loss is a *relative* error. Unscaled, a painting's Gram magnitudes span four orders
+    across layers (relu4_1 ~1e6, relu1_1 ~1e2-1e3 for Starry Night) and differ ~8x
+    between paintings, so relu1_1, which carries the palette, hardly counted and a
+    painting with small Gram matrices (Seated Nude, The Scream) got a weaker push.
+    """
+    if norm == "none":
+        return {n: 1.0 for n in layers}
+    return {n: STYLE_NORM_REF / max(float(targets[n].float().pow(2).mean()), 1e-12) for n in layers}
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

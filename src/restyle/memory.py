@@ -108,11 +108,12 @@ def _conv_io(deepest: str, widths: Sequence[int]) -> List[Tuple[int, int]]:
 
 
 def available_bytes(device_type: str = "cpu") -> int:
-    """Memory a run may use now: CUDA's free memory, else MemAvailable (Linux) or a sysconf guess."""
-    if device_type == "cuda":
+    """Memory a run may use now: the GPU's free memory ("cuda" or "cuda:N"), else MemAvailable
+    (Linux) or a sysconf guess."""
+    if device_type.startswith("cuda"):
         import torch
 
-        free, _ = torch.cuda.mem_get_info()
+        free, _ = torch.cuda.mem_get_info(torch.device(device_type))
         return int(free)
     try:
         with open("/proc/meminfo") as fh:

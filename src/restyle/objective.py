@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 
 from .errors import ResourceError
-from .losses import content_loss, gram, style_loss, tv_loss, wrap_tv_loss
+from .losses import content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
 from .models.layers import in_network_order
 from .regions import layer_masks
 from .tiling import TiledTerm, TileSpec, TileView, gram_sum, tile_grid, tiled_grams
@@ -182,23 +182,31 @@ class _TiledContent(TiledTerm):
 
 
 class GramStyleTerm(Term):
-    """beta * sum_l w_l mean((G_l(x) - sum_k b_k G_l(a_k))^2): blended Gram matrices (Eq. 4-5)."""
+    """beta * sum_l w_l k_l mean((G_l(x) - T_l)^2), T_l = sum_k b_k G_l(a_k): blended Gram matrices (Eq. 4-5).
+
+    k_l is 1 with norm "none" (the paper's balance); with "target" it is STYLE_NORM_REF / mean(T_l^2),
+    which makes each layer's loss a relative error (losses.style_layer_scales says why).
+    `weight` is beta times --style-strength.
+    """
 
     name = "style"
 
     def __init__(self, weight: float, layers: Sequence[str], layer_weights: Optional[Sequence[float]],
-                 styles: Sequence[torch.Tensor], blend: Sequence[float]) -> None:
+                 styles: Sequence[torch.Tensor], blend: Sequence[float], norm: str = "none") -> None:
         super().__init__(weight)
         self.layers = tuple(layers)
         self.layer_weights = tuple(layer_weights or (1.0,) * len(self.layers))
         self.styles, self.blend = list(styles), list(blend)
+        self.norm = norm
         self.target: Feats = {}
+        self.scales: Dict[str, float] = {}
 
     @classmethod
     def build(cls, cfg: Any, src: Sources) -> Optional[Term]:
-        if not src.styles or src.masks is not None or cfg.style_weight == 0:
+        if not src.styles or src.masks is not None or cfg.style_weight_effective == 0:
             return None
-        return cls(cfg.style_weight, cfg.style_layers, cfg.style_layer_weights, src.styles, src.blend)
+        return cls(cfg.style_weight_effective, cfg.style_layers, cfg.style_layer_weights, src.styles, src.blend,
+                   cfg.style_norm)
 
     def prepare(self, net: Any, tile: Optional[TileSpec] = None, cache: Optional[TargetCache] = None) -> None:
         target: Feats = {}
@@ -208,9 +216,14 @@ class GramStyleTerm(Term):
                 g = grams[n] * b
                 target[n] = target[n] + g if n in target else g
         self.target = target
+        self.scales = style_layer_scales(target, self.layers, self.norm)
+
+    def scaled_weights(self) -> Tuple[float, ...]:
+        """w_l * k_l, one per layer (after prepare)."""
+        return tuple(w * self.scales[n] for n, w in zip(self.layers, self.layer_weights))
 
     def loss(self, feats: Feats, x: torch.Tensor) -> torch.Tensor:
-        s = sum(w * style_loss(gram(feats[n]), self.target[n]) for n, w in zip(self.layers, self.layer_weights))
+        s = sum(w * style_loss(gram(feats[n]), self.target[n]) for n, w in zip(self.layers, self.scaled_weights()))
         return s * self.weight
 
     def tiled(self) -> TiledTerm:
@@ -236,7 +249,7 @@ class _TiledGram(TiledTerm):
 
     def settle(self) -> torch.Tensor:
         value = torch.zeros(())
-        for n, lw in zip(self.layers, self.term.layer_weights):
+        for n, lw in zip(self.layers, self.term.scaled_weights()):
             g = self.sums[n] / (self.sums[n].shape[-1] * self.counts[n])
             diff = g - self.term.target[n]
             w = self.term.weight * lw
@@ -259,6 +272,7 @@ class Region:
     weight: float  # blend weight x number of styles x the mask's area fraction
     grams: Feats  # the whole style image's Gram matrices
     masks: Feats = field(default_factory=dict)  # the region's mask at each style layer's resolution
+    scales: Dict[str, float] = field(default_factory=dict)  # k_l of its own Gram matrices (style_norm)
 
 
 class GuidedStyleTerm(GramStyleTerm):
@@ -267,16 +281,18 @@ class GuidedStyleTerm(GramStyleTerm):
     option = "--mask"
 
     def __init__(self, weight: float, layers: Sequence[str], layer_weights: Optional[Sequence[float]],
-                 styles: Sequence[torch.Tensor], blend: Sequence[float], masks: Sequence[torch.Tensor]) -> None:
-        super().__init__(weight, layers, layer_weights, styles, blend)
+                 styles: Sequence[torch.Tensor], blend: Sequence[float], masks: Sequence[torch.Tensor],
+                 norm: str = "none") -> None:
+        super().__init__(weight, layers, layer_weights, styles, blend, norm)
         self.masks = list(masks)
         self.regions: List[Region] = []
 
     @classmethod
     def build(cls, cfg: Any, src: Sources) -> Optional[Term]:
-        if not src.styles or src.masks is None or cfg.style_weight == 0:
+        if not src.styles or src.masks is None or cfg.style_weight_effective == 0:
             return None
-        return cls(cfg.style_weight, cfg.style_layers, cfg.style_layer_weights, src.styles, src.blend, src.masks)
+        return cls(cfg.style_weight_effective, cfg.style_layers, cfg.style_layer_weights, src.styles, src.blend,
+                   src.masks, cfg.style_norm)
 
     def prepare(self, net: Any, tile: Optional[TileSpec] = None, cache: Optional[TargetCache] = None) -> None:
         n = len(self.styles)
@@ -284,12 +300,13 @@ class GuidedStyleTerm(GramStyleTerm):
         for style, b, mask in zip(self.styles, self.blend, self.masks):
             # Weighted by area so that a region's pixels get the push an unmasked run would give them.
             area = float(mask.float().mean())
-            self.regions.append(Region(b * n * area, style_grams(net, style, self.layers, tile, cache),
-                                       layer_masks(mask.float(), self.layers)))
+            grams = style_grams(net, style, self.layers, tile, cache)
+            self.regions.append(Region(b * n * area, grams, layer_masks(mask.float(), self.layers),
+                                       style_layer_scales(grams, self.layers, self.norm)))
 
     def loss(self, feats: Feats, x: torch.Tensor) -> torch.Tensor:
         s = sum(
-            r.weight * sum(w * style_loss(gram(feats[n], r.masks[n]), r.grams[n])
+            r.weight * sum(w * r.scales[n] * style_loss(gram(feats[n], r.masks[n]), r.grams[n])
                            for n, w in zip(self.layers, self.layer_weights))
             for r in self.regions
         )

@@ -20,6 +20,7 @@ matrices, Sec. 3).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -37,6 +38,9 @@ ASPECT_TOLERANCE = 0.03  # a mask may differ from the content's aspect ratio by 
 def load_masks(paths: Sequence[PathLike], n_styles: int, content_size: Tuple[int, int]) -> List[Image.Image]:
     """One 'L' image per style at the content's size, 255 = that style."""
     paths = list(paths)
+    for p in paths:  # checked here, where they are opened (a config may come from another machine)
+        if not Path(p).is_file():
+            raise InputError(f"mask {str(p)!r} is not an existing image file")
     if len(paths) == n_styles:
         masks = [load_image(p).convert("L") for p in paths]
     elif len(paths) == 1 and n_styles >= 2:

@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import StylizeConfig
-from .engine import ImageSource, Painter, Result, noise_image, painter_for, run_report, style_side, upsample
+from .engine import (
+    ImageSource, Painter, Result, noise_image, paint_pyramid, painter_for, plan_report, run_report, style_side,
+    upsample,
+)
 from .errors import InputError
 from .events import Callback
 from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
-from .loop import OptimizerSettings, Progress, Step, paint
-from .objective import Objective, Sources, build_terms
-from .schedule import pyramid
+from .loop import Step
+from .objective import Sources, Term, build_terms
+from .schedule import Stage, pyramid
 
 TILE_MULTIPLE = 16  # four 2x2 poolings lie below relu5_1
 
@@ -76,12 +79,15 @@ def synthesize(
     snapshot_every: int = 0,
     weights: Optional[PathLike] = None,
 ) -> Result:
-    """A (w, h) texture after `style`; content settings of `config` are ignored, the rest apply."""
+    """A (w, h) texture after `style`; content settings of `config` do not apply, the rest do.
+
+    The memory planner, tiled rendering (--tile-size, --max-memory) and fp16's loss
+    scaling work as in style transfer; a tileable texture (`tile=True`) cannot also be
+    rendered in tiles, and blend weights need several styles: both are refused.
+    """
     cfg = config or StylizeConfig()
+    check_texture_settings(size, cfg, tile)
     w_out, h_out = size
-    for name, v in (("width", w_out), ("height", h_out)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 32 <= v <= 8192:
-            raise InputError(f"texture {name} {v!r} is out of range; it must be an integer in [32, 8192]")
     t_start = time.perf_counter()
     style_img = load_image(style, max_pixels=cfg.max_input_pixels)
     stages = pyramid(max(w_out, h_out), cfg.iterations, cfg.scales)
@@ -96,30 +102,45 @@ def synthesize(
     painter, wts = painter_for(cfg.replace(content_layers=cfg.style_layers[:1]), weights)
     if tile:
         painter = Painter(circular(painter.net), painter.device, painter.precision, key=(painter.key, "circular"))
-    # From noise with the style loss alone, fixed unit steps overshoot by orders of
-    # magnitude on the second step; a strong-Wolfe line search keeps every step
-    # downhill. max_eval caps the evaluations, so `iterations` still counts them.
-    opt = (OptimizerSettings("lbfgs", cfg.lr_or_default, 100, line_search="strong_wolfe")
-           if cfg.optimizer == "lbfgs" else OptimizerSettings("adam", cfg.lr_or_default))
-    steps = [Step(sz, stage.iterations, opt) for sz, stage in zip(sizes, stages)]
-    progress = Progress(callback, steps, snapshot_every, to_pil, t_start)
 
-    def objective_at(k: int, step: Step) -> Objective:
-        style_long = style_side(cfg, stages[k])
+    def terms_at(k: int, stage: Stage, step: Step) -> List[Term]:
+        style_long = style_side(cfg, stage)
         check_size(f"style image at style_scale {cfg.style_scale}", *fit_size(*style_img.size, style_long))
-        src = Sources(styles=[to_tensor(resize(style_img, style_long), painter.device)], blend=[1.0], wrap=tile)
-        return Objective(build_terms(cfg, src), painter).prepare(cache=painter.cache)
+        style_t = to_tensor(resize(style_img, style_long), painter.device)
+        return build_terms(cfg, Sources(styles=[style_t], blend=[1.0], wrap=tile))
 
     def resample(x: torch.Tensor, step: Step) -> torch.Tensor:
         return wrap_resize(x, step.size).clamp(0, 255) if tile else upsample(x, step.size)
 
-    x = paint(steps, objective_at, lambda step: noise_image(step.size, cfg.seed, painter.device), resample,
-              progress, precision=painter.precision, cancel=cancel, seed=cfg.seed)
+    # From noise with the style loss alone, fixed unit steps overshoot by orders of
+    # magnitude on the second step; a strong-Wolfe line search keeps every step
+    # downhill. max_eval caps the evaluations, so `iterations` still counts them.
+    # A torus is painted whole: tiles would not wrap around its edges.
+    done = paint_pyramid(cfg.replace(tile_size=0) if tile else cfg, painter, stages, sizes, terms_at,
+                         lambda step: noise_image(step.size, cfg.seed, painter.device),
+                         style_layers=cfg.style_layers, content_layers=(), weights=wts, resample=resample,
+                         line_search="strong_wolfe", callback=callback, cancel=cancel,
+                         snapshot_every=snapshot_every, t_start=t_start)
+    x = done.x
     if tuple(x.shape[-2:]) != (h_out, w_out):
         x = wrap_resize(x, (w_out, h_out)) if tile else F.interpolate(x, size=(h_out, w_out), mode="bicubic")
     image = to_pil(x)
-    progress.done()
-    report = run_report(cfg, painter, wts, progress,
+    done.progress.done()
+    report = run_report(cfg, painter, wts, done.progress,
                         [{"long_side": s.long_side, "iterations": s.iterations} for s in stages],
-                        head={"mode": "texture", "tile": tile, "size": [w_out, h_out]})
+                        head={"mode": "texture", "tile": tile, "size": [w_out, h_out]},
+                        tail={"memory_plan": plan_report(done.plan)})
     return Result(image, cfg, report)
+
+
+def check_texture_settings(size: Tuple[int, int], cfg: StylizeConfig, tile: bool) -> None:
+    """Refuse, naming the value and the rule, what a texture cannot honour."""
+    for name, v in zip(("width", "height"), size):
+        if isinstance(v, bool) or not isinstance(v, int) or not 32 <= v <= 8192:
+            raise InputError(f"texture {name} {v!r} is out of range; it must be an integer in [32, 8192]")
+    if cfg.style_blend_weights is not None:
+        raise InputError(f"style_blend_weights {cfg.style_blend_weights} has no meaning for a texture, "
+                         "which has one style image; drop it")
+    if tile and cfg.tile_size:
+        raise InputError(f"tile_size {cfg.tile_size} cannot be combined with a tileable texture (--tile): "
+                         "tiled rendering does not wrap around the edges; use --tile-size 0 or drop --tile")

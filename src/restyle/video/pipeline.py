@@ -1,0 +1,245 @@
+"""Stylize a clip frame by frame: stream, keep frames in a work folder, assemble, keep the audio.
+
+    stylizer = NetworkFrames(model.stylize_tensor, temporal_weight=4.0)
+    stylize_video("in.mp4", "out.mp4", stylizer, VideoConfig(size=320))
+
+Only the state the next frame needs is carried (the previous input in grey and the
+previous result), so memory does not grow with the clip. Every stylized frame is
+written to the work folder as a PNG before the next one starts; a run started again
+with the same settings skips the frames already there and, because each frame depends
+only on the input and the *saved* (8-bit) previous result, gives the same video.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Protocol, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..errors import Cancelled, InputError
+from ..images import PathLike, save_atomic, write_text_atomic
+from .flow import FLOW_PRESETS, FlowEstimator, gray, warp
+from .io import VideoWriter, check_output, count_frames, probe, read_frames
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Settings of a clip that do not belong to the stylization of one frame."""
+
+    size: Optional[int] = 512  # long side of the output; never upscaled; rounded to even sides
+    start: float = 0.0  # seconds into the clip
+    duration: Optional[float] = None  # seconds from start; None: to the end
+    fps: Optional[float] = None  # a folder of frames' rate (default 25); a clip keeps its own
+    crf: Optional[int] = None  # encoder quality (default: 18 for H.264, 30 for VP9)
+    flow: str = "medium"  # DIS preset
+    keep_frames: bool = False  # keep the work folder after the video is written
+
+    def __post_init__(self) -> None:
+        if not (self.start >= 0 and math.isfinite(self.start)):
+            raise InputError(f"start {self.start} must be a number of seconds >= 0")
+        if self.duration is not None and not (self.duration > 0 and math.isfinite(self.duration)):
+            raise InputError(f"duration {self.duration} must be a number of seconds > 0")
+        if self.fps is not None and not (0 < self.fps <= 240):
+            raise InputError(f"fps {self.fps} is out of range; it must be in (0, 240]")
+        if self.crf is not None and not 0 <= self.crf <= 63:
+            raise InputError(f"crf {self.crf} is out of range; it must be in [0, 63]")
+        if self.flow not in FLOW_PRESETS:
+            raise InputError(f"flow {self.flow!r} is not one of {', '.join(FLOW_PRESETS)}")
+
+
+# --- events (progress is data; the CLI draws the bar) -----------------------
+
+
+@dataclass(frozen=True)
+class VideoStart:
+    frames: int  # an estimate from the container (exact for folders)
+    width: int
+    height: int
+    fps: float
+    resumed: int  # frames already in the work folder
+
+
+@dataclass(frozen=True)
+class FrameDone:
+    index: int  # 0-based
+    frames: int  # the estimate, raised if the clip turns out longer
+    seconds: float  # this frame's stylization (0 for a resumed one)
+    elapsed: float  # since the run started
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class VideoDone:
+    output: Path
+    frames: int
+    elapsed: float
+
+
+VideoEvent = Union[VideoStart, FrameDone, VideoDone]
+
+
+@dataclass
+class Previous:
+    """What a frame gets from the one before: its result warped into this frame, and where to trust it."""
+
+    warped: torch.Tensor  # (1, 3, H, W) float 0-255
+    mask: torch.Tensor  # (1, 1, H, W) 1 = reliable
+
+
+class FrameStylizer(Protocol):
+    temporal_weight: float
+
+    def key(self) -> Dict[str, Any]:
+        """Everything that shapes the frames (recorded in the work folder's manifest)."""
+
+    def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
+        """(1, 3, H, W) float 0-255 in, the same out."""
+
+
+@dataclass
+class VideoResult:
+    output: Path
+    frames: int
+    resumed: int
+    seconds_per_frame: float
+    report: Dict[str, Any] = field(default_factory=dict)
+
+
+def work_dir_for(output: PathLike) -> Path:
+    out = Path(output)
+    return out.with_name(out.name + ".frames")
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1).unsqueeze(0).float()
+
+
+def to_rgb(t: torch.Tensor) -> np.ndarray:
+    return t.detach()[0].float().clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def _open_work_dir(work: Path, manifest: Dict[str, Any]) -> int:
+    """Create the work folder or check that it belongs to this run; return how many frames it holds."""
+    path = work / MANIFEST
+    if work.exists() and not work.is_dir():
+        raise InputError(f"work folder {work} exists and is not a folder")
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != manifest:
+            differ = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            raise InputError(f"work folder {work} holds frames of another run (differs in: {', '.join(differ)}); "
+                             "delete it or pass another --work-dir")
+    elif work.exists() and any(work.iterdir()):
+        raise InputError(f"work folder {work} is not empty and has no {MANIFEST}; refusing to write into it")
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(manifest, indent=2) + "\n", path)
+    done = 0
+    while (work / frame_name(done)).exists():
+        done += 1
+    return done
+
+
+def frame_name(k: int) -> str:
+    return f"{k:06d}.png"
+
+
+def stylize_video(
+    source: PathLike,
+    output: PathLike,
+    stylizer: FrameStylizer,
+    config: Optional[VideoConfig] = None,
+    *,
+    work_dir: Optional[PathLike] = None,
+    callback: Optional[Callable[[VideoEvent], None]] = None,
+    cancel: Any = None,
+) -> VideoResult:
+    cfg = config or VideoConfig()
+    emit = callback or (lambda event: None)
+    t0 = time.perf_counter()
+    info = probe(source, Fraction(cfg.fps).limit_denominator(1001) if cfg.fps else None)
+    out = check_output(output, (source,))
+    size = info.out_size(cfg.size)
+    if cfg.start and cfg.start >= (info.duration or math.inf):
+        raise InputError(f"start {cfg.start} s is at or past the end of {info.path} ({info.duration:.2f} s)")
+    work = Path(work_dir) if work_dir else work_dir_for(out)
+    if work.resolve() == Path(source).resolve():
+        raise InputError(f"work folder {work} is the input; choose another --work-dir")
+    stat = Path(source).stat()
+    manifest = {
+        "restyle": __version__,
+        "input": str(Path(source).resolve()), "input_bytes": stat.st_size if info.path.is_file() else None,
+        "input_mtime": int(stat.st_mtime), "size": list(size), "start": cfg.start, "duration": cfg.duration,
+        "fps": str(info.fps), "flow": cfg.flow, "stylizer": stylizer.key(),
+    }
+    done = _open_work_dir(work, manifest)
+    estimate = count_frames(info, cfg.start, cfg.duration)
+    emit(VideoStart(max(estimate, done), size[0], size[1], float(info.fps), done))
+
+    if hasattr(stylizer, "cancel"):
+        stylizer.cancel = cancel  # stops an optimiser frame at its next iteration
+    use_flow = stylizer.temporal_weight > 0
+    flows = FlowEstimator(cfg.flow) if use_flow else None
+    prev_gray: Optional[np.ndarray] = None
+    prev_out: Optional[np.ndarray] = None
+    n = 0
+    spent = 0.0
+    for k, rgb in enumerate(read_frames(info, size, cfg.start, cfg.duration)):
+        n = k + 1
+        path = work / frame_name(k)
+        cur_gray = gray(rgb) if use_flow else None
+        if k < done:
+            if use_flow and k == done - 1:
+                prev_out = np.asarray(Image.open(path).convert("RGB"))
+            prev_gray = cur_gray
+            emit(FrameDone(k, max(estimate, n), 0.0, time.perf_counter() - t0, True))
+            continue
+        if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+            raise Cancelled("cancelled")
+        t_frame = time.perf_counter()
+        prev = None
+        if use_flow and prev_out is not None:
+            bwd, mask = flows.backward_and_mask(prev_gray, cur_gray)
+            prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
+        result = to_rgb(stylizer(to_tensor(rgb), prev))
+        save_atomic(Image.fromarray(result), path, compress_level=1)  # fast; the frames are temporary
+        # The saved 8-bit frame, not the float result, is what the next frame builds on:
+        # a resumed run reads it back and must see exactly the same thing.
+        prev_out, prev_gray = result, cur_gray
+        spent += time.perf_counter() - t_frame
+        emit(FrameDone(k, max(estimate, n), time.perf_counter() - t_frame, time.perf_counter() - t0, False))
+    if n == 0:
+        raise InputError(f"{info.path}: no frames between {cfg.start} s and "
+                         f"{'the end' if cfg.duration is None else f'{cfg.start + cfg.duration} s'}")
+
+    # Assemble beside the output, then rename: a killed assembly never leaves a half-written video.
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
+    try:
+        with VideoWriter(tmp, size, info.fps, audio_from=info, start=cfg.start, duration=cfg.duration,
+                         crf=cfg.crf) as writer:
+            for k in range(n):
+                writer.write(np.asarray(Image.open(work / frame_name(k)).convert("RGB")))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not cfg.keep_frames:
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    emit(VideoDone(out, n, elapsed))
+    made = n - done
+    report = {"manifest": manifest, "config": asdict(cfg), "frames": n, "resumed": done,
+              "seconds_per_frame": spent / made if made else 0.0, "elapsed_s": round(elapsed, 3)}
+    return VideoResult(out, n, done, spent / made if made else 0.0, report)

@@ -1,0 +1,119 @@
+"""How one frame is painted, in each engine, given what the previous frame left.
+
+- NetworkFrames: a feed-forward network's output, blended on reliable pixels with the
+  previous result warped by the flow (temporal_blend).
+- OptimiserFrames: Gatys et al.'s optimisation per frame; Ruder et al. (2016): each frame
+  after the first starts from the previous result warped by the flow, with the temporal
+  term holding its reliable pixels there, and needs far fewer iterations.
+
+temporal_weight 0 paints every frame on its own (per-frame stylization).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from ..config import StylizeConfig
+from ..errors import InputError
+from ..images import PathLike, load_image, resize, to_pil
+from ..images import to_tensor as pil_to_tensor
+from .pipeline import Previous
+from .temporal import TemporalTerm, temporal_blend
+
+# Defaults of --temporal-weight, one per engine; measured with benchmarks/video.py on the
+# pan clip (see README): the smallest weights that cut the warping error >= 5x.
+NETWORK_TEMPORAL_WEIGHT = 4.0
+OPTIMISER_TEMPORAL_WEIGHT = 30.0
+# Later frames start from the warped previous result and need only touch-ups (Ruder et
+# al. used half as many; a third or less is the bar we hold ourselves to).
+LATER_FRACTION = 4
+
+
+def file_digest(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class NetworkFrames:
+    def __init__(self, stylize_tensor: Callable[[torch.Tensor], torch.Tensor], temporal_weight: float = NETWORK_TEMPORAL_WEIGHT,
+                 *, name: str = "network") -> None:
+        if not (temporal_weight >= 0):
+            raise InputError(f"temporal-weight {temporal_weight} must be >= 0")
+        self.stylize_tensor = stylize_tensor
+        self.temporal_weight = float(temporal_weight)
+        self.name = name
+
+    def key(self) -> Dict[str, Any]:
+        return {"engine": "network", "model": self.name, "temporal_weight": self.temporal_weight}
+
+    @torch.no_grad()
+    def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
+        out = self.stylize_tensor(frame).float().clamp(0, 255)
+        if prev is not None:
+            out = temporal_blend(out, prev.warped, prev.mask, self.temporal_weight)
+        return out
+
+
+class OptimiserFrames:
+    """One L-BFGS run per frame at the clip's size (no pyramid: video frames are small)."""
+
+    def __init__(self, styles: Sequence[PathLike], cfg: StylizeConfig, *, temporal_weight: float = OPTIMISER_TEMPORAL_WEIGHT,
+                 later_iterations: Optional[int] = None, weights: Optional[PathLike] = None) -> None:
+        from ..engine import make_painter, normalised_blend
+
+        if not (temporal_weight >= 0):
+            raise InputError(f"temporal-weight {temporal_weight} must be >= 0")
+        for name, value in (("mask", cfg.mask), ("preserve_colors", cfg.preserve_colors != "none")):
+            if value:
+                raise InputError(f"{name} is not available for video yet")
+        self.later = later_iterations if later_iterations is not None else max(1, cfg.iterations // LATER_FRACTION)
+        if not 1 <= self.later:
+            raise InputError(f"frame-iterations {self.later} must be >= 1")
+        self.cfg = cfg
+        self.temporal_weight = float(temporal_weight)
+        self.style_paths = [Path(s) for s in styles]
+        self.styles = [load_image(s, max_pixels=cfg.max_input_pixels) for s in styles]
+        self.blend = normalised_blend(cfg, len(self.styles))
+        self.painter = make_painter(cfg, weights)
+        self.weights = weights
+        self.cancel: Any = None  # a threading.Event or callable; the driver's cancel stops a frame midway
+        self.iterations: List[int] = []  # per frame, for the report and the benchmark
+
+    def key(self) -> Dict[str, Any]:
+        return {"engine": "optimiser", "styles": [file_digest(p) for p in self.style_paths],
+                "config": self.cfg.to_dict(), "temporal_weight": self.temporal_weight,
+                "later_iterations": self.later, "network": [str(k) for k in self.painter.key],
+                "threads": torch.get_num_threads()}  # L-BFGS on the CPU is bit-exact for one thread count
+
+    def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
+        from ..engine import initial_image, optimizer_settings
+        from ..loop import optimize
+        from ..objective import Objective, Sources, build_terms
+
+        cfg, painter = self.cfg, self.painter
+        device = painter.device
+        h, w = frame.shape[2:]
+        content = frame.to(device)
+        style_long = max(1, round(max(w, h) * cfg.style_scale))
+        styles = [pil_to_tensor(resize(s, style_long), device) for s in self.styles]
+        terms = build_terms(cfg, Sources(content, styles, self.blend))
+        if prev is None:
+            x = initial_image(cfg.init, to_pil(frame), (w, h), cfg.seed, device)
+            iterations = cfg.iterations
+        else:
+            x = prev.warped.to(device)
+            iterations = self.later
+            terms.append(TemporalTerm(self.temporal_weight, prev.warped.to(device), prev.mask.to(device)))
+        # The style Gram matrices come from the painter's cache after the first frame.
+        objective = Objective(terms, painter).prepare(None, painter.cache)
+        x = optimize(x, objective, iterations, optimizer_settings(cfg, cfg.optimizer, history=100),
+                     precision=painter.precision, cancel=self.cancel)
+        self.iterations.append(iterations)
+        return x.clamp(0, 255).cpu()

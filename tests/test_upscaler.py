@@ -1,0 +1,318 @@
+"""The upscaler: network, tiled inference, training, model files, and its CLI paths."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from restyle.cli import main
+from restyle.config import UpscalerTrainConfig
+from restyle.errors import Cancelled, InputError
+from restyle.events import TrainCheckpoint, TrainPreview, TrainStep
+from restyle.models.upscaler import Upscaler, UpscalerConfig, _spans, model_from_record, model_record, upscale_tensor
+from restyle.train_upscaler import split_photos, train
+from restyle.training import checkpoint_path, load_record, preview_path, save_record
+
+TINY = dict(channels=4, blocks=1, crop=16, batch_size=2, checkpoint_every=0, preview_every=0)
+
+
+def randomised(scale, channels=8, blocks=2, seed=0):
+    """An upscaler whose zero-initialised tail is made random, so it is not just bicubic."""
+    torch.manual_seed(seed)
+    m = Upscaler(UpscalerConfig(scale, channels, blocks))
+    for p in m.tail.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return m.eval()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Five small photos cut from the example painting (real texture for the feature loss)."""
+    from conftest import EXAMPLES
+
+    src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB").resize((96, 72))
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(5):
+        src.crop((i * 8, i * 4, i * 8 + 48, i * 4 + 40)).save(d / f"p{i}.png")
+    return d
+
+
+# --- the network ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_untrained_network_is_bicubic_and_has_the_right_size(scale):
+    m = Upscaler(UpscalerConfig(scale, 8, 2)).eval()
+    x = torch.rand(1, 3, 10, 14) * 255
+    with torch.no_grad():
+        y = m(x)
+    assert y.shape == (1, 3, 10 * scale, 14 * scale)
+    bicubic = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    assert torch.allclose(y, bicubic, atol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_no_checkerboard_a_flat_picture_stays_flat(scale):
+    """Resize-convolution: a random network turns a flat grey into a flat colour (away from the
+    borders), where transposed or sub-pixel convolutions draw a lattice of period `scale`."""
+    m = randomised(scale, seed=3)
+    with torch.no_grad():
+        y = m(torch.full((1, 3, 24, 24), 128.0))
+    inner = y[..., 8 * scale:-8 * scale, 8 * scale:-8 * scale]
+    assert (inner - inner.mean(dim=(2, 3), keepdim=True)).abs().max() < 1e-3
+    assert (y - 128).abs().max() > 1  # ... and it is not simply the identity
+
+
+def test_bad_model_settings_are_refused():
+    with pytest.raises(InputError, match="scale 3 is not one of 2, 4"):
+        UpscalerConfig(scale=3)
+    with pytest.raises(InputError, match="channels 0"):
+        UpscalerConfig(channels=0)
+
+
+# --- tiled inference ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale,size,tile,overlap", [(4, (37, 61), 16, 4), (2, (50, 33), 20, 6), (4, (40, 40), 64, 8)])
+def test_tiled_equals_untiled(scale, size, tile, overlap):
+    m = randomised(scale)
+    x = torch.rand(1, 3, *size) * 255
+    with torch.no_grad():
+        whole = m(x).clamp(0, 255)
+    tiled = upscale_tensor(m, x, tile=tile, overlap=overlap)
+    assert tiled.shape == whole.shape
+    assert (tiled - whole).abs().max() < 1e-2  # in 0-255 levels: float rounding only
+
+
+def test_too_small_a_halo_shows_and_the_reach_is_needed():
+    """The check above can fail: tiles without context differ from the untiled picture."""
+    m = randomised(4)
+    x = torch.rand(1, 3, 40, 40) * 255
+    with torch.no_grad():
+        whole = m(x).clamp(0, 255)
+    assert (upscale_tensor(m, x, tile=16, overlap=4, halo=0) - whole).abs().max() > 1.0
+
+
+def test_spans_cover_and_overlap():
+    spans = list(_spans(100, 32, 8))
+    assert spans[0][0] == 0 and spans[-1][1] == 100
+    assert all(b - a == 32 for a, b in spans)
+    assert all(s[1] - t[0] >= 8 for s, t in zip(spans, spans[1:]))
+    assert list(_spans(20, 32, 8)) == [(0, 20)]
+
+
+def test_tiling_refuses_bad_shapes():
+    m = randomised(2)
+    with pytest.raises(InputError, match="expected a"):
+        upscale_tensor(m, torch.rand(3, 8, 8))
+    with pytest.raises(InputError, match="tile 8"):
+        upscale_tensor(m, torch.rand(1, 3, 8, 8), tile=8)
+
+
+# --- training ------------------------------------------------------------------------
+
+
+def test_tiny_network_trains_and_its_loss_falls(photos, tiny_weights, tmp_path):
+    # One photo the size of the crop: every batch is the same picture (up to mirroring),
+    # so the loss must fall if the gradients and the optimiser work.
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.open(next(photos.iterdir())).crop((0, 0, 16, 16)).save(one / "a.png")
+    events = []
+    report = train(one, tmp_path / "m.pt", UpscalerTrainConfig(**TINY, steps=30, lr=1e-2, scale=2),
+                   weights=tiny_weights, callback=events.append)
+    losses = [e.loss for e in events if isinstance(e, TrainStep)]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert report["loss_first_last"] == [losses[0], losses[-1]]
+
+
+def test_checkpoint_resume_is_exact_and_model_file_describes_itself(photos, tiny_weights, tmp_path):
+    cfg = UpscalerTrainConfig(**{**TINY, "checkpoint_every": 2, "preview_every": 3}, steps=6, hold_out=1)
+    events = []
+
+    def killed_after_step_4(event):
+        events.append(event)
+        if isinstance(event, TrainCheckpoint) and event.step == 4 and not any(
+                isinstance(e, TrainCheckpoint) and e.step == 4 for e in events[:-1]):
+            raise KeyboardInterrupt  # once, as Ctrl-C would
+
+    with pytest.raises(Cancelled, match="stopped at step 4 of 6; checkpoint .*a.ckpt.pt"):
+        train(photos, tmp_path / "a.pt", cfg, weights=tiny_weights, callback=killed_after_step_4)
+    # Ctrl-C (KeyboardInterrupt) writes a checkpoint of the last whole step before it stops.
+    assert [e.step for e in events if isinstance(e, TrainCheckpoint)] == [2, 4, 4]
+    assert [e.step for e in events if isinstance(e, TrainPreview)] == [3]
+    assert not (tmp_path / "a.pt").exists()
+    # Resume the killed run, and compare with 6 steps in one go: the same losses and weights.
+    resumed = train(photos, tmp_path / "a.pt", cfg, resume=True, weights=tiny_weights)
+    straight = train(photos, tmp_path / "b.pt", cfg, weights=tiny_weights)
+    assert resumed["history"] == straight["history"]
+    a, b = (load_record(tmp_path / n, "upscaler") for n in ("a.pt", "b.pt"))
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    # The model file rebuilds itself: kind, arguments, weights and how it was trained.
+    assert a["model_args"] == {"scale": 4, "channels": 4, "blocks": 1}
+    assert a["train"]["held_out"] == ["p4.png"] and a["train"]["step"] == 6
+    assert "optimizer" not in a  # the model file is small; the checkpoint holds the rest
+    assert "optimizer" in load_record(checkpoint_path(tmp_path / "a.pt"), "upscaler")
+    model_from_record(a, "a.pt")
+
+
+def test_hold_out_is_every_kth_by_name(tmp_path):
+    for i in range(10):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    train_set, held = split_photos(tmp_path, 3)
+    assert [p.name for p in held] == ["2.png", "5.png", "8.png"]
+    assert len(train_set) == 7 and not set(train_set) & set(held)
+    with pytest.raises(InputError, match="need more than the 10 held aside"):
+        split_photos(tmp_path, 10)
+
+
+def test_bad_model_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file at all")
+    with pytest.raises(InputError, match="junk.pt: not a restyle model file"):
+        load_record(junk, "upscaler")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(InputError, match="no 'restyle-model' header"):
+        load_record(other, "upscaler")
+    style = save_record({"kind": "style", "state_dict": {}}, tmp_path / "style.pt")
+    with pytest.raises(InputError, match="a 'style' model, not the 'upscaler'"):
+        load_record(style, "upscaler")
+    lying = save_record({"kind": "upscaler", "model_args": {"scale": 4, "channels": 9, "blocks": 1},
+                         "state_dict": Upscaler(UpscalerConfig(4, 4, 1)).state_dict()}, tmp_path / "lying.pt")
+    with pytest.raises(InputError, match="does not match its own description"):
+        model_from_record(load_record(lying, "upscaler"), str(lying))
+    with pytest.raises(InputError, match="no such model file"):
+        load_record(tmp_path / "missing.pt", "upscaler")
+
+
+# --- the CLI --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny randomised 4x model file, as train-upscaler would write it."""
+    p = tmp_path_factory.mktemp("model") / "tiny4.pt"
+    save_record({**model_record(randomised(4, 4, 1)), "train": {}}, p)
+    return p
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_cli_upscale(tiny_model, small_images, tmp_path, capsys, scale):
+    c, _ = small_images
+    out = tmp_path / "big.png"
+    assert main(["upscale", str(c), "-o", str(out), "--scale", str(scale), "--model", str(tiny_model),
+                 "--tile", "24"]) == 0
+    assert Image.open(out).size == (80 * scale, 64 * scale)
+    assert "80x64 -> " in capsys.readouterr().out
+
+
+def test_cli_upscale_with_the_bundled_model(small_images, tmp_path, capsys):
+    c, _ = small_images
+    out = tmp_path / "big.jpg"
+    assert main(["upscale", str(c), "-o", str(out), "--quiet"]) == 0
+    assert Image.open(out).size == (320, 256)
+    assert capsys.readouterr().out == ""
+
+
+def test_too_large_an_enlargement_is_refused_before_any_work(tiny_model):
+    from restyle.upscale import upscale
+
+    with pytest.raises(InputError, match=r"5000x4200 enlarged 4x is 336000000 pixels, over the limit"):
+        upscale(Image.new("RGB", (5000, 4200)), 4, str(tiny_model))
+
+
+def test_cli_upscale_bad_inputs_exit_2(tiny_model, small_images, tmp_path, capsys):
+    c, _ = small_images
+    before = c.read_bytes()
+    cases = [
+        ["upscale", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png"), "--model", str(tiny_model)],
+        ["upscale", str(c), "-o", str(c), "--model", str(tiny_model)],
+        ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", "no-such-model"],
+        ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(c)],
+        ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(tiny_model), "--tile", "4"],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("restyle: error:") and err.count("\n") == 1, err
+    assert c.read_bytes() == before
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cli_train_upscaler_and_resume(photos, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "up.pt"
+    base = ["train-upscaler", "--photos", str(photos), "-o", str(out), "--weights", str(tiny_weights),
+            "--channels", "4", "--blocks", "1", "--crop", "16", "--batch-size", "2", "--scale", "2",
+            "--checkpoint-every", "2", "--preview-every", "2", "--hold-out", "1"]
+    assert main([*base, "--steps", "3"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["step"] == 3 and len(report["history"]) == 3 and report["held_out"] == ["p4.png"]
+    assert Image.open(preview_path(out)).width > 3 * 16  # bicubic | network | original
+    assert checkpoint_path(out).is_file()
+    # Starting afresh over a checkpoint would lose it: refused, nothing changed.
+    assert main([*base, "--steps", "3"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*base, "--steps", "5", "--resume", "--quiet"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["step"] == 5
+    # The trained file works with `restyle upscale`.
+    c = next(photos.iterdir())
+    assert main(["upscale", str(c), "-o", str(tmp_path / "x2.png"), "--scale", "2", "--model", str(out)]) == 0
+    # ... but a 2x model cannot give 4x.
+    assert main(["upscale", str(c), "-o", str(tmp_path / "x4.png"), "--scale", "4", "--model", str(out)]) == 2
+
+
+def test_cli_train_upscaler_bad_inputs_exit_2(photos, tiny_weights, tmp_path, capsys):
+    def go(*flags, out="m.pt", photos_dir=photos):
+        code = main(["train-upscaler", "--photos", str(photos_dir), "-o", str(tmp_path / out),
+                     "--weights", str(tiny_weights), "--steps", "1", "--crop", "16", *flags])
+        return code, capsys.readouterr().err
+
+    assert go(photos_dir=tmp_path / "nowhere")[0] == 2
+    assert go(out="m.png")[0] == 2
+    assert go("--crop", "18")[1].count("multiple of scale") == 1
+    assert go("--resume")[0] == 2  # no checkpoint to resume
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    code, err = go()
+    assert code == 2 and "broken.jpg" in err and err.count("\n") == 1
+
+
+def test_cli_stylize_upscale_paints_small_and_enlarges(small_images, tiny_weights, tiny_model, tmp_path, capsys):
+    c, s = small_images
+    out = tmp_path / "big.png"
+    # 1100 px: painted at the paint limit (1024 px), enlarged by the network, sized exactly.
+    base = ["stylize", str(c), str(s), "-o", str(out), "--weights", str(tiny_weights), "--iterations", "1",
+            "--scales", "1", "--upscale", str(tiny_model), "--quiet"]
+    assert main([*base, "--size", "1100"]) == 0, capsys.readouterr().err
+    assert Image.open(out).size == (1100, 880)
+    up = json.loads(out.with_name("big.png.json").read_text())["upscale"]
+    assert up["painted"] == [1024, 819] and up["upscaled"] == [1100, 880] and up["model"] == str(tiny_model)
+    # Under the paint limit nothing is upscaled, and the sidecar says so.
+    assert main([*base, "--size", "64"]) == 0
+    up = json.loads(out.with_name("big.png.json").read_text())["upscale"]
+    assert up["upscaled"] is None and up["painted"] == [64, 51]
+    # More than the model's factor above the limit: refused before any painting.
+    assert main([*base, "--size", "4200"]) == 2
+    assert "at most 4x" in capsys.readouterr().err
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path), "--batch", "--upscale"]) == 2
+
+
+def test_bundled_model_is_small_and_describes_its_training():
+    from restyle.upscale import MODELS_DIR, bundled_models, load_upscaler
+
+    assert "up4" in bundled_models()
+    path = MODELS_DIR / "up4.pt"
+    assert path.stat().st_size <= 10 * 2**20
+    record = load_record(path, "upscaler")  # weights_only=True inside
+    assert record["model_args"]["scale"] == 4
+    assert len(record["train"]["held_out"]) == 16 and record["train"]["step"] > 0
+    sidecar = json.loads((MODELS_DIR / "up4.json").read_text())
+    assert sidecar["held_out"] == record["train"]["held_out"] and len(sidecar["history"]) == sidecar["step"]
+    assert load_upscaler("up4").scale == 4
