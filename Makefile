@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[web,video,test,ray]'
+	$(PY) -m pip install -q -e '.[web,video,test,ray,onnx]'
 	touch $@
 
 demo: install
 	mkdir -p out
+	$(VENV)/bin/restyle stylize examples/tubingen.jpg --model starry_night -o out/tubingen_starry_instant.png
+	@echo "instant result (the bundled network, one pass): out/tubingen_starry_instant.png"
 	$(VENV)/bin/restyle stylize examples/tubingen.jpg examples/starry_night.jpg -o out/tubingen_starry.png
 	@echo "result: out/tubingen_starry.png (settings and timings: out/tubingen_starry.png.json)"
 

@@ -7,6 +7,9 @@ Nothing heavy is imported here: torch, the engine and the error classes load on
 first use of a public name (PEP 562), so `import restyle` and `restyle --help`
 stay fast and a Ctrl-C during start-up never lands inside torch's import.
 No web server, no progress bar either way.
+
+    model = restyle.load_model("starry_night")   # a trained feed-forward network
+    img = model("photo.jpg")                      # one pass
 """
 
 __version__ = "0.1.0"
@@ -21,6 +24,10 @@ _LAZY = {
     "Result": "engine",
     "run": "engine",
     "stylize": "engine",
+    "load_model": "feedforward",
+    "StyleModel": "feedforward",
+    "train": "style_training",
+    "TrainConfig": "style_training",
 }
 
 __all__ = [*_LAZY, "__version__"]

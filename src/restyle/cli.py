@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__, cli_upscale
 from .config import ExplainConfig, StylizeConfig
+from .cli_models import add_model_commands, stylize_hybrid, stylize_with_model
 from .errors import InputError, RestyleError
 from .interrupts import EXIT_INTERRUPTED, stop_cleanly
 
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stylize", help="repaint a photo in the style of one or more paintings")
     p.add_argument("content", help="content image (the photo), or a folder of them (batch mode)")
-    p.add_argument("styles", nargs="+", metavar="style", help="style image(s) (the painting), or folders (batch mode)")
+    p.add_argument("styles", nargs="*", metavar="style",
+                   help="style image(s) (the painting), or folders (batch mode); none with --model")
     p.add_argument("-o", "--output", required=True,
                    help="output image (.png, .jpg, .webp, ...); in batch mode a folder (created if missing)")
     p.add_argument("--batch", action="store_true",
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     cli_upscale.add_stylize_flag(p)
     p.set_defaults(func=cmd_stylize)
+    add_model_commands(sub, p)  # train, models, export; stylize --model / --init-model (cli_models.py)
 
     t = sub.add_parser("texture", help="synthesise a texture from a style image (style loss only, from noise)")
     t.add_argument("style", help="style image (the texture's source)")
@@ -207,6 +210,12 @@ def snapshot_path(output: Path, step: int) -> Path:
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
+    if args.model:
+        return stylize_with_model(args)
+    if not args.styles:
+        raise InputError("stylize needs at least one style image (or --model MODEL for a trained network)")
+    if args.init_model:
+        return stylize_hybrid(args, cmd_stylize)
     if args.batch or args.ray is not None or Path(args.content).is_dir() or any(Path(s).is_dir() for s in args.styles):
         return cmd_batch(args)
     cfg = config_from_args(args)  # bad values fail here, before numpy, Pillow and torch are imported
@@ -225,7 +234,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     return _paint_and_save(
         args, out, cli_upscale.upscaled(args, cfg, lambda c, **kw: run(args.content, args.styles, c, weights=args.weights, **kw)),
-        content=str(args.content), styles=[str(s) for s in args.styles],
+        content=str(args.content), styles=[str(s) for s in args.styles], **getattr(args, "hybrid", {}),
     )
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..progress import StagePixels, eta_seconds
@@ -81,6 +82,12 @@ class Worker:
                 continue
             self.run_job(job)
 
+    def instant_preview(self, content: Path, style: Path, size: int) -> Optional[dict]:
+        try:
+            return _instant_preview(content, style, size, content.parent)
+        except Exception:  # noqa: BLE001 - a preview must never fail the job
+            return None
+
     def run_job(self, job: Job) -> None:
         from ..engine import run
         from ..errors import Cancelled, RestyleError
@@ -125,6 +132,10 @@ class Worker:
             stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
             steps = sum(s.iterations for s in stages)
             tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
+            instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size)
+            if instant:  # a trained network knows this painting: its picture now, the optimiser's later
+                progress["instant"] = instant
+                self.store.set_progress(job.id, progress, preview=True)
             result = run(
                 folder / job.content_file, [folder / job.style_file], cfg,
                 callback=callback, cancel=cancel,
@@ -132,7 +143,8 @@ class Worker:
                 weights=self.settings.weights,
             )
             save_atomic(result.image, folder / "result.png")
-            report = dict(result.report, content=job.content_label, style=job.style_label)
+            report = dict(result.report, content=job.content_label, style=job.style_label,
+                          **({"instant": progress["instant"]} if "instant" in progress else {}))
             write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", folder / "report.json")
             self.store.set_progress(job.id, dict(progress, step=steps, steps=steps, eta=0))
             self.store.finish(job.id, DONE, report=json.loads(json.dumps(report, default=str)))
@@ -147,6 +159,21 @@ class Worker:
             self.store.finish(job.id, FAILED, error="out of memory; try a smaller size")
         except Exception as e:  # a bug: keep the worker alive and say what happened
             self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
+
+
+def _instant_preview(content: Path, style: Path, size: int, folder: Path) -> Optional[dict]:
+    """If a bundled model was trained on this very painting, write its picture as preview.jpg."""
+    from ..feedforward import load_model, model_for_style, stylize_image
+    from ..images import save_atomic
+
+    match = model_for_style(style)
+    if match is None:
+        return None
+    t0 = time.perf_counter()
+    model = load_model(match)
+    img = stylize_image(model, content, "none", size)
+    save_atomic(img, folder / "preview.jpg", quality=PREVIEW_QUALITY)
+    return {"model": model.name, "model_sha256": model.sha256, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _pixels(content: Any, long_side: int) -> int:

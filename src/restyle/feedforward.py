@@ -1,0 +1,206 @@
+"""Stylize with a trained feed-forward network: one pass, any size.
+
+    model = restyle.load_model("starry_night")     # a bundled name or a .pt path
+    painting = model("photo.jpg")                  # PIL in (or a path), PIL out
+    y = model.stylize_tensor(x)                    # (N, 3, H, W) float 0-255 -> same
+
+Large pictures are tiled without seams. Instance normalisation is the only
+operation of the network that looks at the whole picture; the tiled path
+first measures its statistics on the picture shrunk to `stats_size`, then
+freezes them, so the network becomes a pure convolution and every tile,
+cut with a margin wider than the receptive field, yields exactly the pixels
+the whole picture would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .device import autocast
+from .images import load_image, resize, to_pil, to_tensor
+from .modelfile import build_network, read_model_file, resolve_model
+from .models.transformer import TransformerNet
+from .weights import sha256sum
+
+# Above this many pixels a picture is stylized in tiles (the activations of a
+# 16-channel full-resolution layer take 64 bytes a pixel in fp32, several live at once).
+DEFAULT_MAX_PIXELS = 2048 * 2048
+DEFAULT_TILE = 1024
+STATS_SIZE = 1024  # long side of the picture on which tiled runs measure instance-norm statistics
+
+
+def receptive_radius(net: TransformerNet) -> int:
+    """Pixels of context each output pixel depends on, on each side (an upper bound)."""
+    cfg = net.config
+    radius = 2 * (cfg.stem_kernel // 2)  # first and last convolutions, at full resolution
+    for level in range(len(cfg.widths) - 1):
+        radius += 2 * 2 ** level + 1  # a stride-2 conv going down, a 3x3 conv (and resize) going up
+    radius += cfg.res_blocks * 2 * cfg.stride  # two 3x3 convs per block at the coarsest level
+    return radius
+
+
+class _FrozenNorm:
+    """Record, then replay, the instance-norm statistics of every norm layer."""
+
+    def __init__(self, net: TransformerNet):
+        self.norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+        self.stats: List[Any] = []
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[None]:
+        self.stats = []
+
+        def hook(module, inputs, output):
+            x = inputs[0].float()
+            self.stats.append((x.mean((2, 3), keepdim=True), x.var((2, 3), unbiased=False, keepdim=True)))
+
+        handles = [m.register_forward_hook(hook) for m in self.norms]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        originals = [m.forward for m in self.norms]
+        for m, (mean, var) in zip(self.norms, self.stats):
+
+            def forward(x, m=m, mean=mean, var=var):
+                y = (x.float() - mean) / torch.sqrt(var + m.eps)
+                return (y * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1)).to(x.dtype)
+
+            m.forward = forward
+        try:
+            yield
+        finally:
+            for m, f in zip(self.norms, originals):
+                m.forward = f
+
+
+class StyleModel:
+    """A trained network and what it says about itself (`info`)."""
+
+    def __init__(
+        self,
+        net: TransformerNet,
+        info: Dict[str, Any],
+        *,
+        path: Optional[Path] = None,
+        device: Union[str, torch.device] = "cpu",
+        precision: str = "fp32",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        tile: int = DEFAULT_TILE,
+    ):
+        self.device = torch.device(device)
+        self.precision = precision
+        self.net = net.to(self.device).eval().requires_grad_(False)
+        self.info = info
+        self.path = path
+        self.sha256 = sha256sum(path) if path is not None else None
+        self.max_pixels = max_pixels
+        self.tile = tile
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path is not None else self.info["style"].get("name", "model")
+
+    @property
+    def style_name(self) -> str:
+        return self.info["style"].get("name", "?")
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self.net(x.to(self.device)).float()
+
+    def stylize_tensor(self, x: torch.Tensor, *, tiled: Optional[bool] = None) -> torch.Tensor:
+        """(N, 3, H, W) float RGB 0-255 -> the same shape, float 0-255 (clamped)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if tiled is None:
+            tiled = h * w > self.max_pixels
+        y = self._tiled(x) if tiled else self._run(x)
+        return y.clamp(0, 255).to(x.device)
+
+    def _tiled(self, x: torch.Tensor, stats_size: int = STATS_SIZE) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        norm = _FrozenNorm(self.net)
+        scale = min(1.0, stats_size / max(h, w))
+        small = F.interpolate(x, scale_factor=scale, mode="area") if scale < 1 else x
+        with norm.record():
+            self._run(small)
+        s = self.net.config.stride
+        margin = -(-receptive_radius(self.net) // s) * s  # a multiple of the stride keeps the grids aligned
+        core = max(s, (self.tile // s) * s)
+        out = torch.empty(x.shape[0], 3, h, w)
+        with norm.frozen():
+            for top in range(0, h, core):
+                for left in range(0, w, core):
+                    t0, l0 = max(top - margin, 0), max(left - margin, 0)
+                    t1, l1 = min(top + core + margin, h), min(left + core + margin, w)
+                    y = self._run(x[..., t0:t1, l0:l1])
+                    bh, bw = min(core, h - top), min(core, w - left)
+                    out[..., top : top + bh, left : left + bw] = y[..., top - t0 : top - t0 + bh, left - l0 : left - l0 + bw].cpu()
+        return out
+
+    def __call__(self, image: Union[Image.Image, str, os.PathLike]) -> Image.Image:
+        """Stylize a PIL image or an image file; returns a PIL image of the same size."""
+        img = load_image(image)
+        return to_pil(self.stylize_tensor(to_tensor(img)))
+
+
+def load_model(
+    name_or_path: Union[str, os.PathLike],
+    *,
+    device: Union[str, torch.device] = "cpu",
+    precision: str = "fp32",
+    **kwargs: Any,
+) -> StyleModel:
+    """Load a bundled model by name (``"starry_night"``) or a model/checkpoint file."""
+    path = resolve_model(name_or_path)
+    payload = read_model_file(path)
+    net = build_network(payload, path)
+    info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
+    return StyleModel(net, info, path=path, device=device, precision=precision, **kwargs)
+
+
+def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike], preserve_colors: str = "none",
+                  size: Optional[int] = None) -> Image.Image:
+    """The model's picture of `source` (resized to long side `size` if given), colours as asked."""
+    from .color import color_transfer_matrix, luminance, with_chroma
+
+    img = load_image(source)
+    if size:
+        img = resize(img, size)
+    x = to_tensor(img)
+    y = model.stylize_tensor(x)
+    if preserve_colors == "luminance":
+        # Gatys et al. 2017, Sec. 5.1: the network's luminance, the photo's chroma.
+        y = with_chroma(luminance(y), x)
+    elif preserve_colors == "histogram":
+        # Sec. 5.2 applied after the fact: the painting's pixels take the photo's colour mean and covariance.
+        a, b = color_transfer_matrix(y[0].reshape(3, -1).double(), x[0].reshape(3, -1).double())
+        y = (a @ y[0].reshape(3, -1).double() + b).reshape(y.shape).float()
+    return to_pil(y)
+
+
+def model_for_style(style: Union[str, os.PathLike]) -> Optional[Path]:
+    """The bundled model trained on exactly this painting (same sha256), if any."""
+    from .modelfile import bundled_models
+
+    digest = sha256sum(Path(style))
+    for path in bundled_models().values():
+        try:
+            if read_model_file(path)["style"].get("sha256") == digest:
+                return path
+        except Exception:  # noqa: BLE001 - an unreadable model simply does not match
+            continue
+    return None
