@@ -23,7 +23,7 @@ EXIT_OK = 0
 def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     """Register `train`, `models`, `export` and the stylize flags `--model` / `--init-model`."""
     from .cli import add_config_arguments
-    from .style_training import TrainConfig
+    from .train_config import TrainConfig
 
     g = stylize.add_argument_group("feed-forward models (restyle train)")
     g.add_argument("--model", default=None, metavar="MODEL",

@@ -39,80 +39,10 @@ from .models.layers import deepest_layer
 from .models.transformer import TransformerConfig, TransformerNet
 from .objective import ContentTerm, GramStyleTerm, Objective, TVTerm
 from .weights import load_weights, sha256sum
+from .train_config import TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (re-exported: restyle.style_training.TrainConfig)
 
 HISTORY_EVERY = 10
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of `restyle train`, with its default; the CLI flags are built from it."""
-
-    steps: int = field(default=1000, metadata=_help("optimiser steps (batches)"))
-    size: int = field(default=128, metadata=_help("side of the square training crops in pixels"))
-    batch_size: int = field(default=4, metadata=_help("photos per step"))
-    # Photos are resized so their short side is a random value in [size, size * max_scale]
-    # before cropping: the network sees features at several scales.
-    max_scale: float = field(default=1.6, metadata=_help("largest random rescale of a photo before cropping"))
-    style_size: int = field(default=256, metadata=_help("long side the painting is resized to for its Gram targets"))
-    # The optimiser's balance (losses.py normalisation) carried over, with content at
-    # relu2_2 as Johnson et al. do: a shallow content layer keeps the photo's edges,
-    # which a network (unlike the optimiser, which starts from the photo) must learn.
-    content_weight: float = field(default=5.0, metadata=_help("weight of the content term"))
-    style_weight: float = field(default=100.0, metadata=_help("weight of the Gram style term"))
-    style_strength: float = field(default=1.0, metadata=_help("multiplies the style weight (2 = twice as painted)"))
-    # TV as the optimiser has it (losses.tv_loss: summed over the picture, here averaged over the batch).
-    tv_weight: float = field(default=1e-3, metadata=_help("weight of the total-variation smoothing term"))
-    content_layers: Tuple[str, ...] = field(default=("relu2_2",), metadata=_help("content layers"))
-    style_layers: Tuple[str, ...] = field(
-        default=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), metadata=_help("Gram style layers")
-    )
-    lr: float = field(default=2e-3, metadata=_help("Adam learning rate"))
-    widths: Tuple[int, ...] = field(default=TransformerConfig.widths, metadata=_help("network channel widths"))
-    res_blocks: int = field(default=TransformerConfig.res_blocks, metadata=_help("network residual blocks"))
-    residual: bool = field(default=False, metadata={"cli": False, "help": "the network adds its output to the photo"})
-    holdout: int = field(default=4, metadata=_help("photos held aside from training for the preview grid"))
-    preview_every: int = field(default=100, metadata=_help("steps between preview grids (0: never)"))
-    checkpoint_every: int = field(default=100, metadata=_help("steps between checkpoints (0: only at the end and on Ctrl-C)"))
-    seed: int = field(default=0, metadata=_help("seed of the network's initialisation and the data order"))
-    precision: str = field(default="auto", metadata=_help(f"one of {', '.join(TRAIN_PRECISIONS)}; auto: bf16 where the hardware has it"))
-    threads: int = field(default=0, metadata=_help("torch threads (0: torch's default)"))
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "size", "batch_size", "style_size"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.size < 32:
-            raise InputError(f"size must be >= 32 px (VGG-19's poolings), got {self.size}")
-        if self.max_scale < 1.0:
-            raise InputError(f"max_scale must be >= 1, got {self.max_scale}")
-        for name in ("content_weight", "style_weight", "style_strength", "tv_weight", "lr"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        for name in ("holdout", "preview_every", "checkpoint_every", "threads"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise InputError(f"precision {self.precision!r} is not one of {', '.join(TRAIN_PRECISIONS)}")
-        for name in ("content_layers", "style_layers"):
-            bad = [x for x in getattr(self, name) if x not in VGG19_LAYERS]
-            if bad or not getattr(self, name):
-                raise InputError(f"{name} {bad or '()'}: each must be a VGG-19 layer such as relu2_2")
-        try:
-            TransformerConfig(tuple(self.widths), self.res_blocks, residual=self.residual)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-
-    def network_config(self) -> TransformerConfig:
-        return TransformerConfig(tuple(self.widths), self.res_blocks, residual=self.residual)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
 # ---- events -------------------------------------------------------------------------------------
