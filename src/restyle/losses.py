@@ -43,9 +43,14 @@ def gram(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.T
     """
     n, c, h, w = features.shape
     with _fp32(features):
-        f = features.float().reshape(n, c, h * w)
         if mask is None:
-            return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+            # F as (N, H*W, C): the network's channels_last (NHWC) layout read as it lies, so
+            # G = F^T F needs no copy and its backward hands the ReLUs a gradient in their own
+            # layout. The (N, C, H*W) view made the backward ~0.2 s slower per 512 px iteration
+            # (mixed-layout gradient sums in aten::add_ and threshold_backward).
+            f = features.float().permute(0, 2, 3, 1).reshape(n, h * w, c)
+            return torch.bmm(f.transpose(1, 2), f) / (c * h * w)
+        f = features.float().reshape(n, c, h * w)
         m = mask.float().reshape(mask.shape[0], 1, h * w)
         mass = m.sum(dim=2, keepdim=True).clamp_min(1e-8)
         return torch.bmm(f * m, f.transpose(1, 2)) / (c * mass)
