@@ -182,7 +182,7 @@ class StyleObjective:
         n = len(cfg.style_layers)
         # Layers weigh 1/n each, so --style-weight means the mean over the style layers.
         self.style = GramStyleTerm(cfg.style_weight * cfg.style_strength, cfg.style_layers, (1.0 / n,) * n,
-                                   [style], [1.0])
+                                   [style], [1.0], cfg.style_norm)
         self.style.prepare(painter)
         self.tv = TVTerm(cfg.tv_weight)
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Tuple
 
-from .config import VGG19_LAYERS
+from .config import STYLE_NORMS, VGG19_LAYERS
 from .errors import InputError
 from .models.transformer_config import TransformerConfig
 
@@ -40,6 +40,9 @@ class TrainConfig:
     style_layers: Tuple[str, ...] = field(
         default=("relu1_1", "relu2_1", "relu3_1", "relu4_1"), metadata=_help("Gram style layers")
     )
+    # "target" makes each layer's loss a relative error (losses.style_layer_scales), so relu1_1
+    # (palette, fine strokes) counts as much as relu4_1 (the swirls); "none" is Johnson et al.'s balance.
+    style_norm: str = field(default="target", metadata=_help(f"one of {', '.join(STYLE_NORMS)}: per-layer style loss normalisation"))
     lr: float = field(default=2e-3, metadata=_help("Adam learning rate"))
     widths: Tuple[int, ...] = field(default=TransformerConfig.widths, metadata=_help("network channel widths"))
     res_blocks: int = field(default=TransformerConfig.res_blocks, metadata=_help("network residual blocks"))
@@ -65,6 +68,8 @@ class TrainConfig:
         for name in ("holdout", "preview_every", "checkpoint_every", "threads"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.style_norm not in STYLE_NORMS:
+            raise InputError(f"style_norm {self.style_norm!r} is not one of {', '.join(STYLE_NORMS)}")
         if self.precision not in TRAIN_PRECISIONS:
             raise InputError(f"precision {self.precision!r} is not one of {', '.join(TRAIN_PRECISIONS)}")
         for name in ("content_layers", "style_layers"):
