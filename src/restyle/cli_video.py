@@ -52,14 +52,21 @@ def add_video_parser(sub: Any) -> None:
     v.set_defaults(func=cmd_video)
 
 
-def load_network(spec: str) -> Any:
-    """`restyle.load_model(spec)`, the feed-forward networks' loader."""
+def load_network(spec: str, device: str = "auto", precision: str = "auto") -> Any:
+    """`restyle.load_model(spec)`, the feed-forward networks' loader, on the device and precision asked.
+
+    auto: bf16 where the hardware has it, as `restyle stylize --model` (the network was
+    trained under bf16 autocast; a pass takes half the time of fp32 on such a CPU).
+    """
     import restyle
+
+    from .device import resolve_device, resolve_precision
 
     loader = getattr(restyle, "load_model", None)
     if loader is None:
         raise InputError(f"--model {spec}: this build has no feed-forward style networks; give style images instead")
-    return loader(spec)
+    where = resolve_device(device)
+    return loader(spec, device=where, precision=resolve_precision(precision, where))
 
 
 def cmd_video(args: argparse.Namespace) -> int:
@@ -83,10 +90,11 @@ def cmd_video(args: argparse.Namespace) -> int:
     probe(args.input, None)
     check_output(args.output, (args.input, *args.styles))
     if args.model:
-        model = load_network(args.model)
+        model = load_network(args.model, getattr(args, "device", "auto"), getattr(args, "precision", "auto"))
         w = NETWORK_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-        # The manifest names the model by its digest too: a retrained file never resumes old frames.
-        name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
+        # The manifest names the model by its digest and precision too: a retrained file
+        # or another precision never resumes old frames.
+        name = f"{args.model} sha256:{getattr(model, 'sha256', None)} {getattr(model, 'precision', '?')}"
         stylizer: Any = NetworkFrames(model.stylize_tensor, w, name=name)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)

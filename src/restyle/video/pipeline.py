@@ -4,9 +4,11 @@
     stylize_video("in.mp4", "out.mp4", stylizer, VideoConfig(size=320))
 
 Only the state the next frame needs is carried (the previous input in grey and the
-previous result), so memory does not grow with the clip. Every stylized frame is
-written to the work folder as a PNG before the next one starts; a run started again
-with the same settings skips the frames already there and, because each frame depends
+previous result), so memory does not grow with the clip. Three threads share the work
+(restyle.video.background): one decodes and computes the optical flow a few frames
+ahead, the caller's runs the stylizer, one writes each result to the work folder as a
+PNG and encodes it, in order. A run started again with the same settings skips the
+frames already in the work folder (re-encoding them) and, because each frame depends
 only on the input and the *saved* (8-bit) previous result, gives the same video.
 """
 
@@ -16,11 +18,12 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Protocol, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from PIL import Image
 from .. import __version__
 from ..errors import Cancelled, InputError
 from ..images import PathLike, save_atomic, write_text_atomic
+from .background import ReadAhead, WriteBehind, thread_share
 from .flow import FLOW_PRESETS, FlowEstimator, gray, warp
 from .io import VideoWriter, check_output, count_frames, probe, read_frames
 
@@ -157,6 +161,66 @@ def frame_name(k: int) -> str:
     return f"{k:06d}.png"
 
 
+class Stages:
+    """Seconds spent in each stage of the pipeline, summed over frames (each stage runs on one thread)."""
+
+    def __init__(self) -> None:
+        self._seconds: Dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, since: float) -> float:
+        """Count the time from `since` to now towards `name`; return now."""
+        now = time.perf_counter()
+        with self._lock:
+            self._seconds[name] = self._seconds.get(name, 0.0) + now - since
+        return now
+
+    def totals(self) -> Dict[str, float]:
+        with self._lock:
+            return {k: round(v, 4) for k, v in self._seconds.items()}
+
+
+Motion = Tuple[np.ndarray, np.ndarray]  # the backward flow and its reliability mask
+
+
+def _prepared(frames: Iterator[np.ndarray], flows: Optional[FlowEstimator], done: int,
+              stages: Stages) -> Iterator[Tuple[int, np.ndarray, Optional[Motion]]]:
+    """(index, frame, motion from the previous frame) for each frame: decoding and flow, run ahead on a thread."""
+    prev_gray = None
+    t = time.perf_counter()
+    for k, rgb in enumerate(frames):
+        t = stages.add("read", t)
+        motion = None
+        if flows is not None:
+            cur_gray = gray(rgb)
+            if k >= done and prev_gray is not None:
+                motion = flows.backward_and_mask(prev_gray, cur_gray)
+            prev_gray = cur_gray
+            t = stages.add("flow", t)
+        yield k, rgb, motion
+        t = time.perf_counter()
+
+
+def _load_frame(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _save_and_encode(rgb: np.ndarray, path: Path, writer: VideoWriter, stages: Stages) -> None:
+    t = time.perf_counter()
+    save_atomic(Image.fromarray(rgb), path, compress_level=1)  # fast; the frames are temporary
+    t = stages.add("save", t)
+    writer.write(rgb)
+    stages.add("encode", t)
+
+
+def _encode_saved(path: Path, writer: VideoWriter, stages: Stages) -> None:
+    t = time.perf_counter()
+    rgb = _load_frame(path)
+    t = stages.add("load", t)
+    writer.write(rgb)
+    stages.add("encode", t)
+
+
 def stylize_video(
     source: PathLike,
     output: PathLike,
@@ -191,47 +255,51 @@ def stylize_video(
 
     if hasattr(stylizer, "cancel"):
         stylizer.cancel = cancel  # stops an optimiser frame at its next iteration
-    use_flow = stylizer.temporal_weight > 0
-    flows = FlowEstimator(cfg.flow) if use_flow else None
-    prev_gray: Optional[np.ndarray] = None
-    prev_out: Optional[np.ndarray] = None
-    n = 0
+    flows = FlowEstimator(cfg.flow) if stylizer.temporal_weight > 0 else None
+    stages = Stages()
+    n = made = 0
     spent = 0.0
-    for k, rgb in enumerate(read_frames(info, size, cfg.start, cfg.duration)):
-        n = k + 1
-        path = work / frame_name(k)
-        cur_gray = gray(rgb) if use_flow else None
-        if k < done:
-            if use_flow and k == done - 1:
-                prev_out = np.asarray(Image.open(path).convert("RGB"))
-            prev_gray = cur_gray
-            emit(FrameDone(k, max(estimate, n), 0.0, time.perf_counter() - t0, True))
-            continue
-        if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
-            raise Cancelled("cancelled")
-        t_frame = time.perf_counter()
-        prev = None
-        if use_flow and prev_out is not None:
-            bwd, mask = flows.backward_and_mask(prev_gray, cur_gray)
-            prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
-        result = to_rgb(stylizer(to_tensor(rgb), prev))
-        save_atomic(Image.fromarray(result), path, compress_level=1)  # fast; the frames are temporary
-        # The saved 8-bit frame, not the float result, is what the next frame builds on:
-        # a resumed run reads it back and must see exactly the same thing.
-        prev_out, prev_gray = result, cur_gray
-        spent += time.perf_counter() - t_frame
-        emit(FrameDone(k, max(estimate, n), time.perf_counter() - t_frame, time.perf_counter() - t0, False))
-    if n == 0:
-        raise InputError(f"{info.path}: no frames between {cfg.start} s and "
-                         f"{'the end' if cfg.duration is None else f'{cfg.start + cfg.duration} s'}")
-
-    # Assemble beside the output, then rename: a killed assembly never leaves a half-written video.
+    # Encoded as we go into a file beside the output, renamed at the end: a killed run
+    # never leaves a half-written video under the output's name.
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     try:
-        with VideoWriter(tmp, size, info.fps, audio_from=info, start=cfg.start, duration=cfg.duration,
-                         crf=cfg.crf) as writer:
-            for k in range(n):
-                writer.write(np.asarray(Image.open(work / frame_name(k)).convert("RGB")))
+        # Exits run in reverse: the frames written behind are all encoded before the writer closes.
+        with thread_share(getattr(stylizer, "threads", None)), \
+                ReadAhead(_prepared(read_frames(info, size, cfg.start, cfg.duration), flows, done, stages)) as frames, \
+                VideoWriter(tmp, size, info.fps, audio_from=info, start=cfg.start, duration=cfg.duration,
+                            crf=cfg.crf) as writer, \
+                WriteBehind() as behind:
+            prev_out: Optional[np.ndarray] = None
+            for k, rgb, motion in frames:
+                n = k + 1
+                path = work / frame_name(k)
+                if k < done:
+                    behind.submit(_encode_saved, path, writer, stages)
+                    if k == done - 1 and flows is not None:
+                        prev_out = _load_frame(path)
+                    emit(FrameDone(k, max(estimate, n), 0.0, time.perf_counter() - t0, True))
+                    continue
+                if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+                    raise Cancelled("cancelled")
+                t_frame = time.perf_counter()
+                prev = None
+                if motion is not None and prev_out is not None:
+                    bwd, mask = motion
+                    prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
+                t = stages.add("warp", t_frame)
+                result = to_rgb(stylizer(to_tensor(rgb), prev))
+                stages.add("stylize", t)
+                # The 8-bit frame that is saved, not the float result, is what the next frame
+                # builds on: a resumed run reads it back and must see exactly the same thing.
+                prev_out = result
+                behind.submit(_save_and_encode, result, path, writer, stages)
+                made += 1
+                spent += time.perf_counter() - t_frame
+                emit(FrameDone(k, max(estimate, n), time.perf_counter() - t_frame, time.perf_counter() - t0, False))
+            if n == 0:
+                raise InputError(f"{info.path}: no frames between {cfg.start} s and "
+                                 f"{'the end' if cfg.duration is None else f'{cfg.start + cfg.duration} s'}")
+            behind.finish()
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -239,7 +307,7 @@ def stylize_video(
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - t0
     emit(VideoDone(out, n, elapsed))
-    made = n - done
     report = {"manifest": manifest, "config": asdict(cfg), "frames": n, "resumed": done,
-              "seconds_per_frame": spent / made if made else 0.0, "elapsed_s": round(elapsed, 3)}
+              "seconds_per_frame": spent / made if made else 0.0, "elapsed_s": round(elapsed, 3),
+              "stage_seconds": stages.totals()}
     return VideoResult(out, n, done, spent / made if made else 0.0, report)
