@@ -16,6 +16,14 @@ Style distance: benchmarks/quality.py's score() (VGG-16 Gram relative error, low
 closer to the painting) on the first, middle and last frame. Timings are wall-clock on
 whatever else this machine runs: compare the rows of one run, side by side.
 
+--speed: seconds per frame of each stage of the network engine, temporal mode on, on
+the bunny clip at 320 px (320x180) and a 320x240 pan clip: the serial loop this
+module had before (fp32, torch and OpenCV each a thread per core, every frame saved as
+PNG then read back to encode), re-created here stage by stage; the same serial loop
+with today's settings (bf16 where native, the cores shared between torch and OpenCV);
+and stylize_video itself (stages overlapped on three threads). Then the whole
+`restyle video` command, start-up included.
+
 The network engine uses `restyle.load_model(--model)` when a model is given; otherwise
 a randomly initialised network of the bundled models' size (restyle.models.transformer),
 good for timing and flicker of the blend, meaningless for style distance.
@@ -25,9 +33,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from restyle.config import StylizeConfig  # noqa: E402
+from restyle.device import resolve_precision  # noqa: E402
+from restyle.video.background import cpu_cores  # noqa: E402
 from restyle.video import FrameDone, NetworkFrames, OptimiserFrames, VideoConfig, stylize_video  # noqa: E402
 from restyle.video.flow import FlowEstimator, gray, warp  # noqa: E402
 from restyle.video.stylizers import NETWORK_TEMPORAL_WEIGHT, OPTIMISER_TEMPORAL_WEIGHT  # noqa: E402
@@ -94,7 +110,8 @@ def network(spec: str | None):
     if spec:
         import restyle
 
-        return restyle.load_model(spec).stylize_tensor, spec
+        # The precision `restyle video --model` picks: bf16 where the CPU has it natively.
+        return restyle.load_model(spec, precision=resolve_precision("auto", torch.device("cpu"))).stylize_tensor, spec
     try:
         from restyle.models.transformer import TransformerConfig, TransformerNet
     except ImportError:
@@ -140,6 +157,141 @@ def contact_sheet(folders: list, out: Path, count: int = 4) -> None:
     print(f"wrote {out}")
 
 
+SPEED_SIZE = 320  # the issue's bar: >= 10 frames/s at 320x240
+STAGES = ("read", "flow", "warp", "stylize", "save", "load", "encode")
+
+
+def serial_loop(clip: Path, model, size: int, frames: int, work: Path, threads) -> dict:
+    """The loop as it was before the speed-up, one stage after another, each timed.
+
+    Decode and resize; DIS flow both ways and the consistency check; warp; network,
+    blend and rounding to 8 bits; save as PNG; then, once every frame is done, read
+    the PNGs back and encode them. `threads`: None leaves torch and OpenCV at their
+    defaults (a thread per core each), a number shares the cores as stylize_video does.
+    """
+    from restyle.video.background import thread_share
+    from restyle.video.io import VideoWriter, probe, read_frames
+    from restyle.video.pipeline import Stages, to_rgb, to_tensor
+    from restyle.video.temporal import temporal_blend
+
+    info = probe(clip, Fraction(10) if clip.is_dir() else None)
+    wh = info.out_size(size)
+    st, est = Stages(), FlowEstimator("medium")
+    work.mkdir(parents=True, exist_ok=True)
+    w0, c0 = time.perf_counter(), time.process_time()
+    with thread_share(threads):
+        prev_gray = prev_out = None
+        it = read_frames(info, wh)
+        n = 0
+        for k in range(frames):
+            t = st.mark()
+            rgb = next(it, None)
+            if rgb is None:
+                break
+            t = st.add("read", t)
+            cur_gray, motion = gray(rgb), None
+            if prev_gray is not None:
+                motion = est.backward_and_mask(prev_gray, cur_gray)
+            t = st.add("flow", t)
+            prev = None
+            if motion is not None:
+                prev = (to_tensor(warp(prev_out, motion[0])), torch.from_numpy(motion[1])[None, None])
+            t = st.add("warp", t)
+            out = model.stylize_tensor(to_tensor(rgb)).float()
+            if prev is not None:
+                out = temporal_blend(out, prev[0], prev[1], NETWORK_TEMPORAL_WEIGHT)
+            result = to_rgb(out)
+            t = st.add("stylize", t)
+            Image.fromarray(result).save(work / f"{k:06d}.png", compress_level=1)
+            st.add("save", t)
+            prev_gray, prev_out, n = cur_gray, result, k + 1
+        with VideoWriter(work / "out.mp4", wh, info.fps) as writer:
+            for k in range(n):
+                t = st.mark()
+                rgb = np.asarray(Image.open(work / f"{k:06d}.png").convert("RGB"))
+                t = st.add("load", t)
+                writer.write(rgb)
+                st.add("encode", t)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return speed_row(n, wh, st.totals(), st.totals(cpu=True), wall, cpu)
+
+
+def speed_row(n: int, wh, wall_s: dict, cpu_s: dict, wall: float, cpu: float) -> dict:
+    return {"frames": n, "size": f"{wh[0]}x{wh[1]}", "wall_ms": {k: 1000 * v / n for k, v in wall_s.items()},
+            "cpu_ms": {k: 1000 * v / n for k, v in cpu_s.items()}, "fps": n / wall, "process_cpu_ms": 1000 * cpu / n}
+
+
+def pipeline_run(clip: Path, model, size: int, frames: int, work: Path) -> dict:
+    """stylize_video itself, network engine, temporal mode on (the default weight)."""
+    info_fps = 10 if clip.is_dir() else 25
+    vcfg = VideoConfig(size=size, fps=10 if clip.is_dir() else None, duration=frames / info_fps)
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run, not a resumed one
+    work.mkdir(parents=True)
+    out = work / "out.mp4"
+    w0, c0 = time.perf_counter(), time.process_time()
+    r = stylize_video(clip, out, NetworkFrames(model.stylize_tensor, NETWORK_TEMPORAL_WEIGHT), vcfg,
+                      work_dir=work / "frames")
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    from restyle.video.io import probe
+
+    wh = probe(clip, Fraction(10) if clip.is_dir() else None).out_size(size)
+    return speed_row(r.frames, wh, r.report["stage_seconds"], r.report["stage_cpu_seconds"], wall, cpu)
+
+
+def cli_run(model: str, size: int, work: Path) -> dict:
+    """The whole `restyle video` command on the bunny clip, start-up and model loading included."""
+    out = work / "cli.mp4"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "restyle", "video", str(BUNNY), "--model", model, "-o", str(out),
+                           "--size", str(size)], env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    rates = re.findall(r"([0-9.]+)frame/s", proc.stderr)  # the progress bar's last rate
+    return {"wall_s": wall, "cpu_s": cpu, "bar_fps": float(rates[-1]) if rates else float("nan"),
+            "line": proc.stdout.strip()}
+
+
+def speed(args, work: Path) -> None:
+    import restyle
+
+    spec = args.model or "starry_night"
+    fp32 = restyle.load_model(spec, precision="fp32")
+    auto = restyle.load_model(spec, precision=resolve_precision("auto", torch.device("cpu")))
+    cores = cpu_cores()
+    print(f"speed: model {spec}, network engine, temporal weight {NETWORK_TEMPORAL_WEIGHT:g}; {cores} cores; "
+          f"load average {os.getloadavg()[0]:.1f} at start (nice'd: other jobs take their share)")
+    pan = pan_clip(work / "pan320_in", 320, args.speed_frames)
+    clips = (("bunny", BUNNY), ("pan", pan))
+    for kind, clip in clips:
+        rows = {
+            "before: serial, fp32, default threads": serial_loop(clip, fp32, SPEED_SIZE, args.speed_frames,
+                                                                   work / f"{kind}_serial_before", None),
+            f"serial, {auto.precision}, threads shared": serial_loop(clip, auto, SPEED_SIZE, args.speed_frames,
+                                                                      work / f"{kind}_serial_now", max(1, cores // 2)),
+            f"now: stylize_video, {auto.precision}": pipeline_run(clip, auto, SPEED_SIZE, args.speed_frames,
+                                                                 work / f"{kind}_pipeline"),
+        }
+        first = next(iter(rows.values()))
+        print(f"\n{kind} clip, {first['size']}, {first['frames']} frames: ms per frame of each stage, "
+              "wall / CPU of its thread (stylize_video's stages overlap on three threads)")
+        names = list(rows)
+        print(f"{'':14}" + "".join(f"{n:>40}" for n in names))
+        for stage in STAGES:
+            if any(stage in r["wall_ms"] for r in rows.values()):
+                print(f"{stage:14}" + "".join(f"{rows[n]['wall_ms'].get(stage, 0.0):32.1f} / {rows[n]['cpu_ms'].get(stage, 0.0):5.1f}"
+                                              for n in names))
+        print(f"{'frames/s':14}" + "".join(f"{rows[n]['fps']:40.2f}" for n in names))
+        print(f"{'process CPU ms':14}" + "".join(f"{rows[n]['process_cpu_ms']:40.1f}" for n in names))
+    r = cli_run(spec, SPEED_SIZE, work)
+    print(f"\nrestyle video bigbuckbunny.mp4 --model {spec} --size {SPEED_SIZE}: {r['wall_s']:.1f} s wall, "
+          f"{r['cpu_s']:.1f} s CPU for 132 frames with start-up ({132 / r['wall_s']:.1f} frames/s); "
+          f"progress bar's rate {r['bar_fps']:.1f} frames/s; {r['line']}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=96, help="long side of the clips (default 96: the optimiser is slow)")
@@ -154,10 +306,15 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     ap.add_argument("--sheet", default=None, help="write a PNG per clip: 4 consecutive frames, input and each run")
     ap.add_argument("--gif", default=None, help="write a GIF of the last clip's last run (the README's)")
+    ap.add_argument("--speed", action="store_true", help="time each stage of the network engine instead (see above)")
+    ap.add_argument("--speed-frames", type=int, default=100, help="--speed: frames of each clip")
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="restyle-video-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.speed:
+        speed(args, work)
+        return
     rows = []
     for kind in args.clips.split(","):
         if kind == "pan":

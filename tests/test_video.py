@@ -208,6 +208,84 @@ def test_bad_inputs_exit_2_with_one_line(clip, tmp_path, capsys):
     assert clip.read_bytes() == before and not (tmp_path / "o.mp4").exists()
 
 
+# --- the threads: read ahead, write behind, the cores shared --------------------------
+
+
+def test_read_ahead_keeps_order_passes_errors_and_stops_its_thread():
+    import threading
+
+    from restyle.video.background import ReadAhead
+
+    with ReadAhead(iter(range(50)), depth=3) as items:
+        assert list(items) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("decoder broke")
+
+    with ReadAhead(failing()) as items:
+        got = []
+        with pytest.raises(ValueError, match="decoder broke"):
+            for x in items:
+                got.append(x)
+        assert got == [1]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            k = 0
+            while True:
+                yield k
+                k += 1
+        finally:
+            closed.set()
+
+    ahead = ReadAhead(endless(), depth=2)
+    assert next(iter(ahead)) == 0
+    ahead.close()  # the consumer stopped early: the producer is closed on its own thread
+    assert closed.is_set() and not ahead._thread.is_alive()
+
+
+def test_write_behind_runs_jobs_in_order_and_raises_a_failed_one():
+    from restyle.video.background import WriteBehind
+
+    done = []
+    with WriteBehind(depth=2) as behind:
+        for k in range(20):
+            behind.submit(lambda k=k: (time.sleep(0.001 * (k % 3)), done.append(k)))
+        behind.finish()
+    assert done == list(range(20))
+
+    def broken():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        with WriteBehind(depth=2) as behind:
+            behind.submit(broken)
+            for _ in range(5):
+                time.sleep(0.01)
+                behind.submit(lambda: None)
+            behind.finish()
+
+
+def test_thread_share_sets_and_restores_torch_and_opencv_threads():
+    import cv2
+
+    from restyle.video.background import cpu_cores, thread_share
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    with thread_share(1):
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == max(1, cpu_cores() - 1)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    with thread_share(None):  # the optimiser engine: left alone
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+    assert NetworkFrames(tiny_net(), threads=3).threads == 3
+    assert NetworkFrames(tiny_net()).threads == max(1, cpu_cores() // 2)
+    with pytest.raises(InputError, match="threads 0 must be >= 1"):
+        NetworkFrames(tiny_net(), threads=0)
+
+
 # --- flow, warping, the temporal term --------------------------------------------
 
 

@@ -8,6 +8,7 @@ looks like a.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Tuple
 
 import numpy as np
@@ -47,8 +48,11 @@ class FlowEstimator:
         return bwd, reliable(bwd, fwd)
 
 
+@lru_cache(maxsize=4)
 def _grid(h: int, w: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y), float32; cached (every frame of a clip has one size), read-only."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
     return xs, ys
 
 
@@ -78,10 +82,11 @@ def reliable(bwd: np.ndarray, fwd: np.ndarray) -> np.ndarray:
     h, w = bwd.shape[:2]
     back = warp(fwd, bwd)  # w~: the forward flow where each pixel came from
     s = back + bwd
-    occluded = (s ** 2).sum(-1) > 0.01 * ((back ** 2).sum(-1) + (bwd ** 2).sum(-1)) + 0.5
+    bwd2 = (bwd * bwd).sum(-1)
+    occluded = (s * s).sum(-1) > 0.01 * ((back * back).sum(-1) + bwd2) + 0.5
     du_y, du_x = np.gradient(bwd[..., 0])
     dv_y, dv_x = np.gradient(bwd[..., 1])
-    boundary = du_x ** 2 + du_y ** 2 + dv_x ** 2 + dv_y ** 2 > 0.01 * (bwd ** 2).sum(-1) + 0.002
+    boundary = du_x * du_x + du_y * du_y + dv_x * dv_x + dv_y * dv_y > 0.01 * bwd2 + 0.002
     xs, ys = _grid(h, w)
     sx, sy = xs + bwd[..., 0], ys + bwd[..., 1]
     outside = (sx < 0) | (sx > w - 1) | (sy < 0) | (sy > h - 1)

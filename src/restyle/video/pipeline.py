@@ -162,22 +162,33 @@ def frame_name(k: int) -> str:
 
 
 class Stages:
-    """Seconds spent in each stage of the pipeline, summed over frames (each stage runs on one thread)."""
+    """Wall and CPU seconds spent in each stage of the pipeline, summed over frames.
+
+    Each stage runs on one thread, so the thread's CPU time (time.thread_time) is the
+    stage's: a figure the other jobs on a shared machine change little, unlike the wall
+    time. (Threads that FFmpeg starts inside the decoder and encoder are not counted.)
+    """
 
     def __init__(self) -> None:
-        self._seconds: Dict[str, float] = {}
+        self._wall: Dict[str, float] = {}
+        self._cpu: Dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def add(self, name: str, since: float) -> float:
-        """Count the time from `since` to now towards `name`; return now."""
-        now = time.perf_counter()
+    @staticmethod
+    def mark() -> Tuple[float, float]:
+        return time.perf_counter(), time.thread_time()
+
+    def add(self, name: str, since: Tuple[float, float]) -> Tuple[float, float]:
+        """Count the time from `since` (a mark() of this thread) to now towards `name`; return a new mark."""
+        now = self.mark()
         with self._lock:
-            self._seconds[name] = self._seconds.get(name, 0.0) + now - since
+            self._wall[name] = self._wall.get(name, 0.0) + now[0] - since[0]
+            self._cpu[name] = self._cpu.get(name, 0.0) + now[1] - since[1]
         return now
 
-    def totals(self) -> Dict[str, float]:
+    def totals(self, cpu: bool = False) -> Dict[str, float]:
         with self._lock:
-            return {k: round(v, 4) for k, v in self._seconds.items()}
+            return {k: round(v, 4) for k, v in (self._cpu if cpu else self._wall).items()}
 
 
 Motion = Tuple[np.ndarray, np.ndarray]  # the backward flow and its reliability mask
@@ -187,7 +198,7 @@ def _prepared(frames: Iterator[np.ndarray], flows: Optional[FlowEstimator], done
               stages: Stages) -> Iterator[Tuple[int, np.ndarray, Optional[Motion]]]:
     """(index, frame, motion from the previous frame) for each frame: decoding and flow, run ahead on a thread."""
     prev_gray = None
-    t = time.perf_counter()
+    t = stages.mark()
     for k, rgb in enumerate(frames):
         t = stages.add("read", t)
         motion = None
@@ -198,7 +209,7 @@ def _prepared(frames: Iterator[np.ndarray], flows: Optional[FlowEstimator], done
             prev_gray = cur_gray
             t = stages.add("flow", t)
         yield k, rgb, motion
-        t = time.perf_counter()
+        t = stages.mark()
 
 
 def _load_frame(path: Path) -> np.ndarray:
@@ -206,7 +217,7 @@ def _load_frame(path: Path) -> np.ndarray:
 
 
 def _save_and_encode(rgb: np.ndarray, path: Path, writer: VideoWriter, stages: Stages) -> None:
-    t = time.perf_counter()
+    t = stages.mark()
     save_atomic(Image.fromarray(rgb), path, compress_level=1)  # fast; the frames are temporary
     t = stages.add("save", t)
     writer.write(rgb)
@@ -214,7 +225,7 @@ def _save_and_encode(rgb: np.ndarray, path: Path, writer: VideoWriter, stages: S
 
 
 def _encode_saved(path: Path, writer: VideoWriter, stages: Stages) -> None:
-    t = time.perf_counter()
+    t = stages.mark()
     rgb = _load_frame(path)
     t = stages.add("load", t)
     writer.write(rgb)
@@ -282,11 +293,12 @@ def stylize_video(
                 if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
                     raise Cancelled("cancelled")
                 t_frame = time.perf_counter()
+                t = stages.mark()
                 prev = None
                 if motion is not None and prev_out is not None:
                     bwd, mask = motion
                     prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
-                t = stages.add("warp", t_frame)
+                t = stages.add("warp", t)
                 result = to_rgb(stylizer(to_tensor(rgb), prev))
                 stages.add("stylize", t)
                 # The 8-bit frame that is saved, not the float result, is what the next frame
@@ -309,5 +321,5 @@ def stylize_video(
     emit(VideoDone(out, n, elapsed))
     report = {"manifest": manifest, "config": asdict(cfg), "frames": n, "resumed": done,
               "seconds_per_frame": spent / made if made else 0.0, "elapsed_s": round(elapsed, 3),
-              "stage_seconds": stages.totals()}
+              "stage_seconds": stages.totals(), "stage_cpu_seconds": stages.totals(cpu=True)}
     return VideoResult(out, n, done, spent / made if made else 0.0, report)
