@@ -157,6 +157,28 @@ def contact_sheet(folders: list, out: Path, count: int = 4) -> None:
     print(f"wrote {out}")
 
 
+def side_by_side_gif(folders: list, out: Path, scale: float, count: int) -> None:
+    """The runs' frames side by side, looping. One palette for all frames and no dithering,
+    so the GIF adds no flicker of its own to what it shows."""
+    runs = [sorted(f.glob("0*.png"))[:count] for f in folders]
+    frames = []
+    for paths in zip(*runs):
+        ims = [Image.open(p).convert("RGB") for p in paths]
+        w, h = round(ims[0].width * scale), round(ims[0].height * scale)
+        sheet = Image.new("RGB", (len(ims) * (w + 4) - 4, h), "white")
+        for i, im in enumerate(ims):
+            sheet.paste(im.resize((w, h), Image.Resampling.LANCZOS), (i * (w + 4), 0))
+        frames.append(sheet)
+    picks = sorted({0, len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1})
+    strip = Image.new("RGB", (frames[0].width, frames[0].height * len(picks)))
+    for i, k in enumerate(picks):
+        strip.paste(frames[k], (0, i * frames[0].height))
+    palette = strip.quantize(256, method=Image.Quantize.MEDIANCUT)
+    gif = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    gif[0].save(out, save_all=True, append_images=gif[1:], duration=80, loop=0)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(gif)} frames of {frames[0].width}x{frames[0].height})")
+
+
 SPEED_SIZE = 320  # the issue's bar: >= 10 frames/s at 320x240
 STAGES = ("read", "flow", "warp", "stylize", "save", "load", "encode")
 
@@ -305,7 +327,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="keep the frames here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
     ap.add_argument("--sheet", default=None, help="write a PNG per clip: 4 consecutive frames, input and each run")
-    ap.add_argument("--gif", default=None, help="write a GIF of the last clip's last run (the README's)")
+    ap.add_argument("--gif", default=None, help="write a GIF of the last clip, its runs side by side (the README's)")
+    ap.add_argument("--gif-scale", type=float, default=0.75, help="--gif: scale of each run's frames")
+    ap.add_argument("--gif-frames", type=int, default=20, help="--gif: at most this many frames")
     ap.add_argument("--speed", action="store_true", help="time each stage of the network engine instead (see above)")
     ap.add_argument("--speed-frames", type=int, default=100, help="--speed: frames of each clip")
     args = ap.parse_args()
@@ -356,9 +380,8 @@ def main() -> None:
             contact_sheet([work / "inputs" / kind] + [Path(r["frames_dir"]) for r in sel],
                           Path(args.sheet).with_name(f"{Path(args.sheet).stem}_{kind}.png"))
     if args.gif and rows:
-        frames = [Image.open(p).convert("RGB") for p in sorted(Path(rows[-1]["frames_dir"]).glob("0*.png"))]
-        frames[0].save(args.gif, save_all=True, append_images=frames[1:], duration=80, loop=0, optimize=True)
-        print(f"wrote {args.gif}")
+        last = [Path(r["frames_dir"]) for r in rows if r["clip"] == rows[-1]["clip"]]
+        side_by_side_gif(last, Path(args.gif), args.gif_scale, args.gif_frames)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"frames kept in {work}")
