@@ -16,9 +16,10 @@ Style distance: benchmarks/quality.py's score() (VGG-16 Gram relative error, low
 closer to the painting) on the first, middle and last frame. Timings are wall-clock on
 whatever else this machine runs: compare the rows of one run, side by side.
 
---speed: seconds per frame of each stage of the network engine, temporal mode on, on
-the bunny clip at 320 px (320x180) and a 320x240 pan clip: the serial loop this
-module had before (fp32, torch and OpenCV each a thread per core, every frame saved as
+--speed: milliseconds per frame of each stage of the network engine (wall, and CPU of
+the stage's thread: the figure other jobs on the machine change least), temporal mode
+on, on the bunny clip at 320 px (320x180) and a 320x240 pan clip: the serial loop
+restyle.video.pipeline had before issue 13's speed-up (fp32, torch and OpenCV each a thread per core, every frame saved as
 PNG then read back to encode), re-created here stage by stage; the same serial loop
 with today's settings (bf16 where native, the cores shared between torch and OpenCV);
 and stylize_video itself (stages overlapped on three threads). Then the whole
