@@ -31,7 +31,8 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                         "file); no style image is needed")
     g.add_argument("--init-model", default=None, metavar="MODEL",
                    help="hybrid: start the optimiser from this model's picture, with fewer iterations "
-                        f"({HYBRID_ITERATIONS} at full size only, unless --iterations or --scales say otherwise)")
+                        f"({HYBRID_ITERATIONS} at full size only, content weight {HYBRID_CONTENT_WEIGHT:g}, unless "
+                        "--iterations, --scales or --content-weight say otherwise)")
 
     t = sub.add_parser("train", help="train a feed-forward network for one painting (then stylize in milliseconds)")
     t.add_argument("style", help="the painting")
@@ -63,7 +64,11 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
 # The network's picture already has the style's colours and strokes: the optimiser only
 # refines it, on the usual pyramid but with 40 instead of 110 iterations at the coarsest
 # scale (a quarter of that at each finer one): about a third of the default's work.
-HYBRID_ITERATIONS = 25
+HYBRID_ITERATIONS = 30
+# The network's picture is already more painted than the optimiser's default: the refinement
+# leans towards the photo (benchmarks/feedforward.py pictures: with 40 the hybrid's content
+# distance stayed ~0.04 behind the default's; with 80 it matches it at the same style).
+HYBRID_CONTENT_WEIGHT = 80.0
 HYBRID_SCALES = (1,)
 
 
@@ -167,6 +172,8 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS
+    if not hasattr(args, "content_weight"):
+        overrides["content_weight"] = HYBRID_CONTENT_WEIGHT
     if not hasattr(args, "scales"):
         # The network's picture is already painted at full size: the optimiser only refines
         # it there (no coarse scales to repaint).
