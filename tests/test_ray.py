@@ -198,3 +198,62 @@ def test_cli_ray_without_ray_installed_says_how_to_install(photos, tiny_weights,
     code = main(["stylize", str(photos / "photos"), str(photos / "s1.png"), "-o", str(tmp_path), "--ray",
                  "--weights", str(tiny_weights)])
     assert code == 2 and "pip install 'restyle[ray]'" in capsys.readouterr().err
+
+
+# ---- feed-forward models on Ray: photos through one network, one network per style ---------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(photos):
+    from test_feedforward import tiny_model_file
+
+    return tiny_model_file(photos / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model_local(photos, tiny_model):
+    """The reference: the local `stylize PHOTOS --model` loop with one thread, as each Ray worker has."""
+    from restyle.feedforward import load_model
+    from restyle.model_batch import run_model_batch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return photos / "model_local", run_model_batch([photos / "photos"], load_model(tiny_model), photos / "model_local")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_model_batch_on_ray_matches_the_local_run_and_skips_on_rerun(cluster, photos, tiny_model, model_local):
+    from restyle.distributed import run_model_batch_ray
+
+    local, ref = model_local
+    out = photos / "model_ray"
+    events = []
+    report = run_model_batch_ray([photos / "photos"], str(tiny_model), out, device="cpu", precision="fp32",
+                                 callback=events.append)
+    assert ref.count("done") == report.count("done") == 4
+    assert pngs(out) == pngs(local) and len(pngs(out)) == 4 and "p0__tiny.png" in pngs(out)
+    assert [o.task.label for o in report.failed] == ["broken.jpg"]
+    assert "broken.jpg: not an image file" in report.failed[0].error and report.exit_code == 2
+    sides = [json.loads(p.read_text()) for p in sorted(out.glob("*.png.json"))]
+    assert len(sides) == 4 and all(s["node"]["ray_node"] and s["mode"] == "feedforward" for s in sides)
+    assert len({s["node"]["ray_node"] for s in sides}) == 2  # both nodes worked
+    assert [e.done for e in events if isinstance(e, BatchProgress)][-1] == 5
+    assert not list(out.glob(".*"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    rerun = run_model_batch_ray([photos / "photos"], str(tiny_model), out, device="cpu", precision="fp32")
+    assert rerun.count("skipped") == 4 and rerun.count("failed") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_cli_stylize_model_with_ray(cluster, photos, tiny_model, model_local, capsys):
+    out = photos / "model_cli"
+    code = main(["stylize", str(photos / "photos" / "p1.png"), "--model", str(tiny_model), "-o", str(out), "--ray",
+                 "--device", "cpu", "--precision", "fp32"])
+    assert code == 0, capsys.readouterr().err
+    assert pngs(out) == {"p1__tiny.png": (model_local[0] / "p1__tiny.png").read_bytes()}
+    assert "1 painted, 0 complete already, 0 failed" in capsys.readouterr().out
+    assert main(["stylize", str(photos / "photos"), "--model", str(tiny_model), "-o", str(out), "--ray",
+                 "--ray-copy"]) == 2
+    assert "--ray-copy is not available with --model" in capsys.readouterr().err
