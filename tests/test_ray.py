@@ -257,3 +257,45 @@ def test_cli_stylize_model_with_ray(cluster, photos, tiny_model, model_local, ca
     assert main(["stylize", str(photos / "photos"), "--model", str(tiny_model), "-o", str(out), "--ray",
                  "--ray-copy"]) == 2
     assert "--ray-copy is not available with --model" in capsys.readouterr().err
+
+
+def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp_path, capsys):
+    """Two paintings and a broken one: two models, identical to a local training; one failure, said once."""
+    from test_feedforward import tiny_config
+
+    from restyle.modelfile import read_model_file
+    from restyle.style_training import train
+
+    train_photos = tmp_path / "train"
+    train_photos.mkdir()
+    for i in range(4):
+        (train_photos / f"p{i}.png").write_bytes((photos / "photos" / f"p{i}.png").read_bytes())
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    models = tmp_path / "models"
+    args = ["train", str(photos / "s1.png"), str(photos / "s2.png"), str(tmp_path / "bad.png"),
+            "--photos", str(train_photos), "-o", str(models), "--ray", "--weights", str(tiny_weights),
+            "--steps", "4", "--size", "32", "--batch-size", "2", "--style-size", "48", "--holdout", "1",
+            "--preview-every", "4", "--checkpoint-every", "0", "--widths", "4,8", "--res-blocks", "1",
+            "--precision", "fp32", "--lr", "0.01", "--threads", "1", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "2 trained, 0 complete already, 1 failed" in err
+    failures = [line for line in err.splitlines() if "failed: bad.png" in line]
+    assert len(failures) == 1 and "bad.png: not an image file" in failures[0]
+    assert sorted(p.name for p in models.glob("*.pt")) == ["s1.ckpt.pt", "s1.pt", "s2.ckpt.pt", "s2.pt"]
+    sides = [json.loads((models / f"{s}.json").read_text()) for s in ("s1", "s2")]
+    assert all(s["node"]["ray_node"] and s["attempt"] == 1 and s["style"]["file"] == f"s{i + 1}.png"
+               for i, s in enumerate(sides))
+    assert (models / "s1_previews" / "step000004.png").is_file()
+
+    # The same weights as a local training of that painting with the same settings and thread count.
+    local = train(photos / "s2.png", train_photos, tmp_path / "local.pt",
+                  tiny_config(steps=4, preview_every=4, lr=0.01), weights=tiny_weights)
+    a, b = read_model_file(models / "s2.pt")["state_dict"], read_model_file(local)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # A rerun skips the complete models and leaves them alone.
+    stamps = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
+    assert main(args) == 2
+    assert "0 trained, 2 complete already, 1 failed" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == stamps

@@ -95,11 +95,11 @@ class BatchReport:
     def exit_code(self) -> int:
         return max((o.exit_code for o in self.failed), default=0)
 
-    def summary(self) -> List[str]:
+    def summary(self, done: str = "painted", tasks: str = "pairs") -> List[str]:
         """A headline, then one line per failure and per lost worker (what the CLI prints)."""
-        head = f"{self.count('done')} painted, {self.count('skipped')} complete already, {self.count('failed')} failed"
+        head = f"{self.count('done')} {done}, {self.count('skipped')} complete already, {self.count('failed')} failed"
         if self.lost:
-            head += f"; {len(self.lost)} worker(s) lost mid-task, their pairs ran again"
+            head += f"; {len(self.lost)} worker(s) lost mid-task, their {tasks} ran again"
         return ([head] + [f"failed: {o.task.label}: {o.error}" for o in self.failed]
                 + [f"lost: {line}" for line in self.lost])
 

@@ -140,7 +140,7 @@ def run_batch_command(run: Callable[[Callable[[Any], None]], Any], output: Any, 
             report = run(bar)
     finally:
         bar.close()
-    lines = report.summary()
+    lines = report.summary("trained" if unit == "model" else "painted", f"{unit}s")
     if report.failed or report.lost:
         print(f"{output}: {lines[0]}", file=sys.stderr)
         for line in lines[1:]:
