@@ -299,3 +299,36 @@ def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp
     assert main(args) == 2
     assert "0 trained, 2 complete already, 1 failed" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == stamps
+
+
+def test_cli_video_with_a_model_on_ray_gives_the_local_frames(cluster, tiny_model, tmp_path, capsys):
+    """20 frames in chunks of 8 on two workers: every frame, blended across the chunk borders, is the local run's."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from videoutil import clip_stats, make_clip, pan_frames
+
+    clip = make_clip(tmp_path / "in.mp4", pan_frames(width=64, height=48, frames=20, step=2))
+    base = ["video", str(clip), "--model", str(tiny_model), "--keep-frames", "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each Ray worker's thread count
+    try:
+        assert main(base + ["-o", str(tmp_path / "local.mp4")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main(base + ["-o", str(tmp_path / "ray.mp4"), "--ray"]) == 0, capsys.readouterr().err
+
+    local, distributed = tmp_path / "local.mp4.frames", tmp_path / "ray.mp4.frames"
+    assert len(pngs(local)) == 20 and pngs(distributed) == pngs(local)
+    assert (distributed / "manifest.json").read_text() == (local / "manifest.json").read_text()
+    assert clip_stats(tmp_path / "ray.mp4") == clip_stats(tmp_path / "local.mp4")  # frames, fps, duration, audio
+    # The blend did carry across the borders: frame 8 is not the network's picture alone.
+    assert main(base + ["-o", str(tmp_path / "alone.mp4"), "--temporal-weight", "0", "--ray"]) == 0
+    assert (tmp_path / "alone.mp4.frames" / "000008.png").read_bytes() != (local / "000008.png").read_bytes()
+
+    # A run stopped after frame 12 resumes mid-chunk on Ray and still gives the local frames.
+    for p in sorted(distributed.glob("*.png"))[13:]:
+        p.unlink()
+    assert main(base + ["-o", str(tmp_path / "again.mp4"), "--work-dir", str(distributed), "--ray"]) == 0
+    assert pngs(distributed) == pngs(local)
+    assert main(["video", str(clip), "a.png", "-o", str(tmp_path / "o.mp4"), "--ray"]) == 2
+    assert "give --model" in capsys.readouterr().err

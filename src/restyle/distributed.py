@@ -22,6 +22,7 @@ folder). `ray` is imported only here, and only when a Ray batch runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -32,7 +33,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .batch import (BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch, step_fraction,
                     this_node)
@@ -411,6 +412,18 @@ def run_on_ray(
 
     `transport(ray)` turns a task into the worker's argument (send) and its result into an outcome (receive).
     """
+    with ray_workers(worker_cls, worker_args, len(tasks), address=address, workers=workers,
+                     cpus_per_worker=cpus_per_worker) as (ray, actors, board):
+        return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
+
+
+@contextlib.contextmanager
+def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, address: Optional[str] = None,
+                workers: Optional[int] = None, cpus_per_worker: Optional[int] = None) -> Iterator[Tuple[Any, List[Any], Any]]:
+    """(ray, actors, board): at most `most` actors of a RayWorker subclass, set up and checked; all gone on exit.
+
+    Connects to Ray (or starts it, and then stops it on exit) as connect() does.
+    """
     ray = _ray()
     started = connect(address)
     actors: List[Any] = []
@@ -418,7 +431,7 @@ def run_on_ray(
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers)
-        n_workers = min(n_workers, len(tasks)) or 1
+        n_workers = min(n_workers, most) or 1
         board_name = f"restyle-board-{uuid.uuid4().hex}"
         board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
         # A worker that dies is restarted and its task run again by Ray; the board's start
@@ -429,7 +442,7 @@ def run_on_ray(
         for _node, error in ray.get([a.info.remote() for a in actors]):
             if error is not None:
                 raise error
-        return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
+        yield ray, actors, board
     finally:
         for a in actors + ([board] if board is not None else []):
             ray.kill(a)

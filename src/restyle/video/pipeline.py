@@ -245,7 +245,7 @@ def stylize_video(
         prev = None
         if use_flow and prev_out is not None:
             bwd, mask = made.flow
-            prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
+            prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(np.require(mask, requirements="W"))[None, None])
         result = to_rgb(stylizer.blend(made.raw, prev) if made.raw is not None else stylizer(to_tensor(rgb), prev))
         save_atomic(Image.fromarray(result), path, compress_level=1)  # fast; the frames are temporary
         # The saved 8-bit frame, not the float result, is what the next frame builds on:
