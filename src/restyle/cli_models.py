@@ -144,7 +144,7 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     from .cli import ray_options
     from .feedforward import load_model
     from .images import check_output_path, save_atomic, sidecar_path, write_text_atomic
-    from .model_batch import PhotoTask, feedforward_picture
+    from .model_batch import FileTask, feedforward_picture
 
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
@@ -160,7 +160,7 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     # auto: bf16 where the hardware has it (the network was trained under bf16 autocast).
     model = load_model(args.model, device=device, precision=resolve_precision(getattr(args, "precision", "auto"), device))
     content = Path(args.content)
-    task = PhotoTask(0, content, check_output_path(args.output, (content,)))
+    task = FileTask(0, content, check_output_path(args.output, (content,)))
     img, report = feedforward_picture(task, model, mode, size)
     save_atomic(img, task.output)
     if not args.no_sidecar:

@@ -25,46 +25,33 @@ from .weights import sha256sum
 
 
 @dataclass(frozen=True)
-class PhotoTask:
-    """Stylize `content` with the batch's model into `output`."""
+class FileTask:
+    """One file in, one file out: a photo stylized with the batch's model, a painting trained into a model."""
 
     index: int
-    content: Path
+    source: Path
     output: Path
 
     @property
     def label(self) -> str:
-        return self.content.name
+        return self.source.name
 
 
-@dataclass(frozen=True)
-class StyleTask:
-    """Train a network for the painting `style` into the model file `output`."""
-
-    index: int
-    style: Path
-    output: Path
-
-    @property
-    def label(self) -> str:
-        return self.style.name
-
-
-def _refuse_clashes(tasks: Sequence[Any], source: Callable[[Any], Path]) -> None:
-    seen: Dict[Path, Any] = {}
+def _refuse_clashes(tasks: Sequence[FileTask]) -> None:
+    seen: Dict[Path, FileTask] = {}
     for t in tasks:
         if t.output in seen:
-            raise InputError(f"{source(seen[t.output])} and {source(t)} would both be written to {t.output}; "
+            raise InputError(f"{seen[t.output].source} and {t.source} would both be written to {t.output}; "
                              "rename one of them")
         seen[t.output] = t
 
 
-def plan_photos(contents: Sequence[PathLike], model_name: str, out_dir: PathLike) -> List[PhotoTask]:
+def plan_photos(contents: Sequence[PathLike], model_name: str, out_dir: PathLike) -> List[FileTask]:
     """A task per photo (files as given, folders as their images): OUT_DIR/PHOTO__MODEL.png."""
     out_dir = check_out_dir(out_dir, names=f"PHOTO__{model_name}")
     photos = expand(contents, "content")
-    tasks = [PhotoTask(i, p, out_dir / f"{p.stem}__{model_name}.png") for i, p in enumerate(photos)]
-    _refuse_clashes(tasks, lambda t: t.content)
+    tasks = [FileTask(i, p, out_dir / f"{p.stem}__{model_name}.png") for i, p in enumerate(photos)]
+    _refuse_clashes(tasks)
     if out_dir.is_dir():
         for t in tasks:
             check_output_path(t.output, tuple(photos))
@@ -72,14 +59,14 @@ def plan_photos(contents: Sequence[PathLike], model_name: str, out_dir: PathLike
     return tasks
 
 
-def photo_key(task: PhotoTask, model: Any, preserve_colors: str, size: Optional[int]) -> str:
+def photo_key(task: FileTask, model: Any, preserve_colors: str, size: Optional[int]) -> str:
     """Names everything that shapes a photo's result: its bytes, the model's, the settings, device and precision."""
-    parts = {"content": sha256sum(task.content), "model": model.sha256, "preserve_colors": preserve_colors,
+    parts = {"content": sha256sum(task.source), "model": model.sha256, "preserve_colors": preserve_colors,
              "size": size, "device": model.device.type, "precision": model.precision}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def stylize_photo(task: PhotoTask, model: Any, preserve_colors: str = "none", size: Optional[int] = None, *,
+def stylize_photo(task: FileTask, model: Any, preserve_colors: str = "none", size: Optional[int] = None, *,
                   sidecar: bool = True, node: Optional[Dict[str, Any]] = None, attempt: int = 1,
                   callback: Optional[Callable[[Any], None]] = None) -> PairOutcome:
     """One photo through the model, written by batch.produce() (skip if complete, atomic, sidecar)."""
@@ -88,14 +75,14 @@ def stylize_photo(task: PhotoTask, model: Any, preserve_colors: str = "none", si
                    attempt=attempt)
 
 
-def feedforward_picture(task: PhotoTask, model: Any, preserve_colors: str = "none",
+def feedforward_picture(task: FileTask, model: Any, preserve_colors: str = "none",
                         size: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
-    """The model's picture of task.content and its sidecar report (the single-photo CLI writes them itself)."""
+    """The model's picture of task.source and its sidecar report (the single-photo CLI writes them itself)."""
     from .feedforward import stylize_image
 
     t0 = time.perf_counter()
-    img = stylize_image(model, task.content, preserve_colors, size)
-    report = {"mode": "feedforward", "content": str(task.content), "output": str(task.output),
+    img = stylize_image(model, task.source, preserve_colors, size)
+    report = {"mode": "feedforward", "content": str(task.source), "output": str(task.output),
               "model": str(model.path), "model_sha256": model.sha256, "style": model.info["style"],
               "preserve_colors": preserve_colors, "device": str(model.device), "precision": model.precision,
               "size": list(img.size), "timings_s": {"total": round(time.perf_counter() - t0, 3)}}
@@ -114,7 +101,7 @@ def run_model_batch(contents: Sequence[PathLike], model: Any, out_dir: PathLike,
 # ---- one model per style ------------------------------------------------------------------------
 
 
-def plan_styles(styles: Sequence[PathLike], out_dir: PathLike) -> List[StyleTask]:
+def plan_styles(styles: Sequence[PathLike], out_dir: PathLike) -> List[FileTask]:
     """A task per painting: MODELS_DIR/STYLE.pt (refuses two paintings of one name)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -122,8 +109,8 @@ def plan_styles(styles: Sequence[PathLike], out_dir: PathLike) -> List[StyleTask
     if not out_dir.exists() and out_dir.suffix.lower() == ".pt":
         raise InputError(f"models output {out_dir} looks like a model file name; with several styles give a "
                          "folder, created if missing (models are STYLE.pt)")
-    tasks = [StyleTask(i, p, out_dir / f"{p.stem}.pt") for i, p in enumerate(expand(styles, "style"))]
-    _refuse_clashes(tasks, lambda t: t.style)
+    tasks = [FileTask(i, p, out_dir / f"{p.stem}.pt") for i, p in enumerate(expand(styles, "style"))]
+    _refuse_clashes(tasks)
     out_dir.mkdir(parents=True, exist_ok=True)
     return tasks
 
@@ -155,7 +142,7 @@ def model_complete(output: Path, style: Path, config: Dict[str, Any]) -> bool:
             and info.get("training", {}).get("steps_done") == config.get("steps"))
 
 
-def train_style(task: StyleTask, photos: PathLike, config: Any, *, device: str = "cpu",
+def train_style(task: FileTask, photos: PathLike, config: Any, *, device: str = "cpu",
                 weights: Optional[PathLike] = None, node: Optional[Dict[str, Any]] = None, attempt: int = 1,
                 callback: Optional[Callable[[Any], None]] = None) -> PairOutcome:
     """Train one style's model into task.output; previews beside it (STYLE_previews/).
@@ -183,13 +170,13 @@ def train_style(task: StyleTask, photos: PathLike, config: Any, *, device: str =
         emit(event)
 
     try:
-        if model_complete(task.output, task.style, config.to_dict()):
+        if model_complete(task.output, task.source, config.to_dict()):
             return outcome("skipped")
         resume = checkpoint_path(task.output).is_file()
         if task.output.exists() and not resume:
             raise InputError(f"output {task.output} exists and is not this style's model with these settings; "
                              "delete it or choose another folder")
-        path = train(task.style, photos, task.output, config, resume=resume, device=device, weights=weights,
+        path = train(task.source, photos, task.output, config, resume=resume, device=device, weights=weights,
                      callback=on_event)
         side = sidecar_of(path)
         info = dict(json.loads(side.read_text(encoding="utf-8")), node=node, attempt=attempt)
