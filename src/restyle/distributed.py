@@ -2,6 +2,10 @@
 
     report = run_batch_ray(["photos/"], ["starry.jpg", "scream.jpg"], "out/", StylizeConfig(),
                            address="auto")
+    report = run_model_batch_ray(["photos/"], "starry.pt", "out/", address="auto")   # a trained network
+    report = train_styles_ray(["a.jpg", "b.jpg"], "photos/", "models/", TrainConfig())  # a model per style
+
+(video/on_ray.py runs a clip's chunks on the same workers.)
 
 Ray's idiom: one actor per device (a GPU, or N CPU cores), each holding a Painter
 (the network and the style-target cache), so each style's targets are computed once
@@ -391,8 +395,8 @@ def train_styles_ray(
     from .model_batch import check_photos, plan_styles
 
     check_address(ray_options.get("address"))
-    tasks = plan_styles(styles, out_dir)
     check_photos(photos, config)
+    tasks = plan_styles(styles, out_dir)  # bad input: refused before any cluster
     return run_on_ray(tasks, TrainWorker, (os.fspath(photos), config, device,
                                            None if weights is None else os.fspath(weights)), **ray_options)
 

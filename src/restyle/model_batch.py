@@ -194,7 +194,7 @@ def train_styles(styles: Sequence[PathLike], photos: PathLike, out_dir: PathLike
                  device: str = "cpu", weights: Optional[PathLike] = None,
                  callback: Optional[Callable[[Any], None]] = None) -> BatchReport:
     """One model per painting, here, one after another (PairStarted, BatchProgress events)."""
-    tasks = plan_styles(styles, out_dir)
     check_photos(photos, config)
+    tasks = plan_styles(styles, out_dir)
     return run_tasks(tasks, lambda task, **kw: train_style(task, photos, config, device=device, weights=weights, **kw),
                      callback)
