@@ -470,7 +470,8 @@ def test_train_several_styles_here_one_model_each(tmp_path, photos, tiny_weights
     assert [e.done for e in events if type(e).__name__ == "BatchProgress"][-1] == 2
     assert 0 < min(e.done for e in events if type(e).__name__ == "BatchProgress") < 1  # steps feed the bar
 
-    base = ["train", str(a), str(b), "--photos", str(photos), "--weights", str(tiny_weights), "--steps", "2"]
+    base = ["train", str(a), str(b), "--photos", str(photos), "--weights", str(tiny_weights), "--steps", "2",
+            "--holdout", "1"]
     assert main(base + ["-o", str(tmp_path / "m.pt")]) == 2
     assert "looks like a model file name" in capsys.readouterr().err
     assert main(base + ["-o", str(models), "--resume"]) == 2
