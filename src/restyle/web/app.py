@@ -41,6 +41,7 @@ from . import gallery as gallery_mod
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
 from .jobs import QUEUED, TRAIN, USER, Job, JobStore, new_id
+from .media import VIDEO_TYPES
 from .server import DataDirLock
 from .settings import Settings
 from .trained import may_use, model_path
@@ -471,9 +472,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         name = job.content_file if role == "content" else job.style_file
         path = store.folder(job.id) / name
         if not name or not path.is_file():
-            raise _NotFound(f"this job has no {role} picture" + (" (its content is a clip: see poster.jpg)"
-                                                                  if job.task == "video" and role == "content" else ""))
-        return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix, "application/octet-stream"))
+            raise _NotFound(f"this job has no {role} picture")
+        return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
+                                                                                          "application/octet-stream"))
 
     @app.get("/examples/{key}")
     async def example(key: str):

@@ -33,10 +33,6 @@ from .media import ACCEPTED_VIDEO, check_clip, sniff_video
 from .uploads import ACCEPTED, UploadError, check_image, display_name, sniff, upload_name
 from .visitors import is_owner, owner_of, with_owner
 
-VIDEO_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm", ".mkv": "video/x-matroska",
-               ".avi": "video/x-msvideo"}
-
-
 @dataclass(frozen=True)
 class Env:
     """What the routes share with app.create_app."""

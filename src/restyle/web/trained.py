@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import InputError
 from ..train_config import TrainConfig
-from .form import STRENGTH_RANGE, _number
+from .form import _number, strength_param
 from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
 from .settings import Settings
 from .uploads import UploadError
@@ -63,13 +63,7 @@ def train_params(form: Mapping[str, Any], settings: Settings) -> Dict[str, Any]:
     if steps != int(steps) or int(steps) not in settings.train_steps:
         raise InputError(f"steps {str(steps_text)[:20]!r} is not one of this server's choices "
                          f"({', '.join(map(str, settings.train_steps))})")
-    params: Dict[str, Any] = {"steps": int(steps)}
-    strength = _number(form.get("strength"), "style strength", 0.0)
-    lo, hi = STRENGTH_RANGE
-    if not lo <= strength <= hi:
-        raise InputError(f"style strength {strength:g} is out of range; it must be in [{lo:g}, {hi:g}]")
-    if strength:
-        params["style_strength"] = round(2.0**strength, 6)
+    params: Dict[str, Any] = {"steps": int(steps), **strength_param(form)}
     train_config(params, settings)  # raises InputError naming the value and the rule
     return params
 
