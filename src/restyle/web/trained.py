@@ -102,7 +102,8 @@ def model_path(store: JobStore, job: Job) -> Optional[Path]:
     folder = store.folder(job.id)
     if job.state == DONE and (folder / MODEL_FILE).is_file():
         return folder / MODEL_FILE
-    if job.state == CANCELLED and (folder / CHECKPOINT_FILE).is_file():
+    # A training cancelled after some steps leaves its checkpoint: the model as it was then.
+    if job.state == CANCELLED and (job.progress or {}).get("step") and (folder / CHECKPOINT_FILE).is_file():
         return folder / CHECKPOINT_FILE
     return None
 
@@ -163,7 +164,7 @@ def resolve(store: JobStore, key: str, owner: Optional[str]) -> ModelChoice:
         raise UploadError("this model belongs to the visitor who trained it; they can share it from its page", 403)
     path = model_path(store, job)
     if path is None:
-        what = {DONE: "its file is missing", CANCELLED: "it was cancelled before its first checkpoint"}
+        what = {DONE: "its file is missing", CANCELLED: "it was cancelled before its first step"}
         raise UploadError(f"this model cannot be used yet: its training is {job.state}"
                           + (f" ({what[job.state]})" if job.state in what else ""), 409)
     return ModelChoice(job.id, _label(job, path), path, job.params.get("style_sha256"), job)
