@@ -136,12 +136,19 @@ def test_a_model_is_its_owners_until_shared(tmp_path, tiny_weights, photos):
         assert apply(other, model_id).status_code == 403
 
 
-def test_cancel_a_training_keeps_its_checkpoint_as_a_usable_model(tmp_path, tiny_weights, photos):
-    s = model_settings(tmp_path, tiny_weights, photos)
+def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(tmp_path, tiny_weights, photos):
+    # A checkpoint every step: even a worker killed by a slow stop leaves one.
+    s = model_settings(tmp_path, tiny_weights, photos, train_overrides={**TINY_TRAIN, "checkpoint_every": 1})
     with TestClient(create_app(s)) as c:
         model_id = train(c, steps="3000").json()["id"]
         wait_for(lambda: (c.get(f"/api/jobs/{model_id}").json()["progress"].get("step") or 0) >= 2, SLOW,
                  "a few training steps")
+        owner = dict(c.cookies)
+    # The server stops mid-training (the worker saves a checkpoint); the next one resumes from it.
+    with TestClient(create_app(s), cookies=owner) as c:
+        resumed = wait_for(lambda: c.get(f"/api/jobs/{model_id}").json()["progress"].get("resumed_from"), SLOW,
+                           "the training to resume after the restart")
+        assert resumed >= 2
         r = apply(c, model_id)
         assert r.status_code == 409 and "running" in r.json()["error"]  # not a model yet
         assert TestClient(c.app).post(f"/api/jobs/{model_id}/cancel").status_code == 403
