@@ -136,6 +136,7 @@ def test_a_model_is_its_owners_until_shared(tmp_path, tiny_weights, photos):
         assert apply(other, model_id).status_code == 403
 
 
+@pytest.mark.slow
 def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(tmp_path, tiny_weights, photos):
     # A checkpoint every step: even a worker killed by a slow stop leaves one.
     s = model_settings(tmp_path, tiny_weights, photos, train_overrides={**TINY_TRAIN, "checkpoint_every": 1})
@@ -161,6 +162,7 @@ def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(t
         assert wait_done(c, r.json()["id"])["state"] == "done"
 
 
+@pytest.mark.slow
 def test_a_training_takes_turns_with_paint_jobs_and_resumes(tmp_path, tiny_weights, photos):
     # A short slice: the training gives the worker to the paint job within a second, then goes on.
     s = model_settings(tmp_path, tiny_weights, photos, train_slice_s=0.5)
@@ -309,6 +311,9 @@ def test_clip_limits(idle, tmp_path):
     fast = clip_bytes(tmp_path, "fast.mp4", frames=pan_frames(frames=400), fps=200, audio=False)
     r = apply(idle, "starry_night", fast, "fast.mp4")
     assert r.status_code in (400, 413) and "at most 300" in r.json()["error"], r.text
+    thin = clip_bytes(tmp_path, "thin.mp4", frames=pan_frames(width=640, height=32, frames=3), audio=False)
+    r = apply(idle, "starry_night", thin, "thin.mp4")
+    assert r.status_code == 400 and "640x32 frames are too long and thin" in r.json()["error"]
     big = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 300_000  # over this server's 200 kB clip cap
     r = apply(idle, "starry_night", big, "big.mp4")
     assert r.status_code == 413 and "larger than the limit" in r.json()["error"]

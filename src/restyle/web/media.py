@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..config import MIN_SIZE
 from .uploads import UploadError
 
 # Containers the video pipeline reads (restyle.video.io.READ_SUFFIXES), by their first bytes.
@@ -40,9 +41,13 @@ class CheckedClip:
     frames: int  # estimated from the rate and length
 
 
-def check_clip(path: Path, what: str, *, max_seconds: float, max_frames: int, max_pixels: int,
+def check_clip(path: Path, what: str, *, max_seconds: float, max_frames: int, max_pixels: int, size: int,
                poster: Optional[Path] = None) -> CheckedClip:
-    """Open the stored clip, check its limits, write its first frame to `poster`; UploadError otherwise."""
+    """Open the stored clip, check its limits, write its first frame to `poster`; UploadError otherwise.
+
+    `size`: the long side it will be stylized at (never upscaled); its short side must then
+    keep MIN_SIZE px, as restyle.video.io.even_size requires.
+    """
     try:
         import av
     except ImportError:
@@ -63,6 +68,11 @@ def check_clip(path: Path, what: str, *, max_seconds: float, max_frames: int, ma
             if w * h > max_pixels:
                 raise UploadError(f"{what}: {w}x{h} frames are over the limit of {max_pixels / 1e6:.0f} million "
                                   "pixels", 413)
+            long_side = min(size, max(w, h))
+            short = min(w, h) * long_side / max(w, h)
+            if short < MIN_SIZE:
+                raise UploadError(f"{what}: {w}x{h} frames are too long and thin: at {long_side} px their short "
+                                  f"side would be {short:.0f} px, under {MIN_SIZE}", 400)
             fps = float(rate) if rate else 0.0
             if not seconds and v.frames and fps:
                 seconds = v.frames / fps

@@ -134,7 +134,7 @@ def install(app: FastAPI, env: Env) -> None:
         def check(folder: Path) -> None:
             check_clip(folder / clip, "clip", max_seconds=settings.max_video_seconds,
                        max_frames=settings.max_video_frames, max_pixels=settings.max_pixels,
-                       poster=folder / "poster.jpg")
+                       size=settings.video_size, poster=folder / "poster.jpg")
 
         # Decoding the first frame of a clip takes a moment: off the event loop.
         return await asyncio.to_thread(env.enqueue, request, files, params, clip, style_file, label, model.label,
