@@ -40,7 +40,7 @@ from ..errors import InputError
 from . import gallery as gallery_mod
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
-from .jobs import QUEUED, TRAIN, USER, Job, JobStore, new_id
+from .jobs import PAINT, QUEUED, TRAIN, USER, Job, JobStore, new_id
 from .media import VIDEO_TYPES
 from .server import DataDirLock
 from .settings import Settings
@@ -221,7 +221,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
             raise UploadError(f"could not read the form ({getattr(e, 'detail', e)})", 400) from None
 
     def enqueue(request: Request, files: Dict[str, bytes], params: Dict[str, Any], content_file: str,
-                style_file: str, content_label: str, style_label: str, *, task: str = "paint",
+                style_file: str, content_label: str, style_label: str, *, task: str = PAINT,
                 prepare=None) -> Job:
         """Write a new job's files into its folder and queue it; Busy if the queue is full.
 
@@ -501,7 +501,7 @@ def settings_rows(job: Job, settings: Settings):
     from ..schedule import pyramid
     from .model_routes import settings_rows as model_rows
 
-    if job.task != "paint":
+    if job.task != PAINT:
         return model_rows(job, settings)
     rows = [("content", job.content_label), ("style", job.style_label)]
     cfg = (job.report or {}).get("config")

@@ -191,6 +191,8 @@ class JobStore:
         task: str = PAINT,
     ) -> Optional[Job]:
         """Queue a job whose files are already in its folder; None if the queue is full."""
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
