@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
+    w.add_argument("--photos", default=None, metavar="DIR",
+                   help="photos to train visitors' models on (default: ../shared/datasets/coco256 beside the "
+                        "source tree, when present; without photos the server trains no models)")
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     cli_upscale.add_commands(sub, add_config_arguments)
@@ -576,6 +579,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not Path(args.examples).is_dir():
             raise InputError(f"examples {args.examples}: no such folder")
         kw["examples_dir"] = Path(args.examples).expanduser()
+    if args.photos:
+        if not Path(args.photos).expanduser().is_dir():
+            raise InputError(f"photos {args.photos}: no such folder")
+        kw["photos_dir"] = Path(args.photos).expanduser()
     if args.max_queue is not None:
         if args.max_queue < 1:
             raise InputError(f"max-queue {args.max_queue} must be >= 1")
