@@ -413,6 +413,6 @@ def test_cli_video_with_a_model(clip, tmp_path, monkeypatch, capsys):
     assert code == 0 and calls == [("starry", "cpu", "fp32")]
     assert clip_stats(out)[0] == 10 and clip_stats(out)[3] == "aac"
     manifest = json.loads((tmp_path / "m.mp4.frames" / "manifest.json").read_text())
-    assert manifest["stylizer"] == {"engine": "network", "model": "starry sha256:abc fp32", "temporal_weight": 4.0}
+    assert manifest["stylizer"] == {"engine": "network", "model": "starry sha256:abc", "temporal_weight": 4.0}
     code = main(["video", str(clip), str(tmp_path / "s.png"), "--model", "starry", "-o", str(out), "--quiet"])
     assert code == 2 and "not both" in capsys.readouterr().err

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -157,6 +157,30 @@ def _open_work_dir(work: Path, manifest: Dict[str, Any]) -> int:
     return done
 
 
+@dataclass
+class Made:
+    """What a frame's result is made from besides the previous result: the network's output, the flow."""
+
+    raw: Optional[torch.Tensor] = None  # a network's picture before the temporal blend; None: stylizer(frame, prev)
+    flow: Optional[Any] = None  # (backward flow, reliability mask) from the frame before, when it has one
+
+
+def frame_flows(frames: Iterator[Tuple[int, np.ndarray]], before: Optional[np.ndarray], use_flow: bool,
+                preset: str, done: int = 0) -> Iterator[Tuple[int, np.ndarray, Optional[Any]]]:
+    """(k, rgb, flow from frame k-1) for consecutive frames; `before`: the grey frame before the first, if any.
+
+    Frames before `done` (resumed from the work folder) get no flow."""
+    flows = FlowEstimator(preset) if use_flow else None
+    prev_gray = before
+    for k, rgb in frames:
+        cur_gray = gray(rgb) if use_flow else None
+        flow = None
+        if use_flow and prev_gray is not None and k >= done:
+            flow = flows.backward_and_mask(prev_gray, cur_gray)
+        yield k, rgb, flow
+        prev_gray = cur_gray
+
+
 def frame_name(k: int) -> str:
     return f"{k:06d}.png"
 
@@ -194,22 +218,22 @@ class Stages:
 Motion = Tuple[np.ndarray, np.ndarray]  # the backward flow and its reliability mask
 
 
-def _prepared(frames: Iterator[np.ndarray], flows: Optional[FlowEstimator], done: int,
-              stages: Stages) -> Iterator[Tuple[int, np.ndarray, Optional[Motion]]]:
-    """(index, frame, motion from the previous frame) for each frame: decoding and flow, run ahead on a thread."""
-    prev_gray = None
-    t = stages.mark()
-    for k, rgb in enumerate(frames):
-        t = stages.add("read", t)
-        motion = None
-        if flows is not None:
-            cur_gray = gray(rgb)
-            if k >= done and prev_gray is not None:
-                motion = flows.backward_and_mask(prev_gray, cur_gray)
-            prev_gray = cur_gray
-            t = stages.add("flow", t)
-        yield k, rgb, motion
+def _prepared(frames: Iterator[Tuple[int, np.ndarray]], use_flow: bool, preset: str, done: int,
+              stages: Stages) -> Iterator[Tuple[int, np.ndarray, Made]]:
+    """Each frame with its flow from the one before (frame_flows), timed; run ahead on a thread."""
+    read_done: List[Tuple[float, float]] = []  # the mark at the end of the latest read
+
+    def timed_reads() -> Iterator[Tuple[int, np.ndarray]]:
         t = stages.mark()
+        for item in frames:
+            read_done[:] = [stages.add("read", t)]
+            yield item
+            t = stages.mark()
+
+    for k, rgb, flow in frame_flows(timed_reads(), None, use_flow, preset, done):
+        if use_flow:
+            stages.add("flow", read_done[0])
+        yield k, rgb, Made(flow=flow)
 
 
 def _load_frame(path: Path) -> np.ndarray:
@@ -266,7 +290,7 @@ def stylize_video(
 
     if hasattr(stylizer, "cancel"):
         stylizer.cancel = cancel  # stops an optimiser frame at its next iteration
-    flows = FlowEstimator(cfg.flow) if stylizer.temporal_weight > 0 else None
+    use_flow = stylizer.temporal_weight > 0
     stages = Stages()
     n = made = 0
     spent = 0.0
@@ -275,18 +299,22 @@ def stylize_video(
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     try:
         # Exits run in reverse: the frames written behind are all encoded before the writer closes.
-        with thread_share(getattr(stylizer, "threads", None)), \
-                ReadAhead(_prepared(read_frames(info, size, cfg.start, cfg.duration), flows, done, stages)) as frames, \
+        frames = enumerate(read_frames(info, size, cfg.start, cfg.duration))
+        # A stylizer that works ahead (Ray workers, distributed.py) hands each frame over with its network
+        # output and flow made elsewhere, by the same functions; else the flow is made here, a few frames ahead.
+        ahead = getattr(stylizer, "ahead", None)
+        source = ahead(frames, done, cfg.flow) if ahead is not None else _prepared(frames, use_flow, cfg.flow, done, stages)
+        with thread_share(getattr(stylizer, "threads", None)), ReadAhead(source) as frames, \
                 VideoWriter(tmp, size, info.fps, audio_from=info, start=cfg.start, duration=cfg.duration,
                             crf=cfg.crf) as writer, \
                 WriteBehind() as behind:
             prev_out: Optional[np.ndarray] = None
-            for k, rgb, motion in frames:
+            for k, rgb, made_of in frames:
                 n = k + 1
                 path = work / frame_name(k)
                 if k < done:
                     behind.submit(_encode_saved, path, writer, stages)
-                    if k == done - 1 and flows is not None:
+                    if k == done - 1 and use_flow:
                         prev_out = _load_frame(path)
                     emit(FrameDone(k, max(estimate, n), 0.0, time.perf_counter() - t0, True))
                     continue
@@ -295,11 +323,13 @@ def stylize_video(
                 t_frame = time.perf_counter()
                 t = stages.mark()
                 prev = None
-                if motion is not None and prev_out is not None:
-                    bwd, mask = motion
-                    prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
+                if use_flow and prev_out is not None and made_of.flow is not None:
+                    bwd, mask = made_of.flow
+                    prev = Previous(to_tensor(warp(prev_out, bwd)),
+                                    torch.from_numpy(np.require(mask, requirements="W"))[None, None])
                 t = stages.add("warp", t)
-                result = to_rgb(stylizer(to_tensor(rgb), prev))
+                result = to_rgb(stylizer.blend(made_of.raw, prev) if made_of.raw is not None
+                                else stylizer(to_tensor(rgb), prev))
                 stages.add("stylize", t)
                 # The 8-bit frame that is saved, not the float result, is what the next frame
                 # builds on: a resumed run reads it back and must see exactly the same thing.
