@@ -4,11 +4,13 @@ from restyle.config import VGG19_LAYERS, StylizeConfig
 from restyle.errors import InputError
 
 
-def test_defaults_are_the_papers_layers():
+def test_default_layers_are_the_papers_plus_relu2_2_for_content():
     cfg = StylizeConfig()
-    assert cfg.content_layers == ("relu4_2",)
+    assert cfg.content_layers == ("relu2_2", "relu4_2")  # relu4_2 is the paper's; relu2_2 measured in issue 11
     assert cfg.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     assert cfg.size == 512
+    paper = StylizeConfig(preset="gatys2016")
+    assert paper.content_layers == ("relu4_2",) and paper.style_norm == "none" and paper.init == "noise"
 
 
 def test_layer_names_follow_vgg19():
