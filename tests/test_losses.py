@@ -168,3 +168,13 @@ def test_content_loss_gradient_matches_the_formula():
     p = torch.randn(1, 3, 4, 5, generator=torch.Generator().manual_seed(6))  # one target for the batch
     content_loss(f, p).backward()
     torch.testing.assert_close(f.grad, 2 * (f.detach() - p) / f.numel())
+
+
+def test_tv_gradient_matches_autograd_of_the_formula():
+    # tv_loss writes its gradient out; autograd of the slices and squares (float64) is the reference.
+    x = (torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(7)) * 255).requires_grad_(True)
+    (tv_loss(x) * 3.0).backward()
+    ref = x.detach().double().requires_grad_(True)
+    dx, dy = ref[..., :, 1:] - ref[..., :, :-1], ref[..., 1:, :] - ref[..., :-1, :]
+    (1.5 * (dx.pow(2).sum() + dy.pow(2).sum()) / 2).backward()
+    torch.testing.assert_close(x.grad.double(), ref.grad, atol=1e-5, rtol=1e-5)  # float32 rounding
