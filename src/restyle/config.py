@@ -512,16 +512,16 @@ PAINT_LIMIT = 1024
 class TrainBase:
     """The knobs every trained network shares: the one training loop (training.fit) reads them.
 
-    TrainConfig (style networks, train_config.py) and UpscalerTrainConfig add their own
-    and override the defaults that differ.
+    The defaults are the style networks' (`restyle train`, train_config.TrainConfig: the
+    bundled starry_night's recipe); UpscalerTrainConfig overrides those that differ.
     """
 
-    steps: int = field(default=1000, metadata=_help("optimiser steps (batches)"))
-    batch_size: int = field(default=4, metadata=_help("training crops per step"))
-    lr: float = field(default=2e-3, metadata=_help("Adam learning rate"))
-    preview_every: int = field(default=100, metadata=_help("steps between preview grids (0: never)"))
+    steps: int = field(default=4000, metadata=_help("optimiser steps (batches)"))
+    batch_size: int = field(default=2, metadata=_help("training crops per step"))
+    lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
+    preview_every: int = field(default=250, metadata=_help("steps between preview grids (0: never)"))
     checkpoint_every: int = field(
-        default=100, metadata=_help("steps between checkpoints (0: only at the end and on Ctrl-C)")
+        default=250, metadata=_help("steps between checkpoints (0: only at the end and on Ctrl-C)")
     )
     # The data of step k is drawn from a generator seeded with (seed, k) alone, so a resumed
     # run sees exactly the batches the uninterrupted run would have seen.
@@ -559,6 +559,7 @@ class UpscalerTrainConfig(TrainBase):
     """
 
     steps: int = field(default=120, metadata=_help("optimiser steps (batches)"))
+    batch_size: int = field(default=4, metadata=_help("training crops per step"))
     lr: float = field(default=1e-3, metadata=_help("Adam learning rate (cosine decay to 1/10)"))
     preview_every: int = field(default=50, metadata=_help("write the preview grid every N steps (0: never)"))
     checkpoint_every: int = field(default=25, metadata=_help("write a checkpoint every N steps"))
