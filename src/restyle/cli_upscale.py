@@ -7,9 +7,6 @@ upscaled() for `stylize --upscale`.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from .config import PAINT_LIMIT, UpscalerTrainConfig
