@@ -30,7 +30,7 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                         "file); no style image is needed")
     g.add_argument("--init-model", default=None, metavar="MODEL",
                    help="hybrid: start the optimiser from this model's picture, with fewer iterations "
-                        f"({HYBRID_ITERATIONS} at the coarsest scale unless --iterations is given)")
+                        f"({HYBRID_ITERATIONS} at full size only, unless --iterations or --scales say otherwise)")
 
     t = sub.add_parser("train", help="train a feed-forward network for one painting (then stylize in milliseconds)")
     t.add_argument("style", help="the painting")
@@ -62,7 +62,8 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
 # The network's picture already has the style's colours and strokes: the optimiser only
 # refines it, on the usual pyramid but with 40 instead of 110 iterations at the coarsest
 # scale (a quarter of that at each finer one): about a third of the default's work.
-HYBRID_ITERATIONS = 40
+HYBRID_ITERATIONS = 25
+HYBRID_SCALES = (1,)
 
 
 def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
@@ -145,6 +146,10 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS
+    if not hasattr(args, "scales"):
+        # The network's picture is already painted at full size: the optimiser only refines
+        # it there (no coarse scales to repaint).
+        overrides["scales"] = HYBRID_SCALES
     with tempfile.TemporaryDirectory(prefix="restyle-hybrid-") as tmp:
         start = Path(tmp) / "init.png"
         stylize_image(model, args.content, "none", size).save(start)

@@ -94,8 +94,9 @@ class StylizeConfig:
     # 110 at 256 px then 28 at 512 px: tuned by eye on tubingen x starry night (the
     # fine scale starts from an upsampled, already-styled image and needs few steps).
     # Against 150 + 38 the picture looks the same side by side (final loss +9%) and the
-    # run takes 53 s instead of 71 s on our 2-core CPU; a 128 px start (three scales)
-    # was faster still (39 s) but lost the houses' detail.
+    # run takes 53 s instead of 71 s on our 2-core CPU. A 128 px first scale (300 + 75 +
+    # 20 iterations, the same time) turned The Scream's whole sky orange but scored worse
+    # on both axes on the other paintings (issue 11, benchmarks/QUALITY.md).
     iterations: int = field(
         default=110,
         metadata=_help("iterations at the first (coarsest) scale; each finer scale runs fewer"),
@@ -107,8 +108,10 @@ class StylizeConfig:
             "means N scales; default: halve from --size down to about 256 px"
         ),
     )
+    # relu4_2 is the paper's content layer; relu2_2 beside it holds the photo's edges at the
+    # fine scales (measured: closer on both axes at once, not a trade-off, QUALITY.md).
     content_layers: Tuple[str, ...] = field(
-        default=("relu4_2",), metadata=_help("layers whose activations carry the content")
+        default=("relu2_2", "relu4_2"), metadata=_help("layers whose activations carry the content")
     )
     style_layers: Tuple[str, ...] = field(
         default=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
@@ -117,15 +120,17 @@ class StylizeConfig:
     style_layer_weights: Optional[Tuple[float, ...]] = field(
         default=None, metadata=_help("one weight per style layer (default: all equal)")
     )
-    # Loss weights are for the normalisation in losses.py (which follows
-    # jcjohnson/neural-style, so its well-known 5/100 ratio carries over); they
-    # were tuned by eye on tubingen x starry night at 512 px.
-    content_weight: float = field(default=5.0, metadata=_help("alpha: weight of the content loss"))
+    # Loss weights are for the normalisation in losses.py. With the classic unscaled style
+    # loss (--style-norm none) jcjohnson/neural-style's 5/100 carries over (the gatys2016
+    # preset); with the default --style-norm target each style layer counts as a relative
+    # error, and content 40 (at relu2_2 and relu4_2) / style 100 / TV 0.01 is the balance
+    # measured in benchmarks/QUALITY.md against the classic tool on the four public pairs.
+    content_weight: float = field(default=40.0, metadata=_help("alpha: weight of the content loss"))
     style_weight: float = field(default=100.0, metadata=_help("beta: weight of the style loss"))
-    # "none" stays the default until benchmarks/quality.py has measured "target" on a quiet
-    # machine (issue 11: the shared CPU was too loaded to finish a 512 px run in the session).
+    # "target" calibrates the push per painting: a painting with small Gram matrices
+    # (Seated Nude, The Scream) gets as strong a style as one with large ones.
     style_norm: str = field(
-        default="none",
+        default="target",
         metadata=_help(
             "style loss scaling per layer: target (divided by the painting's own Gram magnitude, so a "
             "weight means the same strength on every painting) or none (the classic unscaled loss)",
@@ -136,15 +141,18 @@ class StylizeConfig:
         default=1.0,
         metadata=_help("multiplier on the (calibrated) style weight: 2 paints the style twice as strongly"),
     )
-    tv_weight: float = field(default=1e-3, metadata=_help("weight of the total-variation smoothing term"))
+    # 1e-2 (jcjohnson: 1e-3): smoother strokes, and measured closer in style (QUALITY.md).
+    tv_weight: float = field(default=1e-2, metadata=_help("weight of the total-variation smoothing term"))
     style_blend_weights: Optional[Tuple[float, ...]] = field(
         default=None, metadata=_help("one weight per style image, normalised to sum 1 (default: equal)")
     )
     style_scale: float = field(
         default=1.0, metadata=_help("style image size relative to the output size")
     )
+    # "palette": the photo in the painting's colours (the reverse of --preserve-colors
+    # histogram); from the photo itself the optimiser kept The Scream's sky pale blue.
     init: str = field(
-        default="content",
+        default="palette",
         metadata=_help(
             "start image: content, noise, blur (Gaussian-blurred content), palette (the content "
             "recoloured to the style's colour mean and covariance) or a path"
