@@ -450,3 +450,33 @@ def test_bundled_model_is_listed_and_paints():
     assert out.size == photo.size
     diff = torch.tensor(list(out.tobytes()), dtype=torch.float) - torch.tensor(list(photo.tobytes()), dtype=torch.float)
     assert diff.abs().mean() > 5  # it repaints, it does not hand the photo back
+
+
+def test_train_several_styles_here_one_model_each(tmp_path, photos, tiny_weights, style_path, capsys):
+    """Without Ray, several paintings train one after another under the batch rules (the Ray tests run the rest)."""
+    from restyle.model_batch import train_styles
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.open(style_path).convert("RGB").resize((48, 48)).save(a)
+    Image.open(style_path).convert("RGB").resize((48, 48)).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(b)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "b.pt").write_bytes(b"someone else's file")
+    events = []
+    report = train_styles([a, b], photos, models, tiny_config(steps=2), weights=tiny_weights, callback=events.append)
+    assert [o.status for o in report.outcomes] == ["done", "failed"]
+    assert "b.pt exists and is not this style's model" in report.failed[0].error
+    assert (models / "b.pt").read_bytes() == b"someone else's file"  # refused, never overwritten
+    assert read_model_file(models / "a.pt")["training"]["steps_done"] == 2
+    assert [e.done for e in events if type(e).__name__ == "BatchProgress"][-1] == 2
+    assert 0 < min(e.done for e in events if type(e).__name__ == "BatchProgress") < 1  # steps feed the bar
+
+    base = ["train", str(a), str(b), "--photos", str(photos), "--weights", str(tiny_weights), "--steps", "2",
+            "--holdout", "1"]
+    assert main(base + ["-o", str(tmp_path / "m.pt")]) == 2
+    assert "looks like a model file name" in capsys.readouterr().err
+    assert main(base + ["-o", str(models), "--resume"]) == 2
+    assert "--resume is implied" in capsys.readouterr().err
+    assert main(base + ["-o", str(models), "--ray-workers", "2"]) == 2
+    assert "--ray-workers and --ray-cpus-per-worker need --ray" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()

@@ -198,3 +198,132 @@ def test_cli_ray_without_ray_installed_says_how_to_install(photos, tiny_weights,
     code = main(["stylize", str(photos / "photos"), str(photos / "s1.png"), "-o", str(tmp_path), "--ray",
                  "--weights", str(tiny_weights)])
     assert code == 2 and "pip install 'restyle[ray]'" in capsys.readouterr().err
+
+
+# ---- feed-forward models on Ray: photos through one network, one network per style ---------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(photos):
+    from test_feedforward import tiny_model_file
+
+    return tiny_model_file(photos / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def model_local(photos, tiny_model):
+    """The reference: the local `stylize PHOTOS --model` loop with one thread, as each Ray worker has."""
+    from restyle.feedforward import load_model
+    from restyle.model_batch import run_model_batch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return photos / "model_local", run_model_batch([photos / "photos"], load_model(tiny_model), photos / "model_local")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_model_batch_on_ray_matches_the_local_run_and_skips_on_rerun(cluster, photos, tiny_model, model_local, capsys):
+    from restyle.distributed import run_model_batch_ray
+
+    local, ref = model_local
+    out = photos / "model_ray"
+    events = []
+    report = run_model_batch_ray([photos / "photos"], str(tiny_model), out, device="cpu", precision="fp32",
+                                 callback=events.append)
+    assert ref.count("done") == report.count("done") == 4
+    assert pngs(out) == pngs(local) and len(pngs(out)) == 4 and "p0__tiny.png" in pngs(out)
+    assert [o.task.label for o in report.failed] == ["broken.jpg"]
+    assert "broken.jpg: not an image file" in report.failed[0].error and report.exit_code == 2
+    sides = [json.loads(p.read_text()) for p in sorted(out.glob("*.png.json"))]
+    assert len(sides) == 4 and all(s["node"]["ray_node"] and s["mode"] == "feedforward" for s in sides)
+    assert len({s["node"]["ray_node"] for s in sides}) == 2  # both nodes worked
+    assert [e.done for e in events if isinstance(e, BatchProgress)][-1] == 5
+    assert not list(out.glob(".*"))
+    # The command line reruns it: every complete output skipped, the files left alone.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["stylize", str(photos / "photos"), "--model", str(tiny_model), "-o", str(out), "--ray",
+                 "--device", "cpu", "--precision", "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert "0 painted, 4 complete already, 1 failed" in err and "failed: broken.jpg: " in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert main(["stylize", str(photos / "photos"), "--model", str(tiny_model), "-o", str(out), "--ray",
+                 "--ray-copy"]) == 2
+    assert "--ray-copy is not available with --model" in capsys.readouterr().err
+
+
+def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp_path, capsys):
+    """Two paintings and a broken one: two models, identical to a local training; one failure, said once."""
+    from test_feedforward import tiny_config
+
+    from restyle.modelfile import read_model_file
+    from restyle.style_training import train
+
+    train_photos = tmp_path / "train"
+    train_photos.mkdir()
+    for i in range(4):
+        (train_photos / f"p{i}.png").write_bytes((photos / "photos" / f"p{i}.png").read_bytes())
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    models = tmp_path / "models"
+    args = ["train", str(photos / "s1.png"), str(photos / "s2.png"), str(tmp_path / "bad.png"),
+            "--photos", str(train_photos), "-o", str(models), "--ray", "--weights", str(tiny_weights),
+            "--steps", "4", "--size", "32", "--batch-size", "2", "--style-size", "48", "--holdout", "1",
+            "--preview-every", "4", "--checkpoint-every", "0", "--widths", "4,8", "--res-blocks", "1",
+            "--precision", "fp32", "--lr", "0.01", "--threads", "1", "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "2 trained, 0 complete already, 1 failed" in err
+    failures = [line for line in err.splitlines() if "failed: bad.png" in line]
+    assert len(failures) == 1 and "bad.png: not an image file" in failures[0]
+    assert sorted(p.name for p in models.glob("*.pt")) == ["s1.ckpt.pt", "s1.pt", "s2.ckpt.pt", "s2.pt"]
+    sides = [json.loads((models / f"{s}.json").read_text()) for s in ("s1", "s2")]
+    assert all(s["node"]["ray_node"] and s["attempt"] == 1 and s["style"]["file"] == f"s{i + 1}.png"
+               for i, s in enumerate(sides))
+    assert (models / "s1_previews" / "step000004.png").is_file()
+
+    # The same weights as a local training of that painting with the same settings and thread count.
+    local = train(photos / "s2.png", train_photos, tmp_path / "local.pt",
+                  tiny_config(steps=4, preview_every=4, lr=0.01), weights=tiny_weights)
+    a, b = read_model_file(models / "s2.pt")["state_dict"], read_model_file(local)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # A rerun (here, without Ray: the same rule) skips the complete models and leaves them alone.
+    stamps = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
+    assert main([a for a in args if a != "--ray"]) == 2
+    assert "0 trained, 2 complete already, 1 failed" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == stamps
+
+
+def test_cli_video_with_a_model_on_ray_gives_the_local_frames(cluster, tiny_model, tmp_path, capsys):
+    """20 frames in chunks of 8 on two workers: every frame, blended across the chunk borders, is the local run's."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from videoutil import clip_stats, make_clip, pan_frames
+
+    clip = make_clip(tmp_path / "in.mp4", pan_frames(width=64, height=48, frames=20, step=2))
+    base = ["video", str(clip), "--model", str(tiny_model), "--keep-frames", "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each Ray worker's thread count
+    try:
+        assert main(base + ["-o", str(tmp_path / "local.mp4")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main(base + ["-o", str(tmp_path / "ray.mp4"), "--ray"]) == 0, capsys.readouterr().err
+
+    local, distributed = tmp_path / "local.mp4.frames", tmp_path / "ray.mp4.frames"
+    assert len(pngs(local)) == 20 and pngs(distributed) == pngs(local)
+    assert (distributed / "manifest.json").read_text() == (local / "manifest.json").read_text()
+    assert clip_stats(tmp_path / "ray.mp4") == clip_stats(tmp_path / "local.mp4")  # frames, fps, duration, audio
+    # The blend did carry across the borders: frame 8 is not the network's picture alone.
+    assert main(base + ["-o", str(tmp_path / "alone.mp4"), "--temporal-weight", "0"]) == 0
+    assert (tmp_path / "alone.mp4.frames" / "000008.png").read_bytes() != (local / "000008.png").read_bytes()
+
+    # A run stopped after frame 12 resumes mid-chunk on Ray and still gives the local frames.
+    for p in sorted(distributed.glob("*.png"))[13:]:
+        p.unlink()
+    assert main(base + ["-o", str(tmp_path / "again.mp4"), "--work-dir", str(distributed), "--ray"]) == 0
+    assert pngs(distributed) == pngs(local)
+    assert main(["video", str(clip), "a.png", "-o", str(tmp_path / "o.mp4"), "--ray"]) == 2
+    assert "give --model" in capsys.readouterr().err

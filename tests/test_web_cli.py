@@ -71,7 +71,8 @@ def test_serve_off_loopback_warns_and_passes_the_token(monkeypatch, capsys, tmp_
     assert "anyone who can reach it" not in err and "?token=s3cret" in err
     assert seen["settings"].token == "s3cret" and seen["settings"].gallery is True
     assert main(["serve", "--data-dir", str(tmp_path), "--examples", str(tmp_path), "--max-queue", "3",
-                 "--devices", "cuda:0, cuda:1"]) == 0
+                 "--devices", "cuda:0, cuda:1", "--photos", str(tmp_path)]) == 0
+    assert seen["settings"].photos_dir == tmp_path
     assert seen["settings"].devices == ("cuda:0", "cuda:1") and seen["settings"].workers == 2
     assert seen["settings"].examples_dir == tmp_path and seen["settings"].max_queue == 3 and seen["host"] == "127.0.0.1"
     assert "warning" not in capsys.readouterr().err
@@ -82,6 +83,7 @@ def test_serve_off_loopback_warns_and_passes_the_token(monkeypatch, capsys, tmp_
     (["--max-queue", "0"], 2, "max-queue 0 must be >= 1"),
     (["--weights", "/nonexistent/vgg.pth"], 1, "weights file /nonexistent/vgg.pth does not exist"),
     (["--examples", "/nonexistent/examples"], 2, "examples /nonexistent/examples: no such folder"),
+    (["--photos", "/nonexistent/photos"], 2, "photos /nonexistent/photos: no such folder"),
     (["--devices", "gpu0"], 2, "device 'gpu0' is not one of auto, cpu, mps, cuda or cuda:N"),
 ])
 def test_serve_bad_flags(flags, code, words, capsys, tmp_path):

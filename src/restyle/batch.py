@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import StylizeConfig
 from .errors import Cancelled, InputError, RestyleError
@@ -95,13 +95,26 @@ class BatchReport:
     def exit_code(self) -> int:
         return max((o.exit_code for o in self.failed), default=0)
 
-    def summary(self) -> List[str]:
+    def summary(self, done: str = "painted", tasks: str = "pairs") -> List[str]:
         """A headline, then one line per failure and per lost worker (what the CLI prints)."""
-        head = f"{self.count('done')} painted, {self.count('skipped')} complete already, {self.count('failed')} failed"
+        head = f"{self.count('done')} {done}, {self.count('skipped')} complete already, {self.count('failed')} failed"
         if self.lost:
-            head += f"; {len(self.lost)} worker(s) lost mid-task, their pairs ran again"
+            head += f"; {len(self.lost)} worker(s) lost mid-task, their {tasks} ran again"
         return ([head] + [f"failed: {o.task.label}: {o.error}" for o in self.failed]
                 + [f"lost: {line}" for line in self.lost])
+
+
+def check_out_dir(out_dir: PathLike, suffix: str = ".png", names: str = "CONTENT__STYLE") -> Path:
+    """A batch's output folder: it may not exist yet (created once the whole batch checks out), but is no file."""
+    out_dir = Path(out_dir)
+    if suffix not in WRITE_SUFFIXES:
+        raise InputError(f"batch output suffix {suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"batch output {out_dir} is a file; give a folder (outputs are {names}{suffix})")
+    if not out_dir.exists() and out_dir.suffix.lower() in WRITE_SUFFIXES:
+        raise InputError(f"batch output {out_dir} looks like an image file name; give a folder, created if "
+                         f"missing (outputs are {names}{suffix})")
+    return out_dir
 
 
 def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLike,
@@ -110,14 +123,7 @@ def plan_pairs(contents: Sequence[Path], styles: Sequence[Path], out_dir: PathLi
 
     `out_dir` may not exist yet (plan_batch creates it), but must not be a file.
     """
-    out_dir = Path(out_dir)
-    if suffix not in WRITE_SUFFIXES:
-        raise InputError(f"batch output suffix {suffix!r} is not one of {', '.join(WRITE_SUFFIXES)}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"batch output {out_dir} is a file; give a folder (outputs are CONTENT__STYLE{suffix})")
-    if not out_dir.exists() and out_dir.suffix.lower() in WRITE_SUFFIXES:
-        raise InputError(f"batch output {out_dir} looks like an image file name; give a folder, created if "
-                         f"missing (outputs are CONTENT__STYLE{suffix})")
+    out_dir = check_out_dir(out_dir, suffix)
     inputs = tuple(contents) + tuple(styles)
     tasks: List[PairTask] = []
     seen: Dict[Path, PairTask] = {}
@@ -181,6 +187,56 @@ def this_node() -> Dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
+def step_fraction(event: Any) -> Optional[float]:
+    """The share of a task's work done, from an event that counts steps (Iterate, TrainStep)."""
+    step, steps = getattr(event, "step", None), getattr(event, "steps", None)
+    return step / steps if isinstance(step, int) and isinstance(steps, int) and steps > 0 else None
+
+
+def produce(
+    task: Any,
+    key: Callable[[], str],
+    make: Callable[[], Tuple[Any, Dict[str, Any]]],
+    *,
+    sidecar: bool = True,
+    node: Optional[Dict[str, Any]] = None,
+    attempt: int = 1,
+) -> PairOutcome:
+    """Make one image output and write it: skip it if complete, else write image then sidecar atomically.
+
+    The common part of every batch's task (a painted pair, a photo through a trained
+    network), in the local loop and on a Ray worker alike. `key()` names everything that
+    shapes the result; `make()` returns the image and its sidecar's report. Without a
+    sidecar nothing proves an existing output complete, so it is made again. A
+    RestyleError (bad input, too big for memory) becomes a failed outcome; Cancelled and
+    anything unexpected propagate.
+    """
+    t0 = time.perf_counter()
+    node = node or this_node()
+
+    def outcome(status: str, error: str = "", code: int = 0) -> PairOutcome:
+        return PairOutcome(task, status, error, code, round(time.perf_counter() - t0, 3), node, attempt)
+
+    try:
+        batch_key = key() if sidecar else ""
+        if sidecar and is_complete(task, batch_key):
+            return outcome("skipped")
+        _remove_leftovers(task.output)
+        image, report = make()
+        save_atomic(image, task.output)
+        if sidecar:  # after the image: a sidecar vouches for a complete image
+            report = dict(report, node=node, attempt=attempt, batch_key=batch_key,
+                          output_sha256=sha256sum(task.output))
+            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(task.output))
+    except Cancelled:
+        raise
+    except RestyleError as e:
+        return outcome("failed", str(e), e.exit_code)
+    except OSError as e:  # unreadable input, full disk, ...: this task fails, the others go on
+        return outcome("failed", f"{type(e).__name__}: {e}", 1)
+    return outcome("done")
+
+
 def paint_pair(
     task: PairTask,
     cfg: StylizeConfig,
@@ -194,40 +250,38 @@ def paint_pair(
     cancel: Any = None,
     names: Optional[PairTask] = None,
 ) -> PairOutcome:
-    """Paint one pair and write it: the same call in the local loop and on a Ray worker.
+    """Paint one pair and write it (produce()): the same call in the local loop and on a Ray worker.
 
-    Without a sidecar nothing proves an existing output complete, so it is painted again.
-    A RestyleError (bad input, too big for memory) becomes a failed outcome; Cancelled
-    and anything unexpected propagate. `names`: the pair as the user named it, for the
-    sidecar, where `task` holds copies (a Ray worker that cannot see the user's folders).
+    `names`: the pair as the user named it, for the sidecar, where `task` holds copies
+    (a Ray worker that cannot see the user's folders).
     """
     from .engine import run
 
-    t0 = time.perf_counter()
-    node = node or this_node()
-
-    def outcome(status: str, error: str = "", code: int = 0) -> PairOutcome:
-        return PairOutcome(task, status, error, code, round(time.perf_counter() - t0, 3), node, attempt)
-
-    try:
-        key = pair_key(task, cfg, painter.key) if sidecar else ""
-        if sidecar and is_complete(task, key):
-            return outcome("skipped")
-        _remove_leftovers(task.output)
+    def make() -> Tuple[Any, Dict[str, Any]]:
         r = run(task.content, [task.style], cfg, callback=callback, cancel=cancel, weights=weights, painter=painter)
-        save_atomic(r.image, task.output)
-        if sidecar:  # after the image: a sidecar vouches for a complete image
-            named = names or task
-            report = dict(r.report, content=str(named.content), styles=[str(named.style)], output=str(named.output),
-                          node=node, attempt=attempt, batch_key=key, output_sha256=sha256sum(task.output))
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(task.output))
-    except Cancelled:
-        raise
-    except RestyleError as e:
-        return outcome("failed", str(e), e.exit_code)
-    except OSError as e:  # unreadable input, full disk, ...: this pair fails, the others go on
-        return outcome("failed", f"{type(e).__name__}: {e}", 1)
-    return outcome("done")
+        named = names or task
+        return r.image, dict(r.report, content=str(named.content), styles=[str(named.style)], output=str(named.output))
+
+    return produce(task, lambda: pair_key(task, cfg, painter.key), make, sidecar=sidecar, node=node, attempt=attempt)
+
+
+def run_tasks(tasks: Sequence[Any], do: Callable[..., PairOutcome], callback: Optional[Callable[[Any], None]] = None,
+              ) -> BatchReport:
+    """The local loop: `do(task, node=..., callback=...)` for each task, with the events a Ray run emits."""
+    emit = callback or (lambda event: None)
+    node = this_node()
+    outcomes: List[PairOutcome] = []
+    for task in tasks:
+        emit(PairStarted(task.index, len(tasks), task.label, node["host"], node["pid"], 1))
+
+        def progress(event: Any, finished: int = len(outcomes)) -> None:
+            fraction = step_fraction(event)
+            if fraction is not None:
+                emit(BatchProgress(finished, len(tasks), fraction))
+
+        outcomes.append(do(task, node=node, callback=progress))
+        emit(BatchProgress(len(outcomes), len(tasks), 0.0, outcomes[-1]))
+    return BatchReport(outcomes)
 
 
 @dataclass(frozen=True)
@@ -263,17 +317,5 @@ def run_batch(
     cfg = config or StylizeConfig()
     tasks = plan_batch(contents, styles, out_dir, cfg, suffix)
     painter = painter or make_painter(cfg, weights)
-    emit = callback or (lambda event: None)
-    node = this_node()
-    outcomes: List[PairOutcome] = []
-    for task in tasks:
-        emit(PairStarted(task.index, len(tasks), task.label, node["host"], node["pid"], 1))
-
-        def progress(event: Any, finished: int = len(outcomes)) -> None:
-            if isinstance(event, Iterate):
-                emit(BatchProgress(finished, len(tasks), event.step / event.steps))
-
-        outcomes.append(paint_pair(task, cfg, painter, weights=weights, sidecar=sidecar, node=node,
-                                   callback=progress, cancel=cancel))
-        emit(BatchProgress(len(outcomes), len(tasks), 0.0, outcomes[-1]))
-    return BatchReport(outcomes)
+    return run_tasks(tasks, lambda task, **kw: paint_pair(task, cfg, painter, weights=weights, sidecar=sidecar,
+                                                         cancel=cancel, **kw), callback)

@@ -94,6 +94,62 @@ def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig, skip: 
     return cls().replace(**given) if hasattr(cls, "from_preset") else cls(**given)
 
 
+def add_ray_arguments(p: argparse.ArgumentParser, work: str, copy: bool = False) -> None:
+    """--ray [ADDRESS], --ray-workers, --ray-cpus-per-worker (and --ray-copy): the same on every command."""
+    ray = p.add_argument_group("on a Ray cluster (pip install 'restyle[ray]')")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help=f"run {work} on Ray workers: alone, a Ray instance started on this machine; "
+                          "'auto' or ray://HOST:10001 joins a running cluster (paths must be shared by every node)")
+    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="at most N workers (default: one per GPU, else one per --ray-cpus-per-worker cores)")
+    ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
+                     help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
+                          "or a node's cores if fewer)")
+    if copy:
+        ray.add_argument("--ray-copy", action="store_true",
+                         help="send the photos and styles to the workers through Ray's object store and write the "
+                              "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
+
+
+def ray_options(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The Ray keywords of run_on_ray() and friends, or None without --ray (refusing the other --ray-* flags then)."""
+    copy = getattr(args, "ray_copy", False)
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_cpus_per_worker is not None or copy:
+            flags = "--ray-workers, --ray-cpus-per-worker and --ray-copy" if hasattr(args, "ray_copy") \
+                else "--ray-workers and --ray-cpus-per-worker"
+            raise InputError(f"{flags} need --ray")
+        return None
+    from .distributed import check_address
+
+    opts: Dict[str, Any] = {"address": check_address(args.ray), "workers": args.ray_workers,
+                            "cpus_per_worker": args.ray_cpus_per_worker}
+    if copy:
+        opts["copy"] = True
+    return opts
+
+
+def run_batch_command(run: Callable[[Callable[[Any], None]], Any], output: Any, quiet: bool, unit: str = "pair") -> int:
+    """`run(callback)` -> a BatchReport, with one progress bar for the whole batch, then its summary.
+
+    The headline goes to stdout, or with each failure and lost worker to stderr; the exit code is the worst failure's.
+    """
+    bar = _BatchBar(quiet=quiet, unit=unit)
+    try:
+        with stop_cleanly():
+            report = run(bar)
+    finally:
+        bar.close()
+    lines = report.summary("trained" if unit == "model" else "painted", f"{unit}s")
+    if report.failed or report.lost:
+        print(f"{output}: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+    elif not quiet:
+        print(f"{output}: {lines[0]}")
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="restyle", description="Neural style transfer (Gatys, Ecker & Bethge, CVPR 2016)."
@@ -115,18 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-sidecar", action="store_true",
                    help="do not write OUTPUT.json with settings and figures (a batch rerun then repaints every pair)")
-    ray = p.add_argument_group("batch on a Ray cluster (pip install 'restyle[ray]')")
-    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                     help="run the batch on Ray workers: alone, a Ray instance started on this machine; "
-                          "'auto' or ray://HOST:10001 joins a running cluster (paths must be shared by every node)")
-    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
-                     help="at most N workers (default: one per GPU, else one per --ray-cpus-per-worker cores)")
-    ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
-                     help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
-                          "or a node's cores if fewer)")
-    ray.add_argument("--ray-copy", action="store_true",
-                     help="send the photos and styles to the workers through Ray's object store and write the "
-                          "results here (for nodes that cannot see this machine's folders, e.g. with ray://)")
+    add_ray_arguments(p, "the batch", copy=True)
     add_config_arguments(p)
     cli_upscale.add_stylize_flag(p)
     p.set_defaults(func=cmd_stylize)
@@ -183,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
     w.add_argument("--examples", default=None, metavar="DIR",
                    help="example images for the gallery and the form (default: the source tree's examples/)")
+    w.add_argument("--photos", default=None, metavar="DIR",
+                   help="photos to train visitors' models on (default: ../shared/datasets/coco256 beside the "
+                        "source tree, when present; without photos the server trains no models)")
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     cli_upscale.add_commands(sub, add_config_arguments)
@@ -328,36 +376,23 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if getattr(args, "upscale", None):
         raise InputError("--upscale is not available in batch mode")
     kw: Dict[str, Any] = {"weights": args.weights, "sidecar": not args.no_sidecar}
-    if args.ray is not None:
-        from .distributed import check_address, run_batch_ray as batch
+    ray = ray_options(args)
+    if ray is not None:
+        from .distributed import run_batch_ray as batch
 
-        kw.update(address=check_address(args.ray), workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
-                  copy=args.ray_copy)
+        kw.update(ray)
     else:
-        if args.ray_workers is not None or args.ray_cpus_per_worker is not None or args.ray_copy:
-            raise InputError("--ray-workers, --ray-cpus-per-worker and --ray-copy need --ray")
         from .batch import run_batch as batch
-    bar = _BatchBar(quiet=args.quiet)
-    try:
-        with stop_cleanly():
-            report = batch([args.content], args.styles, args.output, cfg, callback=bar, **kw)
-    finally:
-        bar.close()
-    lines = report.summary()
-    if report.failed or report.lost:
-        print(f"{args.output}: {lines[0]}", file=sys.stderr)
-        for line in lines[1:]:
-            print(f"  {line}", file=sys.stderr)
-    elif not args.quiet:
-        print(f"{args.output}: {lines[0]}")
-    return report.exit_code
+    return run_batch_command(lambda bar: batch([args.content], args.styles, args.output, cfg, callback=bar, **kw),
+                             args.output, args.quiet)
 
 
 class _BatchBar:
-    """One tqdm bar for a whole batch (pairs done / total, photos per minute, ETA), local or on Ray."""
+    """One tqdm bar for a whole batch (tasks done / total, tasks per minute, ETA), local or on Ray."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, unit: str = "pair") -> None:
         self.quiet = quiet
+        self.unit = unit
         self.bar = None
 
     def __call__(self, event: Any) -> None:
@@ -368,7 +403,7 @@ class _BatchBar:
         if self.quiet:
             return
         if self.bar is None and isinstance(event, (BatchProgress, PairStarted)):
-            self.bar = tqdm(total=event.total, unit="pair", dynamic_ncols=True, file=sys.stderr,
+            self.bar = tqdm(total=event.total, unit=self.unit, dynamic_ncols=True, file=sys.stderr,
                             bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
         if isinstance(event, PairStarted) and event.attempt > 1:
             self.bar.write(f"again: {event.label} (attempt {event.attempt}) on {event.host}", file=sys.stderr)
@@ -588,6 +623,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not Path(args.examples).is_dir():
             raise InputError(f"examples {args.examples}: no such folder")
         kw["examples_dir"] = Path(args.examples).expanduser()
+    if args.photos:
+        if not Path(args.photos).expanduser().is_dir():
+            raise InputError(f"photos {args.photos}: no such folder")
+        kw["photos_dir"] = Path(args.photos).expanduser()
     if args.max_queue is not None:
         if args.max_queue < 1:
             raise InputError(f"max-queue {args.max_queue} must be >= 1")

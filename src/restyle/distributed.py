@@ -2,6 +2,10 @@
 
     report = run_batch_ray(["photos/"], ["starry.jpg", "scream.jpg"], "out/", StylizeConfig(),
                            address="auto")
+    report = run_model_batch_ray(["photos/"], "starry.pt", "out/", address="auto")   # a trained network
+    report = train_styles_ray(["a.jpg", "b.jpg"], "photos/", "models/", TrainConfig())  # a model per style
+
+(video/on_ray.py runs a clip's chunks on the same workers.)
 
 Ray's idiom: one actor per device (a GPU, or N CPU cores), each holding a Painter
 (the network and the style-target cache), so each style's targets are computed once
@@ -22,6 +26,7 @@ folder). `ray` is imported only here, and only when a Ray batch runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -32,12 +37,13 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .batch import BatchOptions, BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch, this_node
+from .batch import (BatchOptions, BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch,
+                    step_fraction, this_node)
 from .config import StylizeConfig
 from .errors import InputError, ResourceError, RestyleError
-from .events import BatchProgress, Iterate, PairStarted
+from .events import BatchProgress, PairStarted
 from .images import PathLike, sidecar_path, write_bytes_atomic, write_text_atomic
 
 MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run killed its worker)
@@ -123,11 +129,12 @@ class RayWorker:
         last = [0.0]
 
         def report(event: Any) -> None:
-            if isinstance(event, Iterate):
+            fraction = step_fraction(event)  # an optimiser's Iterate, a training's TrainStep
+            if fraction is not None:
                 now = time.monotonic()
-                if event.step == 1 or event.step == event.steps or now - last[0] >= REPORT_EVERY_S:
+                if event.step == 1 or fraction == 1 or now - last[0] >= REPORT_EVERY_S:
                     last[0] = now
-                    self.board.progress.remote(task.index, event.step / event.steps)
+                    self.board.progress.remote(task.index, fraction)
 
         return self.work(task, attempt, report)
 
@@ -202,6 +209,38 @@ class BatchWorker(RayWorker):
         if not path.exists():
             write_bytes_atomic(data, path)
         return path
+
+
+class ModelWorker(RayWorker):
+    """Stylizes photos with one trained network, loaded once per worker."""
+
+    def setup(self, model: str, device: str, precision: str, preserve_colors: str, size: Optional[int],
+              sidecar: bool) -> None:
+        from .device import resolve_device, resolve_precision
+        from .feedforward import load_model
+
+        where = resolve_device(device)
+        self.model = load_model(model, device=where, precision=resolve_precision(precision, where))
+        self.settings = (preserve_colors, size)
+        self.sidecar = sidecar
+
+    def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
+        from .model_batch import stylize_photo
+
+        return stylize_photo(task, self.model, *self.settings, sidecar=self.sidecar, node=self.node, attempt=attempt)
+
+
+class TrainWorker(RayWorker):
+    """Trains one style's network per call (the photos folder and settings are the batch's)."""
+
+    def setup(self, photos: str, config: Any, device: str, weights: Optional[str]) -> None:
+        self.photos, self.config, self.device, self.weights = photos, config, device, weights
+
+    def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
+        from .model_batch import train_style
+
+        return train_style(task, self.photos, self.config, device=self.device, weights=self.weights, node=self.node,
+                           attempt=attempt, callback=callback)
 
 
 class Paths:
@@ -317,6 +356,49 @@ def run_batch_ray(
                       transport=Copies if copy else Paths)
 
 
+def run_model_batch_ray(
+    contents: Sequence[PathLike],
+    model: str,
+    out_dir: PathLike,
+    preserve_colors: str = "none",
+    size: Optional[int] = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    sidecar: bool = True,
+    **ray_options: Any,
+) -> BatchReport:
+    """model_batch.run_model_batch() on Ray workers, each holding the network `model` (a bundled name or a .pt
+    path every node can read); `ray_options` as for run_on_ray (address, workers, cpus_per_worker, callback)."""
+    from .modelfile import resolve_model
+    from .model_batch import plan_photos
+
+    check_address(ray_options.get("address"))
+    tasks = plan_photos(contents, resolve_model(model).stem, out_dir)  # bad input: refused before any cluster
+    return run_on_ray(tasks, ModelWorker, (str(model), device, precision, preserve_colors, size, sidecar),
+                      **ray_options)
+
+
+def train_styles_ray(
+    styles: Sequence[PathLike],
+    photos: PathLike,
+    out_dir: PathLike,
+    config: Any,
+    *,
+    device: str = "cpu",
+    weights: Optional[PathLike] = None,
+    **ray_options: Any,
+) -> BatchReport:
+    """model_batch.train_styles() on Ray workers: one model per painting, each trained by one worker."""
+    from .model_batch import check_photos, plan_styles
+
+    check_address(ray_options.get("address"))
+    check_photos(photos, config)
+    tasks = plan_styles(styles, out_dir)  # bad input: refused before any cluster
+    return run_on_ray(tasks, TrainWorker, (os.fspath(photos), config, device,
+                                           None if weights is None else os.fspath(weights)), **ray_options)
+
+
 def run_on_ray(
     tasks: List[Any],
     worker_cls: type,
@@ -332,6 +414,18 @@ def run_on_ray(
 
     `transport(ray)` turns a task into the worker's argument (send) and its result into an outcome (receive).
     """
+    with ray_workers(worker_cls, worker_args, len(tasks), address=address, workers=workers,
+                     cpus_per_worker=cpus_per_worker) as (ray, actors, board):
+        return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
+
+
+@contextlib.contextmanager
+def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, address: Optional[str] = None,
+                workers: Optional[int] = None, cpus_per_worker: Optional[int] = None) -> Iterator[Tuple[Any, List[Any], Any]]:
+    """(ray, actors, board): at most `most` actors of a RayWorker subclass, set up and checked; all gone on exit.
+
+    Connects to Ray (or starts it, and then stops it on exit) as connect() does.
+    """
     ray = _ray()
     started = connect(address)
     actors: List[Any] = []
@@ -339,7 +433,7 @@ def run_on_ray(
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers)
-        n_workers = min(n_workers, len(tasks)) or 1
+        n_workers = min(n_workers, most) or 1
         board_name = f"restyle-board-{uuid.uuid4().hex}"
         board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()
         # A worker that dies is restarted and its task run again by Ray; the board's start
@@ -350,7 +444,7 @@ def run_on_ray(
         for _node, error in ray.get([a.info.remote() for a in actors]):
             if error is not None:
                 raise error
-        return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
+        yield ray, actors, board
     finally:
         for a in actors + ([board] if board is not None else []):
             ray.kill(a)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -192,12 +192,12 @@ def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike
     return to_pil(y)
 
 
-def model_for_style(style: Union[str, os.PathLike]) -> Optional[Path]:
-    """The bundled model trained on exactly this painting (same sha256), if any."""
+def model_for_style(style: Union[str, os.PathLike], models: Sequence[Union[str, os.PathLike]] = ()) -> Optional[Path]:
+    """The model trained on exactly this painting (same sha256), if any: among `models` first, then the bundled."""
     from .modelfile import bundled_models
 
     digest = sha256sum(Path(style))
-    for path in bundled_models().values():
+    for path in [Path(m) for m in models] + list(bundled_models().values()):
         try:
             if read_model_file(path)["style"].get("sha256") == digest:
                 return path

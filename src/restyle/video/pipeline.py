@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Protocol, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple, Union
 
 import numpy as np
 import torch
@@ -153,6 +153,37 @@ def _open_work_dir(work: Path, manifest: Dict[str, Any]) -> int:
     return done
 
 
+@dataclass
+class Made:
+    """What a frame's result is made from besides the previous result: the network's output, the flow."""
+
+    raw: Optional[torch.Tensor] = None  # a network's picture before the temporal blend; None: stylizer(frame, prev)
+    flow: Optional[Any] = None  # (backward flow, reliability mask) from the frame before, when it has one
+
+
+def frame_flows(frames: Iterator[Tuple[int, np.ndarray]], before: Optional[np.ndarray], use_flow: bool,
+                preset: str, done: int = 0) -> Iterator[Tuple[int, np.ndarray, Optional[Any]]]:
+    """(k, rgb, flow from frame k-1) for consecutive frames; `before`: the grey frame before the first, if any.
+
+    Frames before `done` (resumed from the work folder) get no flow."""
+    flows = FlowEstimator(preset) if use_flow else None
+    prev_gray = before
+    for k, rgb in frames:
+        cur_gray = gray(rgb) if use_flow else None
+        flow = None
+        if use_flow and prev_gray is not None and k >= done:
+            flow = flows.backward_and_mask(prev_gray, cur_gray)
+        yield k, rgb, flow
+        prev_gray = cur_gray
+
+
+def local_frames(frames: Iterator[Tuple[int, np.ndarray]], done: int, use_flow: bool,
+                 preset: str) -> Iterator[Tuple[int, np.ndarray, Made]]:
+    """Each frame with its flow from the one before, both made here."""
+    for k, rgb, flow in frame_flows(frames, None, use_flow, preset, done):
+        yield k, rgb, Made(flow=flow)
+
+
 def frame_name(k: int) -> str:
     return f"{k:06d}.png"
 
@@ -192,19 +223,20 @@ def stylize_video(
     if hasattr(stylizer, "cancel"):
         stylizer.cancel = cancel  # stops an optimiser frame at its next iteration
     use_flow = stylizer.temporal_weight > 0
-    flows = FlowEstimator(cfg.flow) if use_flow else None
-    prev_gray: Optional[np.ndarray] = None
+    frames = enumerate(read_frames(info, size, cfg.start, cfg.duration))
+    # A stylizer that works ahead (Ray workers, distributed.py) hands each frame over with its network output
+    # and flow made elsewhere, by the same functions; else both are made here, frame by frame.
+    ahead = getattr(stylizer, "ahead", None)
+    source = ahead(frames, done, cfg.flow) if ahead is not None else local_frames(frames, done, use_flow, cfg.flow)
     prev_out: Optional[np.ndarray] = None
     n = 0
     spent = 0.0
-    for k, rgb in enumerate(read_frames(info, size, cfg.start, cfg.duration)):
+    for k, rgb, made in source:
         n = k + 1
         path = work / frame_name(k)
-        cur_gray = gray(rgb) if use_flow else None
         if k < done:
             if use_flow and k == done - 1:
                 prev_out = np.asarray(Image.open(path).convert("RGB"))
-            prev_gray = cur_gray
             emit(FrameDone(k, max(estimate, n), 0.0, time.perf_counter() - t0, True))
             continue
         if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
@@ -212,13 +244,13 @@ def stylize_video(
         t_frame = time.perf_counter()
         prev = None
         if use_flow and prev_out is not None:
-            bwd, mask = flows.backward_and_mask(prev_gray, cur_gray)
-            prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(mask)[None, None])
-        result = to_rgb(stylizer(to_tensor(rgb), prev))
+            bwd, mask = made.flow
+            prev = Previous(to_tensor(warp(prev_out, bwd)), torch.from_numpy(np.require(mask, requirements="W"))[None, None])
+        result = to_rgb(stylizer.blend(made.raw, prev) if made.raw is not None else stylizer(to_tensor(rgb), prev))
         save_atomic(Image.fromarray(result), path, compress_level=1)  # fast; the frames are temporary
         # The saved 8-bit frame, not the float result, is what the next frame builds on:
         # a resumed run reads it back and must see exactly the same thing.
-        prev_out, prev_gray = result, cur_gray
+        prev_out = result
         spent += time.perf_counter() - t_frame
         emit(FrameDone(k, max(estimate, n), time.perf_counter() - t_frame, time.perf_counter() - t0, False))
     if n == 0:

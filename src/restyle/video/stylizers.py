@@ -53,9 +53,17 @@ class NetworkFrames:
     def key(self) -> Dict[str, Any]:
         return {"engine": "network", "model": self.name, "temporal_weight": self.temporal_weight}
 
-    @torch.no_grad()
     def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
-        out = self.stylize_tensor(frame).float().clamp(0, 255)
+        return self.blend(self.raw(frame), prev)
+
+    @torch.no_grad()
+    def raw(self, frame: torch.Tensor) -> torch.Tensor:
+        """The network's picture of the frame alone: the costly part, the same for any previous frame."""
+        return self.stylize_tensor(frame).float().clamp(0, 255)
+
+    @torch.no_grad()
+    def blend(self, out: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
+        """The frame's result: `out` held to the previous result on reliable pixels (cheap, done in order)."""
         if prev is not None:
             out = temporal_blend(out, prev.warped, prev.mask, self.temporal_weight)
         return out

@@ -5,7 +5,10 @@
 Modules: settings (every knob of the server), jobs (the SQLite job store and the
 files of each job), uploads (checking what people send), form (the form, built
 from StylizeConfig), gallery (the bundled examples), worker (the process that
-paints), app (FastAPI routes, the progress stream, pages).
+paints), app (FastAPI routes, the progress stream, pages), visitors (the owner
+cookie). Feed-forward models: trained (training settings, whose model is whose),
+media (checking clips), tasks (the worker's training, one-pass and clip jobs),
+model_routes (their routes and pages).
 
 Nothing here is imported by the core; importing this package imports nothing.
 """

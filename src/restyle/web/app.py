@@ -7,7 +7,8 @@ Pages                               JSON API
   POST /jobs/{id}/cancel               POST /api/jobs/{id}/cancel  (the submitting browser only)
   GET  /history      past jobs         GET  /api/jobs/{id}/events  progress (server-sent events)
                                        GET  /api/gallery, /api/form, /healthz
-Files: /jobs/{id}/result.png (download), preview.jpg, content, style; /examples/{key}.
+  GET  /models, POST /train, /apply, /jobs/{id}/share: feed-forward models (model_routes.py)
+Files: /jobs/{id}/result.png (download), result.mp4, preview.jpg, poster.jpg, content, style; /examples/{key}.
 
 A job's id (128 random bits) is the capability to *see* that job: its page, files
 and progress need nothing else, with or without --token, so a job link works
@@ -18,21 +19,20 @@ token; cancelling needs the browser that submitted the job (its owner cookie).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import secrets
+import shutil
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -40,20 +40,24 @@ from ..errors import InputError
 from . import gallery as gallery_mod
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
-from .jobs import DONE, QUEUED, USER, Job, JobStore, new_id
+from .jobs import PAINT, QUEUED, TRAIN, USER, Job, JobStore, new_id
+from .media import VIDEO_TYPES
 from .server import DataDirLock
 from .settings import Settings
-from .uploads import MEDIA_TYPE, UploadError, check_fits, check_image, display_name, upload_name
+from .trained import may_use, model_path
+from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
+from .visitors import claim_owner, is_owner, owner_of, with_owner
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "restyle_token"
-OWNER_COOKIE = "restyle_owner"  # a random id per browser: its history lists its own jobs only
 STREAM_LIMIT_S = 600  # an event stream ends after this long; EventSource reconnects by itself
 KEEPALIVE_S = 15  # a comment line this often on a quiet stream: a client that left is noticed, proxies keep it
 # What a job id alone opens, token or not: the job's page, files and progress (GET only).
-JOB_VIEW = re.compile(r"^/(api/)?jobs/[A-Za-z0-9_-]{16,64}(/(events|result\.png|report\.json|preview\.jpg|content|style))?$")
+JOB_VIEW = re.compile(r"^/(api/)?jobs/[A-Za-z0-9_-]{16,64}"
+                      r"(/(events|result\.png|result\.mp4|report\.json|preview\.jpg|poster\.jpg|content|style))?$")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
+CLIP_FORMS = ("/apply", "/api/apply")  # the forms that take a clip (model_routes.py)
 
 
 class Busy(Exception):
@@ -65,9 +69,9 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: stop reading a request body past `limit` bytes, Content-Length or not (chunked)."""
+    """ASGI middleware: stop reading a request body past `limit(path)` bytes, Content-Length or not (chunked)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: Callable[[str], int]) -> None:
         self.app = app
         self.limit = limit
 
@@ -75,13 +79,14 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         seen = 0
+        limit = self.limit(scope.get("path", ""))
 
         async def limited():
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise BodyTooLarge()
             return message
 
@@ -127,7 +132,13 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
                       per_client=settings.max_streams_per_client, total=settings.max_streams)
     app.state.hub = hub
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    body_limit = 2 * settings.max_upload_bytes + FORM_OVERHEAD
+
+    def body_limit(path: str) -> int:
+        """Two images per form; the form that takes a clip takes one file of either kind."""
+        if path in CLIP_FORMS:
+            return max(settings.max_upload_bytes, settings.max_video_bytes) + FORM_OVERHEAD
+        return 2 * settings.max_upload_bytes + FORM_OVERHEAD
+
     app.add_middleware(BodyLimit, limit=body_limit)
 
     # --- guards --------------------------------------------------------------
@@ -149,9 +160,8 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
                               "with ?token=... that whoever runs it gave you")
         if request.method == "POST":
             length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > body_limit):
-                return _error(request, templates, 413, f"the upload is too large; each image may be at most "
-                              f"{settings.max_upload_bytes / 2**20:.0f} MB")
+            if length is not None and (not length.isdigit() or int(length) > body_limit(path)):
+                return _error(request, templates, 413, too_large())
         response = await call_next(request)
         if settings.token and request.query_params.get("token") == settings.token:
             # Lax, not Strict: a link followed from another site (a chat, a mail) must carry it.
@@ -188,78 +198,69 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
 
     # --- submitting ----------------------------------------------------------
 
-    def owner_of(request: Request) -> Optional[str]:
-        cookie = request.cookies.get(OWNER_COOKIE)
-        return hashlib.sha256(cookie.encode()).hexdigest() if cookie else None
+    def too_large() -> str:
+        return (f"the upload is too large; each image may be at most {settings.max_upload_bytes / 2**20:.0f} MB, "
+                f"a clip {settings.max_video_bytes / 2**20:.0f} MB")
 
     def may_cancel(request: Request, job: Job) -> bool:
         """Only the browser that submitted a job may cancel it; the gallery's belong to the server alone."""
-        owner = owner_of(request)
-        return job.kind == USER and job.owner is not None and owner is not None and secrets.compare_digest(owner, job.owner)
+        return job.kind == USER and is_owner(request, job.owner)
 
     def cancel_refused(job: Job) -> str:
         if job.kind != USER:
             return "the gallery's pictures are painted by the server; nobody can cancel them"
         return "only the browser that submitted this job can cancel it"
 
-    def with_owner(request: Request, response: Response) -> Response:
-        if not request.cookies.get(OWNER_COOKIE):
-            response.set_cookie(OWNER_COOKIE, request.state.new_owner, max_age=10 * 365 * 86400,
-                                httponly=True, samesite="lax")
-        return response
+    async def read_form(request: Request):
+        """The multipart form, its files spooled; UploadError for one too large or malformed."""
+        try:
+            return await request.form(max_files=4, max_fields=20, max_part_size=64 * 1024)
+        except BodyTooLarge:
+            raise UploadError(too_large(), 413) from None
+        except Exception as e:  # a malformed body
+            raise UploadError(f"could not read the form ({getattr(e, 'detail', e)})", 400) from None
+
+    def enqueue(request: Request, files: Dict[str, bytes], params: Dict[str, Any], content_file: str,
+                style_file: str, content_label: str, style_label: str, *, task: str = PAINT,
+                prepare=None) -> Job:
+        """Write a new job's files into its folder and queue it; Busy if the queue is full.
+
+        `prepare(folder)` may check and write more (a clip); its exception removes the folder.
+        """
+        job_id = new_id()
+        folder = store.folder(job_id)
+        folder.mkdir(parents=True)
+        try:
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+            if prepare is not None:
+                prepare(folder)
+            job = store.add(job_id, params, content_file, style_file, content_label, style_label,
+                            owner=claim_owner(request), max_queue=settings.max_queue, task=task)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        if job is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise Busy()
+        pool.wake()
+        return job
 
     async def submit(request: Request) -> Job:
         """Check and queue a job from a multipart form; raises UploadError, InputError or Busy."""
-        try:
-            form = await request.form(max_files=4, max_fields=20, max_part_size=64 * 1024)
-        except BodyTooLarge:
-            raise UploadError(f"the upload is too large; each image may be at most "
-                              f"{settings.max_upload_bytes / 2**20:.0f} MB", 413) from None
-        except Exception as e:  # a malformed body
-            raise UploadError(f"could not read the form ({getattr(e, 'detail', e)})", 400) from None
+        form = await read_form(request)
         params = params_from_form({k: v for k, v in form.items() if isinstance(v, str)}, settings)
         cfg = make_config(params, settings)
         files: Dict[str, Tuple[bytes, str, str]] = {}  # role -> (data, suffix, label)
         for role, what in (("content", "content image"), ("style", "style image")):
-            upload = form.get(role)
-            example_key = form.get(f"{role}_example") or ""
-            if isinstance(upload, UploadFile) and (upload.filename or upload.size):
-                data = await upload.read(settings.max_upload_bytes + 1)
-                # Decoding a big photo takes a while: off the event loop, so other pages stay quick.
-                img = await asyncio.to_thread(check_image, data, what, max_bytes=settings.max_upload_bytes,
-                                              max_pixels=settings.max_pixels)
+            data, suffix, label, img = await image_from_form(form, role, what, settings)
+            if img is not None:
                 # Refuse now what the painting would refuse later (a 1000x1 strip), in the page's words.
                 check_fits(img, what, role, cfg, max_size=settings.max_size)
-                files[role] = (data, img.suffix, display_name(upload_name(upload), f"uploaded {role}"))
-            elif isinstance(example_key, str) and example_key:
-                ex = gallery_mod.find(settings, example_key)
-                if ex is None:
-                    raise UploadError(f"{what}: there is no example called {example_key[:40]!r}", 400)
-                files[role] = (ex.path.read_bytes(), ex.path.suffix.lower(), ex.title)
-            else:
-                hint = "upload one or pick one of the examples" if role == "style" else "upload a photo"
-                raise UploadError(f"{what} is missing: {hint}", 400)
-        job_id = new_id()
-        folder = store.folder(job_id)
-        folder.mkdir(parents=True)
-        names = {}
-        for role, (data, suffix, _) in files.items():
-            names[role] = role + suffix
-            (folder / names[role]).write_bytes(data)
-        if not request.cookies.get(OWNER_COOKIE):
-            request.state.new_owner = secrets.token_urlsafe(24)
-            owner = hashlib.sha256(request.state.new_owner.encode()).hexdigest()
-        else:
-            owner = owner_of(request)
-        job = store.add(job_id, params, names["content"], names["style"], files["content"][2], files["style"][2],
-                        owner=owner, max_queue=settings.max_queue)
-        if job is None:
-            for p in folder.iterdir():
-                p.unlink()
-            folder.rmdir()
-            raise Busy()
-        pool.wake()
-        return job
+            files[role] = (data, suffix, label)
+        names = {role: role + suffix for role, (_, suffix, _) in files.items()}
+        return enqueue(request, {names[r]: files[r][0] for r in files}, params, names["content"], names["style"],
+                       files["content"][2], files["style"][2])
 
     def busy_message() -> str:
         return (f"the server is busy: {settings.max_queue} jobs are queued or running, the most it takes. "
@@ -321,9 +322,14 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     async def job_page(request: Request, job_id: str):
         job = job_or_404(job_id)
         ahead = store.queue_position(job) if job.state == QUEUED else 0
+        mine = job.kind == USER and is_owner(request, job.owner)
+        usable = job.task == TRAIN and (mine or may_use(job, None)) and model_path(store, job) is not None
         return templates.TemplateResponse(request, "job.html", {
             "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
             "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": may_cancel(request, job),
+            "mine": mine, "can_use": usable, "sizes": [s for s in settings.sizes if s <= settings.max_size],
+            "default_size": settings.default_size, "max_seconds": settings.max_video_seconds,
+            "video_size": settings.video_size, "values": {},
         })
 
     @app.post("/jobs/{job_id}/cancel")
@@ -420,8 +426,16 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     def stream_state(job: Job, ahead: int = 0) -> Dict[str, Any]:
         return {
             "state": job.state, "progress": job.progress, "preview": job.preview, "ahead": ahead,
-            "error": job.error, "result": f"/jobs/{job.id}/result.png" if job.state == DONE else None,
+            "error": job.error, "result": job.result_url,
         }
+
+    from . import model_routes
+
+    model_routes.install(app, model_routes.Env(
+        settings=settings, store=store, templates=templates, read_form=read_form, enqueue=enqueue,
+        error=lambda request, status, message, headers=None: _error(request, templates, status, message, headers),
+        job_or_404=job_or_404, busy_message=busy_message, form_values=form_values, Busy=Busy,
+    ))
 
     # --- files ---------------------------------------------------------------
 
@@ -429,7 +443,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     async def result(job_id: str, download: int = 0):
         job = job_or_404(job_id)
         path = store.folder(job.id) / "result.png"
-        if job.state != DONE or not path.is_file():
+        if job.result_url != f"/jobs/{job.id}/result.png" or not path.is_file():
             raise _NotFound(f"this job has no result{'' if job.final else ' yet'} (it is {job.state})")
         name = f"restyle-{job.id[:8]}.png"
         return FileResponse(path, media_type="image/png", filename=name if download else None,
@@ -459,7 +473,10 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
                             "content and style")
         name = job.content_file if role == "content" else job.style_file
         path = store.folder(job.id) / name
-        return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix, "application/octet-stream"))
+        if not name or not path.is_file():
+            raise _NotFound(f"this job has no {role} picture")
+        return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
+                                                                                          "application/octet-stream"))
 
     @app.get("/examples/{key}")
     async def example(key: str):
@@ -484,7 +501,10 @@ def settings_rows(job: Job, settings: Settings):
     the count the progress bar uses, not the config's coarsest-scale number alone.
     """
     from ..schedule import pyramid
+    from .model_routes import settings_rows as model_rows
 
+    if job.task != PAINT:
+        return model_rows(job, settings)
     rows = [("content", job.content_label), ("style", job.style_label)]
     cfg = (job.report or {}).get("config")
     stages = (job.report or {}).get("stages")

@@ -104,14 +104,7 @@ def form_fields(settings: Settings, cls: Type = StylizeConfig) -> List[Field]:
 def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = StylizeConfig) -> Dict[str, Any]:
     """Turn submitted form values into StylizeConfig fields, checked by StylizeConfig itself."""
     names = {f.name for f in fields(cls)}
-    params: Dict[str, Any] = {}
-    strength = _number(form.get("strength"), "style strength", 0.0)
-    lo, hi = STRENGTH_RANGE
-    if not lo <= strength <= hi:
-        raise InputError(f"style strength {strength:g} is out of range; it must be in [{lo:g}, {hi:g}]")
-    if strength:
-        # A multiplier on whatever style weight the run has (the preset's or the default).
-        params["style_strength"] = round(2.0**strength, 6)
+    params: Dict[str, Any] = strength_param(form)
     size_text = form.get("size")
     if size_text not in (None, ""):
         size = _number(size_text, "size", 0)
@@ -130,6 +123,16 @@ def params_from_form(form: Mapping[str, Any], settings: Settings, cls: Type = St
         raise InputError(f"preset {params.get('preset')} paints at {cfg.size} px, over this server's limit of "
                          f"{settings.max_size} px; choose an output size")
     return params
+
+
+def strength_param(form: Mapping[str, Any]) -> Dict[str, Any]:
+    """{"style_strength": 2**slider} from the strength slider, {} at its middle (the run's own weight)."""
+    strength = _number(form.get("strength"), "style strength", 0.0)
+    lo, hi = STRENGTH_RANGE
+    if not lo <= strength <= hi:
+        raise InputError(f"style strength {strength:g} is out of range; it must be in [{lo:g}, {hi:g}]")
+    # A multiplier on whatever style weight the run has (the preset's or the default).
+    return {"style_strength": round(2.0**strength, 6)} if strength else {}
 
 
 def preset_sizes(settings: Settings) -> Dict[str, int]:

@@ -7,6 +7,11 @@ running is queued again on the next start (`recover`).
 
     data_dir/restyle.db
     data_dir/jobs/<id>/content.jpg  style.png  preview.jpg  result.png  report.json
+
+A job's `task` says what the worker does with it: paint (the optimiser, the
+form's job), train (a feed-forward network for the painting: model.pt,
+model.ckpt.pt), stylize (a photo in one pass of a network) or video (a clip
+through a network: clip.mp4 in, result.mp4 out).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 FINAL = (DONE, FAILED, CANCELLED)
 USER, GALLERY = "user", "gallery"
+PAINT, TRAIN, STYLIZE, VIDEO = "paint", "train", "stylize", "video"
+TASKS = (PAINT, TRAIN, STYLIZE, VIDEO)
 MAX_ATTEMPTS = 3  # a job interrupted this many times (it may be what kills the worker) fails
 
 SCHEMA = """
@@ -49,10 +56,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     preview INTEGER NOT NULL DEFAULT 0,      -- version of preview.jpg
     cancel INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    report TEXT
+    report TEXT,
+    task TEXT NOT NULL DEFAULT 'paint',      -- paint | train | stylize | video
+    shared INTEGER NOT NULL DEFAULT 0        -- train: its owner lets anyone with the link use the model
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, kind, seq);
 """
+# Columns added since the first release: an older database gets them on start-up.
+ADDED_COLUMNS = (("task", "TEXT NOT NULL DEFAULT 'paint'"), ("shared", "INTEGER NOT NULL DEFAULT 0"))
 
 
 @dataclass
@@ -78,6 +89,8 @@ class Job:
     cancel: bool
     error: Optional[str]
     report: Optional[Dict[str, Any]]
+    task: str = PAINT
+    shared: bool = False
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -86,11 +99,19 @@ class Job:
         d["progress"] = json.loads(d["progress"])
         d["report"] = json.loads(d["report"]) if d["report"] else None
         d["cancel"] = bool(d["cancel"])
+        d["shared"] = bool(d.get("shared"))
         return cls(**d)
 
     @property
     def final(self) -> bool:
         return self.state in FINAL
+
+    @property
+    def result_url(self) -> Optional[str]:
+        """Where the finished job's result is (a training job's result is its model, used from its page)."""
+        if self.state != DONE or self.task == TRAIN:
+            return None
+        return f"/jobs/{self.id}/result.{'mp4' if self.task == VIDEO else 'png'}"
 
     def public(self) -> Dict[str, Any]:
         """What the API shows of a job (no file system paths)."""
@@ -98,6 +119,7 @@ class Job:
             "id": self.id,
             "seq": self.seq,
             "kind": self.kind,
+            "task": self.task,
             "state": self.state,
             "created": self.created,
             "started": self.started,
@@ -109,7 +131,7 @@ class Job:
             "progress": self.progress,
             "preview": self.preview,
             "error": self.error,
-            "result": f"/jobs/{self.id}/result.png" if self.state == DONE else None,
+            "result": self.result_url,
             "page": f"/jobs/{self.id}",
         }
 
@@ -133,6 +155,10 @@ class JobStore:
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -162,8 +188,11 @@ class JobStore:
         owner: Optional[str] = None,
         gallery_key: Optional[str] = None,
         max_queue: Optional[int] = None,
+        task: str = PAINT,
     ) -> Optional[Job]:
         """Queue a job whose files are already in its folder; None if the queue is full."""
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -176,9 +205,9 @@ class JobStore:
                         return None
                 db.execute(
                     "INSERT INTO jobs (id, kind, owner, gallery_key, state, created, params, content_file, style_file,"
-                    " content_label, style_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " content_label, style_label, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, kind, owner, gallery_key, QUEUED, time.time(), json.dumps(params),
-                     content_file, style_file, content_label, style_label),
+                     content_file, style_file, content_label, style_label, task),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -196,15 +225,32 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE gallery_key=?", (key,)).fetchone()
         return Job.from_row(row) if row else None
 
-    def list(self, owner: Optional[str], limit: int = 100) -> List[Job]:
-        """One owner's user jobs, newest first (no owner: none)."""
+    def list(self, owner: Optional[str], limit: int = 100, task: Optional[str] = None) -> List[Job]:
+        """One owner's user jobs (of one task if given), newest first (no owner: none).
+
+        By creation time: a training job that gave its turn away (`yield_turn`) took a new seq.
+        """
         if not owner:
             return []
+        where, args = ("", []) if task is None else (" AND task=?", [task])
         with self._db() as db:
             rows = db.execute(
-                "SELECT * FROM jobs WHERE kind=? AND owner=? ORDER BY seq DESC LIMIT ?", (USER, owner, limit)
+                f"SELECT * FROM jobs WHERE kind=? AND owner=?{where} ORDER BY created DESC, seq DESC LIMIT ?",
+                (USER, owner, *args, limit),
             ).fetchall()
         return [Job.from_row(r) for r in rows]
+
+    def active(self, owner: str, task: str) -> int:
+        """How many of this owner's jobs of `task` are queued or running."""
+        with self._db() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND task=? AND state IN (?, ?)",
+                              (owner, task, QUEUED, RUNNING)).fetchone()
+        return n
+
+    def set_shared(self, job_id: str, shared: bool) -> Optional[Job]:
+        with self._db() as db:
+            db.execute("UPDATE jobs SET shared=? WHERE id=? AND task=?", (int(shared), job_id, TRAIN))
+        return self.get(job_id)
 
     def queue_position(self, job: Job) -> int:
         """How many jobs run (a gallery one too) or wait before this queued one."""
@@ -278,6 +324,24 @@ class JobStore:
                 "UPDATE jobs SET state=?, finished=?, error=?, report=? WHERE id=?",
                 (state, time.time(), error, json.dumps(report) if report is not None else None, job_id),
             )
+
+    def others_waiting(self, job_id: str) -> bool:
+        """Is a user job other than this one queued (a training job then gives its turn away)?"""
+        with self._db() as db:
+            row = db.execute("SELECT 1 FROM jobs WHERE state=? AND kind=? AND id<>? LIMIT 1",
+                             (QUEUED, USER, job_id)).fetchone()
+        return row is not None
+
+    def yield_turn(self, job_id: str) -> None:
+        """Queue a running job again at the back of the queue (not an attempt lost); it resumes later."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            (last,) = db.execute("SELECT MAX(seq) FROM jobs").fetchone()
+            db.execute(
+                "UPDATE jobs SET state=?, worker=NULL, attempts=MAX(0, attempts-1), seq=? WHERE id=? AND state=?",
+                (QUEUED, last + 1, job_id, RUNNING),
+            )
+            db.execute("COMMIT")
 
     def requeue(self, job_id: str) -> None:
         """Put back a job the worker stopped because the server is stopping (not an attempt lost)."""

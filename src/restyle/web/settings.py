@@ -12,6 +12,7 @@ from ..errors import InputError
 
 MB = 1024 * 1024
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MAX_TRAIN_SIZE = 256  # training crops; larger ones take a web server's worker for hours
 
 
 def default_data_dir() -> Path:
@@ -20,14 +21,25 @@ def default_data_dir() -> Path:
     return Path(base) / "restyle"
 
 
-def default_examples_dir() -> Optional[Path]:
-    """The repository's examples/ folder (an editable install, as `make demo` makes)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "examples"
-        if (parent / "pyproject.toml").is_file() and candidate.is_dir():
-            return candidate
+def _source_root() -> Optional[Path]:
+    """The repository this package runs from (an editable install, as `make demo` makes)."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "pyproject.toml").is_file():
+            return parent
     return None
+
+
+def default_examples_dir() -> Optional[Path]:
+    """The repository's examples/ folder."""
+    root = _source_root()
+    return root / "examples" if root is not None and (root / "examples").is_dir() else None
+
+
+def default_photos_dir() -> Optional[Path]:
+    """Photos to train models on: ../shared/datasets/coco256 beside the repository, when it is there."""
+    root = _source_root()
+    candidate = root.parent / "shared" / "datasets" / "coco256" if root is not None else None
+    return candidate if candidate is not None and candidate.is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,23 @@ class Settings:
     # a few people behind one address; the total keeps memory and sockets bounded.
     max_streams_per_client: int = 16
     max_streams: int = 1000
+    # Training a network for an uploaded painting (a background job). No photos folder: no training.
+    photos_dir: Optional[Path] = field(default_factory=default_photos_dir)
+    train_steps: Tuple[int, ...] = (200, 500, 1000, 2000)  # the choices the form offers
+    default_train_steps: int = 500
+    max_train_steps: int = 2000  # a web server's cap: 2000 steps of 128 px crops is ~20 min on a fast CPU
+    train_size: int = 128  # side of the training crops (TrainConfig.size), at most MAX_TRAIN_SIZE
+    # TrainConfig fields fixed for every web training, over the above (tests: a tiny network, a few steps).
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # A training job holds the worker at most this long while other jobs wait: then it saves a
+    # checkpoint, goes to the back of the queue and later resumes exactly where it stopped.
+    train_slice_s: float = 120.0
+    max_training_per_visitor: int = 1  # queued + running training jobs per browser
+    # Clips stylized with a network: short, small, and refused clearly otherwise.
+    max_video_bytes: int = 50 * MB
+    max_video_seconds: float = 10.0
+    max_video_frames: int = 300  # 10 s at 30 fps
+    video_size: int = 360  # long side of a stylized clip (never upscaled)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -69,6 +98,17 @@ class Settings:
             raise InputError("devices must name at least one device")
         if self.examples_dir is not None:
             object.__setattr__(self, "examples_dir", Path(self.examples_dir))
+        if self.photos_dir is not None:
+            object.__setattr__(self, "photos_dir", Path(self.photos_dir))
+        object.__setattr__(self, "train_steps", tuple(int(s) for s in self.train_steps))
+        if not self.train_steps or any(not 1 <= s <= self.max_train_steps for s in self.train_steps):
+            raise InputError(f"train_steps {self.train_steps} must each be in [1, max_train_steps={self.max_train_steps}]")
+        if self.default_train_steps not in self.train_steps:
+            raise InputError(f"default_train_steps {self.default_train_steps} is not one of {self.train_steps}")
+        if not 32 <= self.train_size <= MAX_TRAIN_SIZE:
+            raise InputError(f"train_size {self.train_size} is out of range; it must be in [32, {MAX_TRAIN_SIZE}]")
+        if not self.train_slice_s > 0:
+            raise InputError(f"train_slice_s {self.train_slice_s} must be > 0 seconds")
 
     @property
     def workers(self) -> int:

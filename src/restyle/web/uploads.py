@@ -148,3 +148,31 @@ def display_name(name: str | None, fallback: str) -> str:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable())[:80].strip()
     return name or fallback
+
+
+async def image_from_form(form: Any, role: str, what: str, settings: Any) -> Tuple[bytes, str, str, Optional[CheckedImage]]:
+    """(bytes, suffix, label, checked image) of the form's upload for `role`, else of its `{role}_example`.
+
+    The checked image is None for an example (the server's own files). UploadError if neither is given.
+    """
+    import asyncio
+
+    from starlette.datastructures import UploadFile
+
+    from . import gallery
+
+    upload = form.get(role)
+    example_key = form.get(f"{role}_example") or ""
+    if isinstance(upload, UploadFile) and (upload.filename or upload.size):
+        data = await upload.read(settings.max_upload_bytes + 1)
+        # Decoding a big photo takes a while: off the event loop, so other pages stay quick.
+        img = await asyncio.to_thread(check_image, data, what, max_bytes=settings.max_upload_bytes,
+                                      max_pixels=settings.max_pixels)
+        return data, img.suffix, display_name(upload_name(upload), f"uploaded {role}"), img
+    if isinstance(example_key, str) and example_key:
+        ex = gallery.find(settings, example_key)
+        if ex is None:
+            raise UploadError(f"{what}: there is no example called {example_key[:40]!r}", 400)
+        return ex.path.read_bytes(), ex.path.suffix.lower(), ex.title, None
+    hint = "upload one or pick one of the examples" if role == "style" else "upload a photo"
+    raise UploadError(f"{what} is missing: {hint}", 400)

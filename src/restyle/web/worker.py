@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..progress import StagePixels, eta_seconds
-from .jobs import CANCELLED, DONE, FAILED, Job, JobStore
+from .jobs import CANCELLED, DONE, FAILED, PAINT, USER, Job, JobStore
 from .settings import Settings
 
 PREVIEW_QUALITY = 85
@@ -82,91 +82,135 @@ class Worker:
                 continue
             self.run_job(job)
 
-    def instant_preview(self, content: Path, style: Path, size: int) -> Optional[dict]:
+    def instant_preview(self, content: Path, style: Path, size: int, models: Sequence[Path] = ()) -> Optional[dict]:
         try:
-            return _instant_preview(content, style, size, content.parent)
+            return _instant_preview(content, style, size, content.parent, models=models)
         except Exception:  # noqa: BLE001 - a preview must never fail the job
             return None
 
     def run_job(self, job: Job) -> None:
-        from ..engine import run
+        """Run one job of any task; every way it can end is written to the store."""
         from ..errors import Cancelled, RestyleError
-        from ..events import Iterate, Snapshot
-        from ..images import save_atomic, write_text_atomic
-        from ..schedule import pyramid
-        from .form import make_config
 
-        folder = self.store.folder(job.id)
-        interval = self.settings.progress_interval
-        tracker = JobProgress(())
-        progress = tracker.row
-        last = {"write": 0.0, "cancel": 0.0, "preview": 0.0}
-        cancelled = {"by_user": False}
-
-        def cancel() -> bool:
-            if self.stopping():
-                return True
-            now = time.monotonic()
-            if now - last["cancel"] >= interval:
-                last["cancel"] = now
-                cancelled["by_user"] = self.store.cancel_requested(job.id)
-            return cancelled["by_user"]
-
-        def callback(event: Any) -> None:
-            now = time.monotonic()
-            tracker.update(event)
-            if isinstance(event, Iterate):
-                if now - last["write"] >= interval or event.step == event.steps:
-                    last["write"] = now
-                    self.store.set_progress(job.id, progress)
-            elif isinstance(event, Snapshot) and now - last["preview"] >= interval:
-                last["preview"] = now
-                save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)
-                self.store.set_progress(job.id, progress, preview=True)
-
+        run = JobRun(self, job)
         try:
-            cfg = make_config(job.params, self.settings)
-            device = self.settings.devices[self.index]
-            if device != "auto":  # this worker's device, "cuda:N" included (no global CUDA state)
-                cfg = cfg.replace(device=device)
-            stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
-            steps = sum(s.iterations for s in stages)
-            tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
-            instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size)
-            if instant:  # a trained network knows this painting: its picture now, the optimiser's later
-                progress["instant"] = instant
-                self.store.set_progress(job.id, progress, preview=True)
-            result = run(
-                folder / job.content_file, [folder / job.style_file], cfg,
-                callback=callback, cancel=cancel,
-                snapshot_every=max(1, steps // max(1, self.settings.snapshots)),
-                weights=self.settings.weights,
-            )
-            save_atomic(result.image, folder / "result.png")
-            report = dict(result.report, content=job.content_label, style=job.style_label,
-                          **({"instant": progress["instant"]} if "instant" in progress else {}))
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", folder / "report.json")
-            self.store.set_progress(job.id, dict(progress, step=steps, steps=steps, eta=0))
-            self.store.finish(job.id, DONE, report=json.loads(json.dumps(report, default=str)))
+            if job.task == PAINT:
+                self.paint(run)
+            else:
+                from . import tasks
+
+                tasks.RUNNERS[job.task](run)
         except Cancelled:
-            if cancelled["by_user"]:
-                self.store.finish(job.id, CANCELLED, error="cancelled")
+            if run.by_user:
+                self.store.finish(job.id, CANCELLED, error=run.cancel_note or "cancelled")
+            elif run.yielded:  # a training job's turn is up: the back of the queue, resumed later
+                self.store.yield_turn(job.id)
             else:  # the server is stopping: the job runs again on the next start
                 self.store.requeue(job.id)
         except RestyleError as e:
-            self.store.finish(job.id, FAILED, error=str(e).replace(str(folder) + os.sep, ""))
+            self.store.finish(job.id, FAILED, error=str(e).replace(str(run.folder) + os.sep, ""))
         except MemoryError:
             self.store.finish(job.id, FAILED, error="out of memory; try a smaller size")
         except Exception as e:  # a bug: keep the worker alive and say what happened
             self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
 
+    def paint(self, run: "JobRun") -> None:
+        """The optimiser's job: the form's photo in the style of its painting."""
+        from ..engine import run as paint
+        from ..events import Iterate, Snapshot
+        from ..images import save_atomic, write_text_atomic
+        from ..schedule import pyramid
+        from .form import make_config
+        from .trained import visitor_models
 
-def _instant_preview(content: Path, style: Path, size: int, folder: Path) -> Optional[dict]:
-    """If a bundled model was trained on this very painting, write its picture as preview.jpg."""
+        job, folder = run.job, run.folder
+        tracker = JobProgress(())
+        run.progress = progress = tracker.row
+
+        def callback(event: Any) -> None:
+            tracker.update(event)
+            if isinstance(event, Iterate):
+                run.write(force=event.step == event.steps)
+            elif isinstance(event, Snapshot) and run.due("preview"):
+                save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)
+                run.write(preview=True, force=True)
+
+        cfg = make_config(job.params, self.settings)
+        if run.device != "auto":  # this worker's device, "cuda:N" included (no global CUDA state)
+            cfg = cfg.replace(device=run.device)
+        stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
+        steps = sum(s.iterations for s in stages)
+        tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
+        # The visitor's own trained models know their paintings too (another visitor's never serve).
+        own = [m.path for m in visitor_models(self.store, job.owner)] if job.kind == USER else []
+        instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size, own)
+        if instant:  # a trained network knows this painting: its picture now, the optimiser's later
+            progress["instant"] = instant
+            run.write(preview=True, force=True)
+        result = paint(
+            folder / job.content_file, [folder / job.style_file], cfg,
+            callback=callback, cancel=run.cancel,
+            snapshot_every=max(1, steps // max(1, self.settings.snapshots)),
+            weights=self.settings.weights,
+        )
+        save_atomic(result.image, folder / "result.png")
+        report = dict(result.report, content=job.content_label, style=job.style_label,
+                      **({"instant": progress["instant"]} if "instant" in progress else {}))
+        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", folder / "report.json")
+        self.store.set_progress(job.id, dict(progress, step=steps, steps=steps, eta=0))
+        self.store.finish(job.id, DONE, report=json.loads(json.dumps(report, default=str)))
+
+
+class JobRun:
+    """One job being run: its folder and device, throttled progress writes, and the cancel hook.
+
+    `cancel()` is what the engines poll: True when the server stops, or (read from the
+    store at most every progress interval) when the job's owner asked to cancel it.
+    """
+
+    def __init__(self, worker: Worker, job: Job) -> None:
+        self.worker = worker
+        self.store = worker.store
+        self.settings = worker.settings
+        self.job = job
+        self.folder = self.store.folder(job.id)
+        self.device = self.settings.devices[worker.index]
+        self.progress: Dict[str, Any] = {}
+        self.by_user = False  # cancelled by its owner
+        self.yielded = False  # stopped to let waiting jobs run (training)
+        self.cancel_note: Optional[str] = None  # what a cancelled job says (a training: its checkpoint)
+        self._last: Dict[str, float] = {}
+
+    def due(self, what: str) -> bool:
+        """True at most once per progress interval for each `what` (writes, store reads, previews)."""
+        now = time.monotonic()
+        if now - self._last.get(what, -1e9) < self.settings.progress_interval:
+            return False
+        self._last[what] = now
+        return True
+
+    def write(self, *, preview: bool = False, force: bool = False) -> None:
+        if force or self.due("write"):
+            self.store.set_progress(self.job.id, self.progress, preview=preview)
+
+    def cancel(self) -> bool:
+        if self.worker.stopping():
+            return True
+        if self.due("cancel"):
+            self.by_user = self.store.cancel_requested(self.job.id)
+        return self.by_user
+
+
+def _instant_preview(content: Path, style: Path, size: int, folder: Path,
+                     models: Sequence[Path] = ()) -> Optional[dict]:
+    """If a model was trained on this very painting, write its picture as preview.jpg.
+
+    `models`: the visitor's own trained models, looked at before the bundled ones.
+    """
     from ..feedforward import load_model, model_for_style, stylize_image
     from ..images import save_atomic
 
-    match = model_for_style(style)
+    match = model_for_style(style, models)
     if match is None:
         return None
     t0 = time.perf_counter()

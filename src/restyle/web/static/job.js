@@ -22,6 +22,12 @@
     const p = st.progress || {};
     if (st.state === "queued") {
       detail.textContent = "Waiting: " + st.ahead + (st.ahead === 1 ? " job" : " jobs") + " ahead.";
+    } else if (st.state === "running" && p.steps && p.unit) {
+      // A training (steps) or a clip (frames): the count, the loss while training, the time left.
+      bar.value = (p.step || 0) / p.steps;
+      const loss = p.loss == null ? "" : ` · loss ${Number(p.loss).toExponential(3)}`;
+      const eta = p.eta == null ? "estimating time left" : `about ${seconds(p.eta)} left`;
+      detail.textContent = `${p.unit} ${p.step || 0} / ${p.steps}${loss} · ${eta}`;
     } else if (st.state === "running" && p.steps) {
       bar.value = p.step / p.steps;
       // The ETA counts pixels x iterations left over every scale (a 512 px step costs ~4 256 px ones).

@@ -1,0 +1,284 @@
+"""Routes of the feed-forward models: train one for a painting, use one on a photo or a short clip.
+
+Pages                                 JSON API
+  GET  /models        your models, the forms
+  POST /train         train a model        POST /api/train            (multipart: style or style_example, steps, strength)
+  POST /apply         use a model          POST /api/apply            (multipart: model, media = a photo or a clip, size)
+  POST /jobs/{id}/share                    POST /api/jobs/{id}/share  (the owner only: shared=1 or 0)
+Files: /jobs/{id}/result.mp4 (a clip's result; range requests), /jobs/{id}/poster.jpg (its first frame).
+
+A trained model is named by its training job's id; it is used only by the browser
+that trained it, or by anyone with its link once its owner shared it (403 otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from starlette.datastructures import UploadFile
+
+from ..config import MIN_SIZE
+from ..errors import InputError
+from ..images import fit_size
+from . import gallery as gallery_mod
+from . import trained
+from .jobs import DONE, STYLIZE, TRAIN, VIDEO
+from .media import ACCEPTED_VIDEO, check_clip, sniff_video
+from .uploads import ACCEPTED, UploadError, check_image, display_name, sniff, upload_name
+from .visitors import is_owner, owner_of, with_owner
+
+@dataclass(frozen=True)
+class Env:
+    """What the routes share with app.create_app."""
+
+    settings: Any
+    store: Any
+    templates: Any
+    read_form: Callable
+    enqueue: Callable
+    error: Callable
+    job_or_404: Callable
+    busy_message: Callable
+    form_values: Callable
+    Busy: type
+
+
+def _strings(form: Any) -> Dict[str, str]:
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def install(app: FastAPI, env: Env) -> None:
+    settings, store, templates = env.settings, env.store, env.templates
+
+    # --- training ---------------------------------------------------------------
+
+    async def submit_training(request: Request):
+        why = trained.training_available(settings)
+        if why:
+            raise UploadError(why, 503)
+        form = await env.read_form(request)
+        params = trained.train_params(_strings(form), settings)
+        owner = owner_of(request)
+        if owner is not None and store.active(owner, TRAIN) >= settings.max_training_per_visitor:
+            raise UploadError(f"you already have {settings.max_training_per_visitor} model(s) training, the most "
+                              "this server trains for one visitor; wait for it or cancel it", 429)
+        from .uploads import image_from_form
+
+        data, suffix, label, img = await image_from_form(form, "style", "painting", settings)
+        cfg = trained.train_config(params, settings)
+        if img is not None:
+            w, h = fit_size(img.width, img.height, cfg.style_size)
+            if min(w, h) < MIN_SIZE:
+                raise UploadError(f"painting: {img.width}x{img.height} is too long and thin to learn from: at "
+                                  f"{cfg.style_size} px its short side would be {min(w, h)} px, under {MIN_SIZE}", 400)
+        params["style_sha256"] = hashlib.sha256(data).hexdigest()
+        name = "style" + suffix
+        return env.enqueue(request, {name: data}, params, "", name, "", label, task=TRAIN)
+
+    @app.post("/api/train")
+    async def api_train(request: Request):
+        return await _answer_api(request, submit_training)
+
+    @app.post("/train")
+    async def page_train(request: Request):
+        return await _answer_page(request, submit_training)
+
+    # --- using a model ----------------------------------------------------------
+
+    async def submit_apply(request: Request):
+        form = await env.read_form(request)
+        model = trained.resolve(store, str(form.get("model") or ""), owner_of(request))
+        upload = form.get("media")
+        if not (isinstance(upload, UploadFile) and (upload.filename or upload.size)):
+            raise UploadError("the photo or clip is missing: upload one", 400)
+        limit = max(settings.max_upload_bytes, settings.max_video_bytes)
+        data = await upload.read(limit + 1)
+        label = display_name(upload_name(upload), "uploaded file")
+        params: Dict[str, Any] = {"model": model.key, "model_label": model.label}
+        painting = trained.painting_of(store, settings, model)
+        files: Dict[str, bytes] = {}
+        style_file = ""
+        if painting is not None:
+            style_file = "style" + painting.suffix.lower()
+            files[style_file] = painting.read_bytes()
+        if not data:
+            raise UploadError("the file is empty", 400)
+        if sniff(data):
+            img = await asyncio.to_thread(check_image, data, "photo", max_bytes=settings.max_upload_bytes,
+                                          max_pixels=settings.max_pixels)
+            size = _size(_strings(form).get("size"), settings)
+            w, h = fit_size(img.width, img.height, size)
+            if min(w, h) < MIN_SIZE:
+                raise UploadError(f"photo: {img.width}x{img.height} is too long and thin: at {size} px its short "
+                                  f"side would be {min(w, h)} px, under {MIN_SIZE}", 400)
+            params["size"] = size
+            files["content" + img.suffix] = data
+            return env.enqueue(request, files, params, "content" + img.suffix, style_file, label, model.label,
+                               task=STYLIZE)
+        suffix = sniff_video(data)
+        if not suffix:
+            raise UploadError(f"this is neither a {ACCEPTED} image nor a {ACCEPTED_VIDEO} video "
+                              "(the file's content was checked, not its name)", 415)
+        if len(data) > settings.max_video_bytes:
+            raise UploadError(f"clip: the file is larger than the limit of {settings.max_video_bytes / 2**20:.0f} MB",
+                              413)
+        clip = "clip" + suffix
+        files[clip] = data
+
+        def check(folder: Path) -> None:
+            check_clip(folder / clip, "clip", max_seconds=settings.max_video_seconds,
+                       max_frames=settings.max_video_frames, max_pixels=settings.max_pixels,
+                       size=settings.video_size, poster=folder / "poster.jpg")
+
+        # Decoding the first frame of a clip takes a moment: off the event loop.
+        return await asyncio.to_thread(env.enqueue, request, files, params, clip, style_file, label, model.label,
+                                       task=VIDEO, prepare=check)
+
+    @app.post("/api/apply")
+    async def api_apply(request: Request):
+        return await _answer_api(request, submit_apply)
+
+    @app.post("/apply")
+    async def page_apply(request: Request):
+        return await _answer_page(request, submit_apply)
+
+    # --- sharing ----------------------------------------------------------------
+
+    def share(request: Request, job_id: str, shared: str):
+        job = env.job_or_404(job_id)
+        if job.task != TRAIN:
+            raise UploadError("only a trained model can be shared", 400)
+        if not is_owner(request, job.owner):
+            raise UploadError("only the browser that trained this model can share it", 403)
+        if shared not in ("0", "1"):
+            raise UploadError(f"shared {shared[:10]!r} must be 1 (share) or 0 (stop sharing)", 400)
+        return store.set_shared(job.id, shared == "1")
+
+    @app.post("/api/jobs/{job_id}/share")
+    async def api_share(request: Request, job_id: str):
+        try:
+            form = await env.read_form(request)
+            job = share(request, job_id, str(form.get("shared", "1")))
+        except UploadError as e:
+            return JSONResponse({"error": e.message}, status_code=e.status)
+        return dict(job.public(), shared=job.shared)
+
+    @app.post("/jobs/{job_id}/share")
+    async def page_share(request: Request, job_id: str):
+        try:
+            form = await env.read_form(request)
+            share(request, job_id, str(form.get("shared", "1")))
+        except UploadError as e:
+            return env.error(request, e.status, e.message)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    # --- pages and files --------------------------------------------------------
+
+    def models_page(request: Request, error: str = "", status: int = 200, values=None, headers=None):
+        owner = owner_of(request)
+        contents, styles = gallery_mod.examples(settings)
+        return templates.TemplateResponse(request, "models.html", {
+            "page": "models", "error": error, "values": values or {},
+            "training_off": trained.training_available(settings),
+            "trainings": store.list(owner, limit=50, task=TRAIN),
+            "models": list(trained.bundled_models().values()) + trained.visitor_models(store, owner),
+            "styles": styles, "steps": settings.train_steps, "default_steps": settings.default_train_steps,
+            "sizes": [s for s in settings.sizes if s <= settings.max_size], "default_size": settings.default_size,
+            "max_mb": settings.max_upload_bytes / 2**20, "max_video_mb": settings.max_video_bytes / 2**20,
+            "max_seconds": settings.max_video_seconds, "video_size": settings.video_size,
+        }, status_code=status, headers=headers)
+
+    @app.get("/models")
+    async def models(request: Request):
+        return models_page(request)
+
+    @app.get("/jobs/{job_id}/result.mp4")
+    async def clip_result(job_id: str):
+        job = env.job_or_404(job_id)
+        path = store.folder(job.id) / "result.mp4"
+        if job.task != VIDEO or job.state != DONE or not path.is_file():
+            raise UploadError(f"this job has no clip{'' if job.final or job.task != VIDEO else ' yet'}", 404)
+        # Starlette's FileResponse answers Range requests (206): browsers seek and stream the clip.
+        return FileResponse(path, media_type="video/mp4")
+
+    @app.get("/jobs/{job_id}/poster.jpg")
+    async def poster(job_id: str):
+        job = env.job_or_404(job_id)
+        path = store.folder(job.id) / "poster.jpg"
+        if not path.is_file():
+            raise UploadError("this job has no poster frame (only clips have one)", 404)
+        return FileResponse(path, media_type="image/jpeg")
+
+    @app.exception_handler(UploadError)
+    async def refused(request: Request, exc: UploadError):
+        return env.error(request, exc.status, exc.message)
+
+    async def _answer_api(request: Request, submit: Callable):
+        try:
+            job = await submit(request)
+        except (UploadError, InputError) as e:
+            status = e.status if isinstance(e, UploadError) else 400
+            return JSONResponse({"error": getattr(e, "message", str(e))}, status_code=status)
+        except env.Busy:
+            return JSONResponse({"error": env.busy_message()}, status_code=503, headers={"Retry-After": "60"})
+        return with_owner(request, JSONResponse(job.public(), status_code=201, headers={"Location": f"/jobs/{job.id}"}))
+
+    async def _answer_page(request: Request, submit: Callable):
+        try:
+            job = await submit(request)
+        except (UploadError, InputError) as e:
+            status = e.status if isinstance(e, UploadError) else 400
+            return models_page(request, getattr(e, "message", str(e)), status, await env.form_values(request))
+        except env.Busy:
+            return models_page(request, env.busy_message(), 503, await env.form_values(request),
+                               headers={"Retry-After": "60"})
+        return with_owner(request, RedirectResponse(f"/jobs/{job.id}", status_code=303))
+
+
+def _size(text: Any, settings: Any) -> int:
+    """The output size of a photo stylized with a model: one of the form's sizes."""
+    sizes = [s for s in settings.sizes if s <= settings.max_size]
+    if text in (None, ""):
+        return settings.default_size
+    if not str(text).isdigit() or int(text) not in sizes:
+        raise UploadError(f"size {str(text)[:20]!r} is not one of {', '.join(map(str, sizes))}", 400)
+    return int(text)
+
+
+def settings_rows(job: Any, settings: Any) -> list:
+    """(name, value) pairs for the job page of a training, a photo or a clip through a model."""
+    report = job.report or {}
+    if job.task == TRAIN:
+        rows = [("painting", job.style_label), ("steps", job.params.get("steps"))]
+        if job.params.get("style_strength"):
+            rows.append(("style strength", job.params["style_strength"]))
+        try:
+            cfg = trained.train_config(job.params, settings)
+            rows += [("training crops", f"{cfg.size} px, {cfg.batch_size} a step"),
+                     ("network", f"widths {', '.join(map(str, cfg.widths))}, {cfg.res_blocks} residual blocks")]
+        except InputError:  # the server's settings changed since
+            pass
+        photos = (job.progress or {}).get("photos") or report.get("training", {}).get("photos")
+        if photos:
+            rows.append(("photos", photos))
+        rows.append(("shared", "yes: anyone with this page's link may use the model" if job.shared else "no"))
+        wall = report.get("training", {}).get("wall_s")
+        if wall is not None:
+            rows.append(("time", f"{wall:.0f} s"))
+        return rows
+    rows = [("model", job.params.get("model_label")), ("input", job.content_label)]
+    if job.task == STYLIZE:
+        rows.append(("size", job.params.get("size")))
+        if report:
+            rows += [("output", f"{report.get('width')}x{report.get('height')}"), ("time", f"{report.get('seconds')} s")]
+    elif report:
+        size = report.get("manifest", {}).get("size")
+        rows += [("frames", report.get("frames")), ("output", "x".join(map(str, size)) if size else None),
+                 ("time", f"{report.get('elapsed_s', 0):.1f} s ({report.get('seconds_per_frame', 0):.2f} s a frame)")]
+    return [r for r in rows if r[1] is not None]

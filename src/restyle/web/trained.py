@@ -1,0 +1,191 @@
+"""Feed-forward models on the web: the training form, and which models a visitor may use.
+
+A visitor trains a model with a training job; the model is that job's
+`model.pt` (or, for a training cancelled midway, the checkpoint it left), and
+it is named by the job's id. It belongs to the browser that trained it; its
+owner may share it, and then anyone with the job's link may use it too. The
+bundled models (the package's `models/bundled/`) are everyone's.
+
+The server process never imports torch: bundled models are listed from the
+JSON sidecars beside them, and the job rows say everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from ..errors import InputError
+from ..train_config import TrainConfig
+from .form import _number, strength_param
+from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
+from .settings import Settings
+from .uploads import UploadError
+
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "model.ckpt.pt"  # style_training.checkpoint_path(model.pt)
+# modelfile.BUNDLED_DIR, named here without importing modelfile (which imports torch).
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models" / "bundled"
+STYLE_ARCH = "TransformerNet"  # the style networks (the bundled upscaler is another kind of model)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    key: str  # a bundled model's name, or the id of the training job that made it
+    label: str  # for display
+    path: Path  # the model file (or the checkpoint a cancelled training left)
+    style_sha256: Optional[str]  # the painting it learned
+    job: Optional[Job] = None  # the training job, for a visitor's model
+
+
+# --- training ----------------------------------------------------------------
+
+
+def training_available(settings: Settings) -> Optional[str]:
+    """None if this server can train, else why not (said on the page and in a 503)."""
+    d = settings.photos_dir
+    if d is None:
+        return ("training is off on this server: it has no photos to train on (start it with "
+                "--photos DIR, a folder of a few hundred photos such as coco256)")
+    if not d.is_dir():
+        return f"training is off on this server: its photos folder {d.name!r} is missing"
+    return None
+
+
+def train_params(form: Mapping[str, Any], settings: Settings) -> Dict[str, Any]:
+    """The training form's values (steps, strength), checked against this server's caps."""
+    steps_text = form.get("steps")
+    steps = settings.default_train_steps if steps_text in (None, "") else _number(steps_text, "steps", 0)
+    if steps != int(steps) or int(steps) not in settings.train_steps:
+        raise InputError(f"steps {str(steps_text)[:20]!r} is not one of this server's choices "
+                         f"({', '.join(map(str, settings.train_steps))})")
+    params: Dict[str, Any] = {"steps": int(steps), **strength_param(form)}
+    train_config(params, settings)  # raises InputError naming the value and the rule
+    return params
+
+
+def train_config(params: Mapping[str, Any], settings: Settings) -> TrainConfig:
+    """A training job's config: the web's small settings, the job's choices, then the server's overrides."""
+    steps = int(params["steps"])
+    values: Dict[str, Any] = {
+        "steps": steps, "size": settings.train_size,
+        "preview_every": max(1, steps // 20),  # about 20 preview grids a run
+        "checkpoint_every": max(10, steps // 10),
+    }
+    if "style_strength" in params:
+        values["style_strength"] = float(params["style_strength"])
+    values.update(settings.train_overrides)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return TrainConfig(**values)
+    except TypeError as e:  # an override naming no TrainConfig field
+        raise InputError(f"training settings: {e}") from None
+
+
+# --- which models a visitor may use -------------------------------------------
+
+
+def is_owner(job: Job, owner: Optional[str]) -> bool:
+    import secrets
+
+    return job.owner is not None and owner is not None and secrets.compare_digest(job.owner, owner)
+
+
+def model_path(store: JobStore, job: Job) -> Optional[Path]:
+    """A training job's model file: the finished model, else the checkpoint a cancelled run left."""
+    if job.task != TRAIN:
+        return None
+    folder = store.folder(job.id)
+    if job.state == DONE and (folder / MODEL_FILE).is_file():
+        return folder / MODEL_FILE
+    # A training cancelled after some steps leaves its checkpoint: the model as it was then.
+    if job.state == CANCELLED and (job.progress or {}).get("step") and (folder / CHECKPOINT_FILE).is_file():
+        return folder / CHECKPOINT_FILE
+    return None
+
+
+def may_use(job: Job, owner: Optional[str]) -> bool:
+    return job.task == TRAIN and (job.shared or is_owner(job, owner))
+
+
+@lru_cache(maxsize=1)
+def _bundled(folder: Path) -> Dict[str, ModelChoice]:
+    found = {}
+    for sidecar in sorted(folder.glob("*.json")):
+        try:
+            info = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        path = sidecar.with_suffix(".pt")
+        if info.get("arch") != STYLE_ARCH or not path.is_file():
+            continue
+        style = info.get("style") or {}
+        label = f"{style.get('name', path.stem).replace('_', ' ')} (bundled)"
+        found[path.stem] = ModelChoice(path.stem, label, path, style.get("sha256"))
+    return found
+
+
+def bundled_models() -> Dict[str, ModelChoice]:
+    return _bundled(BUNDLED_DIR)
+
+
+def visitor_models(store: JobStore, owner: Optional[str]) -> List[ModelChoice]:
+    """The models this visitor trained that can be used now, newest first."""
+    out = []
+    for job in store.list(owner, limit=100, task=TRAIN):
+        path = model_path(store, job)
+        if path is not None:
+            out.append(ModelChoice(job.id, _label(job, path), path, job.params.get("style_sha256"), job))
+    return out
+
+
+def _label(job: Job, path: Path) -> str:
+    steps = (job.progress or {}).get("step")
+    partial = f", stopped at step {steps}" if path.name == CHECKPOINT_FILE and steps else ""
+    return f"{job.style_label} ({job.params.get('steps')} steps{partial})"
+
+
+def resolve(store: JobStore, key: str, owner: Optional[str]) -> ModelChoice:
+    """The model `key` names, if this visitor may use it; else UploadError with a 4xx status."""
+    if not isinstance(key, str) or not key:
+        raise UploadError("choose a model: a bundled one or one you trained", 400)
+    bundled = bundled_models()
+    if key in bundled:
+        return bundled[key]
+    job = store.get(key) if len(key) <= 64 else None
+    if job is None or job.task != TRAIN:
+        names = ", ".join(bundled) or "none"
+        raise UploadError(f"there is no model {key[:40]!r} (bundled models: {names}; or one you trained)", 404)
+    if not may_use(job, owner):
+        raise UploadError("this model belongs to the visitor who trained it; they can share it from its page", 403)
+    path = model_path(store, job)
+    if path is None:
+        what = {DONE: "its file is missing", CANCELLED: "it was cancelled before its first step"}
+        raise UploadError(f"this model cannot be used yet: its training is {job.state}"
+                          + (f" ({what[job.state]})" if job.state in what else ""), 409)
+    return ModelChoice(job.id, _label(job, path), path, job.params.get("style_sha256"), job)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def painting_of(store: JobStore, settings: Settings, model: ModelChoice) -> Optional[Path]:
+    """The painting a model learned, when this server has it (to show beside its pictures)."""
+    if model.job is not None:
+        path = store.folder(model.job.id) / model.job.style_file
+        return path if model.job.style_file and path.is_file() else None
+    from . import gallery
+
+    for example in gallery.examples(settings)[1]:
+        if model.style_sha256 and file_sha256(example.path) == model.style_sha256:
+            return example.path
+    return None

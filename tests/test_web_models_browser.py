@@ -1,0 +1,73 @@
+"""In a real headless Chromium: train a model from the Models page, watch it learn, use it on a clip, play it.
+
+Screenshots go to test-artifacts/web/ (models-*.png) beside the other browser tests'.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from test_web_browser import DESKTOP, browser, shot  # noqa: F401  (browser: the module's Chromium fixture)
+from test_web_models import TINY_TRAIN
+from videoutil import make_clip, pan_frames
+from webutil import image_bytes, live_server, web_settings
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def server(tmp_path, tiny_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(4):
+        (photos / f"p{k}.png").write_bytes(image_bytes("PNG", (64 + 8 * k, 48)))
+    s = web_settings(tmp_path / "data", tiny_weights, photos_dir=photos, train_steps=(30,), default_train_steps=30,
+                     max_train_steps=30, train_overrides=TINY_TRAIN, video_size=64, progress_interval=0.1)
+    with live_server(s) as url:
+        yield url
+
+
+def test_train_watch_then_play_a_clip_through_the_model(browser, server, tmp_path):  # noqa: F811
+    painting = tmp_path / "my painting.png"
+    painting.write_bytes(image_bytes("PNG", (96, 96), "starry_night.jpg"))
+    clip = make_clip(tmp_path / "walk.mp4", frames=pan_frames(96, 64, frames=12), fps=12)
+    context = browser.new_context(viewport=DESKTOP, bypass_csp=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+
+    page.goto(server + "/")
+    page.click("text=Models")
+    assert page.title() == "restyle · models"
+    page.set_input_files("#train-style", str(painting))
+    shot(page, "models-desktop")
+    with page.expect_navigation():
+        page.click("#train-submit")
+    assert page.text_content("h1").startswith("A model for my painting.png")
+
+    # Progress over the stream: the step count, then the first preview grid.
+    page.wait_for_function("document.getElementById('detail').textContent.includes('step ')", timeout=300_000)
+    assert "/ 30" in page.text_content("#detail")
+    page.wait_for_function("document.getElementById('picture').src.includes('preview.jpg')", timeout=300_000)
+    shot(page, "models-training-desktop")
+
+    page.wait_for_selector("#apply", timeout=300_000)  # the page reloads itself when the model is ready
+    assert page.text_content("#state") == "done" and page.locator("#share").count() == 1
+    shot(page, "models-trained-desktop")
+    page.set_input_files("#apply-media", str(clip))
+    with page.expect_navigation():
+        page.click("#apply")
+    assert "walk.mp4" in page.text_content("h1")
+
+    page.wait_for_selector("#clip", timeout=300_000)
+    # The browser decodes the H.264 result: its frames have the clip's size, and it plays.
+    page.wait_for_function("document.getElementById('clip').readyState >= 2", timeout=60_000)
+    assert page.evaluate("[document.getElementById('clip').videoWidth, document.getElementById('clip').videoHeight]") == [64, 42]
+    assert page.evaluate("document.getElementById('clip').error") is None
+    page.evaluate("document.getElementById('clip').muted = true; document.getElementById('clip').play()")
+    page.wait_for_function("document.getElementById('clip').currentTime > 0.2", timeout=60_000)
+    shot(page, "models-clip-desktop")
+    assert errors == []
+    context.close()
