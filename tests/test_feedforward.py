@@ -339,7 +339,8 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
             "--preview-every", "2", "--widths", "4,8", "--res-blocks", "1", "--precision", "fp32", "--quiet"]
     assert main(args) == 0
     assert read_model_file(out)["training"]["steps_done"] == 3
-    assert sorted(p.name for p in (tmp_path / "m_previews").iterdir()) == ["step000000.png", "step000002.png"]
+    # At the start, every 2 steps and at the end.
+    assert sorted(p.name for p in (tmp_path / "m_previews").iterdir()) == ["step000000.png", "step000002.png", "step000003.png"]
     assert main(args) == 2  # the model exists: refused, not overwritten
     assert "exists" in capsys.readouterr().err
     assert main(args + ["--steps", "4", "--resume"]) == 0  # continues from the checkpoint at step 3

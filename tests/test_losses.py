@@ -133,3 +133,48 @@ def test_wrap_tv_is_the_seam_differences():
     x = torch.zeros(1, 1, 3, 4)
     x[..., :, 0] = 2.0  # first column 2, last 0: each of 3 rows differs by 2 across the seam
     assert wrap_tv_loss(x).item() == pytest.approx(0.5 * 3 * 4)
+
+
+def test_gram_gradient_matches_autograd_of_the_plain_product():
+    # gram's backward is one product F (dG + dG^T); autograd of f^T f (in float64) is the reference,
+    # for channels_last and plain layouts and a non-symmetric upstream gradient.
+    g = torch.Generator().manual_seed(3)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        f = torch.randn(2, 5, 4, 6, generator=g).contiguous(memory_format=layout).requires_grad_(True)
+        up = torch.randn(2, 5, 5, generator=g)
+        (gram(f) * up).sum().backward()
+        ref = f.detach().double().requires_grad_(True)
+        v = ref.reshape(2, 5, 24)
+        ((v @ v.transpose(1, 2) / 120) * up.double()).sum().backward()
+        torch.testing.assert_close(f.grad.double(), ref.grad, atol=1e-6, rtol=1e-6)
+
+
+def test_gram_gradient_of_bf16_features_is_bf16_and_close_to_float32():
+    g = torch.Generator().manual_seed(4)
+    f32 = torch.randn(1, 16, 12, 12, generator=g).contiguous(memory_format=torch.channels_last)
+    target = torch.randn(1, 16, 16, generator=g) * 0.1
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        f = f32.to(dtype).detach().requires_grad_(True)
+        style_loss(gram(f), target).backward()
+        assert f.grad.dtype == dtype
+        grads.append(f.grad.float())
+    # bf16 rounding of the features and of dG: well under 2% of the gradient's norm.
+    assert float((grads[0] - grads[1]).norm() / grads[0].norm()) < 0.02
+
+
+def test_content_loss_gradient_matches_the_formula():
+    f = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
+    p = torch.randn(1, 3, 4, 5, generator=torch.Generator().manual_seed(6))  # one target for the batch
+    content_loss(f, p).backward()
+    torch.testing.assert_close(f.grad, 2 * (f.detach() - p) / f.numel())
+
+
+def test_tv_gradient_matches_autograd_of_the_formula():
+    # tv_loss writes its gradient out; autograd of the slices and squares (float64) is the reference.
+    x = (torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(7)) * 255).requires_grad_(True)
+    (tv_loss(x) * 3.0).backward()
+    ref = x.detach().double().requires_grad_(True)
+    dx, dy = ref[..., :, 1:] - ref[..., :, :-1], ref[..., 1:, :] - ref[..., :-1, :]
+    (1.5 * (dx.pow(2).sum() + dy.pow(2).sum()) / 2).backward()
+    torch.testing.assert_close(x.grad.double(), ref.grad, atol=1e-5, rtol=1e-5)  # float32 rounding

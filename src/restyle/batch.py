@@ -284,6 +284,16 @@ def run_tasks(tasks: Sequence[Any], do: Callable[..., PairOutcome], callback: Op
     return BatchReport(outcomes)
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """run_batch's keyword options, which distributed.run_batch_ray takes too (as **options)."""
+
+    suffix: str = ".png"
+    weights: Optional[PathLike] = None
+    sidecar: bool = True
+    callback: Optional[Callable[[Any], None]] = None
+
+
 def run_batch(
     contents: Sequence[PathLike],
     styles: Sequence[PathLike],

@@ -418,6 +418,50 @@ class _BatchBar:
             self.bar = None
 
 
+class TrainProgress:
+    """A training run on stderr (events.Train*): one tqdm bar, a line per checkpoint; previews go to `save_preview`.
+
+    Use it as a context manager around the training call: the bar is closed however it ends.
+    """
+
+    def __init__(self, quiet: bool, save_preview: Callable[[Any], None]) -> None:
+        self.quiet, self.save_preview = quiet, save_preview
+        self.bar = None
+
+    def __call__(self, event: Any) -> None:
+        from .events import TrainCheckpoint, TrainDone, TrainPreview, TrainStart, TrainStep
+
+        if isinstance(event, TrainPreview):
+            self.save_preview(event)
+        elif self.quiet:
+            return
+        elif isinstance(event, TrainStart):
+            from tqdm import tqdm
+
+            print(f"training on {event.photos} photos, {event.precision}; held aside for previews: "
+                  f"{', '.join(event.held_out) or 'none'}", file=sys.stderr)
+            self.bar = tqdm(total=event.steps, initial=event.start_step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
+        elif isinstance(event, TrainStep) and self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in event.terms.items()}, refresh=False)
+            self.bar.update(1)
+        elif isinstance(event, TrainCheckpoint) and self.bar is not None:
+            self.bar.write(f"checkpoint at step {event.step}: {event.path}", file=sys.stderr)
+        elif isinstance(event, TrainDone):
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> "TrainProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 class _ProgressBar:
     """The run's progress on stderr, fed by engine events.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
@@ -80,9 +79,9 @@ def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .cli import config_from_args, ray_options
+    from .cli import TrainProgress, config_from_args, ray_options
     from .images import save_atomic
-    from .style_training import TrainCheckpoint, TrainConfig, TrainDone, TrainPreview, TrainStart, TrainStep, train
+    from .style_training import TrainConfig, train
 
     cfg = config_from_args(args, TrainConfig)
     ray = ray_options(args)
@@ -92,36 +91,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.exists() and not args.resume:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
     previews = _preview_dir(args, out)
-    bar = None
 
-    def callback(event: Any) -> None:
-        nonlocal bar
-        if isinstance(event, TrainStart):
-            previews.mkdir(parents=True, exist_ok=True)
-            if not args.quiet:
-                from tqdm import tqdm
+    def save_preview(event: Any) -> None:
+        previews.mkdir(parents=True, exist_ok=True)
+        save_atomic(event.image, previews / f"step{event.step:06d}.png")
 
-                print(f"training on {event.photos} photos, {event.precision}; held aside for previews: "
-                      f"{', '.join(event.held_out) or 'none'}", file=sys.stderr)
-                bar = tqdm(total=event.steps, initial=event.start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
-        elif isinstance(event, TrainStep) and bar is not None:
-            bar.set_postfix({k: f"{v:.3g}" for k, v in event.terms.items()}, refresh=False)
-            bar.update(1)
-        elif isinstance(event, TrainPreview):
-            save_atomic(event.image, previews / f"step{event.step:06d}.png")
-        elif isinstance(event, TrainCheckpoint) and bar is not None:
-            bar.write(f"checkpoint at step {event.step}: {event.path}")
-        elif isinstance(event, TrainDone) and bar is not None:
-            bar.close()
-
-    try:
+    with TrainProgress(args.quiet, save_preview) as progress:
         path = train(args.styles[0], args.photos, out, cfg, resume=args.resume, device=args.device,
-                     weights=args.weights, callback=callback)
-    finally:
-        if bar is not None:
-            bar.close()
+                     weights=args.weights, callback=progress)
     if not args.quiet:
-        print(f"wrote {path} (previews in {previews})")
+        print(f"wrote {path}" + (f" (previews in {previews})" if previews.is_dir() else ""))
     return EXIT_OK
 
 

@@ -7,9 +7,6 @@ upscaled() for `stylize --upscale`.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from .config import PAINT_LIMIT, UpscalerTrainConfig
@@ -74,44 +71,17 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_train_upscaler(args: argparse.Namespace) -> int:
-    from .cli import config_from_args
-    from .events import TrainCheckpoint, TrainPreview, TrainStep
-    from .images import save_atomic, write_text_atomic
+    from .cli import TrainProgress, config_from_args
+    from .images import save_atomic
     from .train_upscaler import train
-    from .training import checkpoint_path, preview_path
+    from .training import check_output, checkpoint_path, preview_path
 
     cfg = config_from_args(args, UpscalerTrainConfig)
-    out = Path(args.output)
-    if out.suffix != ".pt":
-        raise InputError(f"output {out}: a model file must end in .pt")
-    if not out.parent.is_dir():
-        raise InputError(f"output {out}: folder {out.parent} does not exist")
+    out = check_output(args.output)
     if not args.resume and checkpoint_path(out).exists():
         raise InputError(f"{checkpoint_path(out)} exists; pass --resume to continue it, or remove it to start afresh")
-    bar = None
-
-    def callback(event: Any) -> None:
-        nonlocal bar
-        if isinstance(event, TrainPreview):
-            save_atomic(event.image, preview_path(out))
-        if args.quiet:
-            return
-        if isinstance(event, TrainStep):
-            if bar is None:
-                from tqdm import tqdm
-
-                bar = tqdm(total=event.steps, initial=event.step - 1, unit="step", dynamic_ncols=True, file=sys.stderr)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in event.terms.items()}, refresh=False)
-            bar.update(1)
-        elif isinstance(event, TrainCheckpoint) and bar is not None:
-            bar.set_description(f"checkpoint {event.step}", refresh=False)
-
-    try:
-        report = train(args.photos, out, cfg, resume=args.resume, weights=args.weights, callback=callback)
-    finally:
-        if bar is not None:
-            bar.close()
-    write_text_atomic(json.dumps(report, indent=1) + "\n", out.with_suffix(".json"))
+    with TrainProgress(args.quiet, lambda event: save_atomic(event.image, preview_path(out))) as progress:
+        report = train(args.photos, out, cfg, resume=args.resume, weights=args.weights, callback=progress)
     if not args.quiet:
         first, last = report["loss_first_last"] or (float("nan"), float("nan"))
         print(f"wrote {out} ({report['step']} steps, loss {first:.3g} -> {last:.3g}, {report['elapsed_s']:.0f} s)")

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .batch import (BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch, step_fraction,
-                    this_node)
+from .batch import (BatchOptions, BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch,
+                    step_fraction, this_node)
 from .config import StylizeConfig
 from .errors import InputError, ResourceError, RestyleError
 from .events import BatchProgress, PairStarted
@@ -336,25 +336,23 @@ def run_batch_ray(
     out_dir: PathLike,
     config: Optional[StylizeConfig] = None,
     *,
-    suffix: str = ".png",
-    weights: Optional[PathLike] = None,
-    sidecar: bool = True,
-    callback: Optional[Callable[[Any], None]] = None,
     address: Optional[str] = None,
     workers: Optional[int] = None,
     cpus_per_worker: Optional[int] = None,
     copy: bool = False,
+    **options: Any,
 ) -> BatchReport:
     """run_batch() on Ray workers; `address` as for connect(). Emits PairStarted and BatchProgress.
 
+    `options` are run_batch's (batch.BatchOptions: suffix, weights, sidecar, callback).
     `copy`: send the files through Ray's object store and write the results here, for a
     cluster whose nodes cannot see this machine's folders (a laptop joining with ray://).
     """
-    cfg = config or StylizeConfig()
+    cfg, o = config or StylizeConfig(), BatchOptions(**options)
     check_address(address)
-    tasks = plan_batch(contents, styles, out_dir, cfg, suffix)  # bad input: refused before any cluster
-    return run_on_ray(tasks, BatchWorker, (cfg, None if weights is None else os.fspath(weights), sidecar),
-                      callback=callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
+    tasks = plan_batch(contents, styles, out_dir, cfg, o.suffix)  # bad input: refused before any cluster
+    return run_on_ray(tasks, BatchWorker, (cfg, None if o.weights is None else os.fspath(o.weights), o.sidecar),
+                      callback=o.callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
                       transport=Copies if copy else Paths)
 
 

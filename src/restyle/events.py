@@ -7,6 +7,7 @@ the tests into assertions. The engine knows nothing of any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Tuple, Union
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,24 +120,48 @@ Event = Union[Planned, Estimate, StageStart, Iterate, Snapshot, Done]
 Callback = Callable[[Event], None]
 
 
-# --- training (trained networks: see training.py) ---------------------------
+# --- training (trained networks: the one loop in training.py) ---------------
+
+
+@dataclass(frozen=True)
+class TrainStart:
+    """Training begins (or resumes)."""
+
+    start_step: int  # 0, or the step a resumed run continues from
+    steps: int
+    photos: int  # training photos (after the held-aside ones)
+    held_out: Tuple[str, ...]
+    precision: str
 
 
 @dataclass(frozen=True)
 class TrainStep:
     """One optimiser step of a network's training."""
 
-    step: int  # 1-based, counted over resumed runs too
+    step: int  # 1-based, over the whole run (a resumed run continues the count)
     steps: int
     loss: float
-    terms: Mapping[str, float]
-    elapsed: float  # seconds since this process started training
+    terms: Mapping[str, float]  # the loss's weighted parts
+    elapsed: float  # seconds in this session
+    start_step: int = 0  # where this session began: the pace is (step - start_step) / elapsed
+
+    @property
+    def first(self) -> int:
+        """The step this session started from (the older name of start_step)."""
+        return self.start_step
 
     @property
     def eta(self) -> float:
-        return self.elapsed / max(1, self.step - self.first) * (self.steps - self.step) if self.step else 0.0
+        """Seconds left at this session's mean pace."""
+        return self.elapsed / max(self.step - self.start_step, 1) * (self.steps - self.step)
 
-    first: int = 0  # the step this process started from (0, or the resumed checkpoint's)
+
+@dataclass(frozen=True)
+class TrainPreview:
+    """The preview grid at this step (the CLI writes it)."""
+
+    step: int
+    image: "Image.Image" = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -144,12 +169,17 @@ class TrainCheckpoint:
     """A checkpoint was written (training can --resume from it)."""
 
     step: int
-    path: str
+    path: Path
 
 
 @dataclass(frozen=True)
-class TrainPreview:
-    """The preview grid at this step (the CLI writes it beside the model file)."""
+class TrainDone:
+    """Training finished: the model file is written."""
 
     step: int
-    image: "Image.Image" = field(repr=False)
+    path: Path
+    elapsed: float  # seconds in this session
+    steps_per_s: float
+
+
+TrainEvent = Union[TrainStart, TrainStep, TrainPreview, TrainCheckpoint, TrainDone]

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
+from .losses import gram_product, positions
 from .memory import TILE_MARGIN
 from .models.layers import deepest_layer, in_network_order, layer_stride, receptive_field
 
@@ -112,9 +113,7 @@ class TileView:
 
 def gram_sum(f: torch.Tensor) -> torch.Tensor:
     """Unnormalised F F^T in float32 of (N, C, h, w) activations -> (N, C, C)."""
-    n, c = f.shape[:2]
-    v = f.float().permute(0, 2, 3, 1).reshape(n, -1, c)
-    return v.transpose(1, 2) @ v
+    return gram_product(positions(f))
 
 
 @torch.no_grad()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Tuple
+from dataclasses import dataclass, field
+from typing import Tuple
 
-from .config import STYLE_NORMS, VGG19_LAYERS
+from .config import STYLE_NORMS, VGG19_LAYERS, TrainBase
 from .errors import InputError
 from .models.transformer_config import TransformerConfig
 
@@ -18,8 +18,11 @@ def _help(text: str) -> dict:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of `restyle train`, with its default; the CLI flags are built from it."""
+class TrainConfig(TrainBase):
+    """Every knob of `restyle train`, with its default; the CLI flags are built from it.
+
+    steps, batch_size, lr, preview_every, checkpoint_every and seed come from TrainBase.
+    """
 
     # The defaults are the bundled starry_night's recipe, chosen by measurement (README,
     # "The bundled model"): 500-step probes at 128 px compared the Gram normalisation
@@ -27,10 +30,9 @@ class TrainConfig:
     # residual network (it keeps the photo but paints only a faint hatching) and the
     # style strength (100 x 0.4 keeps faces and cats readable); then 256 px crops, batch
     # 2, the painting at 512 px (the size the optimiser paints it at) for 4000 steps:
-    # 37 min on our 2-core CPU.
-    steps: int = field(default=4000, metadata=_help("optimiser steps (batches)"))
+    # 37 min on our 2-core CPU. Steps, batch size, lr and the preview and checkpoint
+    # intervals of that recipe are TrainBase's defaults.
     size: int = field(default=256, metadata=_help("side of the square training crops in pixels"))
-    batch_size: int = field(default=2, metadata=_help("photos per step"))
     # Photos are resized so their short side is a random value in [size, size * max_scale]
     # before cropping: the network sees features at several scales.
     max_scale: float = field(default=1.6, metadata=_help("largest random rescale of a photo before cropping"))
@@ -50,29 +52,26 @@ class TrainConfig:
     # "target" makes each layer's loss a relative error (losses.style_layer_scales), so relu1_1
     # (palette, fine strokes) counts as much as relu4_1 (the swirls); "none" is Johnson et al.'s balance.
     style_norm: str = field(default="target", metadata=_help(f"one of {', '.join(STYLE_NORMS)}: per-layer style loss normalisation"))
-    lr: float = field(default=1e-3, metadata=_help("Adam learning rate"))
     widths: Tuple[int, ...] = field(default=(12, 24, 48), metadata=_help("network channel widths"))
     res_blocks: int = field(default=4, metadata=_help("network residual blocks"))
     residual: bool = field(default=False, metadata={"cli": False, "help": "the network adds its output to the photo"})
     holdout: int = field(default=8, metadata=_help("photos held aside from training for the preview grid"))
-    preview_every: int = field(default=250, metadata=_help("steps between preview grids (0: never)"))
-    checkpoint_every: int = field(default=250, metadata=_help("steps between checkpoints (0: only at the end and on Ctrl-C)"))
-    seed: int = field(default=0, metadata=_help("seed of the network's initialisation and the data order"))
     precision: str = field(default="auto", metadata=_help(f"one of {', '.join(TRAIN_PRECISIONS)}; auto: bf16 where the hardware has it"))
     threads: int = field(default=0, metadata=_help("torch threads (0: torch's default)"))
 
-    def __post_init__(self) -> None:
-        for name in ("steps", "size", "batch_size", "style_size"):
+    def validate(self) -> None:
+        super().validate()
+        for name in ("size", "style_size"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.size < 32:
             raise InputError(f"size must be >= 32 px (VGG-19's poolings), got {self.size}")
         if self.max_scale < 1.0:
             raise InputError(f"max_scale must be >= 1, got {self.max_scale}")
-        for name in ("content_weight", "style_weight", "style_strength", "tv_weight", "lr"):
+        for name in ("content_weight", "style_weight", "style_strength", "tv_weight"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
-        for name in ("holdout", "preview_every", "checkpoint_every", "threads"):
+        for name in ("holdout", "threads"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.style_norm not in STYLE_NORMS:
@@ -91,5 +90,3 @@ class TrainConfig:
     def network_config(self) -> TransformerConfig:
         return TransformerConfig(tuple(self.widths), self.res_blocks, residual=self.residual)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}

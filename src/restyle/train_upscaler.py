@@ -11,12 +11,12 @@ without hand-tuned constants; Johnson et al. divide by C*H*W only.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .config import UpscalerTrainConfig
 from .errors import InputError
@@ -24,27 +24,26 @@ from .events import Callback
 from .images import PathLike, load_image, to_tensor
 from .models.upscaler import Upscaler, UpscalerConfig, model_from_record, model_record
 from .models.vgg import VGG19Features, deepest_layer
-from .training import checkpoint_path, cosine_lr, fit, grid, load_record, save_record
-from .weights import load_weights
+from .training import (
+    PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, cosine_lr, fit, grid, list_photos, load_record,
+    save_record, seeded, step_generator,
+)
+from .training import split_photos as _split
+from .weights import Weights, load_weights
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 KIND = "upscaler"
 
 
 def split_photos(folder: PathLike, hold_out: int) -> Tuple[List[Path], List[Path]]:
     """(training, held-aside) photos of `folder`: every k-th by name is held aside, k = n // hold_out."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"photos {folder}: no such folder")
-    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+    photos = list_photos(folder)
     if len(photos) <= hold_out:
         raise InputError(
             f"photos {folder}: {len(photos)} pictures ({', '.join(PHOTO_SUFFIXES)}); "
             f"need more than the {hold_out} held aside"
         )
-    k = len(photos) // hold_out if hold_out else 0
-    held = set(photos[k - 1::k][:hold_out]) if hold_out else set()
-    return [p for p in photos if p not in held], sorted(held)
+    train, held = _split(photos, hold_out)
+    return train, sorted(held)
 
 
 def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -55,9 +54,8 @@ def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
 class Crops:
     """Random crops (with random mirroring) of photos held in memory as 8-bit tensors."""
 
-    def __init__(self, photos: Sequence[Path], crop: int, generator: torch.Generator) -> None:
+    def __init__(self, photos: Sequence[Path], crop: int) -> None:
         self.crop = crop
-        self.generator = generator
         self.pictures = []
         for p in photos:
             img = load_image(p)
@@ -66,8 +64,9 @@ class Crops:
         if not self.pictures:
             raise InputError(f"no training photo is at least {crop} px on its short side (the crop size)")
 
-    def batch(self, n: int) -> torch.Tensor:
-        g, c = self.generator, self.crop
+    def batch(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """`n` crops drawn with generator `g` (training.step_generator: the step's own)."""
+        c = self.crop
         out = []
         for _ in range(n):
             pic = self.pictures[int(torch.randint(len(self.pictures), (1,), generator=g))]
@@ -85,15 +84,14 @@ class PerceptualLoss(torch.nn.Module):
         super().__init__()
         self.vgg, self.layers, self.pixel_weight = vgg, tuple(layers), pixel_weight
 
-    def forward(self, out: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+    def forward(self, out: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         with torch.no_grad():
             ft = self.vgg(target, self.layers)
         fo = self.vgg(out, self.layers)
         feature = sum(F.mse_loss(fo[k], ft[k]) / ft[k].pow(2).mean().clamp_min(1e-8) for k in self.layers)
         feature = feature / len(self.layers)
         pixel = F.l1_loss(out, target) / 255
-        loss = feature + self.pixel_weight * pixel
-        return loss, {"feature": float(feature.detach()), "pixel": float(pixel.detach())}
+        return feature + self.pixel_weight * pixel, {"feature": feature, "pixel": pixel}
 
 
 def centre_crop(t: torch.Tensor, side: int) -> torch.Tensor:
@@ -110,6 +108,52 @@ def _preview_rows(model: Upscaler, hr: torch.Tensor) -> List[List[torch.Tensor]]
     return [[bic[i:i + 1], net[i:i + 1], hr[i:i + 1]] for i in range(hr.shape[0])]
 
 
+class UpscalerRecipe(Recipe):
+    """An Upscaler trained on PerceptualLoss over random crops, shrunk by the factor."""
+
+    def __init__(self, cfg: UpscalerTrainConfig, model: Upscaler, weights: Weights, photos: PathLike,
+                 train_photos: Sequence[Path], held: Sequence[Path]) -> None:
+        self.cfg, self.net, self.weights, self.photos_dir = cfg, model.train(), weights, str(photos)
+        vgg = VGG19Features.from_weights(weights, deepest_layer(cfg.feature_layers))
+        self.criterion = PerceptualLoss(vgg, cfg.feature_layers, cfg.pixel_weight)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lr(cfg.steps))
+        self.crops = Crops(train_photos, cfg.crop)
+        self.photos, self.held_out = len(self.crops.pictures), tuple(p.name for p in held)
+        # Preview: the centres of up to 4 held-aside photos (else training photos), never trained on.
+        shown = Crops(held or train_photos, cfg.crop)
+        self.preview_hr = torch.cat([centre_crop(p, cfg.crop) for p in shown.pictures[:4]]).float()
+
+    def batch(self, step: int) -> torch.Tensor:
+        return self.crops.batch(self.cfg.batch_size, step_generator(self.cfg.seed, step))
+
+    def loss(self, hr: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        return self.criterion(self.net(downscale(hr, self.cfg.scale)), hr)
+
+    def preview(self) -> Optional[Image.Image]:
+        return grid(_preview_rows(self.net, self.preview_hr))
+
+    def report(self, state: TrainState) -> Dict[str, Any]:
+        return {
+            "photos": self.photos_dir, "train_photos": self.photos, "held_out": list(self.held_out),
+            "step": state.step, "elapsed_s": round(state.wall_s, 1), "weights_sha256": self.weights.sha256,
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def save(self, kind: str, path: Path, state: TrainState) -> Path:
+        if kind == "checkpoint":
+            return save_record({**model_record(self.net), **self.report(state), "history": list(state.history),
+                                "optimizer": state.optimizer, "scheduler": state.scheduler}, path)
+        return save_record({**model_record(self.net), "train": self.sidecar(path, state, 0.0, history=False)}, path)
+
+    def sidecar(self, path: Path, state: TrainState, steps_per_s: float, history: bool = True) -> Dict[str, Any]:
+        report = self.report(state)
+        if history:
+            report["history"] = [list(h) for h in state.history]
+        report["loss_first_last"] = [state.history[0][1], state.history[-1][1]] if state.history else []
+        return report
+
+
 def train(
     photos: PathLike,
     out: PathLike,
@@ -118,81 +162,28 @@ def train(
     resume: bool = False,
     weights: Optional[PathLike] = None,
     callback: Optional[Callback] = None,
+    should_stop: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """Train (or with `resume`, continue from OUT.ckpt) and write the model file `out`.
 
     On resume the checkpoint's settings apply, except `steps` from `config`
-    (to train longer). Returns the training report (also stored in the model file).
+    (to train longer). Returns the training report (also stored in the model file,
+    and written beside it as OUT.json).
     """
-    out = Path(out)
-    ckpt_path = checkpoint_path(out)
-    state = None
+    out = check_output(out)
     cfg = config or UpscalerTrainConfig()
+    state = None
     if resume:
-        state = load_record(ckpt_path, KIND)
-        cfg = UpscalerTrainConfig(**{**state["train_config"], "steps": cfg.steps})
-        if state["step"] > cfg.steps:
-            raise InputError(f"checkpoint {ckpt_path} is at step {state['step']}, past --steps {cfg.steps}")
+        record = load_record(checkpoint_path(out), KIND)
+        cfg = UpscalerTrainConfig(**{**record["train_config"], "steps": cfg.steps})
+        state = TrainState(record["step"], [tuple(h) for h in record["history"]], record["elapsed_s"],
+                           record["optimizer"], record["scheduler"])
     train_photos, held = split_photos(photos, cfg.hold_out)
-
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        model = Upscaler(UpscalerConfig(cfg.scale, cfg.channels, cfg.blocks))
-    w = load_weights(weights)
-    vgg = VGG19Features.from_weights(w, deepest_layer(cfg.feature_layers))
-    criterion = PerceptualLoss(vgg, cfg.feature_layers, cfg.pixel_weight)
-    if state is not None:
-        model = model_from_record(state, str(ckpt_path)).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lr(cfg.steps))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    start, history, elapsed = 0, [], 0.0
-    if state is not None:
-        # After the scheduler is built (it resets the learning rate), so the saved rate wins.
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        start, history, elapsed = state["step"], [tuple(h) for h in state["history"]], state["elapsed_s"]
-    crops = Crops(train_photos, cfg.crop, generator)
-    # Preview: the centres of up to 4 held-aside photos (else training photos), never trained on.
-    shown = Crops(held or train_photos, cfg.crop, torch.Generator().manual_seed(1))
-    preview_hr = torch.cat([centre_crop(p, cfg.crop) for p in shown.pictures[:4]]).float()
-
-    def step_fn(step: int) -> Tuple[torch.Tensor, Dict[str, float]]:
-        hr = crops.batch(cfg.batch_size)
-        return criterion(model(downscale(hr, cfg.scale)), hr)
-
-    def report(step: int) -> Dict[str, Any]:
-        return {
-            "photos": str(photos), "train_photos": len(crops.pictures),
-            "held_out": [p.name for p in held], "step": step,
-            "elapsed_s": round(elapsed + time.perf_counter() - t0, 1),
-            "weights_sha256": w.sha256, "train_config": cfg.to_dict(),
-        }
-
-    def save_checkpoint(step: int) -> Path:
-        rec = {**model_record(model), **report(step), "history": history + run_history,
-               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "generator": generator.get_state()}
-        return save_record(rec, ckpt_path)
-
-    t0 = time.perf_counter()
-    run_history: List[Tuple[int, float]] = []
-
-    def record(event: Any) -> None:
-        from .events import TrainStep
-
-        if isinstance(event, TrainStep):
-            run_history.append((event.step, event.loss))
-        if callback is not None:
-            callback(event)
-
-    fit(model, optimizer, step_fn, steps=cfg.steps, start=start, scheduler=scheduler,
-        checkpoint=save_checkpoint, checkpoint_every=cfg.checkpoint_every,
-        preview=lambda step: grid(_preview_rows(model, preview_hr)), preview_every=cfg.preview_every,
-        callback=record)
-    final = report(cfg.steps)
-    final["history"] = history + run_history
-    final["loss_first_last"] = [final["history"][0][1], final["history"][-1][1]] if final["history"] else []
-    save_record({**model_record(model), "train": {k: v for k, v in final.items() if k != "history"}}, out)
-    return final
+    if state is None:
+        with seeded(cfg.seed):
+            model = Upscaler(UpscalerConfig(cfg.scale, cfg.channels, cfg.blocks))
+    else:
+        model = model_from_record(record, str(checkpoint_path(out)))
+    recipe = UpscalerRecipe(cfg, model, load_weights(weights), photos, train_photos, held)
+    return fit(recipe, out, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every,
+               preview_every=cfg.preview_every, resume=state, callback=callback, should_stop=should_stop)

@@ -1,29 +1,49 @@
-"""Training machinery shared by restyle's trained networks: model files, checkpoints, the loop.
+"""The one training loop of restyle's trained networks, and what they share.
 
-A model file is self-describing (nanoGPT's habit): beside the weights it stores
-its kind and the arguments that rebuild the network, and it loads with
-`torch.load(..., weights_only=True)`, so a file cannot run code. A checkpoint is
-a model file plus the optimiser, scheduler and data-sampler states and the step,
-so that `--resume` continues exactly where the run stopped.
+Two kinds of network are trained: feed-forward style networks (style_training.py)
+and the super-resolution network (train_upscaler.py). Each brings a `Recipe`:
+its network and optimiser, its batch maker, its loss, its preview and its
+model-file format. `fit` does everything else, the same way for both:
+
+- data by (seed, step): the batch of step k is drawn from `step_generator(seed, k)`
+  alone, so a run resumed from its step-k checkpoint sees exactly the batches the
+  uninterrupted run would have seen;
+- checkpoints every `checkpoint_every` steps, at the end, and on Ctrl-C (or when
+  `should_stop()`), written atomically: the optimiser (and scheduler) state, the
+  step, the loss history and the wall time so far, so `--resume` is exact;
+- preview grids at the start, every `preview_every` steps and at the end;
+- progress as data: TrainStart, TrainStep, TrainPreview, TrainCheckpoint, TrainDone;
+- the model file, and a JSON sidecar beside it describing the run.
+
+The upscaler's model files (`save_record`/`load_record`, format "restyle-model")
+are described here too; the style networks' are in modelfile.py.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import json
+import math
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 
 from .errors import Cancelled, InputError
-from .events import Callback, TrainCheckpoint, TrainPreview, TrainStep
-from .images import PathLike
+from .events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
+from .images import PathLike, write_text_atomic
+from .modelfile import save_model_file, sidecar_of
 
 FORMAT = "restyle-model"
 FORMAT_VERSION = 1
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+# --- paths and photos -----------------------------------------------------------------------------
 
 
 def checkpoint_path(out: PathLike) -> Path:
@@ -38,21 +58,86 @@ def preview_path(out: PathLike) -> Path:
     return out.with_name(out.stem + ".preview.png")
 
 
+def check_output(out: PathLike) -> Path:
+    """A model file to write: it must end in .pt, in a folder that exists."""
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise InputError(f"output {out}: a model file must end in .pt")
+    if not out.parent.is_dir():
+        raise InputError(f"output {out}: folder {out.parent} does not exist")
+    return out
+
+
+def list_photos(folder: PathLike) -> List[Path]:
+    """The pictures in `folder` (by suffix, see PHOTO_SUFFIXES), sorted by name."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(f"photos {d}: no such folder")
+    return sorted(p for p in d.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+
+
+def split_photos(photos: Sequence[Path], holdout: int) -> Tuple[List[Path], List[Path]]:
+    """(training, held aside): every k-th photo by sorted name (k = n // holdout) is held aside,
+    so the choice is deterministic and spread over the folder."""
+    if holdout == 0:
+        return list(photos), []
+    k = max(len(photos) // holdout, 1)
+    held = [p for i, p in enumerate(photos) if i % k == k - 1][:holdout]
+    return [p for p in photos if p not in held], held
+
+
+def data_fingerprint(photos: Sequence[Path]) -> str:
+    """sha256 over the names and contents of the training photos, in order."""
+    from .weights import sha256sum
+
+    h = hashlib.sha256()
+    for p in photos:
+        h.update(p.name.encode() + b"\0" + sha256sum(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The data RNG of step `step` (0-based): depends on (seed, step) only, so resume is exact."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's global RNG seeded with `seed` inside (a network's initialisation), restored after."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
+def cosine_lr(steps: int, floor: float = 0.1) -> Callable[[int], float]:
+    """LR multiplier: cosine from 1 to `floor` over `steps` (a pure function of the step)."""
+    return lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def grid(rows: Sequence[Sequence[torch.Tensor]], gap: int = 4) -> Image.Image:
+    """Pictures (1, 3, H, W) in 0-255, laid out row by row on white with `gap` px between."""
+    from .images import to_pil
+
+    cells = [[to_pil(t) for t in row] for row in rows]
+    col_w = [max(r[c].width for r in cells) for c in range(len(cells[0]))]
+    row_h = [max(im.height for im in r) for r in cells]
+    sheet = Image.new("RGB", (sum(col_w) + gap * (len(col_w) + 1), sum(row_h) + gap * (len(row_h) + 1)), "white")
+    y = gap
+    for r, h in zip(cells, row_h):
+        x = gap
+        for im, w in zip(r, col_w):
+            sheet.paste(im, (x, y))
+            x += w + gap
+        y += h + gap
+    return sheet
+
+
+# --- the upscaler's model files -------------------------------------------------------------------
+
+
 def save_record(record: Dict[str, Any], path: PathLike) -> Path:
-    """torch.save to a temporary file, then rename: a killed run never leaves half a checkpoint."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, "version": FORMAT_VERSION, **record}, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make a shared model file private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """A "restyle-model" record, written atomically: a killed run never leaves half a checkpoint."""
+    return save_model_file({"format": FORMAT, "version": FORMAT_VERSION, **record}, path)
 
 
 def load_record(path: PathLike, kind: str) -> Dict[str, Any]:
@@ -74,83 +159,143 @@ def load_record(path: PathLike, kind: str) -> Dict[str, Any]:
     return record
 
 
-def cosine_lr(steps: int, floor: float = 0.1) -> Callable[[int], float]:
-    """LR multiplier: cosine from 1 to `floor` over `steps` (a pure function of the step)."""
-    import math
+# --- the loop -------------------------------------------------------------------------------------
 
-    return lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+@dataclass
+class TrainState:
+    """Where a run stands: what a checkpoint stores, and what --resume restores."""
+
+    step: int = 0
+    history: List[Tuple[float, ...]] = field(default_factory=list)  # Recipe.history_row per row
+    wall_s: float = 0.0  # training seconds over all sessions
+    optimizer: Optional[Dict[str, Any]] = None
+    scheduler: Optional[Dict[str, Any]] = None
+
+
+class Recipe:
+    """What one kind of network brings to `fit`: set the attributes, implement the methods.
+
+    `batch(step)` must draw its randomness from `step_generator(seed, step)` only.
+    """
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[Any] = None  # stepped after every optimiser step
+    history_every = 1  # a history row every N steps (and at step 1)
+    photos = 0  # training photos (for TrainStart)
+    held_out: Tuple[str, ...] = ()
+    precision = "fp32"
+
+    def batch(self, step: int) -> Any:
+        """The data of step `step` (0-based)."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """(the loss to minimise, its named parts) on one batch."""
+        raise NotImplementedError
+
+    def preview(self) -> Optional[Image.Image]:
+        """The preview grid (called in eval mode without gradients), or None."""
+        return None
+
+    def history_row(self, step: int, loss: float, terms: Dict[str, float]) -> Tuple[float, ...]:
+        return (step, loss)
+
+    def save(self, kind: str, path: Path, state: TrainState) -> Path:
+        """Write a "checkpoint" (with the optimiser state) or the "model" to `path`, atomically."""
+        raise NotImplementedError
+
+    def sidecar(self, path: Path, state: TrainState, steps_per_s: float) -> Dict[str, Any]:
+        """The JSON written beside the model file `path` (and returned by `fit`)."""
+        raise NotImplementedError
 
 
 def fit(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    step_fn: Callable[[int], Tuple[torch.Tensor, Dict[str, float]]],
+    recipe: Recipe,
+    output: PathLike,
     *,
     steps: int,
-    start: int = 0,
-    scheduler: Optional[Any] = None,
-    checkpoint: Optional[Callable[[int], Path]] = None,
     checkpoint_every: int = 0,
-    preview: Optional[Callable[[int], Image.Image]] = None,
     preview_every: int = 0,
-    callback: Optional[Callback] = None,
-) -> List[Tuple[int, float]]:
-    """Run steps start+1 .. steps of `step_fn` (returns the loss and its named terms).
+    resume: Optional[TrainState] = None,
+    callback: Optional[Callable[[TrainEvent], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> Dict[str, Any]:
+    """Train `recipe` to step `steps`, from step 0 or from `resume`; write the model file `output`.
 
-    Emits TrainStep after every step, TrainCheckpoint after `checkpoint(step)`
-    (every `checkpoint_every` steps and at the end) and TrainPreview with
-    `preview(step)` every `preview_every` steps and at the end. Returns
-    (step, loss) pairs.
+    Writes checkpoints to checkpoint_path(output) and the sidecar to sidecar_of(output);
+    returns the sidecar. Ctrl-C (KeyboardInterrupt) or `should_stop()` writes a
+    checkpoint of the last whole step, then raises Cancelled.
     """
     emit = callback or (lambda event: None)
+    output, ckpt = Path(output), checkpoint_path(output)
+    net, opt, sched = recipe.net, recipe.optimizer, recipe.scheduler
+    state = TrainState()
+    if resume is not None:
+        opt.load_state_dict(resume.optimizer)  # after the scheduler is built (it resets the rate): the saved rate wins
+        if sched is not None and resume.scheduler is not None:
+            sched.load_state_dict(resume.scheduler)
+        state = TrainState(resume.step, [tuple(h) for h in resume.history if h[0] <= resume.step], resume.wall_s)
+        if state.step > steps:
+            raise InputError(f"checkpoint {ckpt} is at step {state.step}, past --steps {steps}")
+    start, prior_wall = state.step, state.wall_s
     t0 = time.perf_counter()
-    history: List[Tuple[int, float]] = []
-    model.train()
-    done = start
+
+    def now() -> TrainState:
+        state.wall_s = prior_wall + time.perf_counter() - t0
+        state.optimizer = opt.state_dict()
+        state.scheduler = sched.state_dict() if sched is not None else None
+        return state
+
+    def checkpoint() -> Path:
+        path = recipe.save("checkpoint", ckpt, now())
+        emit(TrainCheckpoint(state.step, path))
+        return path
+
+    def preview() -> None:
+        net.eval()
+        with torch.no_grad():
+            image = recipe.preview()
+        net.train()
+        if image is not None:
+            emit(TrainPreview(state.step, image))
+
+    emit(TrainStart(start, steps, recipe.photos, tuple(recipe.held_out), recipe.precision))
+    net.train()
     try:
-        for step in range(start + 1, steps + 1):
-            loss, terms = step_fn(step)
-            optimizer.zero_grad(set_to_none=True)
+        if start == 0 and preview_every:
+            preview()
+        while state.step < steps:
+            if should_stop is not None and should_stop():
+                raise KeyboardInterrupt
+            loss, terms = recipe.loss(recipe.batch(state.step))
+            if not torch.isfinite(loss):  # stop now rather than save a broken network
+                raise RuntimeError(f"training diverged at step {state.step + 1} (loss {float(loss)}); lower --lr")
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            value = float(loss.detach())
-            if value != value:  # NaN: stop now rather than save a broken network
-                raise RuntimeError(f"training diverged at step {step} (loss is NaN); lower the learning rate")
-            history.append((step, value))
-            done = step
-            emit(TrainStep(step, steps, value, terms, time.perf_counter() - t0, first=start))
-            last = step == steps
-            if preview is not None and (last or (preview_every and step % preview_every == 0)):
-                model.eval()
-                emit(TrainPreview(step, preview(step)))
-                model.train()
-            if checkpoint is not None and (last or (checkpoint_every and step % checkpoint_every == 0)):
-                emit(TrainCheckpoint(step, str(checkpoint(step))))
+            opt.step()
+            if sched is not None:
+                sched.step()
+            state.step = step = state.step + 1
+            value, parts = float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
+            if step % recipe.history_every == 0 or step == 1:
+                state.history.append(recipe.history_row(step, value, parts))
+            emit(TrainStep(step, steps, value, parts, time.perf_counter() - t0, start))
+            if checkpoint_every and step % checkpoint_every == 0 and step < steps:
+                checkpoint()
+            if preview_every and (step % preview_every == 0 or step == steps):
+                preview()
     except KeyboardInterrupt:
-        if checkpoint is None:
-            raise
-        path = checkpoint(done)  # Ctrl-C keeps the progress: --resume continues from here
-        emit(TrainCheckpoint(done, str(path)))
-        raise Cancelled(f"training stopped at step {done} of {steps}; checkpoint {path} (continue with --resume)") from None
-    model.eval()
-    return history
-
-
-def grid(rows: Sequence[Sequence[torch.Tensor]], gap: int = 4) -> Image.Image:
-    """Pictures (1, 3, H, W) in 0-255, laid out row by row on white with `gap` px between."""
-    from .images import to_pil
-
-    cells = [[to_pil(t) for t in row] for row in rows]
-    col_w = [max(r[c].width for r in cells) for c in range(len(cells[0]))]
-    row_h = [max(im.height for im in r) for r in cells]
-    sheet = Image.new("RGB", (sum(col_w) + gap * (len(col_w) + 1), sum(row_h) + gap * (len(row_h) + 1)), "white")
-    y = gap
-    for r, h in zip(cells, row_h):
-        x = gap
-        for im, w in zip(r, col_w):
-            sheet.paste(im, (x, y))
-            x += w + gap
-        y += h + gap
-    return sheet
+        path = checkpoint()
+        raise Cancelled(f"training stopped at step {state.step} of {steps}; checkpoint {path} "
+                        "(continue with --resume)") from None
+    checkpoint()  # the final state, so that a longer --steps can resume
+    elapsed = time.perf_counter() - t0
+    rate = (state.step - start) / max(elapsed, 1e-9)
+    net.eval()
+    path = recipe.save("model", output, now())
+    report = recipe.sidecar(path, state, rate)
+    write_text_atomic(json.dumps(report, indent=1) + "\n", sidecar_of(path))
+    emit(TrainDone(state.step, path, elapsed, rate))
+    return report

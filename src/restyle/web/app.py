@@ -266,27 +266,29 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         return (f"the server is busy: {settings.max_queue} jobs are queued or running, the most it takes. "
                 "Try again in a few minutes.")
 
+    async def try_submit(request: Request):
+        """(job, None), or (None, (message, HTTP status, headers)) when the submission is refused."""
+        try:
+            return await submit(request), None
+        except (UploadError, InputError) as e:
+            return None, (_message(e), e.status if isinstance(e, UploadError) else 400, None)
+        except Busy:
+            return None, (busy_message(), 503, {"Retry-After": "60"})
+
     @app.post("/api/jobs")
     async def api_submit(request: Request):
-        try:
-            job = await submit(request)
-        except (UploadError, InputError) as e:
-            status = e.status if isinstance(e, UploadError) else 400
-            return JSONResponse({"error": _message(e)}, status_code=status)
-        except Busy:
-            return JSONResponse({"error": busy_message()}, status_code=503, headers={"Retry-After": "60"})
+        job, refused = await try_submit(request)
+        if refused is not None:
+            message, status, headers = refused
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
         return with_owner(request, JSONResponse(job.public(), status_code=201, headers={"Location": f"/jobs/{job.id}"}))
 
     @app.post("/jobs")
     async def page_submit(request: Request):
-        try:
-            job = await submit(request)
-        except (UploadError, InputError) as e:
-            status = e.status if isinstance(e, UploadError) else 400
-            return index_page(request, error=_message(e), status=status, values=await form_values(request))
-        except Busy:
-            return index_page(request, error=busy_message(), status=503, headers={"Retry-After": "60"},
-                              values=await form_values(request))
+        job, refused = await try_submit(request)
+        if refused is not None:
+            message, status, headers = refused
+            return index_page(request, error=message, status=status, headers=headers, values=await form_values(request))
         return with_owner(request, RedirectResponse(f"/jobs/{job.id}", status_code=303))
 
     # --- pages ---------------------------------------------------------------
