@@ -64,6 +64,17 @@ def pictures(tmp_path):
     return c, s
 
 
+def watched_page(browser, viewport, **context_options):
+    """A new page and the list its JavaScript errors, console errors and HTTP errors >= 400 land in."""
+    context = browser.new_context(viewport=viewport, bypass_csp=True, **context_options)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+    return context, page, errors
+
+
 def shot(page, name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -72,12 +83,7 @@ def shot(page, name):
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_upload_watch_and_download(browser, server, pictures, viewport, tmp_path):
     tag = "desktop" if viewport is DESKTOP else "phone"
-    context = browser.new_context(viewport=viewport, accept_downloads=True, bypass_csp=True)
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+    context, page, errors = watched_page(browser, viewport, accept_downloads=True)
 
     page.goto(server + "/")
     assert page.title() == "restyle"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_web_browser import DESKTOP, browser, shot  # noqa: F401  (browser: the module's Chromium fixture)
+from test_web_browser import DESKTOP, browser, shot, watched_page  # noqa: F401  (browser: the module's Chromium fixture)
 from test_web_models import TINY_TRAIN
 from videoutil import make_clip, pan_frames
 from webutil import image_bytes, live_server, web_settings
@@ -31,12 +31,7 @@ def test_train_watch_then_play_a_clip_through_the_model(browser, server, tmp_pat
     painting = tmp_path / "my painting.png"
     painting.write_bytes(image_bytes("PNG", (96, 96), "starry_night.jpg"))
     clip = make_clip(tmp_path / "walk.mp4", frames=pan_frames(96, 64, frames=12), fps=12)
-    context = browser.new_context(viewport=DESKTOP, bypass_csp=True)
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+    context, page, errors = watched_page(browser, DESKTOP)
 
     page.goto(server + "/")
     page.click("text=Models")

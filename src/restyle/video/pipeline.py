@@ -83,6 +83,9 @@ class FrameDone:
     seconds: float  # this frame's stylization (0 for a resumed one)
     elapsed: float  # since the run started
     resumed: bool
+    # The stylized frame (H, W, 3) uint8, for a preview: its file in the work folder is written
+    # behind, so it may not exist yet when this event arrives. None for a resumed frame (on disk).
+    image: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,7 @@ def stylize_video(
                 behind.submit(_save_and_encode, result, path, writer, stages)
                 made += 1
                 spent += time.perf_counter() - t_frame
-                emit(FrameDone(k, max(estimate, n), time.perf_counter() - t_frame, time.perf_counter() - t0, False))
+                emit(FrameDone(k, max(estimate, n), time.perf_counter() - t_frame, time.perf_counter() - t0, False, result))
             if n == 0:
                 raise InputError(f"{info.path}: no frames between {cfg.start} s and "
                                  f"{'the end' if cfg.duration is None else f'{cfg.start + cfg.duration} s'}")

@@ -149,8 +149,11 @@ def run_video(run: Any) -> None:
             progress.update(step=event.index + 1, steps=event.frames,
                             eta=None if pace is None else round(pace * left, 1))
             if run.due("preview"):
-                with Image.open(work / frame_name(event.index)) as im:
-                    save_atomic(im.convert("RGB"), folder / "preview.jpg", quality=PREVIEW_QUALITY)
+                if event.image is not None:  # the frame's file is written behind: take the pixels
+                    save_atomic(Image.fromarray(event.image), folder / "preview.jpg", quality=PREVIEW_QUALITY)
+                else:
+                    with Image.open(work / frame_name(event.index)) as im:
+                        save_atomic(im.convert("RGB"), folder / "preview.jpg", quality=PREVIEW_QUALITY)
                 run.write(preview=True, force=True)
             else:
                 run.write(force=left == 0)
