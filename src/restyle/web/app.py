@@ -266,10 +266,10 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         return (f"the server is busy: {settings.max_queue} jobs are queued or running, the most it takes. "
                 "Try again in a few minutes.")
 
-    async def try_submit(request: Request):
-        """(job, None), or (None, (message, HTTP status, headers)) when the submission is refused."""
+    async def try_submit(request: Request, how: Callable = submit):
+        """(job, None), or (None, (message, HTTP status, headers)) when `how` refuses the submission."""
         try:
-            return await submit(request), None
+            return await how(request), None
         except (UploadError, InputError) as e:
             return None, (_message(e), e.status if isinstance(e, UploadError) else 400, None)
         except Busy:
@@ -434,7 +434,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     model_routes.install(app, model_routes.Env(
         settings=settings, store=store, templates=templates, read_form=read_form, enqueue=enqueue,
         error=lambda request, status, message, headers=None: _error(request, templates, status, message, headers),
-        job_or_404=job_or_404, busy_message=busy_message, form_values=form_values, Busy=Busy,
+        job_or_404=job_or_404, form_values=form_values, try_submit=try_submit,
     ))
 
     # --- files ---------------------------------------------------------------

@@ -23,14 +23,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 
-from ..config import MIN_SIZE
 from ..errors import InputError
-from ..images import fit_size
 from . import gallery as gallery_mod
 from . import trained
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO
 from .media import ACCEPTED_VIDEO, check_clip, sniff_video
-from .uploads import ACCEPTED, UploadError, check_image, display_name, sniff, upload_name
+from .uploads import ACCEPTED, UploadError, check_image, check_not_thin, display_name, sniff, upload_name
 from .visitors import is_owner, owner_of, with_owner
 
 @dataclass(frozen=True)
@@ -44,9 +42,8 @@ class Env:
     enqueue: Callable
     error: Callable
     job_or_404: Callable
-    busy_message: Callable
     form_values: Callable
-    Busy: type
+    try_submit: Callable  # (request, submit) -> (job, None) or (None, (message, status, headers))
 
 
 def _strings(form: Any) -> Dict[str, str]:
@@ -73,10 +70,7 @@ def install(app: FastAPI, env: Env) -> None:
         data, suffix, label, img = await image_from_form(form, "style", "painting", settings)
         cfg = trained.train_config(params, settings)
         if img is not None:
-            w, h = fit_size(img.width, img.height, cfg.style_size)
-            if min(w, h) < MIN_SIZE:
-                raise UploadError(f"painting: {img.width}x{img.height} is too long and thin to learn from: at "
-                                  f"{cfg.style_size} px its short side would be {min(w, h)} px, under {MIN_SIZE}", 400)
+            check_not_thin(img.width, img.height, cfg.style_size, "painting", "learn from", f"at {cfg.style_size} px")
         params["style_sha256"] = hashlib.sha256(data).hexdigest()
         name = "style" + suffix
         return env.enqueue(request, {name: data}, params, "", name, "", label, task=TRAIN)
@@ -113,10 +107,7 @@ def install(app: FastAPI, env: Env) -> None:
             img = await asyncio.to_thread(check_image, data, "photo", max_bytes=settings.max_upload_bytes,
                                           max_pixels=settings.max_pixels)
             size = _size(_strings(form).get("size"), settings)
-            w, h = fit_size(img.width, img.height, size)
-            if min(w, h) < MIN_SIZE:
-                raise UploadError(f"photo: {img.width}x{img.height} is too long and thin: at {size} px its short "
-                                  f"side would be {min(w, h)} px, under {MIN_SIZE}", 400)
+            check_not_thin(img.width, img.height, size, "photo", "stylize", f"at {size} px")
             params["size"] = size
             files["content" + img.suffix] = data
             return env.enqueue(request, files, params, "content" + img.suffix, style_file, label, model.label,
@@ -220,26 +211,18 @@ def install(app: FastAPI, env: Env) -> None:
         return env.error(request, exc.status, exc.message)
 
     async def _answer_api(request: Request, submit: Callable):
-        try:
-            job = await submit(request)
-        except (UploadError, InputError) as e:
-            status = e.status if isinstance(e, UploadError) else 400
-            return JSONResponse({"error": getattr(e, "message", str(e))}, status_code=status)
-        except env.Busy:
-            return JSONResponse({"error": env.busy_message()}, status_code=503, headers={"Retry-After": "60"})
+        job, refused = await env.try_submit(request, submit)
+        if refused is not None:
+            message, status, headers = refused
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
         return with_owner(request, JSONResponse(job.public(), status_code=201, headers={"Location": f"/jobs/{job.id}"}))
 
     async def _answer_page(request: Request, submit: Callable):
-        try:
-            job = await submit(request)
-        except (UploadError, InputError) as e:
-            status = e.status if isinstance(e, UploadError) else 400
-            return models_page(request, getattr(e, "message", str(e)), status, await env.form_values(request))
-        except env.Busy:
-            return models_page(request, env.busy_message(), 503, await env.form_values(request),
-                               headers={"Retry-After": "60"})
+        job, refused = await env.try_submit(request, submit)
+        if refused is not None:
+            message, status, headers = refused
+            return models_page(request, message, status, await env.form_values(request), headers=headers)
         return with_owner(request, RedirectResponse(f"/jobs/{job.id}", status_code=303))
-
 
 def _size(text: Any, settings: Any) -> int:
     """The output size of a photo stylized with a model: one of the form's sizes."""

@@ -112,15 +112,19 @@ def check_fits(img: CheckedImage, what: str, role: str, cfg: Any, *, max_size: i
     """
     first = pyramid(cfg.size, cfg.iterations, cfg.scales)[0].long_side
     long_side = first if role == "content" else max(1, round(first * cfg.style_scale))
-    w, h = fit_size(img.width, img.height, long_side)
-    if min(w, h) >= MIN_SIZE:
-        return
-    ratio = long_side / MIN_SIZE
     where = f"at {long_side} px on its long side" + (" (the first scale of the painting)" if role == "content" else
                                                       " (the style is matched at this size)")
+    check_not_thin(img.width, img.height, long_side, what, "paint", where)
+
+
+def check_not_thin(width: int, height: int, long_side: int, what: str, verb: str, where: str) -> None:
+    """Refuse (400) a width x height image whose short side is under MIN_SIZE px once its long side is `long_side`."""
+    w, h = fit_size(width, height, long_side)
+    if min(w, h) >= MIN_SIZE:
+        return
     raise UploadError(
-        f"{what}: {img.width}x{img.height} is too long and thin to paint: {where} its short side would be "
-        f"{min(w, h)} px, and the painting needs at least {MIN_SIZE} px. Crop it to {ratio:g}:1 or squarer", 400)
+        f"{what}: {width}x{height} is too long and thin to {verb}: {where} its short side would be "
+        f"{min(w, h)} px, and it needs at least {MIN_SIZE} px. Crop it to {long_side / MIN_SIZE:g}:1 or squarer", 400)
 
 
 def upload_name(upload: Any) -> Optional[str]:
