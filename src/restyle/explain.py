@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import ExplainConfig, StylizeConfig
+from .config import PRESETS, ExplainConfig, StylizeConfig
 from .device import network, resolve_device, resolve_precision
 from .engine import Painter, noise_image, paint_pyramid, painter_for, run
 from .errors import Cancelled, InputError
@@ -680,5 +680,5 @@ def render_html(
             f"{cfg.pooling} pooling; TV weight {cfg.tv_weight:g}; seed {cfg.seed}; {device}, {precision}; "
             f"made in {timings['total']:.0f} s"
         ),
-        default_ratio=f"{StylizeConfig().content_weight / StylizeConfig().style_weight:g}",
+        default_ratio=f"{PRESETS['gatys2016']['content_weight'] / PRESETS['gatys2016']['style_weight']:g}",
     )
