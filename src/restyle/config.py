@@ -422,7 +422,7 @@ class ExplainConfig:
     )
     scales: int = field(default=2, metadata=_help("scales of the coarse-to-fine pyramid (1: full size only)"))
     # alpha/beta with restyle's loss normalisation (losses.py), not the paper's:
-    # the default stylize settings (5/100) sit at 5e-2.
+    # the classic unscaled-loss settings (5/100, the gatys2016 preset) sit at 5e-2.
     ratios: Tuple[float, ...] = field(
         default=(5.0, 5e-1, 5e-2, 5e-3),
         metadata=_help("content/style weight ratios alpha/beta of the trade-off grid"),
