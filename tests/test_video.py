@@ -378,6 +378,24 @@ def test_optimiser_later_frames_start_warped_with_fewer_iterations(clip, tmp_pat
     assert per_frame.iterations == [6, 6, 6]  # per-frame: every frame from the content, all iterations
 
 
+def test_optimiser_first_frame_starts_from_the_paintings_palette(tmp_path, tiny_weights, monkeypatch):
+    """With the default --init palette, frame 0 starts from the frame recoloured to the painting, as stylize does."""
+    import restyle.engine as engine
+    from restyle.config import StylizeConfig
+
+    style = tmp_path / "s.png"
+    Image.new("RGB", (64, 48), (200, 40, 20)).save(style)
+    frame = torch.from_numpy(pan_frames(seed=5)[0]).permute(2, 0, 1)[None].float()
+    starts = []
+    real = engine.initial_image
+    monkeypatch.setattr(engine, "initial_image", lambda *a, **k: starts.append(real(*a, **k)) or starts[-1])
+    OptimiserFrames([style], StylizeConfig(iterations=1, device="cpu", precision="fp32"), weights=tiny_weights)(frame, None)
+    r, g, b = starts[0][0].reshape(3, -1).mean(1)
+    assert r > g + 50 and r > b + 50  # the painting's red; the frame's own colours are not red
+    fr, fg, fb = frame[0].reshape(3, -1).mean(1)
+    assert not (fr > fg + 50 and fr > fb + 50)
+
+
 def test_cli_video_optimiser_and_model_flag(clip, tmp_path, tiny_weights, capsys):
     style = tmp_path / "s.png"
     Image.fromarray(pan_frames(seed=5)[0]).save(style)

@@ -120,7 +120,9 @@ def initial_image(
     if init == "palette":
         # The reverse of --preserve-colors histogram: the photo in the painting's colours,
         # so the optimiser starts with the palette and spends its steps on the strokes.
-        return to_tensor(recolour(content_img, palette or [content_img]), device)
+        if not palette:
+            raise ValueError("init palette needs the style images (palette=)")
+        return to_tensor(recolour(content_img, palette), device)
     if init == "blur":
         return to_tensor(content_img.filter(ImageFilter.GaussianBlur(blur_radius(max(w, h)))), device)
     if init == "noise":

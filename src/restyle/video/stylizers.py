@@ -125,7 +125,8 @@ class OptimiserFrames:
         styles = [pil_to_tensor(resize(s, style_long), device) for s in self.styles]
         terms = build_terms(cfg, Sources(content, styles, self.blend))
         if prev is None:
-            x = initial_image(cfg.init, to_pil(frame), (w, h), cfg.seed, device)
+            x = initial_image(cfg.init, to_pil(frame), (w, h), cfg.seed, device,
+                              palette=[resize(s, style_long) for s in self.styles])
             iterations = cfg.iterations
         else:
             x = prev.warped.to(device)
