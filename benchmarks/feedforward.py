@@ -187,6 +187,8 @@ def pictures(args: argparse.Namespace) -> None:
             # CPU seconds (user + system of the child) tell more than wall time on a shared machine.
             cpu_s = json.loads((out / "times.json").read_text()).get(dst.name + ":cpu", float("nan"))
             print(f"{stem:<28} {method:<10} {t:7.1f} s wall {cpu_s:7.1f} s cpu  {dst}", flush=True)
+    if args.sheet:
+        write_sheet(rows, Path(args.sheet))
     score = None
     try:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -198,6 +200,28 @@ def pictures(args: argparse.Namespace) -> None:
         for stem, method, t, dst, c in rows:
             cd, sd = score(dst, c, style)
             print(f"{stem:<28} {method:<10} {t:7.1f} {cd:8.4f} {sd:8.4f}", flush=True)
+
+
+def write_sheet(rows: Sequence[Tuple[str, str, float, Path, Path]], path: Path, cell: int = 240) -> None:
+    """One row per photo: the photo, then each method's picture, all `cell` px wide (the README's comparison)."""
+    from PIL import Image
+
+    by_photo: dict = {}
+    for stem, _method, _t, dst, c in rows:
+        by_photo.setdefault(stem, [c]).append(dst)
+    strips = []
+    for files in by_photo.values():
+        pics = [Image.open(f).convert("RGB") for f in files]
+        h = round(cell * pics[0].height / pics[0].width)
+        strips.append([p.resize((cell, h), Image.Resampling.LANCZOS) for p in pics])
+    sheet = Image.new("RGB", (cell * max(len(s) for s in strips), sum(s[0].height for s in strips)), "white")
+    y = 0
+    for s in strips:
+        for k, p in enumerate(s):
+            sheet.paste(p, (k * cell, y))
+        y += s[0].height
+    sheet.save(path, quality=88)
+    print(f"wrote {path}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -214,6 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--holdout", type=int, default=8, help="photos the bundled model held aside (its --holdout)")
     p.add_argument("--methods", type=lambda s: s.split(","), default=["bundled", "stl", "optimiser", "hybrid"])
     p.add_argument("--redo", action="store_true", help="recompute pictures that exist")
+    p.add_argument("--sheet", default=None, help="also write the comparison sheet (photo, then each method) here")
     p.add_argument("--only", type=lambda s: s.split(","), default=None, help="only these content stems")
     args = p.parse_args(argv)
     {"passes": passes, "training": training, "pictures": pictures}[args.section](args)

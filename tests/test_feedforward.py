@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from restyle.cli import main
+from restyle.config import StylizeConfig
 from restyle.errors import Cancelled, InputError
 from restyle.feedforward import StyleModel, load_model, receptive_radius
 from restyle.modelfile import FORMAT_VERSION, ModelError, bundled_models, model_payload, read_model_file, save_model_file
@@ -397,6 +398,22 @@ def test_cli_hybrid_starts_from_the_network(tmp_path, tiny_weights, capsys):
     side = json.loads((tmp_path / "h.png.json").read_text())
     assert side["init_model_sha256"] == load_model(model).sha256
     assert Image.open(out).size == (48, 36)
+
+
+def test_cli_hybrid_defaults_refine_at_full_size_only(tmp_path, tiny_weights):
+    """Without --iterations, --scales or --content-weight the hybrid runs its own plan, and the sidecar says so."""
+    from restyle.cli_models import HYBRID_CONTENT_WEIGHT, HYBRID_ITERATIONS
+
+    model = tiny_model_file(tmp_path / "m.pt")
+    c, s = tmp_path / "c.png", tmp_path / "s.png"
+    Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((64, 48)).save(c)
+    Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((48, 48)).save(s)
+    out = tmp_path / "h.png"
+    assert main(["stylize", str(c), str(s), "--init-model", str(model), "-o", str(out), "--size", "48",
+                 "--weights", str(tiny_weights), "--quiet"]) == 0
+    side = json.loads((tmp_path / "h.png.json").read_text())
+    assert side["config"]["content_weight"] == HYBRID_CONTENT_WEIGHT != StylizeConfig().content_weight
+    assert side["stages"] == [{"long_side": 48, "iterations": HYBRID_ITERATIONS, "style_long_side": 48}]
 
 
 def test_cli_stylize_usage_errors(tmp_path, capsys):

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
+from .config import MAX_SIZE
 from .errors import InputError
 
 EXIT_OK = 0
@@ -28,9 +29,10 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                    help="stylize in one pass with a trained model (a bundled name such as starry_night, or a .pt "
                         "file); no style image is needed")
     g.add_argument("--init-model", default=None, metavar="MODEL",
-                   help="hybrid: start the optimiser from this model's picture, with fewer iterations "
-                        f"({HYBRID_ITERATIONS} at full size only, content weight {HYBRID_CONTENT_WEIGHT:g}, unless "
-                        "--iterations, --scales or --content-weight say otherwise)")
+                   help=f"hybrid: start the optimiser from this model's picture (painted at {HYBRID_NETWORK_SCALE}x "
+                        f"the size and shrunk), with fewer iterations ({HYBRID_ITERATIONS} at full size only, content "
+                        f"weight {HYBRID_CONTENT_WEIGHT:g}, unless --iterations, --scales or --content-weight say "
+                        "otherwise)")
 
     t = sub.add_parser("train", help="train a feed-forward network for one painting (then stylize in milliseconds)")
     t.add_argument("styles", nargs="+", metavar="style",
@@ -64,13 +66,18 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
 
 
 # The network's picture already has the style's colours and strokes: the optimiser only
-# refines it, on the usual pyramid but with 40 instead of 110 iterations at the coarsest
-# scale (a quarter of that at each finer one): about a third of the default's work.
-HYBRID_ITERATIONS = 30
-# The network's picture is already more painted than the optimiser's default: the refinement
-# leans towards the photo (benchmarks/feedforward.py pictures: with 40 the hybrid's content
-# distance stayed ~0.04 behind the default's; with 80 it matches it at the same style).
-HYBRID_CONTENT_WEIGHT = 80.0
+# refines it, at full size only (HYBRID_SCALES), for few iterations, leaning towards the
+# photo (content weight 100 against the default's 40). The network paints at twice the
+# output's size and its picture is shrunk to it: its strokes, learnt on 256 px crops, come
+# out half as wide, nearer the photo's detail and the painting's grain at that size.
+# benchmarks/feedforward.py pictures on tubingen, brad_pitt and five held-aside photos,
+# 25 iterations, content weight 80: painting at the output's size left brad_pitt and
+# coco 650 behind the default; at 1.75x and 2x both closed (the rest stayed ahead), and
+# with 2x, weight 100 and 22 iterations every photo was closer on both axes. A 256 px stage
+# first, or a start blended with the palette start, only traded style for content.
+HYBRID_NETWORK_SCALE = 2
+HYBRID_ITERATIONS = 22
+HYBRID_CONTENT_WEIGHT = 100.0
 HYBRID_SCALES = (1,)
 
 
@@ -200,7 +207,8 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
         overrides["scales"] = HYBRID_SCALES
     with tempfile.TemporaryDirectory(prefix="restyle-hybrid-") as tmp:
         start = Path(tmp) / "init.png"
-        stylize_image(model, args.content, "none", size).save(start)
+        # The optimiser shrinks its start to the output's size (Lanczos) as it loads it.
+        stylize_image(model, args.content, "none", min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)).save(start)
         args.init = str(start)
         for k, v in overrides.items():
             setattr(args, k, v)
