@@ -387,11 +387,17 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
     assert main(["export", str(out), "-o", str(tmp_path / "o.onnx"), "--opset", "11"]) == 2
 
 
-def test_cli_hybrid_starts_from_the_network(tmp_path, tiny_weights, capsys):
+def hybrid_inputs(tmp_path):
+    """A tiny model file, a 64x48 photo and a 48x48 painting for the hybrid's CLI tests."""
     model = tiny_model_file(tmp_path / "m.pt")
     c, s = tmp_path / "c.png", tmp_path / "s.png"
     Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((64, 48)).save(c)
     Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((48, 48)).save(s)
+    return model, c, s
+
+
+def test_cli_hybrid_starts_from_the_network(tmp_path, tiny_weights, capsys):
+    model, c, s = hybrid_inputs(tmp_path)
     out = tmp_path / "h.png"
     assert main(["stylize", str(c), str(s), "--init-model", str(model), "-o", str(out), "--size", "48",
                  "--weights", str(tiny_weights), "--iterations", "2", "--quiet"]) == 0
@@ -404,10 +410,7 @@ def test_cli_hybrid_defaults_refine_at_full_size_only(tmp_path, tiny_weights):
     """Without --iterations, --scales or --content-weight the hybrid runs its own plan, and the sidecar says so."""
     from restyle.cli_models import HYBRID_CONTENT_WEIGHT, HYBRID_ITERATIONS
 
-    model = tiny_model_file(tmp_path / "m.pt")
-    c, s = tmp_path / "c.png", tmp_path / "s.png"
-    Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((64, 48)).save(c)
-    Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((48, 48)).save(s)
+    model, c, s = hybrid_inputs(tmp_path)
     out = tmp_path / "h.png"
     assert main(["stylize", str(c), str(s), "--init-model", str(model), "-o", str(out), "--size", "48",
                  "--weights", str(tiny_weights), "--quiet"]) == 0
