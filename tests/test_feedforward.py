@@ -442,7 +442,7 @@ def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
     Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((40, 32)).save(style)
     torch.manual_seed(0)
     net = TransformerNet(TransformerConfig((4, 8), 1, 3))
-    from restyle.weights import sha256sum
+    from restyle.hashing import sha256sum
 
     save_model_file(model_payload(net, style={"name": "starry", "sha256": sha256sum(style)}, training={}),
                     bundled / "starry.pt")
@@ -458,7 +458,7 @@ def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
 
 
 def test_bundled_model_is_listed_and_paints():
-    from restyle.weights import sha256sum
+    from restyle.hashing import sha256sum
 
     assert "starry_night" in bundled_models()
     model = load_model("starry_night")

@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .config import StylizeConfig
 from .errors import Cancelled, InputError, RestyleError
 from .events import BatchProgress, Iterate, PairStarted
+from .hashing import sha256sum
 from .images import PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
-from .weights import sha256sum
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 

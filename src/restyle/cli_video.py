@@ -103,7 +103,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         if ray is not None:
             from .modelfile import resolve_model
             from .video.on_ray import ray_network_frames
-            from .weights import sha256sum
+            from .hashing import sha256sum
 
             # The name is the local run's: either can resume the other's work folder.
             name = f"{args.model} sha256:{sha256sum(resolve_model(args.model))}"

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .device import autocast
+from .hashing import sha256sum
 from .images import load_image, resize, to_pil, to_tensor
 from .modelfile import build_network, read_model_file, resolve_model
 from .models.transformer import TransformerNet
-from .weights import sha256sum
 
 # Above this many pixels a picture is stylized in tiles (the activations of a
 # 16-channel full-resolution layer take 64 bytes a pixel in fp32, several live at once).

@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .batch import BatchReport, PairOutcome, check_out_dir, expand, produce, run_tasks, this_node
 from .errors import Cancelled, InputError, RestyleError
+from .hashing import sha256sum
 from .images import PathLike, check_output_path, write_text_atomic
-from .weights import sha256sum
 
 
 @dataclass(frozen=True)

