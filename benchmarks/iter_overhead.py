@@ -20,10 +20,10 @@ import torch
 
 from restyle.config import StylizeConfig
 from restyle.device import autocast
-from restyle.engine import make_painter
+from restyle.optimiser.engine import make_painter
 from restyle.images import fit_size
-from restyle.loop import OptimizerSettings, optimize
-from restyle.objective import Objective, Sources, build_terms
+from restyle.optimiser.loop import OptimizerSettings, optimize
+from restyle.optimiser.objective import Objective, Sources, build_terms
 
 
 def sync(device: torch.device) -> None:

@@ -19,7 +19,7 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads({threads})
 import restyle
-from restyle.engine import run
+from restyle.optimiser.engine import run
 t = time.perf_counter()
 r = run({content!r}, {style!r}, restyle.StylizeConfig(size={size}, iterations={iters}, scales=(1,) if {single} else None,
         precision={precision!r}, tile_size={tile}, optimizer={optimizer!r}){weights})

@@ -21,7 +21,7 @@ from pathlib import Path
 from ray_scaling import make_inputs, start_cluster, stop_cluster, timed_local
 
 from restyle.config import StylizeConfig
-from restyle.distributed import run_batch_ray
+from restyle.batch.distributed import run_batch_ray
 from restyle.events import BatchProgress, PairStarted
 
 

@@ -21,9 +21,9 @@ from typing import Dict, List, Tuple
 import torch
 from PIL import Image
 
-from restyle.batch import run_batch
+from restyle.batch.local import run_batch
 from restyle.config import StylizeConfig
-from restyle.distributed import run_batch_ray
+from restyle.batch.distributed import run_batch_ray
 from restyle.events import BatchProgress, PairStarted
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -49,7 +49,7 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 
 
 def methods(model: str, scale: int) -> Dict[str, Callable[[Image.Image], Image.Image]]:
-    from restyle.upscale import upscale
+    from restyle.networks.upscale import upscale
 
     def pil(kind):
         return lambda img: img.resize((img.width * scale, img.height * scale), kind)
@@ -82,8 +82,8 @@ def compare(pairs, model: str, scale: int, quality) -> List[Dict]:
 
 
 def held_out_photos(model: str) -> List[Path]:
-    from restyle.training import load_record
-    from restyle.upscale import model_path
+    from restyle.networks.training import load_record
+    from restyle.networks.upscale import model_path
 
     names = load_record(model_path(model), "upscaler")["train"].get("held_out") or []
     if not names:
@@ -147,7 +147,7 @@ def big_run(work: Path, model: str) -> List[str]:
     """`stylize --size 4096 --upscale`, in its two parts: the 1024 px painting (cached by
     stylised_pair, its time from its sidecar) and the enlargement, timed here. Writes 1:1
     crops beside the old 16.6-minute refine's, at the same places."""
-    from restyle.upscale import upscale_to
+    from restyle.networks.upscale import upscale_to
 
     stylised_pair(work)  # paints the 1024 px picture if it is not cached yet
     painted = work / "tubingen_starry_1024.png"

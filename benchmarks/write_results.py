@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from restyle.engine import cpu_has_fast_bf16, device_name
+from restyle.optimiser.engine import cpu_has_fast_bf16, device_name
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 import restyle
 from restyle import StylizeConfig
-from restyle.texture import synthesize
+from restyle.optimiser.texture import synthesize
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "gallery"

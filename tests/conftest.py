@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from restyle.weights import CONV_LAYERS, _TORCHVISION_INDEX
+from restyle.models.weights import CONV_LAYERS, _TORCHVISION_INDEX
 
 TINY = (4, 8, 8, 8, 8)
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restyle.batch import PairTask, is_complete, pair_key, paint_pair, run_batch
-from restyle.cli import main
+from restyle.batch.local import PairTask, is_complete, pair_key, paint_pair, run_batch
+from restyle.cli.main import main
 from restyle.config import StylizeConfig
-from restyle.engine import make_painter, run
+from restyle.optimiser.engine import make_painter, run
 
 CFG = StylizeConfig(size=80, iterations=2, scales=(40, 80))
 
@@ -80,7 +80,7 @@ def test_run_batch_reports_progress_for_the_whole_batch(small_images, tiny_weigh
 
 def test_restyle_runs_without_ray():
     """Ray is imported only when a Ray batch runs: the CLI and distributed.py load without it."""
-    code = ("import sys; sys.modules['ray'] = None; import restyle.cli, restyle.batch, restyle.distributed; "
+    code = ("import sys; sys.modules['ray'] = None; import restyle.cli.main, restyle.batch.local, restyle.batch.distributed; "
             "print('ok')")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from restyle.cli import build_parser, main
+from restyle.cli.main import build_parser, main
 from restyle.config import StylizeConfig
 
 
@@ -229,7 +229,7 @@ def test_console_script_end_to_end_real_weights(small_images, tmp_path):
 
 def test_batch_writes_one_result_per_pair_and_computes_each_style_once(small_images, tiny_weights, tmp_path,
                                                                        monkeypatch, capsys):
-    import restyle.objective as objective
+    import restyle.optimiser.objective as objective
 
     c, s = small_images
     contents = tmp_path / "contents"
@@ -371,7 +371,7 @@ def test_a_file_that_is_not_weights_exits_2_with_one_line(small_images, tmp_path
 
 
 def test_plan_and_estimate_are_printed_before_and_recorded(go, monkeypatch):
-    from restyle import progress
+    from restyle.optimiser import progress
 
     code, out, err = go("--iterations", "5", "--scales", "40,64")
     assert code == 0, err

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 import restyle
-from restyle.color import (
+from restyle.optimiser.color import (
     color_transfer_matrix, match_histogram, match_luminance, recolour, rgb_to_yiq, with_chroma, yiq_to_rgb,
 )
 from restyle.config import StylizeConfig
@@ -64,7 +64,7 @@ def test_match_histogram_and_luminance_on_images(small_images):
 
 
 def test_palette_start_has_the_paintings_colour_mean(small_images):
-    from restyle.engine import initial_image
+    from restyle.optimiser.engine import initial_image
 
     c, s = (Image.open(p).convert("RGB") for p in small_images)
     x = initial_image("palette", c, c.size, 0, torch.device("cpu"), palette=[s])

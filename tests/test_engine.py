@@ -6,7 +6,7 @@ from PIL import Image, ImageChops, ImageStat
 
 import restyle
 from restyle.config import StylizeConfig
-from restyle.engine import resolve_device, resolve_precision, run
+from restyle.optimiser.engine import resolve_device, resolve_precision, run
 from restyle.errors import Cancelled, InputError
 from restyle.events import Done, Iterate, Snapshot, StageStart
 
@@ -151,7 +151,7 @@ def test_real_weights_end_to_end_losses_fall_and_image_changes(small_images):
 
 def test_loss_scaler_recovers_from_fp16_overflow():
     """fp16 backward: a gradient that overflows at the current scale is redone at a smaller one."""
-    from restyle.loop import LossScaler
+    from restyle.optimiser.loop import LossScaler
 
     x = torch.full((4,), 2.0, requires_grad=True)
 

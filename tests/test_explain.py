@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.config import ExplainConfig
 from restyle.device import network
-from restyle.engine import Painter
+from restyle.optimiser.engine import Painter
 from restyle.errors import InputError
-from restyle.explain import (
+from restyle.optimiser.explain import (
     Progress,
     _plan,
     colormap,
@@ -25,10 +25,10 @@ from restyle.explain import (
     tradeoff_result,
     units_section,
 )
-from restyle.features import receptive_field
+from restyle.models.vgg import receptive_field
 from restyle.images import load_image, resize, to_tensor
-from restyle.losses import gram, style_loss
-from restyle.weights import load_weights
+from restyle.optimiser.losses import gram, style_loss
+from restyle.models.weights import load_weights
 
 # Tiny settings: every section runs on the tiny network in a second or two.
 TINY = dict(
@@ -200,7 +200,7 @@ def test_cli_quick_flag_uses_the_preset(small_images, tiny_weights, tmp_path, mo
         seen["cfg"] = cfg
         raise InputError("stop here")
 
-    monkeypatch.setattr("restyle.explain.explain", fake_explain)
+    monkeypatch.setattr("restyle.optimiser.explain.explain", fake_explain)
     c, s = small_images
     assert main(["explain", str(c), str(s), "-o", str(tmp_path / "r"), "--quick", "--units", "2"]) == 2
     assert seen["cfg"] == ExplainConfig.quick(units=2)
@@ -251,7 +251,7 @@ def test_an_input_the_report_would_overwrite_is_refused(small_images, tiny_weigh
 def test_reconstructions_compute_only_the_terms_they_use(small_images, tiny_weights, monkeypatch):
     """No zero-weight switches: a content reconstruction reads its one layer (no style layer),
     a style reconstruction its style layers (no content layer), each with only its terms."""
-    import restyle.engine as engine
+    import restyle.optimiser.engine as engine
 
     asked, terms = set(), []
     real_features, real_objective = Painter.features, engine.stage_objective
@@ -360,9 +360,9 @@ def test_top_patches_excite_their_unit_more_than_random_patches(content_path, st
 
 
 def test_the_library_never_prints_or_exits():
-    import restyle.explain
+    import restyle.optimiser.explain
 
-    text = open(restyle.explain.__file__).read()
+    text = open(restyle.optimiser.explain.__file__).read()
     assert "print(" not in text and "sys.exit" not in text and "tqdm" not in text
 
 

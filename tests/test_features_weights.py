@@ -3,9 +3,9 @@ import importlib.util
 import pytest
 import torch
 
-from restyle import weights as W
+from restyle.models import weights as W
 from restyle.errors import WeightsError
-from restyle.features import VGG19Features, deepest_layer, receptive_field
+from restyle.models.vgg import VGG19Features, deepest_layer, receptive_field
 
 from conftest import TINY, tiny_torchvision_state
 
@@ -103,7 +103,7 @@ def test_real_weights_verify_and_dequantise():
 def test_the_default_and_the_same_path_given_explicitly_load_once_and_share_the_network(tiny_weights, monkeypatch):
     """Regression: weights=None and the same file by path were two loads, two hashes and two networks."""
     from restyle.config import StylizeConfig
-    from restyle.engine import make_painter
+    from restyle.optimiser.engine import make_painter
 
     hashed = []
     real = W.sha256sum

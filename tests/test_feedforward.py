@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.config import StylizeConfig
 from restyle.errors import Cancelled, InputError
-from restyle.feedforward import StyleModel, load_model, receptive_radius
-from restyle.modelfile import FORMAT_VERSION, ModelError, bundled_models, model_payload, read_model_file, save_model_file
+from restyle.networks.feedforward import StyleModel, load_model, receptive_radius
+from restyle.models.modelfile import FORMAT_VERSION, ModelError, bundled_models, model_payload, read_model_file, save_model_file
 from restyle.models.transformer import TransformerConfig, TransformerNet
-from restyle.style_training import (
+from restyle.networks.style_training import (
     StyleObjective,
     TrainConfig,
     TrainStart,
@@ -96,7 +96,7 @@ def test_network_config_rejects_bad_values():
 
 
 def test_batches_depend_on_step_only(photos):
-    from restyle.style_training import _load_u8, list_photos
+    from restyle.networks.style_training import _load_u8, list_photos
 
     data = [_load_u8(p) for p in list_photos(photos)]
     cfg = tiny_config()
@@ -120,12 +120,12 @@ def test_holdout_is_deterministic_and_disjoint():
 def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
     """The training objective of a saved model on one fixed batch (the photos themselves)."""
     from restyle.device import network
-    from restyle.engine import Painter
+    from restyle.optimiser.engine import Painter
     from restyle.images import load_image, resize, to_tensor
-    from restyle.modelfile import build_network
+    from restyle.models.modelfile import build_network
     from restyle.models.layers import deepest_layer
-    from restyle.style_training import _load_u8, list_photos
-    from restyle.weights import load_weights
+    from restyle.networks.style_training import _load_u8, list_photos
+    from restyle.models.weights import load_weights
 
     cfg = tiny_config()
     net = build_network(read_model_file(model_path))
@@ -308,7 +308,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from restyle.export import export_onnx
+    from restyle.networks.export import export_onnx
 
     model_path = tiny_model_file(tmp_path / "m.pt")
     res = export_onnx(model_path, tmp_path / "m.onnx")
@@ -321,7 +321,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
 
 
 def test_export_refuses_low_opset_and_bad_suffix(tmp_path):
-    from restyle.export import export_onnx
+    from restyle.networks.export import export_onnx
 
     model_path = tiny_model_file(tmp_path / "m.pt")
     with pytest.raises(InputError, match="opset 13 is below 17"):
@@ -408,7 +408,7 @@ def test_cli_hybrid_starts_from_the_network(tmp_path, tiny_weights, capsys):
 
 def test_cli_hybrid_defaults_refine_at_full_size_only(tmp_path, tiny_weights):
     """Without --iterations, --scales or --content-weight the hybrid runs its own plan, and the sidecar says so."""
-    from restyle.cli_models import HYBRID_CONTENT_WEIGHT, HYBRID_ITERATIONS
+    from restyle.cli.models import HYBRID_CONTENT_WEIGHT, HYBRID_ITERATIONS
 
     model, c, s = hybrid_inputs(tmp_path)
     out = tmp_path / "h.png"
@@ -433,7 +433,7 @@ def test_cli_stylize_usage_errors(tmp_path, capsys):
 
 def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
     """A painting a bundled model was trained on: preview.jpg is the network's picture before the optimiser runs."""
-    from restyle import modelfile
+    from restyle.models import modelfile
     from restyle.web.worker import _instant_preview
 
     bundled = tmp_path / "bundled"
@@ -474,7 +474,7 @@ def test_bundled_model_is_listed_and_paints():
 
 def test_train_several_styles_here_one_model_each(tmp_path, photos, tiny_weights, style_path, capsys):
     """Without Ray, several paintings train one after another under the batch rules (the Ray tests run the rest)."""
-    from restyle.model_batch import train_styles
+    from restyle.batch.model_batch import train_styles
 
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     Image.open(style_path).convert("RGB").resize((48, 48)).save(a)

@@ -14,24 +14,16 @@ def test_core_import_loads_no_front_end():
 
 
 def test_core_modules_never_print_or_exit():
+    """The library raises; only the front ends print and exit: every module outside cli/ and
+    __main__.py (the web app serves and logs, it never prints either)."""
+    import re
     from pathlib import Path
 
     import restyle
 
     core = Path(restyle.__file__).parent
-    for name in ("config", "errors", "events", "images", "weights", "features", "losses", "schedule", "engine",
-                 "color", "regions", "texture", "memory", "tiling", "batch", "distributed", "device", "loop",
-                 "objective", "models/vgg", "models/layers"):
-        text = (core / f"{name}.py").read_text()
-        assert "print(" not in text and "sys.exit" not in text, name
-
-
-def test_imports_point_down():
-    """pyproject.toml's import-linter contract: front ends above the engine, the engine above its parts."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    lint = Path(sys.executable).parent / "lint-imports"
-    p = subprocess.run([str(lint), "--no-cache"], cwd=root, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"})
-    assert p.returncode == 0 and "1 kept, 0 broken" in p.stdout, p.stdout[-2000:] + p.stderr
+    modules = [p for p in core.rglob("*.py") if p.relative_to(core).parts[0] not in ("cli", "__main__.py")]
+    assert len(modules) > 40
+    for path in modules:
+        text = path.read_text()
+        assert not re.search(r"\bprint\(|\bsys\.exit\b", text), path.relative_to(core)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from restyle.losses import STYLE_NORM_REF, content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
+from restyle.optimiser.losses import STYLE_NORM_REF, content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
 
 
 def naive_gram(f):

@@ -5,9 +5,9 @@ import sys
 import pytest
 
 from restyle.config import StylizeConfig
-from restyle.engine import run
+from restyle.optimiser.engine import run
 from restyle.errors import ResourceError
-from restyle.memory import GB, MB, estimate, largest_fitting, plan_run, plan_stage
+from restyle.optimiser.memory import GB, MB, estimate, largest_fitting, plan_run, plan_stage
 
 
 def test_estimate_grows_with_pixels_and_history_and_precision():

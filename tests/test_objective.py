@@ -4,11 +4,11 @@ import torch
 
 from restyle.config import StylizeConfig
 from restyle.device import network
-from restyle.engine import Painter
-from restyle.objective import (TERMS, ContentTerm, GramStyleTerm, GuidedStyleTerm, Objective, Sources, TargetCache,
+from restyle.optimiser.engine import Painter
+from restyle.optimiser.objective import (TERMS, ContentTerm, GramStyleTerm, GuidedStyleTerm, Objective, Sources, TargetCache,
                                Term, TVTerm, build_terms)
-from restyle.tiling import TileSpec, full_receptive_margin, tile_grid, tiled_loss_and_grad
-from restyle.weights import load_weights
+from restyle.optimiser.tiling import TileSpec, full_receptive_margin, tile_grid, tiled_loss_and_grad
+from restyle.models.weights import load_weights
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_gram_style_term_matches_blended_naive_grams(painter):
 
 
 def test_target_norm_divides_each_layer_by_its_target_mean_square(painter):
-    from restyle.losses import STYLE_NORM_REF
+    from restyle.optimiser.losses import STYLE_NORM_REF
 
     s, x = _img(3), _img(5)
     layers = ("relu1_1", "relu3_1")

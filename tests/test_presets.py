@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import pytest
 
-from restyle.cli import build_parser, main
+from restyle.cli.main import build_parser, main
 from restyle.config import PRESET_HELP, PRESETS, StylizeConfig
 from restyle.errors import InputError
 

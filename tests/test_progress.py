@@ -4,10 +4,10 @@ import io
 
 import pytest
 
-from restyle import progress
-from restyle.cli import _ProgressBar
+from restyle.optimiser import progress
+from restyle.cli.common import _ProgressBar
 from restyle.events import Estimate, Iterate, Planned, StageStart
-from restyle.schedule import pyramid
+from restyle.optimiser.schedule import pyramid
 
 # The default 512 px run of a 4:3 photo: 110 steps at 256x192, then 28 at 512x384.
 DEFAULT = ((256, 192, 110), (512, 384, 28))

@@ -18,10 +18,10 @@ from PIL import Image
 
 ray = pytest.importorskip("ray")
 
-from restyle.batch import run_batch  # noqa: E402
-from restyle.cli import main  # noqa: E402
+from restyle.batch.local import run_batch  # noqa: E402
+from restyle.cli.main import main  # noqa: E402
 from restyle.config import StylizeConfig  # noqa: E402
-from restyle.distributed import plan_workers, run_batch_ray  # noqa: E402
+from restyle.batch.distributed import plan_workers, run_batch_ray  # noqa: E402
 from restyle.events import BatchProgress, PairStarted  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -213,8 +213,8 @@ def tiny_model(photos):
 @pytest.fixture(scope="module")
 def model_local(photos, tiny_model):
     """The reference: the local `stylize PHOTOS --model` loop with one thread, as each Ray worker has."""
-    from restyle.feedforward import load_model
-    from restyle.model_batch import run_model_batch
+    from restyle.networks.feedforward import load_model
+    from restyle.batch.model_batch import run_model_batch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -225,7 +225,7 @@ def model_local(photos, tiny_model):
 
 
 def test_model_batch_on_ray_matches_the_local_run_and_skips_on_rerun(cluster, photos, tiny_model, model_local, capsys):
-    from restyle.distributed import run_model_batch_ray
+    from restyle.batch.distributed import run_model_batch_ray
 
     local, ref = model_local
     out = photos / "model_ray"
@@ -258,8 +258,8 @@ def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp
     """Two paintings and a broken one: two models, identical to a local training; one failure, said once."""
     from test_feedforward import tiny_config
 
-    from restyle.modelfile import read_model_file
-    from restyle.style_training import train
+    from restyle.models.modelfile import read_model_file
+    from restyle.networks.style_training import train
 
     train_photos = tmp_path / "train"
     train_photos.mkdir()

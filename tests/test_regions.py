@@ -8,13 +8,13 @@ from PIL import Image
 import restyle
 from restyle.config import StylizeConfig
 from restyle.device import network
-from restyle.engine import Painter
+from restyle.optimiser.engine import Painter
 from restyle.errors import InputError
-from restyle.features import VGG19Features
+from restyle.models.vgg import VGG19Features
 from restyle.images import to_tensor
-from restyle.losses import gram, style_loss
-from restyle.regions import layer_masks, layer_size, load_masks, mask_tensor, split_labels
-from restyle.weights import load_weights
+from restyle.optimiser.losses import gram, style_loss
+from restyle.optimiser.regions import layer_masks, layer_size, load_masks, mask_tensor, split_labels
+from restyle.models.weights import load_weights
 
 
 def save(arr, path):

@@ -8,14 +8,14 @@ import torch
 from PIL import Image
 
 import restyle
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.config import StylizeConfig
 from restyle.events import Iterate
-from restyle.features import VGG19Features
+from restyle.models.vgg import VGG19Features
 from restyle.images import to_tensor
-from restyle.schedule import pyramid
-from restyle.texture import circular, synthesize, wrap_resize
-from restyle.weights import load_weights
+from restyle.optimiser.schedule import pyramid
+from restyle.optimiser.texture import circular, synthesize, wrap_resize
+from restyle.models.weights import load_weights
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def _texture(tmp_path, style, weights, *flags):
 
 def test_texture_honours_tile_size_and_max_memory(small_images, tiny_weights, tmp_path, capsys, monkeypatch):
     """--tile-size renders the texture in tiles through the one loop (the tiles are seen by the network)."""
-    import restyle.loop as loop
+    import restyle.optimiser.loop as loop
 
     shapes = []
     real = loop.tiled_loss_and_grad
@@ -140,7 +140,7 @@ def test_texture_refuses_in_one_line_what_it_cannot_honour(small_images, tiny_we
 
 def test_texture_reads_only_the_style_layers(small_images, tiny_weights, monkeypatch):
     """No content term, so no content layer is ever computed (it used to run with a zero weight)."""
-    from restyle.engine import Painter
+    from restyle.optimiser.engine import Painter
 
     asked = set()
     real = Painter.features

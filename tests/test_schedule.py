@@ -1,7 +1,7 @@
 import pytest
 
 from restyle.errors import InputError
-from restyle.schedule import pyramid, scale_sizes
+from restyle.optimiser.schedule import pyramid, scale_sizes
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,13 @@ import torch
 
 from restyle.config import StylizeConfig
 from restyle.device import network
-from restyle.engine import Painter, run
+from restyle.optimiser.engine import Painter, run
 from restyle.errors import ResourceError
-from restyle.objective import Objective, Sources, TilingError, build_terms
-from restyle.tiling import (TileSpec, boundaries, default_margin, full_receptive_margin, random_offset, tile_grid,
+from restyle.optimiser.objective import Objective, Sources, TilingError, build_terms
+from restyle.optimiser.tiling import (TileSpec, boundaries, default_margin, full_receptive_margin, random_offset, tile_grid,
                             tiled_grams, tiled_loss_and_grad)
-from restyle.weights import load_weights
-from restyle.losses import gram
+from restyle.models.weights import load_weights
+from restyle.optimiser.losses import gram
 
 
 def test_cores_partition_the_image_and_tiles_hold_their_cores():
@@ -101,7 +101,7 @@ def test_no_gradient_jump_at_tile_boundaries_with_a_short_margin(painter):
 
 
 def test_tiled_run_shifts_the_grid_every_iteration_and_finishes(small_images, tiny_weights, monkeypatch):
-    import restyle.loop as loop
+    import restyle.optimiser.loop as loop
 
     seen = []
     real = loop.tile_grid

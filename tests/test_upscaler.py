@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.config import UpscalerTrainConfig
 from restyle.errors import Cancelled, InputError
 from restyle.events import TrainCheckpoint, TrainPreview, TrainStep
 from restyle.models.upscaler import Upscaler, UpscalerConfig, _spans, model_from_record, model_record, upscale_tensor
-from restyle.train_upscaler import split_photos, train
-from restyle.training import checkpoint_path, load_record, preview_path, save_record
+from restyle.networks.train_upscaler import split_photos, train
+from restyle.networks.training import checkpoint_path, load_record, preview_path, save_record
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -228,7 +228,7 @@ def test_cli_upscale_with_the_bundled_model(small_images, tmp_path, capsys):
 
 
 def test_too_large_an_enlargement_is_refused_before_any_work(tiny_model):
-    from restyle.upscale import upscale
+    from restyle.networks.upscale import upscale
 
     with pytest.raises(InputError, match=r"5000x4200 enlarged 4x is 336000000 pixels, over the limit"):
         upscale(Image.new("RGB", (5000, 4200)), 4, str(tiny_model))
@@ -311,7 +311,7 @@ def test_cli_stylize_upscale_paints_small_and_enlarges(small_images, tiny_weight
 
 
 def test_bundled_model_is_small_and_describes_its_training():
-    from restyle.upscale import MODELS_DIR, bundled_models, load_upscaler
+    from restyle.networks.upscale import MODELS_DIR, bundled_models, load_upscaler
 
     assert "up4" in bundled_models()
     path = MODELS_DIR / "up4.pt"
@@ -332,7 +332,7 @@ def test_bundled_model_enlarges_a_photo_it_never_saw_closer_than_bicubic():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import quality
 
-    from restyle.upscale import upscale
+    from restyle.networks.upscale import upscale
 
     original = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB").resize((512, 384), Image.Resampling.LANCZOS)
     small = original.resize((128, 96), Image.Resampling.BICUBIC)

@@ -17,7 +17,7 @@ from PIL import Image
 pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from restyle.cli import main  # noqa: E402
+from restyle.cli.main import main  # noqa: E402
 from restyle.errors import InputError  # noqa: E402
 from restyle.video import NetworkFrames, OptimiserFrames, VideoConfig, stylize_video  # noqa: E402
 from restyle.video.flow import FlowEstimator, gray, reliable, warp  # noqa: E402
@@ -323,7 +323,7 @@ def test_temporal_loss_and_gradient_against_a_naive_reference():
     assert torch.autograd.gradcheck(lambda t: temporal_loss(t, w, c), (x.detach().requires_grad_(),))
     assert temporal_loss(x.detach().bfloat16(), w.bfloat16(), c).dtype == torch.float32  # fp32 for bf16 inputs
     # As a term of the objective: no network layers, weight times the same value and gradient.
-    from restyle.objective import Objective
+    from restyle.optimiser.objective import Objective
 
     objective = Objective([TemporalTerm(30.0, w, c)], net=None)
     x.grad = None
@@ -380,7 +380,7 @@ def test_optimiser_later_frames_start_warped_with_fewer_iterations(clip, tmp_pat
 
 def test_optimiser_first_frame_starts_from_the_paintings_palette(tmp_path, tiny_weights, monkeypatch):
     """With the default --init palette, frame 0 starts from the frame recoloured to the painting, as stylize does."""
-    import restyle.engine as engine
+    import restyle.optimiser.engine as engine
     from restyle.config import StylizeConfig
 
     style = tmp_path / "s.png"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from restyle.cli import main
+from restyle.cli.main import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

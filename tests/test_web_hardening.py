@@ -25,7 +25,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.web.app import create_app
 from restyle.web.form import form_fields
 from restyle.web.jobs import GALLERY, JobStore

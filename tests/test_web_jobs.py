@@ -103,7 +103,7 @@ def test_a_worker_paints_on_its_own_gpu_without_global_cuda_state(tmp_path, tiny
 
     import torch
 
-    import restyle.engine as engine
+    import restyle.optimiser.engine as engine
     from restyle.web.worker import Worker
 
     s = web_settings(tmp_path / "d", tiny_weights, devices=("cuda:1",), overrides={"iterations": 2})

@@ -232,7 +232,7 @@ def fake_model(client, owner_client=None) -> str:
     c = owner_client or client
     job_id = train(c).json()["id"]
     store: JobStore = client.app.state.store
-    from restyle.modelfile import bundled_models
+    from restyle.models.modelfile import bundled_models
 
     shutil.copyfile(bundled_models()["starry_night"], store.folder(job_id) / "model.pt")
     store.finish(job_id, DONE, report={})

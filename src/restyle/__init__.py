@@ -21,13 +21,13 @@ _LAZY = {
     "InputError": "errors",
     "WeightsError": "errors",
     "Cancelled": "errors",
-    "Result": "engine",
-    "run": "engine",
-    "stylize": "engine",
-    "load_model": "feedforward",
-    "StyleModel": "feedforward",
-    "train": "style_training",
-    "TrainConfig": "style_training",
+    "Result": "optimiser.engine",
+    "run": "optimiser.engine",
+    "stylize": "optimiser.engine",
+    "load_model": "networks.feedforward",
+    "StyleModel": "networks.feedforward",
+    "train": "networks.style_training",
+    "TrainConfig": "networks.style_training",
 }
 
 __all__ = [*_LAZY, "__version__"]

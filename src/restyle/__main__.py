@@ -13,7 +13,7 @@ import sys  # noqa: E402
 
 
 def main() -> int:
-    from .cli import main as cli_main
+    from .cli.main import main as cli_main
     from .interrupts import EXIT_INTERRUPTED
 
     code = cli_main()

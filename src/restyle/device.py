@@ -19,7 +19,7 @@ import torch
 
 from .errors import InputError
 from .models.vgg import VGG19Features
-from .weights import Weights
+from .models.weights import Weights
 
 PTDTYPE: Dict[str, Optional[torch.dtype]] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -35,16 +35,16 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .batch import (BatchOptions, BatchReport, PairOutcome, PairTask, complete_key, pair_key, paint_pair, plan_batch,
+from ..config import StylizeConfig
+from ..errors import InputError, ResourceError, RestyleError
+from ..events import BatchProgress, PairStarted
+from ..images import PathLike, sidecar_path, write_bytes_atomic
+from .local import (BatchOptions, BatchReport, PairOutcome, PairTask, pair_key, paint_pair, plan_batch,
                     step_fraction, this_node)
-from .config import StylizeConfig
-from .errors import InputError, ResourceError, RestyleError
-from .events import BatchProgress, PairStarted
-from .images import PathLike, sidecar_path, write_bytes_atomic, write_text_atomic
+from .transport import Copies, CopiedPair, Paths, Returned
 
 MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run killed its worker)
 MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using it
@@ -139,33 +139,11 @@ class RayWorker:
         return self.work(task, attempt, report)
 
 
-@dataclass(frozen=True)
-class CopiedPair:
-    """A pair whose files travel through the object store (copy mode), for workers that cannot see
-    the driver's folders: the worker paints copies and sends the result back to be written there."""
-
-    task: PairTask
-    content: Any  # ObjectRef of the content file's bytes
-    style: Any  # ObjectRef of the style file's bytes (sent once for all its pairs)
-    done_key: str  # the batch_key of a complete output already there, "" if none: the worker then skips it
-
-    @property
-    def index(self) -> int:
-        return self.task.index
-
-    @property
-    def label(self) -> str:
-        return self.task.label
-
-
-Returned = Tuple[PairOutcome, Optional[bytes], Optional[str]]  # copy mode: the outcome, image and sidecar
-
-
 class BatchWorker(RayWorker):
     """Paints (content, style) pairs with one Painter: the network and the style-target cache."""
 
     def setup(self, cfg: StylizeConfig, weights: Optional[PathLike], sidecar: bool) -> None:
-        from .engine import make_painter
+        from ..optimiser.engine import make_painter
 
         self.cfg, self.weights, self.sidecar = cfg, weights, sidecar
         self.painter = make_painter(cfg, weights)
@@ -216,8 +194,8 @@ class ModelWorker(RayWorker):
 
     def setup(self, model: str, device: str, precision: str, preserve_colors: str, size: Optional[int],
               sidecar: bool) -> None:
-        from .device import resolve_device, resolve_precision
-        from .feedforward import load_model
+        from ..device import resolve_device, resolve_precision
+        from ..networks.feedforward import load_model
 
         where = resolve_device(device)
         self.model = load_model(model, device=where, precision=resolve_precision(precision, where))
@@ -241,49 +219,6 @@ class TrainWorker(RayWorker):
 
         return train_style(task, self.photos, self.config, device=self.device, weights=self.weights, node=self.node,
                            attempt=attempt, callback=callback)
-
-
-class Paths:
-    """Path mode, driver side: workers read and write the shared folders themselves."""
-
-    def __init__(self, ray: Any) -> None:
-        pass
-
-    def send(self, task: PairTask) -> Any:
-        return task
-
-    def receive(self, task: PairTask, result: Any) -> PairOutcome:
-        return result
-
-
-class Copies:
-    """Copy mode, driver side: files out through the object store, results back and written here."""
-
-    def __init__(self, ray: Any) -> None:
-        self.ray = ray
-        self.styles: Dict[Path, Any] = {}
-
-    def send(self, task: PairTask) -> Any:
-        """A CopiedPair, or a failed outcome when a file cannot be read here."""
-        try:
-            if task.style not in self.styles:
-                self.styles[task.style] = self.ray.put(task.style.read_bytes())
-            content = self.ray.put(task.content.read_bytes())
-        except OSError as e:
-            return PairOutcome(task, "failed", f"{e.filename}: {e.strerror or e}", 2)
-        return CopiedPair(task, content, self.styles[task.style], complete_key(task.output))
-
-    def receive(self, task: PairTask, result: Returned) -> PairOutcome:
-        outcome, image, side = result
-        try:
-            if image is not None:
-                write_bytes_atomic(image, task.output)
-                if side is not None:  # after the image: a sidecar vouches for a complete image
-                    write_text_atomic(side, sidecar_path(task.output))
-        except OSError as e:
-            return PairOutcome(task, "failed", f"cannot write {task.output}: {e.strerror or e}", 1,
-                               outcome.seconds, outcome.node, outcome.attempts)
-        return outcome
 
 
 class ProgressBoard:
@@ -370,7 +305,7 @@ def run_model_batch_ray(
 ) -> BatchReport:
     """model_batch.run_model_batch() on Ray workers, each holding the network `model` (a bundled name or a .pt
     path every node can read); `ray_options` as for run_on_ray (address, workers, cpus_per_worker, callback)."""
-    from .modelfile import resolve_model
+    from ..models.modelfile import resolve_model
     from .model_batch import plan_photos
 
     check_address(ray_options.get("address"))

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .config import StylizeConfig
-from .errors import Cancelled, InputError, RestyleError
-from .events import BatchProgress, Iterate, PairStarted
-from .hashing import sha256sum
-from .images import PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
+from ..config import StylizeConfig
+from ..errors import Cancelled, InputError, RestyleError
+from ..events import BatchProgress, Iterate, PairStarted
+from ..hashing import sha256sum
+from ..images import PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
@@ -255,7 +255,7 @@ def paint_pair(
     `names`: the pair as the user named it, for the sidecar, where `task` holds copies
     (a Ray worker that cannot see the user's folders).
     """
-    from .engine import run
+    from ..optimiser.engine import run
 
     def make() -> Tuple[Any, Dict[str, Any]]:
         r = run(task.content, [task.style], cfg, callback=callback, cancel=cancel, weights=weights, painter=painter)
@@ -312,7 +312,7 @@ def run_batch(
     `callback` gets PairStarted and BatchProgress events. One Painter (network and style
     cache) serves all pairs, so a style's Gram matrices are computed once per scale.
     """
-    from .engine import make_painter
+    from ..optimiser.engine import make_painter
 
     cfg = config or StylizeConfig()
     tasks = plan_batch(contents, styles, out_dir, cfg, suffix)

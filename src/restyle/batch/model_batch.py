@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .batch import BatchReport, PairOutcome, check_out_dir, expand, produce, run_tasks, this_node
-from .errors import Cancelled, InputError, RestyleError
-from .hashing import sha256sum
-from .images import PathLike, check_output_path, write_text_atomic
+from ..errors import Cancelled, InputError, RestyleError
+from ..hashing import sha256sum
+from ..images import PathLike, check_output_path, write_text_atomic
+from .local import BatchReport, PairOutcome, check_out_dir, expand, produce, run_tasks, this_node
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def stylize_photo(task: FileTask, model: Any, preserve_colors: str = "none", siz
 def feedforward_picture(task: FileTask, model: Any, preserve_colors: str = "none",
                         size: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
     """The model's picture of task.source and its sidecar report (the single-photo CLI writes them itself)."""
-    from .feedforward import stylize_image
+    from ..networks.feedforward import stylize_image
 
     t0 = time.perf_counter()
     img = stylize_image(model, task.source, preserve_colors, size)
@@ -117,7 +117,7 @@ def plan_styles(styles: Sequence[PathLike], out_dir: PathLike) -> List[FileTask]
 
 def check_photos(photos: PathLike, config: Any) -> None:
     """Enough training photos, checked once before any style starts (each would fail alike)."""
-    from .style_training import PHOTO_SUFFIXES, list_photos
+    from ..networks.style_training import PHOTO_SUFFIXES, list_photos
 
     found = len(list_photos(photos))
     if found < config.holdout + 1:
@@ -127,7 +127,7 @@ def check_photos(photos: PathLike, config: Any) -> None:
 
 def model_complete(output: Path, style: Path, config: Dict[str, Any]) -> bool:
     """The model file is there, its sidecar vouches for its bytes, and it was trained on this painting so."""
-    from .modelfile import sidecar_of
+    from ..models.modelfile import sidecar_of
 
     side = sidecar_of(output)
     if not (output.is_file() and side.is_file()):
@@ -151,9 +151,9 @@ def train_style(task: FileTask, photos: PathLike, config: Any, *, device: str = 
     order depends on the step only, so the result is the uninterrupted run's); any other
     file at the output is refused, never overwritten. The sidecar gains the node and attempt.
     """
-    from .images import save_atomic
-    from .modelfile import sidecar_of
-    from .style_training import TrainPreview, checkpoint_path, train
+    from ..images import save_atomic
+    from ..models.modelfile import sidecar_of
+    from ..networks.style_training import TrainPreview, checkpoint_path, train
 
     t0 = time.perf_counter()
     node = node or this_node()

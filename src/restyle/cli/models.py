@@ -13,16 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .config import MAX_SIZE
-from .errors import InputError
+from ..config import MAX_SIZE
+from ..errors import InputError
 
 EXIT_OK = 0
 
 
 def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     """Register `train`, `models`, `export` and the stylize flags `--model` / `--init-model`."""
-    from .cli import add_config_arguments, add_ray_arguments
-    from .train_config import TrainConfig
+    from ..config.train import TrainConfig
+    from .common import add_config_arguments, add_ray_arguments
 
     g = stylize.add_argument_group("feed-forward models (restyle train)")
     g.add_argument("--model", default=None, metavar="MODEL",
@@ -86,9 +86,9 @@ def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .cli import TrainProgress, config_from_args, ray_options
-    from .images import save_atomic
-    from .style_training import TrainConfig, train
+    from ..images import save_atomic
+    from ..networks.style_training import TrainConfig, train
+    from .common import TrainProgress, config_from_args, ray_options
 
     cfg = config_from_args(args, TrainConfig)
     ray = ray_options(args)
@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def train_many(args: argparse.Namespace, cfg: Any, ray: Any) -> int:
     """`restyle train S1 S2 ... -o MODELS_DIR [--ray]`: one model per painting, here or on Ray workers."""
-    from .cli import run_batch_command
+    from .common import run_batch_command
 
     if args.resume:
         raise InputError("--resume is implied with several styles (a rerun resumes each style's checkpoint); drop it")
@@ -121,26 +121,26 @@ def train_many(args: argparse.Namespace, cfg: Any, ray: Any) -> int:
         raise InputError("--preview-dir is for one style; with several each model's previews go to STYLE_previews/")
     kw: Dict[str, Any] = {"device": args.device, "weights": args.weights}
     if ray is not None:
-        from .distributed import train_styles_ray as batch
+        from ..batch.distributed import train_styles_ray as batch
 
         kw.update(ray)
     else:
-        from .model_batch import train_styles as batch
+        from ..batch.model_batch import train_styles as batch
     return run_batch_command(lambda bar: batch(args.styles, args.photos, args.output, cfg, callback=bar, **kw),
                              args.output, args.quiet, unit="model")
 
 
 def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
-    from .cli import ray_options
-    from .feedforward import load_model
-    from .images import check_output_path, save_atomic, sidecar_path, write_text_atomic
-    from .model_batch import FileTask, feedforward_picture
+    from ..batch.model_batch import FileTask, feedforward_picture
+    from ..images import check_output_path, save_atomic, sidecar_path, write_text_atomic
+    from ..networks.feedforward import load_model
+    from .common import ray_options
 
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
                          "or use --init-model to refine with the optimiser")
-    from .device import resolve_device, resolve_precision
+    from ..device import resolve_device, resolve_precision
 
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
     size = getattr(args, "size", None)
@@ -163,22 +163,22 @@ def stylize_with_model(args: argparse.Namespace) -> int:
 
 def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, ray: Any) -> int:
     """A folder of photos (or any photos with --ray) through the model: OUT_DIR/PHOTO__MODEL.png, here or on Ray."""
-    from .cli import run_batch_command
+    from .common import run_batch_command
 
     if getattr(args, "ray_copy", False):
         raise InputError("--ray-copy is not available with --model yet; give paths every node can read")
     device, precision = getattr(args, "device", "auto"), getattr(args, "precision", "auto")
     sidecar = not args.no_sidecar
     if ray is not None:
-        from .distributed import run_model_batch_ray
+        from ..batch.distributed import run_model_batch_ray
 
         def run(bar: Any) -> Any:
             return run_model_batch_ray([args.content], args.model, args.output, mode, size, device=device,
                                        precision=precision, sidecar=sidecar, callback=bar, **ray)
     else:
-        from .device import resolve_device, resolve_precision
-        from .feedforward import load_model
-        from .model_batch import run_model_batch
+        from ..batch.model_batch import run_model_batch
+        from ..device import resolve_device, resolve_precision
+        from ..networks.feedforward import load_model
 
         where = resolve_device(device)
         model = load_model(args.model, device=where, precision=resolve_precision(precision, where))
@@ -190,10 +190,10 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
 
 def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     """`--init-model M`: the optimiser starts from the network's picture, at full size, few iterations."""
-    from .feedforward import load_model, stylize_image
+    from ..networks.feedforward import load_model, stylize_image
 
     model = load_model(args.init_model)
-    from .cli import config_from_args
+    from .common import config_from_args
 
     size = config_from_args(args).size  # the output's size, after any --preset
     overrides: Dict[str, Any] = {}
@@ -218,7 +218,7 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .modelfile import ModelError, bundled_models, describe, read_model_file
+    from ..models.modelfile import ModelError, bundled_models, describe, read_model_file
 
     rows: List[tuple] = [(name, path) for name, path in bundled_models().items()]
     if args.dir:
@@ -238,7 +238,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from ..networks.export import export_onnx
 
     result = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
     msg = f"wrote {result.path} (opset {result.opset}"

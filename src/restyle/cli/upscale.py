@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .config import PAINT_LIMIT, UpscalerTrainConfig
-from .errors import InputError
+from ..config import PAINT_LIMIT, UpscalerTrainConfig
+from ..errors import InputError
 
 MODEL_HELP = "a bundled model's name (up4) or a model file from train-upscaler (default: up4)"
 
@@ -48,7 +48,7 @@ def upscaled(args: argparse.Namespace, cfg: Any, paint: Callable[..., Any]) -> C
     """For stylize: `paint(cfg, **kw)` as is, or wrapped to paint small and upscale with --upscale."""
     if not getattr(args, "upscale", None):
         return lambda **kw: paint(cfg, **kw)
-    from .upscale import paint_and_upscale
+    from ..networks.upscale import paint_and_upscale
 
     return lambda **kw: paint_and_upscale(paint, cfg, model=args.upscale, **kw)
 
@@ -56,8 +56,8 @@ def upscaled(args: argparse.Namespace, cfg: Any, paint: Callable[..., Any]) -> C
 def cmd_upscale(args: argparse.Namespace) -> int:
     import time
 
-    from .images import check_output_path, load_image, save_atomic
-    from .upscale import upscale
+    from ..images import check_output_path, load_image, save_atomic
+    from ..networks.upscale import upscale
 
     out = check_output_path(args.output, (args.input,))
     img = load_image(args.input)
@@ -71,10 +71,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_train_upscaler(args: argparse.Namespace) -> int:
-    from .cli import TrainProgress, config_from_args
-    from .images import save_atomic
-    from .train_upscaler import train
-    from .training import check_output, checkpoint_path, preview_path
+    from ..images import save_atomic
+    from ..networks.train_upscaler import train
+    from ..networks.training import check_output, checkpoint_path, preview_path
+    from .common import TrainProgress, config_from_args
 
     cfg = config_from_args(args, UpscalerTrainConfig)
     out = check_output(args.output)

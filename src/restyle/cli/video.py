@@ -11,14 +11,14 @@ import contextlib
 import sys
 from typing import Any, Dict, Tuple
 
-from .errors import InputError
+from ..errors import InputError
 
 # Stylize settings that mean nothing per frame of a clip (or that the video flags replace).
 VIDEO_SKIPS = ("size", "scales", "mask", "preserve_colors", "tile_size", "max_memory")
 
 
 def add_video_parser(sub: Any) -> None:
-    from .cli import add_config_arguments, add_ray_arguments
+    from .common import add_config_arguments, add_ray_arguments
 
     v = sub.add_parser(
         "video", help="stylize a clip (or a folder of numbered frames) without flicker",
@@ -74,9 +74,9 @@ def network_placement(args: argparse.Namespace) -> Tuple[str, str]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, config_from_args, ray_options
-    from .video import NetworkFrames, OptimiserFrames, VideoConfig, stylize_video
-    from .video.stylizers import NETWORK_TEMPORAL_WEIGHT, OPTIMISER_TEMPORAL_WEIGHT
+    from ..video import NetworkFrames, OptimiserFrames, VideoConfig, stylize_video
+    from ..video.stylizers import NETWORK_TEMPORAL_WEIGHT, OPTIMISER_TEMPORAL_WEIGHT
+    from .common import EXIT_OK, config_from_args, ray_options
 
     if args.model and args.styles:
         raise InputError("give either style images (optimiser) or --model (network), not both")
@@ -89,7 +89,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     vcfg = VideoConfig(size=args.size, start=args.start, duration=args.duration, fps=args.fps, crf=args.crf,
                        flow=args.flow, keep_frames=args.keep_frames)
     # Check the clip and the output before loading a network: bad input fails in a second.
-    from .video.io import check_output, probe
+    from ..video.io import check_output, probe
 
     probe(args.input, None)
     check_output(args.output, (args.input, *args.styles))
@@ -101,9 +101,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.model:
         w = NETWORK_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
         if ray is not None:
-            from .modelfile import resolve_model
-            from .video.on_ray import ray_network_frames
-            from .hashing import sha256sum
+            from ..hashing import sha256sum
+            from ..models.modelfile import resolve_model
+            from ..video.on_ray import ray_network_frames
 
             # The name is the local run's: either can resume the other's work folder.
             name = f"{args.model} sha256:{sha256sum(resolve_model(args.model))}"
@@ -111,7 +111,7 @@ def cmd_video(args: argparse.Namespace) -> int:
             work = ray_network_frames(args.model, w, name, device=device, precision=precision, **ray)
             stylizer: Any = None
         else:
-            from .device import resolve_device, resolve_precision
+            from ..device import resolve_device, resolve_precision
 
             device, precision = network_placement(args)
             where: Dict[str, Any] = {"device": resolve_device(device)}
@@ -146,7 +146,7 @@ class _FrameBar:
         self.bar = None
 
     def __call__(self, event: Any) -> None:
-        from .video import FrameDone, VideoStart
+        from ..video import FrameDone, VideoStart
 
         if self.quiet:
             return

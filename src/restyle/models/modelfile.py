@@ -26,14 +26,14 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from .errors import InputError
-from .models.transformer import TransformerConfig, TransformerNet
+from ..errors import InputError
+from .transformer import TransformerConfig, TransformerNet
 
 FORMAT = "restyle.feedforward"
 FORMAT_VERSION = 1
 KINDS = ("model", "checkpoint")
 ARCHS = {"TransformerNet": (TransformerNet, TransformerConfig)}
-BUNDLED_DIR = Path(__file__).parent / "models" / "bundled"
+BUNDLED_DIR = Path(__file__).parent / "bundled"
 MODEL_SUFFIX = ".pt"
 
 
@@ -66,7 +66,7 @@ def model_payload(
     kind: str = "model",
     extra: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    from . import __version__
+    from .. import __version__
 
     return {
         "format": FORMAT,

@@ -19,7 +19,7 @@ from .layers import (  # noqa: F401  (re-exported: `from restyle.models.vgg impo
 )
 
 if TYPE_CHECKING:
-    from ..weights import Weights
+    from .weights import Weights
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

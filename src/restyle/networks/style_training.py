@@ -23,22 +23,22 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .device import autocast, network, resolve_device, resolve_precision
-from .engine import Painter
-from .errors import InputError
-from .events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep  # noqa: F401  (re-exported)
-from .hashing import sha256sum
-from .images import load_image, resize, to_tensor
-from .modelfile import build_network, model_payload, read_model_file, save_model_file
-from .models.layers import deepest_layer
-from .models.transformer import TransformerNet
-from .objective import ContentTerm, GramStyleTerm, Objective, TVTerm
-from .train_config import TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (re-exported: restyle.style_training.TrainConfig)
+from ..config.train import TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (re-exported: restyle.networks.style_training.TrainConfig)
+from ..device import autocast, network, resolve_device, resolve_precision
+from ..errors import InputError
+from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep  # noqa: F401  (re-exported)
+from ..hashing import sha256sum
+from ..images import load_image, resize, to_tensor
+from ..models.layers import deepest_layer
+from ..models.modelfile import build_network, model_payload, read_model_file, save_model_file
+from ..models.transformer import TransformerNet
+from ..optimiser.engine import Painter
+from ..optimiser.objective import ContentTerm, GramStyleTerm, Objective, TVTerm
 from .training import (  # noqa: F401  (re-exported: the names this module had before the one loop)
     PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos,
     seeded, split_photos, step_generator,
 )
-from .weights import load_weights
+from ..models.weights import load_weights
 
 HISTORY_EVERY = 10
 

@@ -18,18 +18,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .config import UpscalerTrainConfig
-from .errors import InputError
-from .events import Callback
-from .images import PathLike, load_image, to_tensor
-from .models.upscaler import Upscaler, UpscalerConfig, model_from_record, model_record
-from .models.vgg import VGG19Features, deepest_layer
+from ..config import UpscalerTrainConfig
+from ..errors import InputError
+from ..events import Callback
+from ..images import PathLike, load_image, to_tensor
+from ..models.upscaler import Upscaler, UpscalerConfig, model_from_record, model_record
+from ..models.vgg import VGG19Features, deepest_layer
+from ..models.weights import Weights, load_weights
 from .training import (
     PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, cosine_lr, fit, grid, list_photos, load_record,
     save_record, seeded, step_generator,
 )
 from .training import split_photos as _split
-from .weights import Weights, load_weights
 
 KIND = "upscaler"
 

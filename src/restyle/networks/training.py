@@ -33,11 +33,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from PIL import Image
 
-from .errors import Cancelled, InputError
-from .events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
-from .hashing import sha256sum
-from .images import PathLike, write_text_atomic
-from .modelfile import save_model_file, sidecar_of
+from ..errors import Cancelled, InputError
+from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
+from ..hashing import sha256sum
+from ..images import PathLike, write_text_atomic
+from ..models.modelfile import save_model_file, sidecar_of
 
 FORMAT = "restyle-model"
 FORMAT_VERSION = 1
@@ -115,7 +115,7 @@ def cosine_lr(steps: int, floor: float = 0.1) -> Callable[[int], float]:
 
 def grid(rows: Sequence[Sequence[torch.Tensor]], gap: int = 4) -> Image.Image:
     """Pictures (1, 3, H, W) in 0-255, laid out row by row on white with `gap` px between."""
-    from .images import to_pil
+    from ..images import to_pil
 
     cells = [[to_pil(t) for t in row] for row in rows]
     col_w = [max(r[c].width for r in cells) for c in range(len(cells[0]))]

@@ -17,13 +17,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from PIL import Image
 
-from .config import PAINT_LIMIT, StylizeConfig
-from .errors import InputError
-from .images import fit_size, to_pil, to_tensor
-from .models.upscaler import SCALES, Upscaler, model_from_record, upscale_tensor
+from ..config import PAINT_LIMIT, StylizeConfig
+from ..errors import InputError
+from ..images import fit_size, to_pil, to_tensor
+from ..models.upscaler import SCALES, Upscaler, model_from_record, upscale_tensor
 from .training import load_record
 
-MODELS_DIR = Path(__file__).resolve().parent / "models" / "bundled"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "bundled"
 DEFAULT_MODEL = "up4"
 # The enlargement is accumulated in float32 with a blending weight (16 bytes a pixel):
 # 16384 x 16384 output pixels need about 4.3 GB.

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import to_pil, to_tensor
+from ..images import to_pil, to_tensor
 
 # RGB -> YIQ (NTSC 1953), the colour space of Gatys et al. 2017, Sec. 5.1.
 RGB_TO_YIQ = torch.tensor(

@@ -29,25 +29,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from . import __version__
-from .color import ColorPlan, recolour
-from .config import INIT_CHOICES, StylizeConfig
-from .device import (  # noqa: F401  (re-exported for front ends)
+from .. import __version__
+from ..config import INIT_CHOICES, StylizeConfig
+from ..device import (  # noqa: F401  (re-exported for front ends)
     autocast, cpu_has_fast_bf16, device_name, network, resolve_device, resolve_precision,
 )
-from .errors import InputError, RestyleError
-from .events import Callback, Planned
-from .images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_pil, to_tensor
+from ..errors import InputError, RestyleError
+from ..events import Callback, Planned
+from ..images import ImageLike, PathLike, check_size, fit_size, is_array, load_image, resize, to_pil, to_tensor
+from ..models.layers import deepest_layer
+from ..models.vgg import weights_widths
+from ..models.weights import Weights, load_weights
+from .color import ColorPlan, recolour
 from .loop import OptimizerSettings, Progress, Step, paint
 from .memory import Plan, plan_run
-from .models.layers import deepest_layer
-from .models.vgg import weights_widths
 from .objective import Objective, Sources, TargetCache, Term, TilingError, build_terms
 from .progress import RunEstimate, network_pixels
 from .regions import load_masks, mask_tensor
 from .schedule import Stage, pyramid
 from .tiling import TileSpec, default_margin
-from .weights import Weights, load_weights
 
 ImageSource = ImageLike  # a path, a PIL image, an HxWx3 numpy array or a 3xHxW torch tensor
 

@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import Cancelled, RestyleError
-from .events import Callback, Done, Iterate, Snapshot, StageStart
+from ..errors import Cancelled, RestyleError
+from ..events import Callback, Done, Iterate, Snapshot, StageStart
 from .tiling import Tile, TileSpec, grid_align, random_offset, tile_grid, tiled_loss_and_grad
 
 # Largest pixel change (0-255 scale) of L-BFGS's first step. torch's default first step

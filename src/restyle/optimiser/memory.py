@@ -21,8 +21,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .models.layers import layer_shapes
-from .errors import ResourceError
+from ..errors import ResourceError
+from ..models.layers import layer_shapes
 
 GB = 1024**3
 MB = 1024**2

@@ -27,9 +27,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import torch
 
-from .errors import ResourceError
+from ..errors import ResourceError
+from ..models.layers import in_network_order
 from .losses import content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
-from .models.layers import in_network_order
 from .regions import layer_masks
 from .tiling import TiledTerm, TileSpec, TileView, gram_sum, tile_grid, tiled_grams
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from .events import Estimate, Iterate, Planned
+from ..events import Estimate, Iterate, Planned
 
 StagePixels = Tuple[int, int]  # (pixels per iteration, iterations) of one scale
 

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .models.layers import layer_size
-from .errors import InputError
-from .images import PathLike, load_image
+from ..errors import InputError
+from ..images import PathLike, load_image
+from ..models.layers import layer_size
 
 ASPECT_TOLERANCE = 0.03  # a mask may differ from the content's aspect ratio by 3% (rounding of sizes)
 

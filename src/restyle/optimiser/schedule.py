@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-from .config import MIN_SIZE
-from .errors import InputError
+from ..config import MIN_SIZE
+from ..errors import InputError
 
 COARSEST = 256  # the automatic pyramid starts near this long side
 MAX_COUNT = 8  # `--scales N` with N <= MAX_COUNT means "N scales", larger is a size

@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import StylizeConfig
+from ..config import StylizeConfig
+from ..errors import InputError
+from ..events import Callback
+from ..images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
 from .engine import (
     ImageSource, Painter, Result, noise_image, paint_pyramid, painter_for, plan_report, run_report, style_side,
     upsample,
 )
-from .errors import InputError
-from .events import Callback
-from .images import PathLike, check_size, fit_size, load_image, resize, to_pil, to_tensor
 from .loop import Step
 from .objective import Sources, Term, build_terms
 from .schedule import Stage, pyramid

@@ -36,9 +36,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
+from ..models.layers import deepest_layer, in_network_order, layer_stride, receptive_field
 from .losses import gram_product, positions
 from .memory import TILE_MARGIN
-from .models.layers import deepest_layer, in_network_order, layer_stride, receptive_field
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..distributed import RayWorker, ray_workers
+from ..batch.distributed import RayWorker, ray_workers
 from ..errors import ResourceError
 from .pipeline import Made, frame_flows, to_tensor
 from .stylizers import NetworkFrames
@@ -61,7 +61,7 @@ class ChunkWorker(RayWorker):
 
     def setup(self, model: str, device: str, precision: str, temporal_weight: float) -> None:
         from ..device import resolve_device, resolve_precision
-        from ..feedforward import load_model
+        from ..networks.feedforward import load_model
 
         where = resolve_device(device)
         net = load_model(model, device=where, precision=resolve_precision(precision, where))

@@ -86,7 +86,7 @@ class OptimiserFrames:
 
     def __init__(self, styles: Sequence[PathLike], cfg: StylizeConfig, *, temporal_weight: float = OPTIMISER_TEMPORAL_WEIGHT,
                  later_iterations: Optional[int] = None, weights: Optional[PathLike] = None) -> None:
-        from ..engine import make_painter, normalised_blend
+        from ..optimiser.engine import make_painter, normalised_blend
 
         if not (temporal_weight >= 0):
             raise InputError(f"temporal-weight {temporal_weight} must be >= 0")
@@ -113,9 +113,9 @@ class OptimiserFrames:
                 "threads": torch.get_num_threads()}  # L-BFGS on the CPU is bit-exact for one thread count
 
     def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
-        from ..engine import initial_image, optimizer_settings
-        from ..loop import optimize
-        from ..objective import Objective, Sources, build_terms
+        from ..optimiser.engine import initial_image, optimizer_settings
+        from ..optimiser.loop import optimize
+        from ..optimiser.objective import Objective, Sources, build_terms
 
         cfg, painter = self.cfg, self.painter
         device = painter.device

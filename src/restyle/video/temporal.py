@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..objective import Feats, Sources, Term
+from ..optimiser.objective import Feats, Sources, Term
 
 
 def temporal_loss(x: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

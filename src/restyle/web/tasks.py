@@ -53,7 +53,7 @@ def _finish(run: Any, report: Dict[str, Any], steps: int) -> None:
 def run_train(run: Any) -> None:
     from ..errors import Cancelled
     from ..images import save_atomic
-    from ..style_training import TrainCheckpoint, TrainPreview, TrainStart, TrainStep, train
+    from ..networks.style_training import TrainCheckpoint, TrainPreview, TrainStart, TrainStep, train
 
     job, folder, settings = run.job, run.folder, run.settings
     cfg = train_config(job.params, settings)
@@ -104,8 +104,8 @@ def run_train(run: Any) -> None:
 def run_stylize(run: Any) -> None:
     """A photo in one pass of a network."""
     from ..device import resolve_device
-    from ..feedforward import load_model, stylize_image
     from ..images import save_atomic
+    from ..networks.feedforward import load_model, stylize_image
 
     job, folder = run.job, run.folder
     size = int(job.params.get("size") or run.settings.default_size)
@@ -124,8 +124,8 @@ def run_video(run: Any) -> None:
     from PIL import Image
 
     from ..device import resolve_device
-    from ..feedforward import load_model
     from ..images import save_atomic
+    from ..networks.feedforward import load_model
     from ..video import FrameDone, NetworkFrames, VideoConfig, VideoStart, stylize_video
     from ..video.pipeline import frame_name
     from ..video.stylizers import NETWORK_TEMPORAL_WEIGHT

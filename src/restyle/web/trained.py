@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..config.train import TrainConfig
 from ..errors import InputError
 from ..hashing import sha256sum
-from ..train_config import TrainConfig
 from .form import _number, strength_param
 from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
 from .settings import Settings

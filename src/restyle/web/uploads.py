@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import MIN_SIZE
 from ..images import READ_FORMATS, fit_size
-from ..schedule import pyramid
+from ..optimiser.schedule import pyramid
 
 # Magic numbers of the formats restyle reads, checked before Pillow sees the bytes.
 SIGNATURES: Tuple[Tuple[bytes, int, str], ...] = (

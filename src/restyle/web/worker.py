@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..progress import StagePixels, eta_seconds
+from ..optimiser.progress import StagePixels, eta_seconds
 from .jobs import CANCELLED, DONE, FAILED, PAINT, USER, Job, JobStore
 from .settings import Settings
 
@@ -116,10 +116,10 @@ class Worker:
 
     def paint(self, run: "JobRun") -> None:
         """The optimiser's job: the form's photo in the style of its painting."""
-        from ..engine import run as paint
         from ..events import Iterate, Snapshot
         from ..images import save_atomic, write_text_atomic
-        from ..schedule import pyramid
+        from ..optimiser.engine import run as paint
+        from ..optimiser.schedule import pyramid
         from .form import make_config
         from .trained import visitor_models
 
@@ -207,8 +207,8 @@ def _instant_preview(content: Path, style: Path, size: int, folder: Path,
 
     `models`: the visitor's own trained models, looked at before the bundled ones.
     """
-    from ..feedforward import load_model, model_for_style, stylize_image
     from ..images import save_atomic
+    from ..networks.feedforward import load_model, model_for_style, stylize_image
 
     match = model_for_style(style, models)
     if match is None:
