@@ -433,7 +433,7 @@ def test_cli_stylize_usage_errors(tmp_path, capsys):
 
 def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
     """A painting a bundled model was trained on: preview.jpg is the network's picture before the optimiser runs."""
-    from restyle.models import modelfile
+    from restyle.models import registry
     from restyle.web.worker import _instant_preview
 
     bundled = tmp_path / "bundled"
@@ -446,7 +446,8 @@ def test_web_job_shows_the_bundled_network_at_once(tmp_path, monkeypatch):
 
     save_model_file(model_payload(net, style={"name": "starry", "sha256": sha256sum(style)}, training={}),
                     bundled / "starry.pt")
-    monkeypatch.setattr(modelfile, "BUNDLED_DIR", bundled)
+    (bundled / "starry.json").write_text(json.dumps({"family": "style", "style": {"name": "starry"}}))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", bundled)
     photo = tmp_path / "content.png"
     Image.new("RGB", (50, 40), (10, 200, 30)).save(photo)
     info = _instant_preview(photo, style, 48, tmp_path)
@@ -500,3 +501,28 @@ def test_train_several_styles_here_one_model_each(tmp_path, photos, tiny_weights
     assert main(base + ["-o", str(models), "--ray-workers", "2"]) == 2
     assert "--ray-workers and --ray-cpus-per-worker need --ray" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_every_bundled_network_is_in_the_one_format():
+    """One format for every family; the registry reads each one's family from its sidecar, without torch."""
+    from restyle.models.modelfile import FORMAT_VERSION, read_model_file
+    from restyle.models.registry import bundled
+
+    found = bundled()
+    assert {"starry_night": "style", "up4": "upscaler"}.items() <= {n: b.family for n, b in found.items()}.items()
+    for name, b in found.items():
+        payload = read_model_file(b.path, b.family)
+        assert payload["format_version"] == FORMAT_VERSION and payload["family"] == b.family, name
+    assert set(bundled("style")) >= {"starry_night"} and "up4" not in bundled("style")
+
+
+def test_style_files_of_the_previous_format_still_load(tmp_path):
+    """Format version 1 (before the `family` field) is read as a style network."""
+    path = tiny_model_file(tmp_path / "new.pt")
+    payload = torch.load(path, weights_only=True)
+    old = {k: v for k, v in payload.items() if k != "family"}
+    old["format_version"] = 1
+    torch.save(old, tmp_path / "old.pt")
+    x = torch.rand(1, 3, 16, 16) * 255
+    assert torch.equal(load_model(tmp_path / "old.pt").stylize_tensor(x), load_model(path).stylize_tensor(x))
+    assert read_model_file(tmp_path / "old.pt")["family"] == "style"

@@ -13,9 +13,12 @@ from restyle.cli.main import main
 from restyle.config import UpscalerTrainConfig
 from restyle.errors import Cancelled, InputError
 from restyle.events import TrainCheckpoint, TrainPreview, TrainStep
-from restyle.models.upscaler import Upscaler, UpscalerConfig, _spans, model_from_record, model_record, upscale_tensor
+from restyle.models.modelfile import ModelError, build_network, model_payload, read_model_file, save_model_file
+from restyle.models.transformer import TransformerConfig, TransformerNet
+from restyle.models.upscaler import Upscaler, UpscalerConfig, _spans, upscale_tensor
 from restyle.networks.train_upscaler import split_photos, train
-from restyle.networks.training import checkpoint_path, load_record, preview_path, save_record
+from restyle.networks.training import checkpoint_path, preview_path
+from restyle.networks.upscale import load_upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -156,15 +159,16 @@ def test_checkpoint_resume_is_exact_and_model_file_describes_itself(photos, tiny
     resumed = train(photos, tmp_path / "a.pt", cfg, resume=True, weights=tiny_weights)
     straight = train(photos, tmp_path / "b.pt", cfg, weights=tiny_weights)
     assert resumed["history"] == straight["history"]
-    a, b = (load_record(tmp_path / n, "upscaler") for n in ("a.pt", "b.pt"))
+    a, b = (read_model_file(tmp_path / n, "upscaler") for n in ("a.pt", "b.pt"))
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    # The model file rebuilds itself: kind, arguments, weights and how it was trained.
-    assert a["model_args"] == {"scale": 4, "channels": 4, "blocks": 1}
-    assert a["train"]["held_out"] == ["p4.png"] and a["train"]["step"] == 6
+    # The model file rebuilds itself: family, arguments, weights and how it was trained.
+    assert a["family"] == "upscaler" and a["kind"] == "model"
+    assert a["arch_args"] == {"scale": 4, "channels": 4, "blocks": 1}
+    assert a["training"]["held_out"] == ["p4.png"] and a["training"]["step"] == 6
     assert "optimizer" not in a  # the model file is small; the checkpoint holds the rest
-    assert "optimizer" in load_record(checkpoint_path(tmp_path / "a.pt"), "upscaler")
-    model_from_record(a, "a.pt")
+    assert "optimizer" in read_model_file(checkpoint_path(tmp_path / "a.pt"), "upscaler")
+    assert isinstance(build_network(a, "a.pt"), Upscaler)
 
 
 def test_hold_out_is_every_kth_by_name(tmp_path):
@@ -181,21 +185,41 @@ def test_hold_out_is_every_kth_by_name(tmp_path):
 def test_bad_model_files_are_refused(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file at all")
-    with pytest.raises(InputError, match="junk.pt: not a restyle model file"):
-        load_record(junk, "upscaler")
+    with pytest.raises(ModelError, match="junk.pt: not a readable restyle model file"):
+        read_model_file(junk, "upscaler")
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
-    with pytest.raises(InputError, match="no 'restyle-model' header"):
-        load_record(other, "upscaler")
-    style = save_record({"kind": "style", "state_dict": {}}, tmp_path / "style.pt")
-    with pytest.raises(InputError, match="a 'style' model, not the 'upscaler'"):
-        load_record(style, "upscaler")
-    lying = save_record({"kind": "upscaler", "model_args": {"scale": 4, "channels": 9, "blocks": 1},
-                         "state_dict": Upscaler(UpscalerConfig(4, 4, 1)).state_dict()}, tmp_path / "lying.pt")
-    with pytest.raises(InputError, match="does not match its own description"):
-        model_from_record(load_record(lying, "upscaler"), str(lying))
-    with pytest.raises(InputError, match="no such model file"):
-        load_record(tmp_path / "missing.pt", "upscaler")
+    with pytest.raises(ModelError, match="no format 'restyle.feedforward' marker"):
+        read_model_file(other, "upscaler")
+    style = save_model_file(model_payload(TransformerNet(TransformerConfig((4, 8), 1, 3)), training={}),
+                            tmp_path / "style.pt")
+    with pytest.raises(ModelError, match="a style network, not the upscaler network asked for"):
+        read_model_file(style, "upscaler")
+    lying = model_payload(Upscaler(UpscalerConfig(4, 4, 1)), family="upscaler", training={})
+    lying["arch_args"]["channels"] = 9
+    save_model_file(lying, tmp_path / "lying.pt")
+    with pytest.raises(ModelError, match="weights do not fit architecture"):
+        build_network(read_model_file(tmp_path / "lying.pt", "upscaler"), tmp_path / "lying.pt")
+    with pytest.raises(ModelError, match="no such file"):
+        read_model_file(tmp_path / "missing.pt", "upscaler")
+
+
+def test_upscaler_files_of_the_previous_format_still_load(tmp_path):
+    """Model files and checkpoints written by the release before the one format (format "restyle-model")."""
+    net = randomised(4, 4, 1)
+    old = {"format": "restyle-model", "version": 1, "kind": "upscaler", "model_args": net.config.to_dict(),
+           "state_dict": net.state_dict(), "train": {"step": 3, "held_out": []}}
+    torch.save(old, tmp_path / "old.pt")
+    torch.save({**{k: v for k, v in old.items() if k != "train"}, "step": 3, "history": [(1, 0.5)],
+                "train_config": {}, "elapsed_s": 1.0, "optimizer": {"state": {}}, "scheduler": None},
+               tmp_path / "old.ckpt.pt")
+    model = load_upscaler(str(tmp_path / "old.pt"))
+    x = torch.rand(1, 3, 8, 8) * 255
+    assert torch.equal(model(x), net.eval()(x))
+    assert read_model_file(tmp_path / "old.pt")["training"]["step"] == 3
+    ckpt = read_model_file(tmp_path / "old.ckpt.pt", "upscaler")
+    assert ckpt["kind"] == "checkpoint" and ckpt["training"]["history"] == [(1, 0.5)]
+    assert ckpt["optimizer"] == {"state": {}}
 
 
 # --- the CLI --------------------------------------------------------------------------
@@ -205,7 +229,7 @@ def test_bad_model_files_are_refused(tmp_path):
 def tiny_model(tmp_path_factory):
     """A tiny randomised 4x model file, as train-upscaler would write it."""
     p = tmp_path_factory.mktemp("model") / "tiny4.pt"
-    save_record({**model_record(randomised(4, 4, 1)), "train": {}}, p)
+    save_model_file(model_payload(randomised(4, 4, 1), family="upscaler", training={}), p)
     return p
 
 
@@ -311,16 +335,17 @@ def test_cli_stylize_upscale_paints_small_and_enlarges(small_images, tiny_weight
 
 
 def test_bundled_model_is_small_and_describes_its_training():
-    from restyle.networks.upscale import MODELS_DIR, bundled_models, load_upscaler
+    from restyle.networks.upscale import bundled_models, load_upscaler, model_path
 
     assert "up4" in bundled_models()
-    path = MODELS_DIR / "up4.pt"
+    path = model_path("up4")
     assert path.stat().st_size <= 10 * 2**20
-    record = load_record(path, "upscaler")  # weights_only=True inside
-    assert record["model_args"]["scale"] == 4
-    assert len(record["train"]["held_out"]) == 16 and record["train"]["step"] > 0
-    sidecar = json.loads((MODELS_DIR / "up4.json").read_text())
-    assert sidecar["held_out"] == record["train"]["held_out"] and len(sidecar["history"]) == sidecar["step"]
+    record = read_model_file(path, "upscaler")  # weights_only=True inside
+    assert record["format_version"] == 2 and record["arch_args"]["scale"] == 4  # in the one format
+    assert len(record["training"]["held_out"]) == 16 and record["training"]["step"] > 0
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["family"] == "upscaler"
+    assert sidecar["held_out"] == record["training"]["held_out"] and len(sidecar["history"]) == sidecar["step"]
     assert load_upscaler("up4").scale == 4
 
 

@@ -220,7 +220,7 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models.modelfile import ModelError, bundled_models, describe, read_model_file
 
-    rows: List[tuple] = [(name, path) for name, path in bundled_models().items()]
+    rows: List[tuple] = [(name, path) for name, path in bundled_models(None).items()]  # every family
     if args.dir:
         d = Path(args.dir)
         if not d.is_dir():

@@ -1,4 +1,4 @@
-"""Self-describing model files for the feed-forward style networks.
+"""The one model-file format for every trained network family.
 
 A model file is a plain dict saved with `torch.save` and read back with
 `torch.load(weights_only=True)` (no pickled code runs on load). It carries
@@ -6,42 +6,86 @@ everything needed to rebuild and trust the network, the way nanoGPT saves
 `model_args` beside the weights:
 
     format, format_version   "restyle.feedforward", FORMAT_VERSION
-    kind                     "model", or "checkpoint" (adds optimizer + step)
-    arch, arch_args          "TransformerNet", TransformerConfig.to_dict()
+    family                   "style" (transformer.py), "upscaler" (upscaler.py): FAMILIES
+    kind                     "model", or "checkpoint" (adds the optimiser state and the step)
+    arch, arch_args          the family's network class name and its config's to_dict()
     state_dict               the network's weights (float32)
-    style                    {"name", "sha256"} of the painting it was trained on
-    training                 the training config, data fingerprint, held-aside photos, steps
+    style                    {"name", "sha256"} of the painting a style network learned ({} otherwise)
+    training                 what the training recipe records: config, data, steps, history
     restyle_version, torch_version
 
-A file that is not a restyle model, is truncated, or comes from a newer format
-raises ModelError (an InputError: exit code 2 in the CLI) in one line.
+A new family is one entry in FAMILIES. Files of today's older formats still load:
+format version 1 (style networks, before `family`) and the upscaler's "restyle-model"
+records are read into this layout. A file that is not a restyle model, is truncated,
+comes from a newer format or holds another family than asked raises ModelError (an
+InputError: exit code 2 in the CLI) in one line.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 
 from ..errors import InputError
-from .transformer import TransformerConfig, TransformerNet
+from .registry import bundled
 
 FORMAT = "restyle.feedforward"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the `family` field (1: style networks only)
 KINDS = ("model", "checkpoint")
-ARCHS = {"TransformerNet": (TransformerNet, TransformerConfig)}
-BUNDLED_DIR = Path(__file__).parent / "bundled"
-MODEL_SUFFIX = ".pt"
+LEGACY_UPSCALER_FORMAT = "restyle-model"  # the upscaler's own format before version 2
+PathLike = Union[str, os.PathLike]
 
 
 class ModelError(InputError):
     """A model file is missing, not a restyle model, truncated or incompatible."""
 
 
-def save_model_file(payload: Dict[str, Any], path: Union[str, os.PathLike]) -> Path:
+@dataclass(frozen=True)
+class Family:
+    """A family of trained networks: how to rebuild one from its saved arguments, and say what it is."""
+
+    name: str
+    arch: str  # the network's class name, stored in the file
+    build: Callable[[Dict[str, Any]], torch.nn.Module]  # arch_args -> a network with random weights
+    summary: Callable[[Dict[str, Any]], str]  # payload -> one line for listings
+
+
+def _style_network(args: Dict[str, Any]) -> torch.nn.Module:
+    from .transformer import TransformerConfig, TransformerNet
+
+    return TransformerNet(TransformerConfig(**args))
+
+
+def _style_summary(payload: Dict[str, Any]) -> str:
+    t, args = payload["training"], payload["arch_args"]
+    return (f"widths {args.get('widths')}, {args.get('res_blocks')} residual blocks; "
+            f"{t.get('steps_done', '?')} steps at {t.get('size', '?')} px")
+
+
+def _upscaler_network(args: Dict[str, Any]) -> torch.nn.Module:
+    from .upscaler import Upscaler, UpscalerConfig
+
+    return Upscaler(UpscalerConfig(**args))
+
+
+def _upscaler_summary(payload: Dict[str, Any]) -> str:
+    t, args = payload["training"], payload["arch_args"]
+    return (f"upscaler x{args.get('scale')}, {args.get('channels')} channels, {args.get('blocks')} blocks; "
+            f"{t.get('step', '?')} steps")
+
+
+FAMILIES: Dict[str, Family] = {
+    "style": Family("style", "TransformerNet", _style_network, _style_summary),
+    "upscaler": Family("upscaler", "Upscaler", _upscaler_network, _upscaler_summary),
+}
+
+
+def save_model_file(payload: Dict[str, Any], path: PathLike) -> Path:
     """Write `payload` to a temporary file beside `path`, then rename: never half a model."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -59,23 +103,26 @@ def save_model_file(payload: Dict[str, Any], path: Union[str, os.PathLike]) -> P
 
 
 def model_payload(
-    net: TransformerNet,
+    net: torch.nn.Module,
     *,
-    style: Dict[str, str],
+    family: str = "style",
     training: Dict[str, Any],
+    style: Optional[Dict[str, str]] = None,
     kind: str = "model",
     extra: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
+    """The file's dict for `net` (whose `.config.to_dict()` rebuilds it) of `family`."""
     from .. import __version__
 
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "family": family,
         "kind": kind,
-        "arch": "TransformerNet",
+        "arch": FAMILIES[family].arch,
         "arch_args": net.config.to_dict(),
         "state_dict": {k: v.detach().float().cpu().clone() for k, v in net.state_dict().items()},
-        "style": dict(style),
+        "style": dict(style or {}),
         "training": dict(training),
         "restyle_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
@@ -83,8 +130,22 @@ def model_payload(
     }
 
 
-def read_model_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Load and check a model (or checkpoint) file; ModelError names the file and the rule."""
+def _from_legacy_upscaler(record: Dict[str, Any]) -> Dict[str, Any]:
+    """An upscaler "restyle-model" record (version 1) in this format's layout."""
+    if record.get("version") != 1 or record.get("kind") != "upscaler":
+        return record  # refused below, naming what it is
+    is_model = "train" in record
+    training = record["train"] if is_model else {
+        k: record[k] for k in ("photos", "train_photos", "held_out", "step", "elapsed_s", "weights_sha256",
+                               "train_config", "history") if k in record}
+    extra = {} if is_model else {k: record.get(k) for k in ("optimizer", "scheduler")}
+    return {"format": FORMAT, "format_version": 1, "family": "upscaler", "kind": "model" if is_model else "checkpoint",
+            "arch": FAMILIES["upscaler"].arch, "arch_args": record.get("model_args"),
+            "state_dict": record.get("state_dict"), "style": {}, "training": training, **extra}
+
+
+def read_model_file(path: PathLike, family: Optional[str] = None) -> Dict[str, Any]:
+    """Load and check a model (or checkpoint) file, of `family` if given; ModelError names the file and the rule."""
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model {p}: no such file")
@@ -93,6 +154,8 @@ def read_model_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     except Exception as e:  # truncated zip, pickle of code, random bytes: torch raises many kinds
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ModelError(f"model {p}: not a readable restyle model file ({type(e).__name__}: {reason})") from None
+    if isinstance(payload, dict) and payload.get("format") == LEGACY_UPSCALER_FORMAT:
+        payload = _from_legacy_upscaler(payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"model {p}: not a restyle model file (no format {FORMAT!r} marker)")
     version = payload.get("format_version")
@@ -101,22 +164,26 @@ def read_model_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             f"model {p}: format version {version!r} is newer than this restyle reads ({FORMAT_VERSION}); "
             f"upgrade restyle (file written by restyle {payload.get('restyle_version')})"
         )
+    payload.setdefault("family", "style")  # version 1: style networks only
+    if payload["family"] not in FAMILIES:
+        raise ModelError(f"model {p}: family {payload['family']!r} is not one of {', '.join(FAMILIES)}")
+    if family is not None and payload["family"] != family:
+        raise ModelError(f"model {p}: a {payload['family']} network, not the {family} network asked for")
     if payload.get("kind") not in KINDS:
         raise ModelError(f"model {p}: kind {payload.get('kind')!r} is not one of {', '.join(KINDS)}")
-    if payload.get("arch") not in ARCHS:
-        raise ModelError(f"model {p}: architecture {payload.get('arch')!r} is not one of {', '.join(ARCHS)}")
+    if payload.get("arch") != FAMILIES[payload["family"]].arch:
+        raise ModelError(f"model {p}: architecture {payload.get('arch')!r} is not the {payload['family']} "
+                         f"family's ({FAMILIES[payload['family']].arch})")
     for key in ("arch_args", "state_dict", "style", "training"):
         if not isinstance(payload.get(key), dict):
             raise ModelError(f"model {p}: field {key!r} is missing or not a mapping")
     return payload
 
 
-def build_network(payload: Dict[str, Any], path: Union[str, os.PathLike] = "<memory>") -> TransformerNet:
-    """Rebuild the network from its saved arguments and load its weights (strictly)."""
-    net_cls, cfg_cls = ARCHS[payload["arch"]]
+def build_network(payload: Dict[str, Any], path: PathLike = "<memory>") -> torch.nn.Module:
+    """Rebuild the network from its saved arguments and load its weights (strictly), in eval mode."""
     try:
-        config = cfg_cls(**payload["arch_args"])
-        net = net_cls(config)
+        net = FAMILIES[payload.get("family", "style")].build(payload["arch_args"])
         net.load_state_dict(payload["state_dict"], strict=True)
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0][:200]
@@ -124,22 +191,30 @@ def build_network(payload: Dict[str, Any], path: Union[str, os.PathLike] = "<mem
     return net.eval()
 
 
-def bundled_models() -> Dict[str, Path]:
-    """Models shipped in the package, by name (file stem)."""
-    if not BUNDLED_DIR.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(BUNDLED_DIR.glob(f"*{MODEL_SUFFIX}"))}
+def load_network(name_or_path: PathLike, family: Optional[str] = None) -> Tuple[torch.nn.Module, Dict[str, Any], Path]:
+    """(network in eval mode on the CPU, the file's payload without weights, its path) for a bundled
+    name or a file, of `family` if given."""
+    path = resolve_model(name_or_path, family)
+    payload = read_model_file(path, family)
+    net = build_network(payload, path)
+    return net, {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer", "scheduler")}, path
 
 
-def resolve_model(name_or_path: Union[str, os.PathLike]) -> Path:
-    """A bundled model's name (``starry_night``) or a path to a model file."""
-    p = Path(name_or_path)
+def bundled_models(family: Optional[str] = "style") -> Dict[str, Path]:
+    """Networks shipped in the package, by name (file stem): one family's (style networks by
+    default, as `--model` takes), or with `family=None` all of them."""
+    return {name: b.path for name, b in bundled(family).items()}
+
+
+def resolve_model(name_or_path: PathLike, family: Optional[str] = "style") -> Path:
+    """A bundled network's name (``starry_night``, ``up4``) or a path to a model file."""
+    p = Path(name_or_path).expanduser()
     if p.is_file():
         return p
-    bundled = bundled_models()
-    if str(name_or_path) in bundled:
-        return bundled[str(name_or_path)]
-    names = ", ".join(bundled) or "none installed"
+    found = bundled(family)
+    if str(name_or_path) in found:
+        return found[str(name_or_path)].path
+    names = ", ".join(found) or "none installed"
     raise ModelError(f"model {name_or_path}: no such file, and not a bundled model name ({names})")
 
 
@@ -149,10 +224,6 @@ def sidecar_of(model_path: Path) -> Path:
 
 
 def describe(payload: Dict[str, Any]) -> Tuple[str, str]:
-    """(style name, one-line summary) for listings."""
-    t = payload["training"]
-    args = payload["arch_args"]
-    return payload["style"].get("name", "?"), (
-        f"widths {args.get('widths')}, {args.get('res_blocks')} residual blocks; "
-        f"{t.get('steps_done', '?')} steps at {t.get('size', '?')} px"
-    )
+    """(the painting's name, "-" for a network without one, and a one-line summary) for listings."""
+    name = payload["style"].get("name") or "-"
+    return name, FAMILIES[payload.get("family", "style")].summary(payload)

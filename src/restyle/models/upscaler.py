@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -165,23 +165,3 @@ def upscale_tensor(
             out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += y.float() * wt
             weight[:, :, y0 * s:y1 * s, x0 * s:x1 * s] += wt
     return (out / weight).clamp_(0, 255)
-
-
-# --- model files --------------------------------------------------------------
-
-
-def model_record(model: Upscaler) -> Dict[str, Any]:
-    """What a model file stores to rebuild the network: its kind, arguments and weights."""
-    return {"kind": "upscaler", "model_args": model.config.to_dict(), "state_dict": model.state_dict()}
-
-
-def model_from_record(record: Dict[str, Any], source: str) -> Upscaler:
-    """Rebuild an Upscaler from model_record(); InputError naming `source` if it does not fit."""
-    if record.get("kind") != "upscaler":
-        raise InputError(f"{source}: not an upscaler model (kind {record.get('kind')!r})")
-    try:
-        model = Upscaler(UpscalerConfig(**record["model_args"]))
-        model.load_state_dict(record["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise InputError(f"{source}: upscaler model file does not match its own description ({e})") from None
-    return model.eval()

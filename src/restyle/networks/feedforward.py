@@ -165,8 +165,8 @@ def load_model(
     **kwargs: Any,
 ) -> StyleModel:
     """Load a bundled model by name (``"starry_night"``) or a model/checkpoint file."""
-    path = resolve_model(name_or_path)
-    payload = read_model_file(path)
+    path = resolve_model(name_or_path, "style")
+    payload = read_model_file(path, "style")
     net = build_network(payload, path)
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
     return StyleModel(net, info, path=path, device=device, precision=precision, **kwargs)

@@ -22,12 +22,13 @@ from ..config import UpscalerTrainConfig
 from ..errors import InputError
 from ..events import Callback
 from ..images import PathLike, load_image, to_tensor
-from ..models.upscaler import Upscaler, UpscalerConfig, model_from_record, model_record
+from ..models.modelfile import build_network, model_payload, read_model_file, save_model_file
+from ..models.upscaler import Upscaler, UpscalerConfig
 from ..models.vgg import VGG19Features, deepest_layer
 from ..models.weights import Weights, load_weights
 from .training import (
-    PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, cosine_lr, fit, grid, list_photos, load_record,
-    save_record, seeded, step_generator,
+    PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, cosine_lr, fit, grid, list_photos, seeded,
+    step_generator,
 )
 from .training import split_photos as _split
 
@@ -142,9 +143,11 @@ class UpscalerRecipe(Recipe):
 
     def save(self, kind: str, path: Path, state: TrainState) -> Path:
         if kind == "checkpoint":
-            return save_record({**model_record(self.net), **self.report(state), "history": list(state.history),
-                                "optimizer": state.optimizer, "scheduler": state.scheduler}, path)
-        return save_record({**model_record(self.net), "train": self.sidecar(path, state, 0.0, history=False)}, path)
+            training = {**self.report(state), "history": list(state.history)}
+            extra = {"optimizer": state.optimizer, "scheduler": state.scheduler}
+        else:
+            training, extra = self.sidecar(path, state, 0.0, history=False), {}
+        return save_model_file(model_payload(self.net, family=KIND, training=training, kind=kind, extra=extra), path)
 
     def sidecar(self, path: Path, state: TrainState, steps_per_s: float, history: bool = True) -> Dict[str, Any]:
         report = self.report(state)
@@ -174,16 +177,19 @@ def train(
     cfg = config or UpscalerTrainConfig()
     state = None
     if resume:
-        record = load_record(checkpoint_path(out), KIND)
-        cfg = UpscalerTrainConfig(**{**record["train_config"], "steps": cfg.steps})
-        state = TrainState(record["step"], [tuple(h) for h in record["history"]], record["elapsed_s"],
+        record = read_model_file(checkpoint_path(out), KIND)
+        if record["kind"] != "checkpoint":
+            raise InputError(f"{checkpoint_path(out)}: a {record['kind']}, not a checkpoint to resume from")
+        t = record["training"]
+        cfg = UpscalerTrainConfig(**{**t["train_config"], "steps": cfg.steps})
+        state = TrainState(t["step"], [tuple(h) for h in t["history"]], t["elapsed_s"],
                            record["optimizer"], record["scheduler"])
     train_photos, held = split_photos(photos, cfg.hold_out)
     if state is None:
         with seeded(cfg.seed):
             model = Upscaler(UpscalerConfig(cfg.scale, cfg.channels, cfg.blocks))
     else:
-        model = model_from_record(record, str(checkpoint_path(out)))
+        model = build_network(record, checkpoint_path(out))
     recipe = UpscalerRecipe(cfg, model, load_weights(weights), photos, train_photos, held)
     return fit(recipe, out, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every,
                preview_every=cfg.preview_every, resume=state, callback=callback, should_stop=should_stop)

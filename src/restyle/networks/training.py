@@ -15,8 +15,8 @@ model-file format. `fit` does everything else, the same way for both:
 - progress as data: TrainStart, TrainStep, TrainPreview, TrainCheckpoint, TrainDone;
 - the model file, and a JSON sidecar beside it describing the run.
 
-The upscaler's model files (`save_record`/`load_record`, format "restyle-model")
-are described here too; the style networks' are in modelfile.py.
+Both write their model files and checkpoints in the one format of models/modelfile.py
+(`family` "style" or "upscaler").
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ from ..errors import Cancelled, InputError
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
 from ..hashing import sha256sum
 from ..images import PathLike, write_text_atomic
-from ..models.modelfile import save_model_file, sidecar_of
+from ..models.modelfile import sidecar_of
 
-FORMAT = "restyle-model"
-FORMAT_VERSION = 1
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -129,33 +127,6 @@ def grid(rows: Sequence[Sequence[torch.Tensor]], gap: int = 4) -> Image.Image:
             x += w + gap
         y += h + gap
     return sheet
-
-
-# --- the upscaler's model files -------------------------------------------------------------------
-
-
-def save_record(record: Dict[str, Any], path: PathLike) -> Path:
-    """A "restyle-model" record, written atomically: a killed run never leaves half a checkpoint."""
-    return save_model_file({"format": FORMAT, "version": FORMAT_VERSION, **record}, path)
-
-
-def load_record(path: PathLike, kind: str) -> Dict[str, Any]:
-    """Load a model file or checkpoint of `kind`; InputError (one line) for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for a file that is not its own
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: not a restyle model file ({reason})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise InputError(f"{path}: not a restyle model file (no {FORMAT!r} header)")
-    if record.get("version") != FORMAT_VERSION:
-        raise InputError(f"{path}: model file version {record.get('version')!r}; this restyle reads {FORMAT_VERSION}")
-    if record.get("kind") != kind:
-        raise InputError(f"{path}: a {record.get('kind')!r} model, not the {kind!r} model asked for")
-    return record
 
 
 # --- the loop -------------------------------------------------------------------------------------

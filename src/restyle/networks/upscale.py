@@ -20,34 +20,30 @@ from PIL import Image
 from ..config import PAINT_LIMIT, StylizeConfig
 from ..errors import InputError
 from ..images import fit_size, to_pil, to_tensor
-from ..models.upscaler import SCALES, Upscaler, model_from_record, upscale_tensor
-from .training import load_record
+from ..models.modelfile import bundled_models as _bundled, load_network, resolve_model
+from ..models.upscaler import SCALES, Upscaler, upscale_tensor
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "bundled"
 DEFAULT_MODEL = "up4"
+KIND = "upscaler"  # the family in models/modelfile.FAMILIES
 # The enlargement is accumulated in float32 with a blending weight (16 bytes a pixel):
 # 16384 x 16384 output pixels need about 4.3 GB.
 MAX_OUTPUT_PIXELS = 16384 * 16384
 
 
 def bundled_models() -> Tuple[str, ...]:
-    return tuple(sorted(p.stem for p in MODELS_DIR.glob("*.pt")))
+    """The bundled upscalers' names (models/registry.py)."""
+    return tuple(_bundled(KIND))
 
 
 def model_path(name: str) -> Path:
-    """A bundled model's name (up4) or a path to a model file."""
-    if Path(name).suffix == ".pt" or "/" in name or Path(name).is_file():
-        return Path(name).expanduser()
-    if name not in bundled_models():
-        raise InputError(f"model {name!r} is neither a file nor a bundled model ({', '.join(bundled_models()) or 'none'})")
-    return MODELS_DIR / f"{name}.pt"
+    """A bundled upscaler's name (up4) or a path to a model file."""
+    return resolve_model(name, KIND)
 
 
 @lru_cache(maxsize=4)
 def load_upscaler(name: str = DEFAULT_MODEL) -> Upscaler:
     """The upscaler in a model file (loaded with weights_only=True) or bundled under `name`."""
-    path = model_path(name)
-    return model_from_record(load_record(path, "upscaler"), str(path))
+    return load_network(name, KIND)[0]
 
 
 def upscale(

@@ -12,15 +12,14 @@ JSON sidecars beside them, and the job rows say everything else.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..config.train import TrainConfig
 from ..errors import InputError
 from ..hashing import sha256sum
+from ..models.registry import bundled
 from .form import _number, strength_param
 from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
 from .settings import Settings
@@ -28,9 +27,6 @@ from .uploads import UploadError
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "model.ckpt.pt"  # style_training.checkpoint_path(model.pt)
-# modelfile.BUNDLED_DIR, named here without importing modelfile (which imports torch).
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models" / "bundled"
-STYLE_ARCH = "TransformerNet"  # the style networks (the bundled upscaler is another kind of model)
 
 
 @dataclass(frozen=True)
@@ -112,25 +108,11 @@ def may_use(job: Job, owner: Optional[str]) -> bool:
     return job.task == TRAIN and (job.shared or is_owner(job, owner))
 
 
-@lru_cache(maxsize=1)
-def _bundled(folder: Path) -> Dict[str, ModelChoice]:
-    found = {}
-    for sidecar in sorted(folder.glob("*.json")):
-        try:
-            info = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
-            continue
-        path = sidecar.with_suffix(".pt")
-        if info.get("arch") != STYLE_ARCH or not path.is_file():
-            continue
-        style = info.get("style") or {}
-        label = f"{style.get('name', path.stem).replace('_', ' ')} (bundled)"
-        found[path.stem] = ModelChoice(path.stem, label, path, style.get("sha256"))
-    return found
-
-
 def bundled_models() -> Dict[str, ModelChoice]:
-    return _bundled(BUNDLED_DIR)
+    """The bundled style networks (models/registry.py, the one registry), as the form offers them."""
+    return {b.name: ModelChoice(b.name, f"{(b.style_name or b.name).replace('_', ' ')} (bundled)", b.path,
+                                b.style_sha256)
+            for b in bundled("style").values()}
 
 
 def visitor_models(store: JobStore, owner: Optional[str]) -> List[ModelChoice]:
