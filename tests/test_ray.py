@@ -327,3 +327,24 @@ def test_cli_video_with_a_model_on_ray_gives_the_local_frames(cluster, tiny_mode
     assert pngs(distributed) == pngs(local)
     assert main(["video", str(clip), "a.png", "-o", str(tmp_path / "o.mp4"), "--ray"]) == 2
     assert "give --model" in capsys.readouterr().err
+
+
+def test_model_batch_on_ray_gives_the_one_runners_pixels(cluster, photos, tmp_path):
+    """A Ray batch through the bundled network (device and precision "auto") paints what
+    restyle.run_network paints here at the worker's thread count (test_run_network.py: the CLI,
+    a local batch and the web job paint the same)."""
+    import numpy as np
+
+    import restyle
+    from restyle.batch.distributed import run_model_batch_ray
+
+    report = run_model_batch_ray([photos / "photos" / "p0.png"], "starry_night", tmp_path, "none", 48)
+    assert report.count("done") == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = restyle.run_network("starry_night", photos / "photos" / "p0.png", size=48)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "p0__starry_night.png").convert("RGB")), np.asarray(here))
+

@@ -416,15 +416,13 @@ def test_cli_video_optimiser_and_model_flag(clip, tmp_path, tiny_weights, capsys
 def test_cli_video_with_a_model(clip, tmp_path, monkeypatch, capsys):
     import types
 
-    import restyle
-
     calls = []
 
     def load_model(spec, device, precision):
         calls.append((spec, str(device), precision))
         return types.SimpleNamespace(stylize_tensor=tiny_net(), sha256="abc", precision=precision)
 
-    monkeypatch.setattr(restyle, "load_model", load_model, raising=False)
+    monkeypatch.setattr("restyle.networks.feedforward.load_model", load_model)
     out = tmp_path / "m.mp4"
     code = main(["video", str(clip), "--model", "starry", "-o", str(out), "--keep-frames", "--quiet",
                  "--device", "cpu", "--precision", "fp32"])

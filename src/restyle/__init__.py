@@ -26,6 +26,7 @@ _LAZY = {
     "stylize": "optimiser.engine",
     "load_model": "networks.feedforward",
     "StyleModel": "networks.feedforward",
+    "run_network": "networks.feedforward",
     "train": "networks.style_training",
     "TrainConfig": "networks.style_training",
 }

@@ -194,11 +194,9 @@ class ModelWorker(RayWorker):
 
     def setup(self, model: str, device: str, precision: str, preserve_colors: str, size: Optional[int],
               sidecar: bool) -> None:
-        from ..device import resolve_device, resolve_precision
-        from ..networks.feedforward import load_model
+        from ..networks.feedforward import open_model
 
-        where = resolve_device(device)
-        self.model = load_model(model, device=where, precision=resolve_precision(precision, where))
+        self.model = open_model(model, device=device, precision=precision)
         self.settings = (preserve_colors, size)
         self.sidecar = sidecar
 

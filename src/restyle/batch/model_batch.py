@@ -78,10 +78,10 @@ def stylize_photo(task: FileTask, model: Any, preserve_colors: str = "none", siz
 def feedforward_picture(task: FileTask, model: Any, preserve_colors: str = "none",
                         size: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
     """The model's picture of task.source and its sidecar report (the single-photo CLI writes them itself)."""
-    from ..networks.feedforward import stylize_image
+    from ..networks.feedforward import run_network
 
     t0 = time.perf_counter()
-    img = stylize_image(model, task.source, preserve_colors, size)
+    img = run_network(model, task.source, size=size, preserve_colors=preserve_colors)
     report = {"mode": "feedforward", "content": str(task.source), "output": str(task.output),
               "model": str(model.path), "model_sha256": model.sha256, "style": model.info["style"],
               "preserve_colors": preserve_colors, "device": str(model.device), "precision": model.precision,

@@ -11,9 +11,9 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-from ..config import MAX_SIZE
+from ..config import MAX_SIZE, PRESETS
 from ..errors import InputError
 
 EXIT_OK = 0
@@ -134,22 +134,19 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
     from ..batch.model_batch import FileTask, feedforward_picture
     from ..images import check_output_path, save_atomic, sidecar_path, write_text_atomic
-    from ..networks.feedforward import load_model
+    from ..networks.feedforward import open_model
     from .common import ray_options
 
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
                          "or use --init-model to refine with the optimiser")
-    from ..device import resolve_device, resolve_precision
-
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
-    size = getattr(args, "size", None)
+    size = network_size(args)
     ray = ray_options(args)
     if ray is not None or Path(args.content).is_dir():
         return _stylize_folder_with_model(args, mode, size, ray)
-    device = resolve_device(getattr(args, "device", "auto"))
     # auto: bf16 where the hardware has it (the network was trained under bf16 autocast).
-    model = load_model(args.model, device=device, precision=resolve_precision(getattr(args, "precision", "auto"), device))
+    model = open_model(args.model, device=getattr(args, "device", "auto"), precision=getattr(args, "precision", "auto"))
     content = Path(args.content)
     task = FileTask(0, content, check_output_path(args.output, (content,)))
     img, report = feedforward_picture(task, model, mode, size)
@@ -159,6 +156,14 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {task.output} ({img.width}x{img.height}, one pass, {report['timings_s']['total']:.2f} s)")
     return EXIT_OK
+
+
+def network_size(args: argparse.Namespace) -> Optional[int]:
+    """The long side a network paints at: --size, else the --preset's size, else the photo's own."""
+    if hasattr(args, "size"):
+        return args.size
+    preset = getattr(args, "preset", None)
+    return PRESETS[preset].get("size") if preset else None
 
 
 def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, ray: Any) -> int:
@@ -177,11 +182,9 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
                                        precision=precision, sidecar=sidecar, callback=bar, **ray)
     else:
         from ..batch.model_batch import run_model_batch
-        from ..device import resolve_device, resolve_precision
-        from ..networks.feedforward import load_model
+        from ..networks.feedforward import open_model
 
-        where = resolve_device(device)
-        model = load_model(args.model, device=where, precision=resolve_precision(precision, where))
+        model = open_model(args.model, device=device, precision=precision)
 
         def run(bar: Any) -> Any:
             return run_model_batch([args.content], model, args.output, mode, size, sidecar=sidecar, callback=bar)
@@ -190,12 +193,13 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
 
 def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     """`--init-model M`: the optimiser starts from the network's picture, at full size, few iterations."""
-    from ..networks.feedforward import load_model, stylize_image
-
-    model = load_model(args.init_model)
+    from ..networks.feedforward import open_model, run_network
     from .common import config_from_args
 
     size = config_from_args(args).size  # the output's size, after any --preset
+    # The network runs where the optimiser will, at the precision asked (auto: bf16 where native).
+    model = open_model(args.init_model, device=getattr(args, "device", "auto"),
+                       precision=getattr(args, "precision", "auto"))
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS
@@ -208,7 +212,7 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     with tempfile.TemporaryDirectory(prefix="restyle-hybrid-") as tmp:
         start = Path(tmp) / "init.png"
         # The optimiser shrinks its start to the output's size (Lanczos) as it loads it.
-        stylize_image(model, args.content, "none", min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)).save(start)
+        run_network(model, args.content, size=min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)).save(start)
         args.init = str(start)
         for k, v in overrides.items():
             setattr(args, k, v)

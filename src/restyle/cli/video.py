@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Dict, Tuple
+from typing import Any, Tuple
 
 from ..errors import InputError
 
@@ -52,16 +52,6 @@ def add_video_parser(sub: Any) -> None:
     add_ray_arguments(v, "the network on chunks of frames (with --model; the temporal blend stays here, in order)")
     add_config_arguments(v, skip=VIDEO_SKIPS, title="style transfer settings (optimiser engine, per frame)")
     v.set_defaults(func=cmd_video)
-
-
-def load_network(spec: str, **where: Any) -> Any:
-    """`restyle.load_model(spec)`, the feed-forward networks' loader (`where`: device, precision)."""
-    import restyle
-
-    loader = getattr(restyle, "load_model", None)
-    if loader is None:
-        raise InputError(f"--model {spec}: this build has no feed-forward style networks; give style images instead")
-    return loader(spec, **where)
 
 
 def network_placement(args: argparse.Namespace) -> Tuple[str, str]:
@@ -111,12 +101,10 @@ def cmd_video(args: argparse.Namespace) -> int:
             work = ray_network_frames(args.model, w, name, device=device, precision=precision, **ray)
             stylizer: Any = None
         else:
-            from ..device import resolve_device, resolve_precision
+            from ..networks.feedforward import open_model
 
             device, precision = network_placement(args)
-            where: Dict[str, Any] = {"device": resolve_device(device)}
-            where["precision"] = resolve_precision(precision, where["device"])
-            model = load_network(args.model, **where)
+            model = open_model(args.model, device=device, precision=precision)
             # The manifest names the model by its digest too: a retrained file never resumes old frames.
             name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
             stylizer = NetworkFrames(model.stylize_tensor, w, name=name)

@@ -1,8 +1,10 @@
 """Stylize with a trained feed-forward network: one pass, any size.
 
-    model = restyle.load_model("starry_night")     # a bundled name or a .pt path
-    painting = model("photo.jpg")                  # PIL in (or a path), PIL out
+    painting = restyle.run_network("starry_night", "photo.jpg")   # the one way every front end runs one
+    model = open_model("starry_night")             # a bundled name or a .pt path; device and precision "auto"
+    painting = run_network(model, "photo.jpg", size=512)   # reuse an open model for many photos
     y = model.stylize_tensor(x)                    # (N, 3, H, W) float 0-255 -> same
+    model = restyle.load_model("starry_night")     # explicit device (default cpu) and precision (default fp32)
 
 Large pictures are tiled without seams. Instance normalisation is the only
 operation of the network that looks at the whole picture; the tiled path
@@ -170,6 +172,30 @@ def load_model(
     net = build_network(payload, path)
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
     return StyleModel(net, info, path=path, device=device, precision=precision, **kwargs)
+
+
+def open_model(name_or_path: Union[str, os.PathLike], *, device: Union[str, torch.device] = "auto",
+               precision: str = "auto", **kwargs: Any) -> StyleModel:
+    """A style network to run, the way every front end opens one: a bundled name or a model
+    file; `device` "auto" (the GPU if there is one), "cpu", "cuda:N"; `precision` "auto" (bf16
+    where the hardware runs it natively: the networks are trained under bf16 autocast; else
+    fp32), "fp32", "bf16", "fp16"."""
+    from ..device import resolve_device, resolve_precision
+
+    where = device if isinstance(device, torch.device) else resolve_device(str(device))
+    return load_model(name_or_path, device=where, precision=resolve_precision(precision, where), **kwargs)
+
+
+def run_network(model: Union[StyleModel, str, os.PathLike], source: Union[Image.Image, str, os.PathLike], *,
+                size: Optional[int] = None, preserve_colors: str = "none", device: Union[str, torch.device] = "auto",
+                precision: str = "auto") -> Image.Image:
+    """Stylize `source` (a PIL image or a file) with a trained style network, resized to long side
+    `size` if given, colours as `preserve_colors` says. `model` is an open StyleModel (many photos,
+    one load), or a bundled name or model file, opened with `device` and `precision` as open_model.
+    The CLI (one photo, a folder, --init-model), Ray workers, video and the web app all call this."""
+    if not isinstance(model, StyleModel):
+        model = open_model(model, device=device, precision=precision)
+    return stylize_image(model, source, preserve_colors, size)
 
 
 def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike], preserve_colors: str = "none",

@@ -60,11 +60,9 @@ class ChunkWorker(RayWorker):
     """Holds the network; makes each frame's network picture and flow from the frame before."""
 
     def setup(self, model: str, device: str, precision: str, temporal_weight: float) -> None:
-        from ..device import resolve_device, resolve_precision
-        from ..networks.feedforward import load_model
+        from ..networks.feedforward import open_model
 
-        where = resolve_device(device)
-        net = load_model(model, device=where, precision=resolve_precision(precision, where))
+        net = open_model(model, device=device, precision=precision)
         self.frames = NetworkFrames(net.stylize_tensor, temporal_weight)
 
     def work(self, chunk: Chunk, attempt: int, callback: Callable[[Any], None]) -> List[Made]:

@@ -103,17 +103,15 @@ def run_train(run: Any) -> None:
 
 def run_stylize(run: Any) -> None:
     """A photo in one pass of a network."""
-    from ..device import resolve_device
     from ..images import save_atomic
-    from ..networks.feedforward import load_model, stylize_image
+    from ..networks.feedforward import run_network
 
     job, folder = run.job, run.folder
     size = int(job.params.get("size") or run.settings.default_size)
     run.progress.update(unit="pass", step=0, steps=1)
     run.write(force=True)
     t0 = time.perf_counter()
-    model = load_model(_model_file(run), device=resolve_device(run.device))
-    img = stylize_image(model, folder / job.content_file, "none", size)
+    img = run_network(_model_file(run), folder / job.content_file, size=size, device=run.device)
     save_atomic(img, folder / "result.png")
     _finish(run, {"task": STYLIZE, "model": job.params.get("model_label"), "size": size,
                   "width": img.width, "height": img.height, "seconds": round(time.perf_counter() - t0, 2)}, 1)
@@ -123,9 +121,8 @@ def run_video(run: Any) -> None:
     """A clip through a network, frame by frame, with the flow-guided blend that stops flicker."""
     from PIL import Image
 
-    from ..device import resolve_device
     from ..images import save_atomic
-    from ..networks.feedforward import load_model
+    from ..networks.feedforward import open_model
     from ..video import FrameDone, NetworkFrames, VideoConfig, VideoStart, stylize_video
     from ..video.pipeline import frame_name
     from ..video.stylizers import NETWORK_TEMPORAL_WEIGHT
@@ -158,7 +155,7 @@ def run_video(run: Any) -> None:
             else:
                 run.write(force=left == 0)
 
-    model = load_model(_model_file(run), device=resolve_device(run.device))
+    model = open_model(_model_file(run), device=run.device)
     stylizer = NetworkFrames(model.stylize_tensor, NETWORK_TEMPORAL_WEIGHT, name=str(job.params.get("model")))
     cfg = VideoConfig(size=settings.video_size, duration=settings.max_video_seconds)
     result = stylize_video(folder / job.content_file, folder / CLIP_RESULT, stylizer, cfg, work_dir=work,

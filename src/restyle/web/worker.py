@@ -82,9 +82,10 @@ class Worker:
                 continue
             self.run_job(job)
 
-    def instant_preview(self, content: Path, style: Path, size: int, models: Sequence[Path] = ()) -> Optional[dict]:
+    def instant_preview(self, content: Path, style: Path, size: int, models: Sequence[Path] = (),
+                        device: str = "auto") -> Optional[dict]:
         try:
-            return _instant_preview(content, style, size, content.parent, models=models)
+            return _instant_preview(content, style, size, content.parent, models=models, device=device)
         except Exception:  # noqa: BLE001 - a preview must never fail the job
             return None
 
@@ -143,7 +144,8 @@ class Worker:
         tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
         # The visitor's own trained models know their paintings too (another visitor's never serve).
         own = [m.path for m in visitor_models(self.store, job.owner)] if job.kind == USER else []
-        instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size, own)
+        instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size, own,
+                                       device=run.device)
         if instant:  # a trained network knows this painting: its picture now, the optimiser's later
             progress["instant"] = instant
             run.write(preview=True, force=True)
@@ -202,20 +204,20 @@ class JobRun:
 
 
 def _instant_preview(content: Path, style: Path, size: int, folder: Path,
-                     models: Sequence[Path] = ()) -> Optional[dict]:
+                     models: Sequence[Path] = (), device: str = "auto") -> Optional[dict]:
     """If a model was trained on this very painting, write its picture as preview.jpg.
 
     `models`: the visitor's own trained models, looked at before the bundled ones.
     """
     from ..images import save_atomic
-    from ..networks.feedforward import load_model, model_for_style, stylize_image
+    from ..networks.feedforward import model_for_style, open_model, run_network
 
     match = model_for_style(style, models)
     if match is None:
         return None
     t0 = time.perf_counter()
-    model = load_model(match)
-    img = stylize_image(model, content, "none", size)
+    model = open_model(match, device=device)
+    img = run_network(model, content, size=size)
     save_atomic(img, folder / "preview.jpg", quality=PREVIEW_QUALITY)
     return {"model": model.name, "model_sha256": model.sha256, "seconds": round(time.perf_counter() - t0, 2)}
 
