@@ -82,10 +82,10 @@ def compare(pairs, model: str, scale: int, quality) -> List[Dict]:
 
 
 def held_out_photos(model: str) -> List[Path]:
-    from restyle.networks.training import load_record
+    from restyle.models.modelfile import read_model_file
     from restyle.networks.upscale import model_path
 
-    names = load_record(model_path(model), "upscaler")["train"].get("held_out") or []
+    names = read_model_file(model_path(model), "upscaler")["training"].get("held_out") or []
     if not names:
         raise SystemExit(f"model {model} records no held-aside photos; cannot benchmark it fairly")
     return [COCO / n for n in names]
