@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 PathLike = Union[str, os.PathLike]
 ImageLike = Union[PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 READ_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "MPO", "GIF")
+# The pictures a folder is read for (photos, paintings, training photos, video frames): the one list.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 

@@ -28,9 +28,7 @@ from ..config import StylizeConfig
 from ..errors import Cancelled, InputError, RestyleError
 from ..events import BatchProgress, Iterate, PairStarted
 from ..hashing import sha256sum
-from ..images import PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+from ..images import IMAGE_SUFFIXES, PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
 
 
 def expand(paths: Sequence[PathLike], what: str) -> List[Path]:

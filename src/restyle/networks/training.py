@@ -36,10 +36,10 @@ from PIL import Image
 from ..errors import Cancelled, InputError
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
 from ..hashing import sha256sum
-from ..images import PathLike, write_text_atomic
+from ..images import IMAGE_SUFFIXES, PathLike, write_text_atomic
 from ..models.modelfile import sidecar_of
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+PHOTO_SUFFIXES = IMAGE_SUFFIXES  # images.py: the one list
 
 
 # --- paths and photos -----------------------------------------------------------------------------

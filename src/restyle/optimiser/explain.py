@@ -42,7 +42,7 @@ from ..device import network, resolve_device, resolve_precision
 from ..errors import Cancelled, InputError
 from ..events import Iterate
 from ..images import PathLike, check_size, fit_size, load_image, resize, save_atomic, to_pil, to_tensor
-from ..images import write_text_atomic
+from ..images import IMAGE_SUFFIXES, write_text_atomic
 from ..models.layers import deepest_layer, receptive_field
 from ..models.weights import load_weights
 from .engine import Painter, noise_image, paint_pyramid, painter_for, run
@@ -57,7 +57,7 @@ from .schedule import Stage, pyramid
 
 BLOCKS = (1, 2, 3, 4, 5)
 MAP_SIZE = 192  # long side of the feature-map pictures
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+EXPLAIN_SUFFIXES = IMAGE_SUFFIXES + (".gif",)  # the one list, plus GIF, which the report also reads
 
 
 @dataclass(frozen=True)
@@ -136,10 +136,10 @@ def list_images(folder: PathLike, limit: int) -> List[Path]:
         raise InputError(f"--images {folder}: no such folder")
     if not folder.is_dir():
         raise InputError(f"--images {folder}: not a folder")
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXPLAIN_SUFFIXES)
     if not found:
         raise InputError(
-            f"--images {folder}: no image files (looked for {', '.join(IMAGE_SUFFIXES)})"
+            f"--images {folder}: no image files (looked for {', '.join(EXPLAIN_SUFFIXES)})"
         )
     return found[:limit]
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..config import MIN_SIZE
 from ..errors import InputError
-from ..images import PathLike, check_output_path, load_image
+from ..images import IMAGE_SUFFIXES, PathLike, check_output_path, load_image
 
 READ_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 # Output suffix -> (video encoder, audio encoder, audio codecs the container takes as they are).
@@ -31,7 +31,7 @@ WRITE_FORMATS = {
     ".mp4": ("libx264", "aac", ("aac", "mp3", "ac3", "alac")),
     ".webm": ("libvpx-vp9", "libopus", ("opus", "vorbis")),
 }
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+FRAME_SUFFIXES = IMAGE_SUFFIXES  # images.py: the one list
 MAX_INPUT_PIXELS = 7680 * 4320  # 8K UHD: larger frames are refused before decoding them all
 MAX_SIZE = 4096  # long side of the output; style transfer at 4K per frame is already hours
 DEFAULT_FOLDER_FPS = Fraction(25)
