@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from ..errors import InputError
-from ..models.transformer_config import TransformerConfig
+from ..models.transformer_config import ArbitraryConfig, TransformerConfig
 from .stylize import FEATURE_LAYERS, STYLE_NORMS, VGG19_LAYERS, _choice, _help, _int_range, _non_negative
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
@@ -183,3 +183,56 @@ class TrainConfig(TrainBase):
     def network_config(self) -> TransformerConfig:
         return TransformerConfig(tuple(self.widths), self.res_blocks, residual=self.residual)
 
+
+@dataclass(frozen=True)
+class ArbitraryTrainConfig(TrainBase):
+    """Every knob of `restyle train-arbitrary`; the per-painting recipe's weights, sizes and layers."""
+
+    size: int = field(default=256, metadata=_help("side of the square training crops of the photos"))
+    max_scale: float = field(default=1.6, metadata=_help("largest random rescale of a photo before cropping"))
+    style_size: int = field(default=512, metadata=_help("long side of a painting for its Gram targets"))
+    # The painting is read at 256 px at run time (Ghiasi et al.'s size): a VGG pass to relu4_1
+    # at 256 px costs less than the transformer at 512, so encoding stays cheap.
+    encode_size: int = field(default=256, metadata=_help("long side of a painting for its style code"))
+    content_weight: float = field(default=10.0, metadata=_help("weight of the content term"))
+    style_weight: float = field(default=40.0, metadata=_help("weight of the Gram style term"))
+    tv_weight: float = field(default=1e-3, metadata=_help("weight of the total-variation term"))
+    content_layers: Tuple[str, ...] = field(default=("relu2_2",), metadata=_help("content layers"))
+    paintings_per_step: int = field(default=2, metadata=_help("paintings drawn per step"))
+    photos_per_painting: int = field(default=1, metadata=_help("photo crops painted in each painting per step"))
+    crops_per_painting: int = field(default=4, metadata=_help("views of each painting (whole + random crops)"))
+    holdout_every: int = field(default=10, metadata=_help("every k-th painting by name is held aside"))
+    holdout: int = field(default=8, metadata=_help("photos held aside for the preview grid"))
+    widths: Tuple[int, ...] = field(default=(12, 24, 48), metadata=_help("transformer channel widths"))
+    res_blocks: int = field(default=4, metadata=_help("transformer residual blocks"))
+    code_dim: int = field(default=100, metadata=_help("style code size"))
+    # Start the transformer from a trained per-painting network of the same shape: it
+    # already paints strokes, so the steps go to telling styles apart.
+    init_from: str = field(default="starry_night", metadata=_help("model whose transformer starts the run ('' none)"))
+    precision: str = field(default="auto", metadata=_help("auto, fp32 or bf16"))
+    threads: int = field(default=0, metadata=_help("torch threads (0: torch's default)"))
+    steps: int = field(default=40000, metadata=_help("optimiser steps"))
+    preview_every: int = field(default=500, metadata=_help("steps between preview grids (0: never)"))
+    checkpoint_every: int = field(default=250, metadata=_help("steps between checkpoints"))
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("size", "style_size", "encode_size"):
+            if not 32 <= int(getattr(self, name)) <= 4096:
+                raise InputError(f"{name} must be in [32, 4096] px, got {getattr(self, name)}")
+        for name in ("paintings_per_step", "photos_per_painting", "crops_per_painting", "holdout_every", "code_dim"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("content_weight", "style_weight", "tv_weight", "max_scale"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"{name} must be a number >= 0, got {getattr(self, name)}")
+        bad = [x for x in self.content_layers if x not in VGG19_LAYERS]
+        if bad or not self.content_layers:
+            raise InputError(f"content_layers {bad or '()'}: each must be a VGG-19 layer such as relu2_2")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"precision {self.precision!r} is not one of auto, fp32, bf16")
+
+    def network_config(self, layer_channels: Sequence[int] = ArbitraryConfig.layer_channels) -> ArbitraryConfig:
+        """The network's arguments; `layer_channels` are those of the VGG-19 (or tiny test network) in use."""
+        return ArbitraryConfig(tuple(self.widths), self.res_blocks, self.code_dim,
+                               layer_channels=tuple(layer_channels))

@@ -6,7 +6,7 @@ everything needed to rebuild and trust the network, the way nanoGPT saves
 `model_args` beside the weights:
 
     format, format_version   "restyle.feedforward", FORMAT_VERSION
-    family                   "style" (transformer.py), "upscaler" (upscaler.py): FAMILIES
+    family                   "style" (transformer.py), "upscaler" (upscaler.py), "arbitrary" (arbitrary.py): FAMILIES
     kind                     "model", or "checkpoint" (adds the optimiser state and the step)
     arch, arch_args          the family's network class name and its config's to_dict()
     state_dict               the network's weights (float32)
@@ -79,9 +79,22 @@ def _upscaler_summary(payload: Dict[str, Any]) -> str:
             f"{t.get('step', '?')} steps")
 
 
+def _arbitrary_network(args: Dict[str, Any]) -> torch.nn.Module:
+    from .arbitrary import ArbitraryConfig, ArbitraryNet
+
+    return ArbitraryNet(ArbitraryConfig(**args))
+
+
+def _arbitrary_summary(payload: Dict[str, Any]) -> str:
+    t, args = payload["training"], payload["arch_args"]
+    return (f"any painting: widths {args.get('widths')}, {args.get('res_blocks')} residual blocks, "
+            f"{args.get('code_dim')}-d style code; {t.get('steps_done', '?')} steps on {t.get('paintings', '?')} paintings")
+
+
 FAMILIES: Dict[str, Family] = {
     "style": Family("style", "TransformerNet", _style_network, _style_summary),
     "upscaler": Family("upscaler", "Upscaler", _upscaler_network, _upscaler_summary),
+    "arbitrary": Family("arbitrary", "ArbitraryNet", _arbitrary_network, _arbitrary_summary),
 }
 
 
@@ -164,7 +177,8 @@ def read_model_file(path: PathLike, family: Optional[str] = None) -> Dict[str, A
             f"model {p}: format version {version!r} is newer than this restyle reads ({FORMAT_VERSION}); "
             f"upgrade restyle (file written by restyle {payload.get('restyle_version')})"
         )
-    payload.setdefault("family", "style")  # version 1: style networks only
+    # Version 1 had style networks only (and the first any-painting checkpoints, by their arch).
+    payload.setdefault("family", "arbitrary" if payload.get("arch") == "ArbitraryNet" else "style")
     if payload["family"] not in FAMILIES:
         raise ModelError(f"model {p}: family {payload['family']!r} is not one of {', '.join(FAMILIES)}")
     if family is not None and payload["family"] != family:

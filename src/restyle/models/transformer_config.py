@@ -37,3 +37,40 @@ class TransformerConfig:
         d = asdict(self)
         d["widths"] = list(self.widths)
         return d
+
+
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # what the any-painting network reads of a painting
+
+
+@dataclass(frozen=True)
+class ArbitraryConfig:
+    """Architecture arguments; saved in every model file so the network rebuilds itself."""
+
+    widths: Tuple[int, ...] = (12, 24, 48)
+    res_blocks: int = 4
+    code_dim: int = 100  # Ghiasi et al.'s bottleneck
+    hidden: int = 256
+    style_layers: Tuple[str, ...] = STYLE_LAYERS
+    layer_channels: Tuple[int, ...] = (64, 128, 256, 512)  # of style_layers, in the VGG-19 the stats come from
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "style_layers", tuple(self.style_layers))
+        object.__setattr__(self, "layer_channels", tuple(int(c) for c in self.layer_channels))
+        if len(self.style_layers) != len(self.layer_channels) or not self.style_layers:
+            raise ValueError(f"style_layers {self.style_layers} and layer_channels {self.layer_channels} "
+                             "must name the same non-empty list of layers")
+        for name in ("code_dim", "hidden"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.transformer()  # its own checks
+
+    def transformer(self) -> TransformerConfig:
+        return TransformerConfig(self.widths, self.res_blocks)
+
+    @property
+    def stats_dim(self) -> int:
+        return 2 * sum(self.layer_channels)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

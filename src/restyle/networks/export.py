@@ -42,6 +42,25 @@ class _Clamped(torch.nn.Module):
         return self.net(x).clamp(0, 255)
 
 
+class _ArbitraryGraph(torch.nn.Module):
+    """The any-painting network as one graph: (image, style) -> painting, the painting read by VGG-19 inside.
+
+    `style` is the painting as (1, 3, h, w) RGB 0-255; read it at 256 px on its long side,
+    as restyle does (the size the network was trained to read).
+    """
+
+    def __init__(self, model: "ArbitraryModel"):  # noqa: F821
+        super().__init__()
+        self.net, self.vgg = model.net, model._reader()
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        from ..models.arbitrary import feature_stats
+
+        layers = self.net.config.style_layers
+        code = self.net.encode(feature_stats(self.vgg(style, layers), layers))
+        return self.net(x, code).clamp(0, 255)
+
+
 def export_onnx(
     model: Union[str, os.PathLike], output: Union[str, os.PathLike], *, opset: int = MIN_OPSET, check: bool = True
 ) -> ExportResult:
@@ -53,21 +72,24 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise InputError(f"opset {opset} is below {MIN_OPSET} (InstanceNormalization and reflect padding need it)")
     m = load_model(model)
-    net = _Clamped(m.net).eval()
-    example = torch.rand(1, 3, 64, 64) * 255
+    arbitrary = hasattr(m, "encode_style")  # the any-painting network takes the painting as a second input
+    net = (_ArbitraryGraph(m) if arbitrary else _Clamped(m.net)).eval().float()
+    example: Tuple[torch.Tensor, ...] = (torch.rand(1, 3, 64, 64) * 255,)
+    names, axes = ["image"], {"image": {0: "batch", 2: "height", 3: "width"},
+                              "painting": {0: "batch", 2: "height", 3: "width"}}
+    if arbitrary:
+        example += (torch.rand(1, 3, 64, 48) * 255,)
+        names.append("style")
+        axes["style"] = {2: "style_height", 3: "style_width"}
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with warnings.catch_warnings():
             # The TorchScript exporter's notes on constant folding and instance norm's training
             # flag (exported with input statistics, which is what we want): not the user's concern.
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net, (example,), str(tmp), opset_version=opset, dynamo=False,
-                input_names=["image"], output_names=["painting"],
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                              "painting": {0: "batch", 2: "height", 3: "width"}},
-            )
-        diff = check_onnx(tmp, m.net) if check else None
+            torch.onnx.export(net, example, str(tmp), opset_version=opset, dynamo=False,
+                              input_names=names, output_names=["painting"], dynamic_axes=axes)
+        diff = check_onnx(tmp, net if arbitrary else m.net) if check else None
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -83,11 +105,15 @@ def check_onnx(path: Union[str, os.PathLike], net: torch.nn.Module) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     g = torch.Generator().manual_seed(0)
+    two_inputs = len(session.get_inputs()) == 2  # the any-painting network: image and style
     for h, w in CHECK_SIZES:
         x = torch.rand(2, 3, h, w, generator=g) * 255
+        feed = {"image": x}
+        if two_inputs:
+            feed["style"] = torch.rand(1, 3, w, h, generator=g) * 255
         with torch.no_grad():
-            ref = net(x).clamp(0, 255)
-        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+            ref = net(*feed.values()).clamp(0, 255)
+        got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in feed.items()})[0])
         if got.shape != ref.shape:
             raise RestyleError(f"ONNX export: output shape {tuple(got.shape)} differs from PyTorch's {tuple(ref.shape)} at {h}x{w}")
         worst = max(worst, float((got - ref).abs().max()))

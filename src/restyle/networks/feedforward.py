@@ -6,6 +6,11 @@
     y = model.stylize_tensor(x)                    # (N, 3, H, W) float 0-255 -> same
     model = restyle.load_model("starry_night")     # explicit device (default cpu) and precision (default fp32)
 
+    model = open_model("arbitrary")                # the any-painting network
+    painting = model("photo.jpg", style="painting.jpg")
+    code = model.encode_style("painting.jpg")      # once per painting, reused for many photos or frames
+    net = model.for_style(code)                    # an ordinary StyleModel: tiles, video, export, Ray
+
 Large pictures are tiled without seams. Instance normalisation is the only
 operation of the network that looks at the whole picture; the tiled path
 first measures its statistics on the picture shrunk to `stats_size`, then
@@ -25,11 +30,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..device import autocast
+from ..device import autocast, network
+from ..errors import InputError
 from ..hashing import sha256sum
-from ..images import load_image, resize, to_pil, to_tensor
-from ..models.modelfile import build_network, read_model_file, resolve_model
+from ..images import ImageLike, load_image, resize, to_pil, to_tensor
+from ..models.arbitrary import ArbitraryNet, feature_stats
+from ..models.modelfile import ModelError, build_network, read_model_file, resolve_model
 from ..models.transformer import TransformerNet
+from ..models.vgg import weights_widths
+from ..models.weights import load_weights
 
 # Above this many pixels a picture is stylized in tiles (the activations of a
 # 16-channel full-resolution layer take 64 bytes a pixel in fp32, several live at once).
@@ -164,18 +173,27 @@ def load_model(
     *,
     device: Union[str, torch.device] = "cpu",
     precision: str = "fp32",
+    weights: Optional[os.PathLike] = None,
     **kwargs: Any,
-) -> StyleModel:
-    """Load a bundled model by name (``"starry_night"``) or a model/checkpoint file."""
-    path = resolve_model(name_or_path, "style")
-    payload = read_model_file(path, "style")
+) -> Union[StyleModel, "ArbitraryModel"]:
+    """Load a bundled model by name (``"starry_night"``, ``"arbitrary"``) or a model/checkpoint file.
+
+    A style network gives a StyleModel; the any-painting network an ArbitraryModel, which
+    takes the painting too (`weights`: the VGG-19 it reads paintings with, default the bundled).
+    """
+    path = resolve_model(name_or_path, None)
+    payload = read_model_file(path)
+    if payload["family"] not in ("style", "arbitrary"):
+        raise ModelError(f"model {name_or_path}: a {payload['family']} network, not a style network")
     net = build_network(payload, path)
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
+    if payload["family"] == "arbitrary":
+        return ArbitraryModel(net, info, path=path, device=device, precision=precision, weights=weights, **kwargs)
     return StyleModel(net, info, path=path, device=device, precision=precision, **kwargs)
 
 
 def open_model(name_or_path: Union[str, os.PathLike], *, device: Union[str, torch.device] = "auto",
-               precision: str = "auto", **kwargs: Any) -> StyleModel:
+               precision: str = "auto", **kwargs: Any) -> Union[StyleModel, "ArbitraryModel"]:
     """A style network to run, the way every front end opens one: a bundled name or a model
     file; `device` "auto" (the GPU if there is one), "cpu", "cuda:N"; `precision` "auto" (bf16
     where the hardware runs it natively: the networks are trained under bf16 autocast; else
@@ -186,15 +204,22 @@ def open_model(name_or_path: Union[str, os.PathLike], *, device: Union[str, torc
     return load_model(name_or_path, device=where, precision=resolve_precision(precision, where), **kwargs)
 
 
-def run_network(model: Union[StyleModel, str, os.PathLike], source: Union[Image.Image, str, os.PathLike], *,
-                size: Optional[int] = None, preserve_colors: str = "none", device: Union[str, torch.device] = "auto",
-                precision: str = "auto") -> Image.Image:
-    """Stylize `source` (a PIL image or a file) with a trained style network, resized to long side
-    `size` if given, colours as `preserve_colors` says. `model` is an open StyleModel (many photos,
+def run_network(model: Union[StyleModel, "ArbitraryModel", str, os.PathLike],
+                source: Union[Image.Image, str, os.PathLike], *, size: Optional[int] = None,
+                preserve_colors: str = "none", device: Union[str, torch.device] = "auto", precision: str = "auto",
+                styles: Sequence[Any] = (), blend: Optional[Sequence[float]] = None,
+                strength: float = 1.0) -> Image.Image:
+    """Stylize `source` (a PIL image or a file) with a trained network, resized to long side
+    `size` if given, colours as `preserve_colors` says. `model` is an open model (many photos,
     one load), or a bundled name or model file, opened with `device` and `precision` as open_model.
+    The any-painting network paints in `styles` (paintings or codes) mixed by `blend`, at `strength`.
     The CLI (one photo, a folder, --init-model), Ray workers, video and the web app all call this."""
-    if not isinstance(model, StyleModel):
+    if not isinstance(model, (StyleModel, ArbitraryModel)):
         model = open_model(model, device=device, precision=precision)
+    if isinstance(model, ArbitraryModel):
+        photo = load_image(source)
+        model = model.for_style(list(styles), blend, strength, photo=resize(photo, size) if size else photo)
+        source = photo
     return stylize_image(model, source, preserve_colors, size)
 
 
@@ -230,3 +255,101 @@ def model_for_style(style: Union[str, os.PathLike], models: Sequence[Union[str, 
         except Exception:  # noqa: BLE001 - an unreadable model simply does not match
             continue
     return None
+
+
+# --- the any-painting network -----------------------------------------------------------------
+
+MIN_STYLE_SIDE = 64  # a painting smaller than this has no strokes to read
+MAX_STRENGTH = 3.0  # beyond it the code leaves what the network was trained on
+
+
+class ArbitraryModel:
+    """The any-painting network (models/arbitrary.py), its VGG-19 reader, device and precision.
+
+    A style code is the painting read by the style predictor. Codes mix linearly, as
+    Ghiasi et al. (2017, Sec. 5.3) show: several paintings blend by their weights
+    (--style-blend-weights), and the style strength moves along the line from the
+    photo's own code (0: the photo painted in its own style) through the painting's
+    (1) and beyond (more paint), the same slider the optimiser has.
+    """
+
+    def __init__(self, net: ArbitraryNet, info: Dict[str, Any], *, path: Optional[Path] = None,
+                 device: Union[str, torch.device] = "cpu", precision: str = "fp32",
+                 weights: Optional[os.PathLike] = None, **model_kwargs: Any) -> None:
+        self.device = torch.device(device)
+        self.precision = precision
+        self.net = net.to(self.device).eval().requires_grad_(False)
+        self.info = info
+        self.path = path
+        self.sha256 = sha256sum(path) if path is not None else None
+        self.encode_size = int(info.get("training", {}).get("config", {}).get("encode_size", 256))
+        self.model_kwargs = model_kwargs
+        self._weights = weights
+        self._vgg: Optional[torch.nn.Module] = None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path is not None else "arbitrary"
+
+    def _reader(self) -> torch.nn.Module:
+        if self._vgg is None:
+            w = load_weights(self._weights)
+            have = tuple(weights_widths(w)[: len(self.net.config.layer_channels)])
+            if have != self.net.config.layer_channels:
+                raise InputError(f"model {self.name}: it reads VGG-19 features of {self.net.config.layer_channels} "
+                                 f"channels, but the weights in use have {have}")
+            self._vgg = network(w, self.net.config.style_layers[-1], "max", self.device)
+        return self._vgg
+
+    @torch.no_grad()
+    def encode_style(self, painting: ImageLike) -> torch.Tensor:
+        """The style code (1, code_dim) of a painting (a path, PIL image or array)."""
+        img = load_image(painting)
+        if min(img.size) < MIN_STYLE_SIDE:
+            raise InputError(f"style image is {img.width}x{img.height} px; the any-painting network needs at least "
+                             f"{MIN_STYLE_SIDE} px on each side")
+        x = to_tensor(resize(img, self.encode_size), self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        layers = self.net.config.style_layers
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            feats = self._reader()(x, layers)
+        return self.net.encode(feature_stats(feats, layers)).float()
+
+    def code_for(self, styles: Sequence[Union[ImageLike, torch.Tensor]], blend: Optional[Sequence[float]] = None,
+                 strength: float = 1.0, photo: Optional[ImageLike] = None) -> torch.Tensor:
+        """The code of `styles` (paintings or codes) mixed by `blend`, at `strength` from the photo's own code."""
+        if not styles:
+            raise InputError("the any-painting network needs a style image (a painting to paint with)")
+        weights = list(blend) if blend else [1.0] * len(styles)
+        if len(weights) != len(styles) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
+            raise InputError(f"style blend weights {weights}: give one weight >= 0 per style image, not all 0")
+        if not 0 <= strength <= MAX_STRENGTH:
+            raise InputError(f"style strength {strength}: must be in [0, {MAX_STRENGTH:g}] for the any-painting network")
+        codes = [s if isinstance(s, torch.Tensor) and s.dim() == 2 else self.encode_style(s) for s in styles]
+        code = sum(w * c for w, c in zip(weights, codes)) / sum(weights)
+        if strength != 1.0:
+            if photo is None:
+                raise InputError("a style strength other than 1 needs the photo (its own code is the zero point)")
+            own = self.encode_style(photo)
+            code = own + strength * (code - own)
+        return code
+
+    def for_style(self, styles: Union[ImageLike, torch.Tensor, Sequence[Union[ImageLike, torch.Tensor]]],
+                  blend: Optional[Sequence[float]] = None, strength: float = 1.0,
+                  photo: Optional[ImageLike] = None, name: Optional[str] = None) -> StyleModel:
+        """An ordinary StyleModel painting in these styles: tiles, video, export and Ray take it as it is."""
+        if not isinstance(styles, (list, tuple)):
+            styles = [styles]
+        code = self.code_for(styles, blend, strength, photo)
+        label = name or ", ".join(Path(s).stem if isinstance(s, (str, os.PathLike)) else "style" for s in styles)
+        info = dict(self.info, style={"name": label, "from": "arbitrary"})
+        model = StyleModel(self.net.specialise(code.to(self.device)).cpu(), info, path=None, device=self.device,
+                           precision=self.precision, **self.model_kwargs)
+        model.path, model.sha256 = self.path, self.sha256  # the file it came from, for sidecars
+        return model
+
+    def __call__(self, photo: ImageLike, style: Union[ImageLike, torch.Tensor, Sequence[Any]],
+                 strength: float = 1.0) -> Image.Image:
+        """Paint `photo` in `style` (a painting, a code from encode_style, or a list of them)."""
+        return self.for_style(style, strength=strength, photo=photo)(photo)

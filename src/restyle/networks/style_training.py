@@ -184,6 +184,24 @@ def _resume_state(cfg: TrainConfig, ckpt: Path) -> Tuple[TransformerNet, TrainSt
                                                     float(t.get("wall_s", 0.0)), payload["optimizer"])
 
 
+def _start_from(start: Union[str, os.PathLike], style: Path, cfg: TrainConfig, device: torch.device,
+                weights: Optional[os.PathLike]) -> Tuple[TransformerNet, Dict[str, Any]]:
+    """The any-painting model `start`'s network for `style`, shaped as `cfg` asks, and where it came from."""
+    from .feedforward import ArbitraryModel, load_model
+
+    model = load_model(start, device=device, weights=weights)
+    if not isinstance(model, ArbitraryModel):
+        raise InputError(f"--from {start}: not an any-painting model (it paints only {model.style_name}); "
+                         "give 'arbitrary' or a file written by train-arbitrary")
+    net = model.net.specialise(model.encode_style(style)).cpu()
+    want = cfg.network_config()
+    if net.config != want:
+        raise InputError(f"--from {start}: its network is widths {list(net.config.widths)}, {net.config.res_blocks} "
+                         f"residual blocks; the training asks for widths {list(want.widths)}, {want.res_blocks} blocks "
+                         "(leave --widths and --res-blocks at their defaults)")
+    return net.train(), {"model": model.name, "sha256": model.sha256}
+
+
 def train(
     style: Union[str, os.PathLike],
     photos: Union[str, os.PathLike],
@@ -195,8 +213,13 @@ def train(
     weights: Optional[os.PathLike] = None,
     callback: Optional[Callable[[TrainEvent], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    start: Optional[Union[str, os.PathLike]] = None,
 ) -> Path:
     """Train a network for the painting `style` on the photos in folder `photos`.
+
+    With `start` (an any-painting model: ``"arbitrary"`` or a file), the network starts
+    as that model's network for this painting (its predicted normalisation parameters
+    baked in) and the training fine-tunes it: a few hundred steps instead of thousands.
 
     Writes the model to `output` (and checkpoints beside it, see
     `checkpoint_path`); returns `output`. With `resume`, continues from the
@@ -220,6 +243,8 @@ def train(
     state = None
     if resume:
         net, state = _resume_state(cfg, checkpoint_path(output))
+    elif start is not None:
+        net, start_info = _start_from(start, style, cfg, device, weights)
     else:
         with seeded(cfg.seed):
             net = TransformerNet(cfg.network_config())
@@ -237,6 +262,12 @@ def train(
         "precision": precision,
         "device": device.type,
     }
+    if start is not None and not resume:
+        info["started_from"] = start_info
+    elif resume and state is not None:
+        saved = read_model_file(checkpoint_path(output))["training"].get("started_from")
+        if saved:
+            info["started_from"] = saved
     recipe = StyleRecipe(cfg, net, objective, device, precision, [_load_u8(p) for p in train_paths],
                          [_load_u8(p) for p in held_paths], info,
                          {"name": style.stem, "file": style.name, "sha256": sha256sum(style)})

@@ -203,21 +203,27 @@ class JobRun:
         return self.by_user
 
 
+ARBITRARY = "arbitrary"  # the bundled any-painting network
+
+
 def _instant_preview(content: Path, style: Path, size: int, folder: Path,
                      models: Sequence[Path] = (), device: str = "auto") -> Optional[dict]:
-    """If a model was trained on this very painting, write its picture as preview.jpg.
+    """The network's picture of the photo as preview.jpg, while the optimiser paints.
 
-    `models`: the visitor's own trained models, looked at before the bundled ones.
+    A model trained on this very painting if there is one (`models`: the visitor's own
+    trained models, looked at before the bundled ones), else the bundled any-painting
+    network with this painting; None when neither is installed.
     """
     from ..images import save_atomic
+    from ..models.modelfile import bundled_models
     from ..networks.feedforward import model_for_style, open_model, run_network
 
     match = model_for_style(style, models)
-    if match is None:
+    if match is None and ARBITRARY not in bundled_models("arbitrary"):
         return None
     t0 = time.perf_counter()
-    model = open_model(match, device=device)
-    img = run_network(model, content, size=size)
+    model = open_model(match or ARBITRARY, device=device)
+    img = run_network(model, content, size=size, styles=() if match else (style,))
     save_atomic(img, folder / "preview.jpg", quality=PREVIEW_QUALITY)
     return {"model": model.name, "model_sha256": model.sha256, "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -1,0 +1,323 @@
+"""Train the any-painting network (models/arbitrary.py) on a corpus of paintings and photos.
+
+The loss is the per-painting networks' (style_training.py), which is the optimiser's:
+VGG-19 content at relu2_2, normalised Gram style at relu1_1 ... relu4_1 (each layer a
+relative error, losses.style_layer_scales), TV. What changes is where the painting
+comes from: each step draws `paintings_per_step` paintings and paints
+`photos_per_painting` random photo crops in each.
+
+Every painting's targets are computed once, before the first step, and kept (and
+saved beside the checkpoint as OUT.styles.pt, so a resumed run skips it): for each
+training painting, `crops_per_painting` views (the whole painting, then random crops
+of 35-100 % of its area), each with its Gram targets at `style_size` and its
+feature statistics at `encode_size` (what the network reads at run time). The
+crops multiply the styles the predictor sees (Ghiasi et al. trained on 80k
+paintings; we have a few hundred) and teach it that a detail of a painting is
+a style of its own.
+
+Held aside, never trained on: every `holdout_every`-th painting by sorted name,
+and `holdout` photos (training.split_photos). They make the preview grid and
+the benchmark (benchmarks/arbitrary.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..config.train import ArbitraryTrainConfig
+from ..device import autocast, network, resolve_device, resolve_precision
+from ..errors import InputError
+from ..events import TrainEvent
+from ..hashing import sha256sum
+from ..images import load_image, resize, to_tensor
+from ..models.arbitrary import ArbitraryConfig, ArbitraryNet, feature_stats
+from ..models.layers import deepest_layer
+from ..models.modelfile import build_network, model_payload, read_model_file, resolve_model, save_model_file
+from ..models.weights import load_weights
+from ..optimiser.engine import Painter
+from ..optimiser.losses import content_loss, gram, style_layer_scales, style_loss, tv_loss
+from .training import (
+    Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos, seeded,
+    split_photos, step_generator,
+)
+
+HISTORY_EVERY = 10
+FAMILY = "arbitrary"
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def split_paintings(paintings: Sequence[Path], every: int) -> Tuple[List[Path], List[Path]]:
+    """(training, held aside): every `every`-th painting by sorted name (the 10th, 20th, ...) is held aside."""
+    held = [p for i, p in enumerate(paintings) if i % every == every - 1]
+    return [p for p in paintings if p not in held], held
+
+
+def painting_views(img: Image.Image, n: int, g: torch.Generator) -> List[Image.Image]:
+    """The whole painting, then n - 1 random crops of 35-100 % of its area (aspect within 0.75-1.33 of it)."""
+    views = [img]
+    for _ in range(n - 1):
+        area = 0.35 + 0.65 * float(torch.rand((), generator=g))
+        aspect = 0.75 ** (1 - 2 * float(torch.rand((), generator=g)))
+        w = min(img.width, round(img.width * (area * aspect) ** 0.5))
+        h = min(img.height, round(img.height * (area / aspect) ** 0.5))
+        left = int(torch.randint(img.width - w + 1, (1,), generator=g))
+        top = int(torch.randint(img.height - h + 1, (1,), generator=g))
+        views.append(img.crop((left, top, left + w, top + h)))
+    return views
+
+
+@torch.no_grad()
+def style_targets(painter: Painter, img: Image.Image, cfg: ArbitraryTrainConfig,
+                  layers: Sequence[str]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """(Gram targets (C, C) at style_size, feature stats (D,) at encode_size) of one painting view."""
+    big = painter.features(to_tensor(resize(img, cfg.style_size), painter.device), layers)
+    small = painter.features(to_tensor(resize(img, cfg.encode_size), painter.device), layers)
+    return {n: gram(big[n])[0].cpu() for n in layers}, feature_stats(small, layers)[0].cpu()
+
+
+def random_crops(photos: Sequence[torch.Tensor], n: int, size: int, max_scale: float,
+                 g: torch.Generator) -> torch.Tensor:
+    """(n, 3, size, size) float 0-255: random photo, scale, crop and flip (style_training.sample_batch's draw)."""
+    out = []
+    for _ in range(n):
+        img = photos[int(torch.randint(len(photos), (1,), generator=g))]
+        h, w = img.shape[-2:]
+        short = size * (1.0 + (max_scale - 1.0) * float(torch.rand((), generator=g)))
+        s = max(short / min(h, w), size / min(h, w))
+        nh, nw = max(size, round(h * s)), max(size, round(w * s))
+        x = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top = int(torch.randint(nh - size + 1, (1,), generator=g))
+        left = int(torch.randint(nw - size + 1, (1,), generator=g))
+        x = x[..., top : top + size, left : left + size]
+        if float(torch.rand((), generator=g)) < 0.5:
+            x = x.flip(-1)
+        out.append(x)
+    return torch.cat(out).clamp(0, 255)
+
+
+def _load_u8(path: Path, long_side: Optional[int] = None) -> torch.Tensor:
+    img = load_image(path)
+    if long_side:
+        img = resize(img, long_side)
+    return to_tensor(img)[0].to(torch.uint8)
+
+
+# ---- the recipe ---------------------------------------------------------------------------------
+
+
+class ArbitraryRecipe(Recipe):
+    """ArbitraryNet on the per-painting loss, a few paintings per step."""
+
+    history_every = HISTORY_EVERY
+
+    def __init__(self, cfg: ArbitraryTrainConfig, net: ArbitraryNet, painter: Painter, styles: Dict[str, Any],
+                 data: List[torch.Tensor], held_photos: List[torch.Tensor], held_paintings: List[Image.Image],
+                 info: Dict[str, Any]) -> None:
+        self.cfg, self.painter, self.device, self.precision = cfg, painter, painter.device, painter.precision
+        self.net = net.to(self.device).train()
+        if self.device.type == "cpu":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.layers = tuple(ArbitraryConfig.style_layers)
+        self.grams: Dict[str, torch.Tensor] = styles["grams"]  # layer -> (V, C, C)
+        self.stats: torch.Tensor = styles["stats"]  # (V, D)
+        self.scales = [style_layer_scales({n: self.grams[n][v] for n in self.layers}, self.layers, "target")
+                       for v in range(len(self.stats))]
+        self.data, self.held, self.held_paintings, self.info = data, held_photos, held_paintings, info
+        self.photos, self.held_out = info["photos"], tuple(info["held_out"])
+
+    def batch(self, step: int) -> Tuple[List[int], torch.Tensor]:
+        g = step_generator(self.cfg.seed, step)
+        views = torch.randperm(len(self.stats), generator=g)[: self.cfg.paintings_per_step].tolist()
+        x = random_crops(self.data, len(views) * self.cfg.photos_per_painting, self.cfg.size, self.cfg.max_scale, g)
+        x = x.to(self.device)
+        return views, x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x
+
+    def loss(self, batch: Tuple[List[int], torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        views, x = batch
+        cfg, k = self.cfg, self.cfg.photos_per_painting
+        codes = self.net.encode(self.stats[views].to(self.device))
+        with autocast(self.device, self.precision):
+            y = torch.cat([self.net(xi, c) for xi, c in zip(x.split(k), codes.split(1))])
+        layers = tuple(dict.fromkeys(self.layers + tuple(cfg.content_layers)))
+        feats = self.painter.features(y, layers)
+        with torch.no_grad():
+            target = self.painter.features(x, cfg.content_layers)
+        content = sum(content_loss(feats[n], target[n]) for n in cfg.content_layers) * cfg.content_weight
+        style = torch.zeros((), device=self.device)
+        for i, v in enumerate(views):
+            for n in self.layers:
+                g = gram(feats[n][i * k : (i + 1) * k])
+                style = style + self.scales[v][n] / len(self.layers) * style_loss(g, self.grams[n][v].to(self.device))
+        style = style * cfg.style_weight / len(views)
+        tv = tv_loss(y) * cfg.tv_weight
+        return content + style + tv, {"content": content, "style": style, "tv": tv}
+
+    def preview(self) -> Optional[Image.Image]:
+        """Rows: one held-aside painting each (its thumbnail, then the held-aside photos painted in it)."""
+        if not self.held or not self.held_paintings:
+            return None
+        from .style_training import square
+
+        side = self.cfg.size
+        photos = torch.cat([square(h, side) for h in self.held[:4]]).to(self.device)
+        rows = [[torch.full((1, 3, side, side), 255.0)] + list(photos.cpu().split(1))]
+        for painting in self.held_paintings[:4]:
+            feats = self.painter.features(to_tensor(resize(painting, self.cfg.encode_size), self.device), self.layers)
+            code = self.net.encode(feature_stats(feats, self.layers))
+            with autocast(self.device, self.precision):
+                out = self.net(photos, code).float().clamp(0, 255).cpu()
+            thumb = to_tensor(resize(painting, side))
+            rows.append([thumb] + list(out.split(1)))
+        return grid(rows, gap=2)
+
+    def history_row(self, step: int, loss: float, terms: Dict[str, float]) -> Tuple[float, ...]:
+        return (step, *(round(terms[k], 2) for k in ("content", "style", "tv")))
+
+    def save(self, kind: str, path: Path, state: TrainState) -> Path:
+        info = dict(self.info, steps_done=state.step, wall_s=round(state.wall_s, 1),
+                    history=[list(h) for h in state.history])
+        extra = {"optimizer": state.optimizer, "step": state.step} if kind == "checkpoint" else None
+        payload = model_payload(self.net, family=FAMILY, training=info, style={"name": "any painting"}, kind=kind,
+                                extra=extra)
+        return save_model_file(payload, path)
+
+    def sidecar(self, path: Path, state: TrainState, steps_per_s: float) -> Dict[str, Any]:
+        side = {k: v for k, v in read_model_file(path).items() if k != "state_dict"}
+        side.update(model_file=path.name, model_sha256=sha256sum(path), session_steps_per_s=round(steps_per_s, 4))
+        return side
+
+
+def styles_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".styles.pt")
+
+
+def prepare_styles(painter: Painter, paintings: Sequence[Path], cfg: ArbitraryTrainConfig, cache: Path,
+                   log: Callable[[str], None]) -> Dict[str, Any]:
+    """Every view's Gram targets and stats, from `cache` when it was made from the same paintings and settings."""
+    key = {"fingerprint": data_fingerprint(paintings),
+           "settings": [cfg.style_size, cfg.encode_size, cfg.crops_per_painting, cfg.seed],
+           "weights": getattr(painter, "key", None) and str(painter.key[0])}
+    if cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved.get("key") == key:
+            return saved
+    layers = ArbitraryConfig.style_layers
+    grams: Dict[str, List[torch.Tensor]] = {n: [] for n in layers}
+    stats, names = [], []
+    g = torch.Generator().manual_seed(cfg.seed)
+    for i, p in enumerate(paintings):
+        for v, view in enumerate(painting_views(load_image(p), cfg.crops_per_painting, g)):
+            gr, st = style_targets(painter, view, cfg, layers)
+            for n in layers:
+                grams[n].append(gr[n])
+            stats.append(st)
+            names.append(f"{p.name}#{v}")
+        log(f"styles: {i + 1}/{len(paintings)} paintings")
+    out = {"key": key, "grams": {n: torch.stack(v) for n, v in grams.items()}, "stats": torch.stack(stats),
+           "names": names}
+    torch.save(out, cache)
+    return out
+
+
+def style_channels(weights: Any) -> Tuple[int, ...]:
+    """Channels of relu1_1 ... relu4_1 in these VGG weights (64, 128, 256, 512 for the real VGG-19)."""
+    from ..models.vgg import weights_widths
+
+    return tuple(weights_widths(weights)[: len(ArbitraryConfig.style_layers)])
+
+
+def train_arbitrary(
+    paintings: Union[str, os.PathLike],
+    photos: Sequence[Union[str, os.PathLike]],
+    output: Union[str, os.PathLike],
+    config: ArbitraryTrainConfig = ArbitraryTrainConfig(),
+    *,
+    resume: bool = False,
+    device: Union[str, torch.device] = "auto",
+    weights: Optional[os.PathLike] = None,
+    callback: Optional[Callable[[TrainEvent], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> Path:
+    """Train the any-painting network on the paintings in `paintings` and the photos in the folders `photos`."""
+    cfg = config
+    output = check_output(output)
+    all_paintings = list_photos(paintings)
+    train_p, held_p = split_paintings(all_paintings, cfg.holdout_every)
+    if len(train_p) < 2:
+        raise InputError(f"paintings {paintings}: found {len(all_paintings)} pictures; need at least "
+                         f"{cfg.holdout_every} so that some are held aside and two remain to train on")
+    all_photos = [p for d in photos for p in list_photos(d)]
+    train_x, held_x = split_photos(all_photos, cfg.holdout)
+    if not train_x:
+        raise InputError(f"photos {', '.join(map(str, photos))}: found {len(all_photos)}; need at least {cfg.holdout + 1}")
+    device = resolve_device(str(device))
+    precision = resolve_precision(cfg.precision, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    w = load_weights(weights)
+    deepest = deepest_layer(cfg.content_layers, ArbitraryConfig.style_layers)
+    painter = Painter(network(w, deepest, "max", device), device, precision, key=(w.sha256, deepest))
+    styles = prepare_styles(painter, train_p, cfg, styles_path(output), log)
+
+    state = None
+    if resume:
+        ckpt = checkpoint_path(output)
+        if not ckpt.is_file():
+            raise InputError(f"--resume: no checkpoint at {ckpt}")
+        payload = read_model_file(ckpt, FAMILY)
+        if payload.get("kind") != "checkpoint":
+            raise InputError(f"--resume: {ckpt} is not a checkpoint")
+        saved = payload["training"]["config"]
+        differ = [k for k, v in cfg.to_dict().items()
+                  if k not in ("steps", "preview_every", "checkpoint_every", "threads") and saved.get(k) != v]
+        if differ:
+            raise InputError(f"--resume: settings {', '.join(differ)} differ from checkpoint {ckpt}")
+        if payload["training"].get("data_fingerprint") != styles["key"]["fingerprint"]:
+            raise InputError(f"--resume: the paintings differ from those checkpoint {ckpt} was trained on")
+        net = build_network(payload, ckpt).train()
+        t = payload["training"]
+        state = TrainState(int(payload["step"]), [tuple(h) for h in t.get("history", [])],
+                           float(t.get("wall_s", 0.0)), payload["optimizer"])
+    else:
+        with seeded(cfg.seed):
+            net = ArbitraryNet(cfg.network_config(style_channels(w)))
+        if cfg.init_from:
+            start = read_model_file(resolve_model(cfg.init_from), "style")
+            try:
+                net.body.load_state_dict(start["state_dict"], strict=True)
+            except RuntimeError:
+                raise InputError(f"init_from {cfg.init_from}: its network is not shaped like "
+                                 f"widths {cfg.widths}, {cfg.res_blocks} residual blocks") from None
+            net.reset_heads()
+        net.set_stats_normalisation(styles["stats"])
+
+    info = {
+        "config": cfg.to_dict(),
+        "size": cfg.size,
+        "paintings_dir": str(Path(paintings)),
+        "paintings": len(train_p),
+        "held_out_paintings": [p.name for p in held_p],
+        "data_fingerprint": styles["key"]["fingerprint"],
+        "photos_dirs": [str(Path(d)) for d in photos],
+        "photos": len(train_x),
+        "held_out": [p.name for p in held_x],
+        "photos_fingerprint": data_fingerprint(train_x),
+        "precision": precision,
+        "device": device.type,
+    }
+    recipe = ArbitraryRecipe(cfg, net, painter, styles, [_load_u8(p, 640) for p in train_x],
+                             [_load_u8(p) for p in held_x], [load_image(p) for p in held_p[:4]], info)
+    fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
+        resume=state, callback=callback, should_stop=should_stop)
+    return output

@@ -1,0 +1,172 @@
+"""The any-painting network: its maths, its training on the one loop, and running it (tiny networks)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restyle.config.train import ArbitraryTrainConfig
+from restyle.errors import InputError
+from restyle.models.arbitrary import ArbitraryConfig, ArbitraryNet, feature_stats
+from restyle.networks.arbitrary_training import split_paintings, train_arbitrary
+from restyle.networks.feedforward import ArbitraryModel, load_model
+from restyle.networks.training import checkpoint_path
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    net = ArbitraryNet(ArbitraryConfig((4, 8), 1, code_dim=6, hidden=8, layer_channels=(4, 8, 8, 8)))
+    torch.nn.init.normal_(net.heads.weight, std=0.5)  # codes that matter
+    return net.eval()
+
+
+def test_specialised_network_paints_the_same_pixels():
+    net = tiny_net()
+    x = torch.rand(2, 3, 20, 28) * 255
+    code = torch.randn(1, 6)
+    with torch.no_grad():
+        a = net(x, code)
+        b = net.specialise(code)(x)
+    assert torch.allclose(a, b, atol=1e-4)
+    other = torch.randn(1, 6)
+    with torch.no_grad():
+        assert not torch.allclose(net(x, other), a, atol=1e-2)  # the code changes the picture
+
+
+def test_fresh_heads_predict_the_body_itself():
+    net = ArbitraryNet(ArbitraryConfig((4, 8), 1, code_dim=6, hidden=8, layer_channels=(4, 8, 8, 8))).eval()
+    x = torch.rand(1, 3, 16, 16) * 255
+    with torch.no_grad():
+        assert (net(x, torch.randn(1, 6)) - net.body(x)).abs().max() < 3  # of 255: the heads start near 0
+        net.heads.weight.zero_()
+        assert torch.allclose(net(x, torch.randn(1, 6)), net.body(x), atol=1e-3)
+
+
+def test_feature_stats_are_means_and_spreads():
+    f = {"a": torch.arange(8.0).reshape(1, 2, 2, 2)}
+    s = feature_stats(f, ["a"])
+    assert s.shape == (1, 4)
+    assert torch.allclose(s[0, :2], torch.tensor([1.5, 5.5]))
+    assert torch.allclose(s[0, 2:], torch.tensor([1.25, 1.25]).sqrt())
+
+
+def test_paintings_held_aside_every_kth():
+    names = [f"p{i:02d}" for i in range(25)]
+    train, held = split_paintings(names, 10)
+    assert held == ["p09", "p19"] and len(train) == 23 and not set(train) & set(held)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    (tmp_path / "paintings").mkdir()
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        arr = (torch.rand(72, 96, 3, generator=g) * 255).to(torch.uint8).numpy()
+        arr[:, : 30 + 10 * i] //= (i + 2)  # different palettes
+        Image.fromarray(arr).save(tmp_path / "paintings" / f"p{i}.png")
+    for i in range(5):
+        arr = (torch.rand(64, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(tmp_path / "photos" / f"x{i}.png")
+    return tmp_path
+
+
+def tiny_cfg(**kw):
+    base = dict(size=32, style_size=64, encode_size=64, widths=(4, 8), res_blocks=1, code_dim=6, holdout_every=4,
+                holdout=1, crops_per_painting=2, init_from="", steps=2, preview_every=0, checkpoint_every=1,
+                precision="fp32", lr=1e-2)
+    base.update(kw)
+    return ArbitraryTrainConfig(**base)
+
+
+def test_trains_saves_loads_and_paints_any_painting(corpus, tiny_weights):
+    out = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], out, tiny_cfg(), device="cpu", weights=tiny_weights)
+    model = load_model(out, weights=tiny_weights)
+    assert isinstance(model, ArbitraryModel)
+    photo = corpus / "photos" / "x0.png"
+    held = corpus / "paintings" / "p3.png"  # held aside: never trained on
+    a = model(photo, style=held)
+    assert a.size == Image.open(photo).size
+    code = model.encode_style(held)
+    assert code.shape == (1, 6)
+    assert np.array_equal(np.asarray(model(photo, style=code)), np.asarray(a))  # a code, computed once, paints the same
+    b = model(photo, style=corpus / "paintings" / "p0.png")
+    assert not np.array_equal(np.asarray(a), np.asarray(b))  # another painting, another picture
+    blended = model.for_style([held, corpus / "paintings" / "p0.png"], blend=[1, 0])(photo)
+    assert np.array_equal(np.asarray(blended), np.asarray(a))
+    weak = model.for_style(held, strength=0.0, photo=photo)(photo)
+    assert not np.array_equal(np.asarray(weak), np.asarray(a))
+
+
+def test_refuses_bad_paintings_and_settings(corpus, tiny_weights):
+    out = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], out, tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    model = load_model(out, weights=tiny_weights)
+    Image.new("RGB", (40, 200)).save(corpus / "thin.png")
+    with pytest.raises(InputError, match="at least 64 px"):
+        model.encode_style(corpus / "thin.png")
+    with pytest.raises(InputError, match="blend weights"):
+        model.for_style([corpus / "paintings" / "p0.png"], blend=[1, 2])
+    with pytest.raises(InputError, match="strength"):
+        model.for_style(corpus / "paintings" / "p0.png", strength=-1)
+    with pytest.raises(InputError, match="style image"):
+        model.for_style([])
+
+
+def test_resume_is_exact(corpus, tiny_weights):
+    a, b = corpus / "a.pt", corpus / "b.pt"
+    kw = dict(device="cpu", weights=tiny_weights)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], a, tiny_cfg(steps=4), **kw)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, tiny_cfg(steps=2), **kw)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, tiny_cfg(steps=4), resume=True, **kw)
+    sa = torch.load(a, weights_only=True)["state_dict"]
+    sb = torch.load(b, weights_only=True)["state_dict"]
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
+    with pytest.raises(InputError, match="differ"):
+        train_arbitrary(corpus / "paintings", [corpus / "photos"], b, tiny_cfg(steps=6, lr=1e-3), resume=True, **kw)
+    assert checkpoint_path(b).is_file()
+
+
+def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, tiny_weights):
+    from restyle.networks.style_training import TrainConfig, train
+
+    arb = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    painting = corpus / "paintings" / "p3.png"
+    cfg = dict(widths=(4, 8), res_blocks=1, size=32, style_size=64, steps=2, holdout=1, preview_every=0,
+               checkpoint_every=0, precision="fp32")
+    out = corpus / "own.pt"
+    train(painting, corpus / "photos", out, TrainConfig(**cfg, lr=0.0), weights=tiny_weights, start=arb)
+    model = load_model(arb, weights=tiny_weights)
+    photo = corpus / "photos" / "x1.png"
+    own = load_model(out)
+    assert np.array_equal(np.asarray(own(photo)), np.asarray(model(photo, style=painting)))  # lr 0: the start itself
+    side = torch.load(out, weights_only=True)["training"]["started_from"]
+    assert side["model"] == "arb" and side["sha256"] == model.sha256
+    tuned = corpus / "tuned.pt"
+    train(painting, corpus / "photos", tuned, TrainConfig(**cfg, lr=1e-2), weights=tiny_weights, start=arb)
+    assert not np.array_equal(np.asarray(load_model(tuned)(photo)), np.asarray(own(photo)))
+    with pytest.raises(InputError, match="not an any-painting model"):
+        train(painting, corpus / "photos", corpus / "x.pt", TrainConfig(**cfg), weights=tiny_weights, start=tuned)
+    with pytest.raises(InputError, match="widths"):
+        train(painting, corpus / "photos", corpus / "x.pt", TrainConfig(**{**cfg, "widths": (4, 8, 8)}),
+              weights=tiny_weights, start=arb)
+
+
+def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from restyle.networks import export
+
+    arb = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    monkeypatch.setattr(export, "load_model", lambda m: load_model(m, weights=tiny_weights))
+    res = export.export_onnx(arb, corpus / "arb.onnx")
+    assert res.max_abs_diff is not None and res.max_abs_diff <= export.TOLERANCE
+    session = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "style"]
