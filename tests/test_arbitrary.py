@@ -213,3 +213,21 @@ def test_cli_any_painting_one_photo_a_folder_strength_blend_hybrid_and_training(
                  "--weights", str(tiny_weights), "--steps", "2", "--size", "32", "--style-size", "64", "--widths", "4,8",
                  "--res-blocks", "1", "--holdout", "1", "--preview-every", "0", "--precision", "fp32", "--quiet"]) == 0
     assert json.loads((corpus / "own.json").read_text())["training"]["started_from"]["model"] == "arb"
+
+
+def test_cli_video_with_any_painting(corpus, tiny_weights, capsys):
+    from videoutil import clip_stats, make_clip
+
+    from restyle.cli.main import main
+
+    arb = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    clip, out = corpus / "clip.mp4", corpus / "out.mp4"
+    make_clip(clip, fps=10)
+    painting = corpus / "paintings" / "p3.png"
+    assert main(["video", str(clip), str(painting), "--model", str(arb), "-o", str(out), "--weights",
+                 str(tiny_weights), "--precision", "fp32", "--quiet"]) == 0
+    assert clip_stats(out)[0] == clip_stats(clip)[0]
+    assert main(["video", str(clip), "--model", str(arb), "-o", str(corpus / "x.mp4"), "--quiet"]) == 2
+    assert "give the style image" in capsys.readouterr().err

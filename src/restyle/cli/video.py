@@ -68,7 +68,14 @@ def cmd_video(args: argparse.Namespace) -> int:
     from ..video.stylizers import NETWORK_TEMPORAL_WEIGHT, OPTIMISER_TEMPORAL_WEIGHT
     from .common import EXIT_OK, config_from_args, ray_options
 
-    if args.model and args.styles:
+    arbitrary = False
+    if args.model:
+        from .models import any_painting
+
+        arbitrary = any_painting(args.model)  # the any-painting network paints with the style images given
+        if arbitrary and not args.styles:
+            raise InputError(f"--model {args.model} paints with any painting: give the style image(s) after the clip")
+    if args.model and args.styles and not arbitrary:
         raise InputError("give either style images (optimiser) or --model (network), not both")
     if not args.model and not args.styles:
         raise InputError("give style image(s) or --model NAME|PATH")
@@ -90,6 +97,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     work: Any = contextlib.nullcontext()
     if args.model:
         w = NETWORK_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
+        if ray is not None and arbitrary:
+            raise InputError("--ray with --model arbitrary is not available for clips yet; run it here, or train "
+                             "the painting's own network (restyle train PAINTING --from arbitrary) and use that")
         if ray is not None:
             from ..hashing import sha256sum
             from ..models.modelfile import resolve_model
@@ -104,9 +114,12 @@ def cmd_video(args: argparse.Namespace) -> int:
             from ..networks.feedforward import open_model
 
             device, precision = network_placement(args)
-            model = open_model(args.model, device=device, precision=precision)
+            model = open_model(args.model, device=device, precision=precision, weights=args.weights)
             # The manifest names the model by its digest too: a retrained file never resumes old frames.
             name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
+            if arbitrary:  # the paintings are read once; every frame is one pass of the network for them
+                model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
+                name += " styles:" + ",".join(model.info["style"]["sha256"])
             stylizer = NetworkFrames(model.stylize_tensor, w, name=name)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
