@@ -231,3 +231,21 @@ def test_cli_video_with_any_painting(corpus, tiny_weights, capsys):
     assert clip_stats(out)[0] == clip_stats(clip)[0]
     assert main(["video", str(clip), "--model", str(arb), "-o", str(corpus / "x.mp4"), "--quiet"]) == 2
     assert "give the style image" in capsys.readouterr().err
+
+
+def test_style_scales_are_floored_and_big_gradients_clipped():
+    from restyle.networks.arbitrary_training import ClippedAdam, view_scales
+
+    grams = {"a": torch.stack([torch.full((2, 2), v) for v in (1.0, 1.0, 1.0, 1e-4)])}
+    s = view_scales(grams, ["a"], floor=0.05)
+    assert s[0]["a"] == s[1]["a"] and s[3]["a"] == pytest.approx(s[0]["a"] / 0.05)  # not 1e8 x
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = ClippedAdam([w], lr=0.1, ratio=2.0)
+    for g in (1.0, 1.0, 100.0):
+        w.grad = torch.full((3,), g)
+        opt.step()
+    assert opt.param_groups[0]["clip_mean"] < 3.0  # the 100x gradient counted as 2x the mean
+    state = opt.state_dict()
+    again = ClippedAdam([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+    again.load_state_dict(state)
+    assert again.param_groups[0]["clip_mean"] == opt.param_groups[0]["clip_mean"]  # resumes exactly

@@ -42,7 +42,7 @@ from ..models.layers import deepest_layer
 from ..models.modelfile import build_network, model_payload, read_model_file, resolve_model, save_model_file
 from ..models.weights import load_weights
 from ..optimiser.engine import Painter
-from ..optimiser.losses import content_loss, gram, style_layer_scales, style_loss, tv_loss
+from ..optimiser.losses import STYLE_NORM_REF, content_loss, gram, style_loss, tv_loss
 from .training import (
     Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos, seeded,
     split_photos, step_generator,
@@ -114,6 +114,46 @@ def _load_u8(path: Path, long_side: Optional[int] = None) -> torch.Tensor:
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
+def view_scales(grams: Dict[str, torch.Tensor], layers: Sequence[str], floor: float = 0.05) -> List[Dict[str, float]]:
+    """Each painting view's per-layer style scales (losses.style_layer_scales, "target"), the Gram
+    magnitude floored at `floor` x the corpus median of that layer.
+
+    A relative error has no ceiling: a nearly black crop's relu1_1 Gram is ~1000x below the
+    median, and one such view in a batch blew the loss up 1000-fold and the network with it
+    (a first run collapsed to grey at step 250).
+    """
+    power = {n: grams[n].float().pow(2).mean(dim=(1, 2)) for n in layers}
+    floors = {n: floor * float(power[n].median()) for n in layers}
+    return [{n: STYLE_NORM_REF / max(float(power[n][v]), floors[n], 1e-12) for n in layers}
+            for v in range(len(power[layers[0]]))]
+
+
+class ClippedAdam(torch.optim.Adam):
+    """Adam whose step is taken on a gradient clipped to `ratio` x the running mean of its norm.
+
+    Paintings differ: a step with two unusual ones can bring a gradient many times the usual
+    size. The running mean lives in the parameter group, so checkpoints carry it (exact resume).
+    """
+
+    def __init__(self, params: Any, lr: float, ratio: float = 3.0, decay: float = 0.98) -> None:
+        super().__init__(params, lr=lr)
+        for group in self.param_groups:
+            group.update(clip_ratio=ratio, clip_decay=decay, clip_mean=0.0)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
+            mean, cap = group["clip_mean"], group["clip_ratio"] * group["clip_mean"]
+            if mean > 0 and norm > cap:
+                for p in params:
+                    p.grad.mul_(cap / norm)
+                norm = cap
+            group["clip_mean"] = norm if mean == 0 else group["clip_decay"] * mean + (1 - group["clip_decay"]) * norm
+        return super().step(closure)
+
+
 class ArbitraryRecipe(Recipe):
     """ArbitraryNet on the per-painting loss, a few paintings per step."""
 
@@ -126,12 +166,11 @@ class ArbitraryRecipe(Recipe):
         self.net = net.to(self.device).train()
         if self.device.type == "cpu":
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.optimizer = ClippedAdam(self.net.parameters(), lr=cfg.lr)
         self.layers = tuple(ArbitraryConfig.style_layers)
         self.grams: Dict[str, torch.Tensor] = styles["grams"]  # layer -> (V, C, C)
         self.stats: torch.Tensor = styles["stats"]  # (V, D)
-        self.scales = [style_layer_scales({n: self.grams[n][v] for n in self.layers}, self.layers, "target")
-                       for v in range(len(self.stats))]
+        self.scales = view_scales(self.grams, self.layers)
         self.data, self.held, self.held_paintings, self.info = data, held_photos, held_paintings, info
         self.photos, self.held_out = info["photos"], tuple(info["held_out"])
 
