@@ -10,6 +10,7 @@ No web server, no progress bar either way.
 
     model = restyle.load_model("starry_night")   # a trained feed-forward network
     img = model("photo.jpg")                      # one pass
+    img = restyle.load_model("arbitrary")("photo.jpg", style="painting.jpg")   # any painting, one pass
 """
 
 __version__ = "0.1.0"
@@ -27,8 +28,12 @@ _LAZY = {
     "load_model": "networks.feedforward",
     "StyleModel": "networks.feedforward",
     "run_network": "networks.feedforward",
+    "open_model": "networks.feedforward",
+    "ArbitraryModel": "networks.feedforward",
     "train": "networks.style_training",
     "TrainConfig": "networks.style_training",
+    "train_arbitrary": "networks.arbitrary_training",
+    "ArbitraryTrainConfig": "config",
 }
 
 __all__ = [*_LAZY, "__version__"]

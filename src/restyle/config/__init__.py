@@ -10,4 +10,4 @@ from .stylize import (  # noqa: F401
     MIN_TILE_SIZE, OPTIMIZERS, PAINT_LIMIT, POOLINGS, PRECISIONS, PRESERVE_COLORS, PRESET_HELP, PRESET_NAMES,
     PRESETS, STYLE_NORMS, VGG19_LAYERS, StylizeConfig, coerce_fields, valid_device,
 )
-from .train import TRAIN_PRECISIONS, UPSCALE_FEATURE_LAYERS, TrainBase, TrainConfig, UpscalerTrainConfig  # noqa: F401
+from .train import TRAIN_PRECISIONS, ArbitraryTrainConfig, UPSCALE_FEATURE_LAYERS, TrainBase, TrainConfig, UpscalerTrainConfig  # noqa: F401
