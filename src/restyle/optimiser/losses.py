@@ -15,10 +15,12 @@ tool's content 5 / style 100 weights keep their meaning.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .models.layers import LAYERS
 
 # Calibration of style_norm "target" (see style_layer_scales): the Gram mean square each
 # layer's loss is brought to. With the default style weight 100 the unscaled loss weighs
@@ -111,6 +113,38 @@ def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     `target` is (C, C), (1, C, C) or (N, C, C): one style for the batch, or one per sample.
     """
     return _mse(gram_matrix, target)
+
+
+# Issue 25: the default weight w_l of each style layer under style_norm "target", by VGG block
+# (blocks not named weigh 1). relu5_1's Gram matrices are tiny (mean square ~20-270 against
+# ~2e5-2e6 at relu4_1: its activations are sparse), so the relative error divides them by the least
+# and, weighted like the other layers, relu5_1 gave 4-10x relu4_1's push on the pixels at the start
+# of a run (measured on the four public pairs and two portraits, 256 px). Its units see ~200 px
+# and answer to object parts, so that push synthesised the painting's objects: a portrait's face
+# pasted into the sky. At TARGET_DEEP_WEIGHTS it keeps its large-scale share of the strokes without
+# painting parts (benchmarks/PORTRAITS.md). "none" (the paper's loss) keeps equal weights: there
+# relu5_1's small Gram matrices already weigh little.
+TARGET_DEEP_WEIGHTS = {5: 0.1}
+
+
+def default_layer_weights(layers: Sequence[str], norm: str) -> Tuple[float, ...]:
+    """w_l when none are given: 1 per layer, except the deep blocks of TARGET_DEEP_WEIGHTS under "target"."""
+    if norm != "target":
+        return (1.0,) * len(layers)
+    return tuple(TARGET_DEEP_WEIGHTS.get(LAYERS[n].block, 1.0) for n in layers)
+
+
+def effective_layer_shares(targets: Mapping[str, torch.Tensor], layers: Sequence[str],
+                           weights: Sequence[float], norm: str) -> Dict[str, float]:
+    """Each layer's share of the style loss's weight on a unit relative error: w_l k_l mean(T_l^2) / sum.
+
+    With "target" k_l mean(T_l^2) is the same for every layer, so the shares are the w_l alone,
+    whatever the painting's Gram magnitudes; with "none" they follow the magnitudes.
+    """
+    k = style_layer_scales(targets, layers, norm)
+    raw = {n: w * k[n] * float(targets[n].float().pow(2).mean()) for n, w in zip(layers, weights)}
+    total = sum(raw.values())
+    return {n: v / total for n, v in raw.items()}
 
 
 def style_layer_scales(targets: Mapping[str, torch.Tensor], layers: Sequence[str], norm: str) -> Dict[str, float]:
