@@ -333,16 +333,19 @@ PORTRAIT_PHOTOS = (
 PORTRAIT_VARIANTS = ("equal5", "default")
 
 
-def stylize(content: Path, style: Path, out: Path, flags: Sequence[str], size: int, threads: int = 0) -> Tuple[float, float]:
+def stylize(content: Path, style: Optional[Path], out: Path, flags: Sequence[str], size: int,
+            threads: int = 0) -> Tuple[float, float]:
     """Run restyle's CLI (this checkout's sources) once; returns (wall, CPU) seconds of that process.
 
     CPU time (user + system) is the steadier cost on a shared machine: wall time there
-    depends on what else runs. `threads` > 0 pins the run's torch threads.
+    depends on what else runs. `threads` > 0 pins the run's torch threads. `style` None:
+    a trained network paints (`flags` name it with --model).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "restyle", "stylize", str(content), str(style), "-o", str(out),
+    styles = [] if style is None else [str(style)]
+    cmd = [sys.executable, "-m", "restyle", "stylize", str(content), *styles, "-o", str(out),
            "--size", str(size), "--quiet", "--no-sidecar", *flags]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
@@ -420,6 +423,26 @@ def measure(variants: Sequence[str], job_list: Sequence[Tuple[str, Path, Path, O
     order = {label: k for k, (label, *_rest) in enumerate(job_list)}
     rank = {v: k for k, v in enumerate(variants)}
     return sorted(rows + done, key=lambda r: (order[r["pair"]], rank.get(r["who"], -1)))
+
+
+def network_rows(models: Sequence[str], photos: Sequence[Path], size: int, keep: Optional[Path]) -> List[Dict]:
+    """Each trained network (`restyle stylize PHOTO --model NAME`) on each photo: the faces it gains.
+
+    A network trained on one painting never sees a portrait at run time; what can be checked is
+    that it paints no face of its own into photos without people.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        outdir = keep or Path(tmp)
+        outdir.mkdir(parents=True, exist_ok=True)
+        for model in models:
+            for photo in photos:
+                out = outdir / f"{photo.stem}__network_{model}.png"
+                wall, cpu = stylize(photo, None, out, ("--model", model), size)
+                faces = faces_added(out, photo)
+                print(f"{photo.stem:40s} network {model}: faces {len(faces)}", flush=True)
+                rows.append(dict(photo=photo.stem, model=model, faces=faces, seconds=wall, cpu=cpu))
+    return rows
 
 
 def table(rows: Sequence[Dict]) -> str:
@@ -512,7 +535,7 @@ L-BFGS iterations from noise; its time was not measured here).
 
 
 def write_portraits(rows: Sequence[Dict], path: Path, size: int, variants: Sequence[str], note: str,
-                    sheet: Optional[Path]) -> None:
+                    sheet: Optional[Path], networks: Sequence[Dict] = ()) -> None:
     described = "\n".join(f"- **{v}**: {VARIANTS[v][0]}"
                           + (f" (`{' '.join(VARIANTS[v][1])}`)" if VARIANTS[v][1] else "") for v in variants)
     shown = f"\n![contact sheet]({os.path.relpath(sheet, path.parent)})\n" if sheet else ""
@@ -535,10 +558,20 @@ Every output with a new face:
 
 {face_list(rows)}
 {shown}
+{network_text(networks)}
 {note}
 
 {table(rows)}
 """)
+
+
+def network_text(networks: Sequence[Dict]) -> str:
+    if not networks:
+        return ""
+    lines = ["Trained networks (`restyle stylize PHOTO --model NAME`) on the same photos:", "",
+             "| network | photo | new faces |", "|---|---|---:|"]
+    lines += [f"| {r['model']} | {r['photo']} | {len(r['faces'])} |" for r in networks]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -555,6 +588,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
     ap.add_argument("--reuse", action="store_true", help="score outputs already in --keep instead of painting them")
     ap.add_argument("--sheet", type=Path, help="portraits: write the contact sheet (JPEG) here")
+    ap.add_argument("--networks", default="", help="portraits: also these bundled networks (comma-separated, "
+                                                    "e.g. starry_night) on the set's photos")
     ap.add_argument("--parallel", type=int, default=1,
                     help="runs at once (one torch thread each); wall times then include the others' load")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -579,7 +614,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if portraits:
         if a.sheet:
             contact_sheet(rows, variants, a.sheet)
-        write_portraits(rows, out, size, variants, a.note, a.sheet)
+        nets = network_rows([m for m in a.networks.split(",") if m], PORTRAIT_PHOTOS, size, a.keep)
+        write_portraits(rows, out, size, variants, a.note, a.sheet, nets)
     else:
         write_markdown(rows, out, size, variants, a.note)
     print(f"wrote {out}")
