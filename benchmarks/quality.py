@@ -366,10 +366,13 @@ def stylize(content: Path, style: Optional[Path], out: Path, flags: Sequence[str
 
 
 def jobs(coco: int) -> List[Tuple[str, Path, Path, Optional[Path]]]:
-    """(label, content, style, reference or None): the public pairs, then brad_pitt and coco photos."""
+    """(label, content, style, reference or None): the public pairs, then brad_pitt and coco photos.
+
+    `coco` < 0: the public pairs alone.
+    """
     out = [(f"tubingen × {name}", IMAGES / "content" / "tubingen.jpg", IMAGES / "style" / style,
             IMAGES / "reference" / ref) for name, style, ref in PAIRS]
-    extra = [IMAGES / "content" / "brad_pitt.jpg"] + sorted(COCO.glob("*.jpg"))[:coco]
+    extra = [] if coco < 0 else [IMAGES / "content" / "brad_pitt.jpg"] + sorted(COCO.glob("*.jpg"))[:coco]
     for k, photo in enumerate(extra):  # each photo with the next painting in turn
         name, style, _ = PAIRS[(k + 1) % len(PAIRS)]
         out.append((f"{photo.stem} × {name}", photo, IMAGES / "style" / style, None))
@@ -587,7 +590,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                          "photos without people, with face counts (PORTRAITS.md)")
     ap.add_argument("--variants", help=f"comma-separated, of {', '.join(VARIANTS)} (default: "
                                        f"{','.join(DEFAULT_VARIANTS)}; portraits: {','.join(PORTRAIT_VARIANTS)})")
-    ap.add_argument("--coco", type=int, default=3, help="how many coco256 photos besides brad_pitt")
+    ap.add_argument("--coco", type=int, default=3, help="how many coco256 photos besides brad_pitt (-1: the public pairs alone)")
     ap.add_argument("--portraits", type=int, help="only the first N portraits (default: all)")
     ap.add_argument("--size", type=int, help="restyle's output size (default: 512; portraits: 256, the size of "
                                              "the ImageNet photos)")
