@@ -124,7 +124,7 @@ def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 # pasted into the sky. At TARGET_DEEP_WEIGHTS it keeps its large-scale share of the strokes without
 # painting parts (benchmarks/PORTRAITS.md). "none" (the paper's loss) keeps equal weights: there
 # relu5_1's small Gram matrices already weigh little.
-TARGET_DEEP_WEIGHTS = {5: 0.1}
+TARGET_DEEP_WEIGHTS = {5: 0.03}
 
 
 def default_layer_weights(layers: Sequence[str], norm: str) -> Tuple[float, ...]:
