@@ -20,6 +20,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .config import TARGET_DEEP_WEIGHTS
 from .models.layers import LAYERS
 
 # Calibration of style_norm "target" (see style_layer_scales): the Gram mean square each
@@ -115,20 +116,13 @@ def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _mse(gram_matrix, target)
 
 
-# Issue 25: the default weight w_l of each style layer under style_norm "target", by VGG block
-# (blocks not named weigh 1). relu5_1's Gram matrices are tiny (mean square ~20-270 against
-# ~2e5-2e6 at relu4_1: its activations are sparse), so the relative error divides them by the least
-# and, weighted like the other layers, relu5_1 gave 4-10x relu4_1's push on the pixels at the start
-# of a run (measured on the four public pairs and two portraits, 256 px). Its units see ~200 px
-# and answer to object parts, so that push synthesised the painting's objects: a portrait's face
-# pasted into the sky. At TARGET_DEEP_WEIGHTS it keeps its large-scale share of the strokes without
-# painting parts (benchmarks/PORTRAITS.md). "none" (the paper's loss) keeps equal weights: there
-# relu5_1's small Gram matrices already weigh little.
-TARGET_DEEP_WEIGHTS = {5: 0.03}
 
 
 def default_layer_weights(layers: Sequence[str], norm: str) -> Tuple[float, ...]:
-    """w_l when none are given: 1 per layer, except the deep blocks of TARGET_DEEP_WEIGHTS under "target"."""
+    """w_l when none are given: 1 per layer, except the deep blocks of TARGET_DEEP_WEIGHTS under "target".
+
+    (config.TARGET_DEEP_WEIGHTS says why.)
+    """
     if norm != "target":
         return (1.0,) * len(layers)
     return tuple(TARGET_DEEP_WEIGHTS.get(LAYERS[n].block, 1.0) for n in layers)
