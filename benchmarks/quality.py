@@ -508,13 +508,17 @@ def contact_sheet(rows: Sequence[Dict], variants: Sequence[str], path: Path, hei
             row.append(im)
         cells.append([im.resize((max(1, round(im.width * height / im.height)), height), Image.Resampling.LANCZOS)
                       for im in row])
-    gap = 4
+    gap, head = 4, 16
     widths = [max(c[i].width for c in cells) for i in range(len(cells[0]))]
     cell_w = sum(widths) + gap * len(widths)
     per_col = -(-len(cells) // columns)
-    sheet = Image.new("RGB", (cell_w * columns, (height + gap) * per_col), "white")
+    sheet = Image.new("RGB", (cell_w * columns, head + (height + gap) * per_col), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col in range(columns):
+        for i, title in enumerate(["portrait", *variants]):
+            draw.text((col * cell_w + sum(widths[:i]) + gap * i + 2, 2), title, fill=(0, 0, 0))
     for k, c in enumerate(cells):
-        x, y = (k // per_col) * cell_w, (k % per_col) * (height + gap)
+        x, y = (k // per_col) * cell_w, head + (k % per_col) * (height + gap)
         for i, im in enumerate(c):
             sheet.paste(im, (x + sum(widths[:i]) + gap * i, y))
     sheet.save(path, quality=82)
