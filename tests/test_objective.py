@@ -220,9 +220,9 @@ def test_default_relu5_1_pushes_the_pixels_less_than_relu4_1():
     down to a fraction of relu4_1's push. The Starry Night on Tübingen at 128 px, from the photo."""
     from pathlib import Path
 
-    from restyle.engine import make_painter
+    from restyle.optimiser.engine import make_painter
     from restyle.images import load_image, resize, to_tensor
-    from restyle.losses import gram, style_layer_scales, style_loss
+    from restyle.optimiser.losses import gram, style_layer_scales, style_loss
 
     examples = Path(__file__).resolve().parents[1] / "examples"
     cfg = StylizeConfig()

@@ -20,8 +20,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .config import TARGET_DEEP_WEIGHTS
-from .models.layers import LAYERS
+from ..config import TARGET_DEEP_WEIGHTS
+from ..models.layers import LAYERS
 
 # Calibration of style_norm "target" (see style_layer_scales): the Gram mean square each
 # layer's loss is brought to. With the default style weight 100 the unscaled loss weighs
