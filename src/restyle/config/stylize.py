@@ -37,8 +37,11 @@ STYLE_NORMS = ("target", "none")
 # pixels 3-8x harder than relu4_1 at the start of a run (four public pairs, two portraits, 256 px).
 # Its units see ~200 px and answer to object parts, and that push synthesised the painting's
 # objects: Lady in Blue's face in Tübingen's sky at 1, on the church tower still at 0.3 and 0.1;
-# none at 0.03 (512 px, looked at). The classic unscaled loss ("none", the paper's) keeps equal
-# weights: there relu5_1's tiny Gram matrices weigh ~1e-4 of relu4_1's and paint no parts.
+# none at 0.03 (512 px, looked at). At 0.03 a face was left in 2 of 16 portraits (from 15 of 16 at
+# 1; dark self-portraits; 0.01 cleared one of them) and the large structures relu5_1 painted (The
+# Starry Night's swirls) are gone: closer to the photo, further from the painting on the four
+# public pairs (benchmarks/QUALITY.md, PORTRAITS.md). The classic unscaled loss ("none", the
+# paper's) keeps equal weights: there relu5_1's tiny Gram matrices weigh ~1e-4 of relu4_1's.
 TARGET_DEEP_WEIGHTS = {5: 0.03}
 # Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
 # Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
