@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[web,video,test,ray,onnx]'
+	$(PY) -m pip install -q -e '.[web,video,test,ray,onnx,bench]'
 	touch $@
 
 demo: install

@@ -329,7 +329,7 @@ def test_each_help_text_states_its_default_once():
             text = action.help or ""
             assert text.count("default") <= 1, f"{name} {action.option_strings}: {text}"
     helps = {a.dest: a.help for a in subs["stylize"]._actions}
-    assert helps["style_layer_weights"] == "one weight per style layer (default: all equal)"
+    assert helps["style_layer_weights"].startswith("one weight per style layer (default: 1 each, except relu5_x at 0.03")
     assert helps["preset"].endswith("(default: none)") and helps["mask"].endswith("(default: none)")
     assert helps["precision"].endswith("(default: auto)")  # auto is a real choice there
 

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from restyle.optimiser.losses import STYLE_NORM_REF, content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
+from restyle.config import StylizeConfig
+from restyle.models.layers import LAYERS
+from restyle.optimiser.losses import (
+    STYLE_NORM_REF, TARGET_DEEP_WEIGHTS, content_loss, default_layer_weights, effective_layer_shares, gram,
+    style_layer_scales, style_loss, tv_loss, wrap_tv_loss,
+)
+from restyle.optimiser.objective import GramStyleTerm
 
 
 def naive_gram(f):
@@ -178,3 +184,55 @@ def test_tv_gradient_matches_autograd_of_the_formula():
     dx, dy = ref[..., :, 1:] - ref[..., :, :-1], ref[..., 1:, :] - ref[..., :-1, :]
     (1.5 * (dx.pow(2).sum() + dy.pow(2).sum()) / 2).backward()
     torch.testing.assert_close(x.grad.double(), ref.grad, atol=1e-5, rtol=1e-5)  # float32 rounding
+
+
+# Gram mean squares of Lady in Blue (Gainsborough) at 256 px, per style layer: relu5_1's are
+# the smallest of all (issue 25), so the "target" normalisation multiplies its error the most.
+LADY_IN_BLUE_MS = {"relu1_1": 4.2e2, "relu2_1": 1.35e4, "relu3_1": 3.2e3, "relu4_1": 2.6e5, "relu5_1": 38.0}
+
+
+def _targets(ms):
+    """Gram-like targets with the given mean squares (a constant c has mean square c^2)."""
+    return {n: torch.full((1, 4, 4), v ** 0.5) for n, v in ms.items()}
+
+
+def test_target_shares_are_the_layer_weights_whatever_the_magnitudes():
+    # w_l k_l mean(T_l^2) with k_l = REF / mean(T_l^2): the magnitudes cancel, by hand.
+    layers = tuple(LADY_IN_BLUE_MS)
+    weights = (1.0, 2.0, 1.0, 1.0, 0.5)
+    shares = effective_layer_shares(_targets(LADY_IN_BLUE_MS), layers, weights, "target")
+    for n, w in zip(layers, weights):
+        assert shares[n] == pytest.approx(w / sum(weights), rel=1e-5)
+    # The classic loss instead weighs each layer by its magnitude: relu4_1 nearly alone.
+    none = effective_layer_shares(_targets(LADY_IN_BLUE_MS), layers, (1.0,) * 5, "none")
+    assert none["relu4_1"] == pytest.approx(2.6e5 / sum(LADY_IN_BLUE_MS.values()), rel=1e-5)
+    assert none["relu5_1"] < 1e-3
+
+
+def test_default_weights_bound_the_deepest_layer_under_target_norm():
+    """Issue 25: relu5_1 weighted like the other layers pasted a portrait's face into the photo.
+
+    The optimiser's own term, built from the default config, must give block 5 at most 5% of the
+    style loss's weight on a relative error (its push on the pixels per unit weight is 3-8x
+    relu4_1's), and the four shallower layers equal shares.
+    """
+    cfg = StylizeConfig()
+    assert cfg.style_norm == "target" and "relu5_1" in cfg.style_layers
+    term = GramStyleTerm(cfg.style_weight, cfg.style_layers, cfg.style_layer_weights, [], [], cfg.style_norm)
+    ms = {n: LADY_IN_BLUE_MS[n] for n in cfg.style_layers}
+    term.scales = style_layer_scales(_targets(ms), cfg.style_layers, cfg.style_norm)
+    raw = {n: w * ms[n] for n, w in zip(cfg.style_layers, term.scaled_weights())}
+    shares = {n: v / sum(raw.values()) for n, v in raw.items()}
+    deep = sum(v for n, v in shares.items() if LAYERS[n].block == 5)
+    assert 0 < deep <= 0.05
+    shallow = [v for n, v in shares.items() if LAYERS[n].block < 5]
+    assert max(shallow) == pytest.approx(min(shallow))
+
+
+def test_default_weights_only_change_deep_layers_under_target():
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    assert default_layer_weights(layers, "none") == (1.0,) * 5  # the paper's loss: equal weights
+    assert default_layer_weights(layers[:4], "target") == (1.0,) * 4  # the networks' training layers: as before
+    assert default_layer_weights(("relu5_1", "relu5_4"), "target") == (TARGET_DEEP_WEIGHTS[5],) * 2
+    explicit = GramStyleTerm(1.0, layers, (1.0,) * 5, [], [], "target")
+    assert explicit.layer_weights == (1.0,) * 5  # given weights are used as given

@@ -210,3 +210,34 @@ def test_each_tileable_term_tiled_equals_untiled(painter, name):
     assert list(parts) == [name]
     assert float(tl) == pytest.approx(float(loss.detach()), rel=1e-4)
     torch.testing.assert_close(grad, x.grad, rtol=1e-3, atol=1e-3 * float(x.grad.abs().max()))
+
+
+@pytest.mark.weights
+def test_default_relu5_1_pushes_the_pixels_less_than_relu4_1():
+    """Issue 25, on the real network: weighted like the others under "target", relu5_1 pushed the
+    pixels several times harder than relu4_1 (its Gram matrices are the smallest, so its relative
+    error is multiplied the most) and pasted a portrait's face into the photo; the default weighs it
+    down to a fraction of relu4_1's push. The Starry Night on Tübingen at 128 px, from the photo."""
+    from pathlib import Path
+
+    from restyle.optimiser.engine import make_painter
+    from restyle.images import load_image, resize, to_tensor
+    from restyle.optimiser.losses import gram, style_layer_scales, style_loss
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cfg = StylizeConfig()
+    painter = make_painter(cfg)
+    style = to_tensor(resize(load_image(examples / "starry_night.jpg"), 128), painter.device)
+    photo = to_tensor(resize(load_image(examples / "tubingen.jpg"), 128), painter.device).requires_grad_(True)
+    term = GramStyleTerm(cfg.style_weight, cfg.style_layers, cfg.style_layer_weights, [style], [1.0], cfg.style_norm)
+    term.prepare(painter)
+    assert term.scales == style_layer_scales(term.target, cfg.style_layers, "target")
+    feats = painter.features(photo, cfg.style_layers)
+    push = {}
+    for n, w in zip(cfg.style_layers, term.scaled_weights()):
+        (g,) = torch.autograd.grad(w * style_loss(gram(feats[n]), term.target[n]), photo, retain_graph=True)
+        push[n] = float(g.norm()) / (w / term.scales[n])  # per unit of the layer's own weight w_l
+    equal = push["relu5_1"] / push["relu4_1"]  # both weighted 1, the old default: 2.4 here
+    assert equal > 1.5
+    default = equal * term.layer_weights[4] / term.layer_weights[3]  # 0.07 here
+    assert default < 0.25

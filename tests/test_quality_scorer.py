@@ -85,9 +85,48 @@ def test_table_and_jobs_of_the_benchmark(tmp_path):
                  seconds=None, cpu=None),
             dict(pair="tubingen × the_scream", who="default", content=0.5, style=0.4, seconds=51.2, cpu=98.7)]
     text = quality.table(rows)
-    assert "| tubingen × the_scream | classic (neural-style, Lua) | 0.725 | 0.449 | — | — |" in text
-    assert "| tubingen × the_scream | default | 0.500 | 0.400 | 51 s | 99 s |" in text
+    assert "| tubingen × the_scream | classic (neural-style, Lua) | 0.725 | 0.449 | — | — | — |" in text
+    assert "| tubingen × the_scream | default | 0.500 | 0.400 | — | 51 s | 99 s |" in text
+    rows[1]["faces"] = [(1, 2, 30, 40)]
+    assert "| tubingen × the_scream | default | 0.500 | 0.400 | 1 | 51 s | 99 s |" in quality.table(rows)
     jobs = quality.jobs(2)
     assert [j[0] for j in jobs[:4]] == [f"tubingen × {p[0]}" for p in quality.PAIRS]
     assert all(j[3] is not None for j in jobs[:4]) and all(j[3] is None for j in jobs[4:])
     assert set(quality.DEFAULT_VARIANTS) <= set(quality.VARIANTS)
+
+
+def test_new_faces_are_those_that_overlap_no_face_of_the_photo():
+    assert quality.iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert quality.iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert quality.iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching edges share no area
+    photo = [(100, 100, 200, 200)]
+    found = [(105, 95, 205, 195), (300, 20, 360, 80)]  # the photo's own face, moved a little; a new one
+    assert quality.unmatched(found, photo) == [(300, 20, 360, 80)]
+    assert quality.unmatched(found, []) == found
+    assert quality.unmatched([], photo) == []
+
+
+BRAD_PITT = ROOT.parent / "shared" / "images" / "content" / "brad_pitt.jpg"
+
+
+@pytest.fixture(scope="module")
+def face_photo():
+    pytest.importorskip("dlib", reason="face counting needs dlib-bin (restyle's [bench] extra)")
+    if not BRAD_PITT.is_file():
+        pytest.skip(f"{BRAD_PITT} is not here")
+    return quality.fit(Image.open(BRAD_PITT).convert("RGB"), 256)
+
+
+def test_a_face_pasted_into_a_photo_without_people_is_counted_once(face_photo):
+    (box,) = quality.detect_faces(face_photo, face_photo.size)  # one sitter, found at 256 px too
+    l, t, r, b = box
+    face = face_photo.crop((max(0, l - 20), max(0, t - 30), r + 20, b + 20))  # with some head around it
+    town = quality.fit(Image.open(PHOTO).convert("RGB"), 512)
+    assert quality.detect_faces(town) == []
+    pasted = town.copy()
+    pasted.paste(face.resize((face.width * 3 // 2, face.height * 3 // 2)), (40, 30))
+    (new,) = quality.faces_added(pasted, town)
+    assert new[0] < 200 and new[1] < 200  # where it was pasted (upper left), not elsewhere
+    assert quality.faces_added(town, town) == []
+    # The photo's own face is not new: the sitter restyled is still the sitter.
+    assert quality.faces_added(face_photo.filter(ImageFilter.GaussianBlur(1)), face_photo) == []

@@ -30,6 +30,19 @@ POOLINGS = ("max", "avg")
 # by its target Gram matrix's mean square, so one weight means the same push on every
 # painting and every layer; "none" is jcjohnson/neural-style's unscaled loss.
 STYLE_NORMS = ("target", "none")
+# Issue 25: the default weight w_l of each style layer under style_norm "target", by VGG block
+# (blocks not named weigh 1; losses.default_layer_weights). relu5_1's Gram matrices are the
+# smallest of all (mean square ~20-270 against ~2e5-2e6 at relu4_1: its activations are sparse),
+# so the relative error multiplies its error the most: weighted 1 like the others, it pushed the
+# pixels 3-8x harder than relu4_1 at the start of a run (four public pairs, two portraits, 256 px).
+# Its units see ~200 px and answer to object parts, and that push synthesised the painting's
+# objects: Lady in Blue's face in Tübingen's sky at 1, on the church tower still at 0.3 and 0.1;
+# none at 0.03 (512 px, looked at). At 0.03 a face was left in 2 of 16 portraits (from 15 of 16 at
+# 1; dark self-portraits; 0.01 cleared one of them) and the large structures relu5_1 painted (The
+# Starry Night's swirls) are gone: closer to the photo, further from the painting on the four
+# public pairs (benchmarks/QUALITY.md, PORTRAITS.md). The classic unscaled loss ("none", the
+# paper's) keeps equal weights: there relu5_1's tiny Gram matrices weigh ~1e-4 of relu4_1's.
+TARGET_DEEP_WEIGHTS = {5: 0.03}
 # Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
 # Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
 # the style image to the content's colour statistics first. See color.py.
@@ -117,8 +130,15 @@ class StylizeConfig:
         default=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         metadata=_help("layers whose Gram matrices carry the style"),
     )
+    # Issue 25: under --style-norm target, relu5_1 at the default weight 1 pasted a portrait's face
+    # into the photo; the default weighs block 5 down (TARGET_DEEP_WEIGHTS above says why and how much).
     style_layer_weights: Optional[Tuple[float, ...]] = field(
-        default=None, metadata=_help("one weight per style layer (default: all equal)")
+        default=None,
+        metadata=_help(
+            "one weight per style layer (default: 1 each, except relu5_x at "
+            f"{TARGET_DEEP_WEIGHTS[5]:g} under --style-norm target, so that the painting's objects, "
+            "a portrait's face, are not pasted into the photo)"
+        ),
     )
     # Loss weights are for the normalisation in losses.py. With the classic unscaled style
     # loss (--style-norm none) jcjohnson/neural-style's 5/100 carries over (the gatys2016

@@ -15,10 +15,13 @@ tool's content 5 / style 100 weights keep their meaning.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from ..config import TARGET_DEEP_WEIGHTS
+from ..models.layers import LAYERS
 
 # Calibration of style_norm "target" (see style_layer_scales): the Gram mean square each
 # layer's loss is brought to. With the default style weight 100 the unscaled loss weighs
@@ -111,6 +114,31 @@ def style_loss(gram_matrix: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     `target` is (C, C), (1, C, C) or (N, C, C): one style for the batch, or one per sample.
     """
     return _mse(gram_matrix, target)
+
+
+
+
+def default_layer_weights(layers: Sequence[str], norm: str) -> Tuple[float, ...]:
+    """w_l when none are given: 1 per layer, except the deep blocks of TARGET_DEEP_WEIGHTS under "target".
+
+    (config.TARGET_DEEP_WEIGHTS says why.)
+    """
+    if norm != "target":
+        return (1.0,) * len(layers)
+    return tuple(TARGET_DEEP_WEIGHTS.get(LAYERS[n].block, 1.0) for n in layers)
+
+
+def effective_layer_shares(targets: Mapping[str, torch.Tensor], layers: Sequence[str],
+                           weights: Sequence[float], norm: str) -> Dict[str, float]:
+    """Each layer's share of the style loss's weight on a unit relative error: w_l k_l mean(T_l^2) / sum.
+
+    With "target" k_l mean(T_l^2) is the same for every layer, so the shares are the w_l alone,
+    whatever the painting's Gram magnitudes; with "none" they follow the magnitudes.
+    """
+    k = style_layer_scales(targets, layers, norm)
+    raw = {n: w * k[n] * float(targets[n].float().pow(2).mean()) for n, w in zip(layers, weights)}
+    total = sum(raw.values())
+    return {n: v / total for n, v in raw.items()}
 
 
 def style_layer_scales(targets: Mapping[str, torch.Tensor], layers: Sequence[str], norm: str) -> Dict[str, float]:

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ResourceError
 from ..models.layers import in_network_order
-from .losses import content_loss, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
+from .losses import content_loss, default_layer_weights, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
 from .regions import layer_masks
 from .tiling import TiledTerm, TileSpec, TileView, gram_sum, tile_grid, tiled_grams
 
@@ -195,7 +195,7 @@ class GramStyleTerm(Term):
                  styles: Sequence[torch.Tensor], blend: Sequence[float], norm: str = "none") -> None:
         super().__init__(weight)
         self.layers = tuple(layers)
-        self.layer_weights = tuple(layer_weights or (1.0,) * len(self.layers))
+        self.layer_weights = tuple(layer_weights or default_layer_weights(self.layers, norm))
         self.styles, self.blend = list(styles), list(blend)
         self.norm = norm
         self.target: Feats = {}
