@@ -250,8 +250,8 @@ def test_bad_model_files_are_refused(tmp_path):
     wrong["arch_args"]["widths"] = [5, 8]
     torch.save(wrong, tmp_path / "wrong.pt")
     messages = {
-        "random.pt": "not a readable restyle model",
-        "truncated.pt": "not a readable restyle model",
+        "random.pt": r"not a restyle model file \(not written by torch.save\)",
+        "truncated.pt": r"not a restyle model file \(it is truncated or damaged\)",
         "plain.pt": "not a restyle model file",
         "newer.pt": "newer than this restyle reads",
         "wrong.pt": "do not fit architecture",
