@@ -186,3 +186,172 @@ def test_nan_weights_are_refused_when_loading(tmp_path, photo, capsys):
     torch.save(vgg, tmp_path / "nan_vgg.pth")
     with pytest.raises(InputError, match="features.0.bias holds NaN"):
         load_weights(tmp_path / "nan_vgg.pth")
+
+
+# --- 6. sizes and memory on the network path, upscale and video: refused before any allocation ------
+
+
+@pytest.mark.parametrize("size", ["100000", "20000", "31", "0"])
+def test_network_size_rule_is_the_optimisers(tmp_path, photo, capsys, size):
+    model = _tiny_style_model(tmp_path / "m.pt")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    Image.open(photo).save(folder / "a.png")
+    for source, out in ((photo, tmp_path / "o.png"), (folder, tmp_path / "outs")):
+        assert main(["stylize", str(source), "--model", str(model), "--size", size, "-o", str(out)]) == 2
+        err = _one_line(capsys)
+        assert f"size {size} is out of range; it must be an integer in [32, 8192]" in err, err
+        assert not out.exists()
+
+
+@pytest.fixture
+def small_budget(monkeypatch):
+    """A machine with 1000 MB available (the planner's budget: 85% of it)."""
+    import restyle.memory
+
+    monkeypatch.setattr(restyle.memory, "available_bytes", lambda device_type="cpu": 1000 * 2**20)
+
+
+def test_network_memory_estimate_refuses_what_cannot_fit(tmp_path, capsys, small_budget):
+    from restyle.errors import ResourceError
+    from restyle.feedforward import load_model
+    from restyle.memory import network_estimate
+
+    model = load_model(_tiny_style_model(tmp_path / "m.pt"))
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), "gray").save(big)
+    with pytest.raises(ResourceError, match=r"3000x2000 through the network needs about .* GB, over the memory budget"):
+        model.check_size(3000, 2000)
+    assert main(["stylize", str(big), "--model", str(model.path), "-o", str(tmp_path / "o.png")]) == 1
+    assert "over the memory budget" in _one_line(capsys)
+    model.check_size(400, 300)  # small pictures still fit
+    # Tiled, the network's part stops growing with the picture; the picture's buffers do not.
+    assert network_estimate(8000, 8000, (12, 24, 48), 1200**2) < network_estimate(4000, 4000, (12, 24, 48), 4000**2)
+
+
+def test_upscale_memory_estimate_refuses_before_allocating(tmp_path, capsys, small_budget):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1500), "gray").save(big)
+    assert main(["upscale", str(big), "-o", str(tmp_path / "o.png"), "--scale", "4"]) == 1
+    err = _one_line(capsys)
+    assert "2000x1500 enlarged 4x needs about" in err and "use a smaller picture" in err, err
+
+
+def test_video_with_a_model_checks_the_frame_size_before_any_frame(tmp_path, capsys, small_budget):
+    pytest.importorskip("av")
+    from videoutil import make_clip, pan_frames
+
+    clip = make_clip(tmp_path / "c.mp4", frames=pan_frames(width=2400, height=1800, frames=2, step=8), audio=False)
+    out = tmp_path / "o.mp4"
+    model = _tiny_style_model(tmp_path / "m.pt")
+    assert main(["video", str(clip), "--model", str(model), "-o", str(out), "--size", "2400"]) == 1
+    assert "2400x1800 through the network needs about" in _one_line(capsys)
+    assert not out.exists() and not (tmp_path / "o.mp4.frames").exists()
+
+
+# --- 7. pictures too small for the network: the rule, exit 2, InputError in Python ------------------
+
+
+@pytest.mark.parametrize("size", [(1, 1), (300, 1), (40, 20)])
+def test_a_picture_too_small_for_the_network_is_refused_with_the_rule(tmp_path, capsys, size):
+    import restyle
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", size, "red").save(tiny)
+    model_path = _tiny_style_model(tmp_path / "m.pt")
+    assert main(["stylize", str(tiny), "--model", str(model_path), "-o", str(tmp_path / "o.png")]) == 2
+    err = _one_line(capsys)
+    assert f"{size[0]}x{size[1]} px is too small" in err and "at least 32 px on the short side" in err, err
+    model = restyle.load_model(model_path)
+    with pytest.raises(InputError, match="at least 32 px"):
+        model(tiny)
+    with pytest.raises(InputError, match="at least 32 px"):
+        model.stylize_tensor(torch.zeros(1, 3, size[1], size[0]))
+
+
+# --- 3 and 4. a clip's timing is kept: no --fps re-timing, variable rates and GIF pauses survive -----
+
+
+def _vfr_mkv(path: Path, frames, gaps_ms) -> Path:
+    import av
+    from fractions import Fraction
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as box:
+        v = box.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        t = 0
+        for rgb, gap in zip(frames, gaps_ms):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            box.mux(v.encode(f))
+            t += gap
+        box.mux(v.encode(None))
+    return path
+
+
+def _shown_ms(path: Path):
+    """Each decoded frame's time in ms from the first."""
+    import av
+
+    with av.open(str(path)) as box:
+        s = box.streams.video[0]
+        ts = [float(f.pts * s.time_base) for f in box.decode(s)]
+    return [round((t - ts[0]) * 1000) for t in ts]
+
+
+@pytest.fixture
+def network(tmp_path):
+    return str(_tiny_style_model(tmp_path / "net.pt"))
+
+
+def test_fps_is_refused_for_a_clip_and_kept_for_frame_folders(tmp_path, network, capsys):
+    pytest.importorskip("av")
+    from videoutil import clip_stats, make_clip, pan_frames
+
+    clip = make_clip(tmp_path / "c.mp4", frames=pan_frames(64, 48, 20), fps=10)  # 2 s with 2 s of sound
+    assert main(["video", str(clip), "--model", network, "-o", str(tmp_path / "o.mp4"), "--fps", "5"]) == 2
+    err = _one_line(capsys)
+    assert "fps 5 is for a folder of frames" in err and "c.mp4 is a clip" in err, err
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.mp4.frames").exists()
+    # Without --fps the clip keeps its length and its sound.
+    assert main(["video", str(clip), "--model", network, "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 0
+    n, fps, dur, audio, secs = clip_stats(tmp_path / "o.mp4")
+    assert n == 20 and fps == 10 and abs(secs - 2.0) < 0.1
+
+
+def test_variable_frame_rate_is_kept(tmp_path, network):
+    pytest.importorskip("av")
+    from videoutil import pan_frames
+
+    gaps = [20, 100] * 10  # 20 frames alternating 20 and 100 ms
+    src = _vfr_mkv(tmp_path / "vfr.mkv", pan_frames(64, 48, 20), gaps)
+    want = _shown_ms(src)
+    assert want[:4] == [0, 20, 120, 140]
+    for suffix in (".mp4", ".webm"):
+        out = tmp_path / f"o{suffix}"
+        assert main(["video", str(src), "--model", network, "-o", str(out), "--quiet"]) == 0
+        got = _shown_ms(out)
+        assert len(got) == 20 and max(abs(a - b) for a, b in zip(got, want)) <= 1, (suffix, got)
+
+
+def test_a_gifs_pause_is_kept(tmp_path, network):
+    pytest.importorskip("av")
+    from restyle.video import NetworkFrames, VideoConfig, stylize_video
+    from videoutil import pan_frames
+
+    gif = tmp_path / "pause.gif"
+    ims = [Image.fromarray(f) for f in pan_frames(64, 48, 10)]
+    ims[0].save(gif, save_all=True, append_images=ims[1:], duration=[70] * 5 + [200] + [70] * 4, loop=0)
+    want = _shown_ms(gif)
+    assert want[6] - want[5] == 200
+    # The library (as the web app calls it) and the CLI.
+    import restyle
+
+    model = restyle.load_model(network)
+    stylize_video(gif, tmp_path / "lib.mp4", NetworkFrames(model.stylize_tensor), VideoConfig())
+    assert main(["video", str(gif), "--model", network, "-o", str(tmp_path / "cli.mp4"), "--quiet"]) == 0
+    for out in ("lib.mp4", "cli.mp4"):
+        got = _shown_ms(tmp_path / out)
+        assert got == want, (out, got, want)
