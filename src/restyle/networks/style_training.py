@@ -194,11 +194,25 @@ def _resume_state(cfg: TrainConfig, ckpt: Path, style: Dict[str, str], fingerpri
                                                     float(t.get("wall_s", 0.0)), payload["optimizer"])
 
 
+def _train_config(config: Any) -> TrainConfig:
+    """`config` of the API: a TrainConfig, None (the defaults) or a dict of its fields."""
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, dict):
+        try:
+            return TrainConfig(**config)
+        except TypeError as e:  # an unknown field
+            raise InputError(f"config: {e}".replace("__init__() ", "")) from None
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config {config!r} must be a TrainConfig, a dict of its fields, or None")
+    return config
+
+
 def train(
     style: Union[str, os.PathLike],
     photos: Union[str, os.PathLike],
     output: Union[str, os.PathLike],
-    config: TrainConfig = TrainConfig(),
+    config: Optional[TrainConfig] = None,
     *,
     resume: bool = False,
     device: Union[str, torch.device] = "cpu",
@@ -214,7 +228,10 @@ def train(
     Ctrl-C (KeyboardInterrupt) or `should_stop()` saves a checkpoint, then
     raises Cancelled.
     """
-    cfg = config
+    cfg = _train_config(config)
+    for name, value in (("style", style), ("photos", photos), ("output", output)):
+        if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} {value!r} must be a path (str or os.PathLike)")
     output = check_output(output)
     style = Path(style)
     all_photos = list_photos(photos)
