@@ -355,3 +355,76 @@ def test_a_gifs_pause_is_kept(tmp_path, network):
     for out in ("lib.mp4", "cli.mp4"):
         got = _shown_ms(tmp_path / out)
         assert got == want, (out, got, want)
+
+
+# --- 13. small messages: the API's train() and TrainConfig, upscale --tile ----------------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    ((EXAMPLES / "starry_night.jpg", "PHOTOS", "OUT", None), "photos"),  # None: the defaults, then the photos
+    ((EXAMPLES / "starry_night.jpg", "PHOTOS", "OUT", {"size": 64, "bogus": 1}), "bogus"),
+    ((EXAMPLES / "starry_night.jpg", "PHOTOS", "OUT", "fast"), "must be a TrainConfig, a dict"),
+    ((123, "PHOTOS", "OUT"), "style 123 must be a path"),
+])
+def test_train_api_refuses_bad_arguments_with_input_error(tmp_path, args, words):
+    import restyle
+
+    args = tuple(tmp_path / "nowhere" if a == "PHOTOS" else tmp_path / "m.pt" if a == "OUT" else a for a in args)
+    with pytest.raises(InputError, match=words):
+        restyle.train(*args)
+
+
+def test_train_api_takes_a_dict_config(tmp_path, photos, tiny_weights):
+    import restyle
+
+    cfg = dict(TINY_TRAIN, steps=1, widths=[4, 8])  # as JSON gives it: a list
+    assert restyle.train(EXAMPLES / "starry_night.jpg", photos, tmp_path / "m.pt", cfg, weights=tiny_weights).is_file()
+
+
+@pytest.mark.parametrize("kw", [dict(size=1_000_000), dict(style_size=100_000), dict(size=31), dict(style_size=0)])
+def test_train_config_sizes_follow_the_optimisers_rule(kw):
+    with pytest.raises(InputError, match=r"must be an integer in \[32, 8192\]"):
+        TrainConfig(**kw)
+
+
+def test_upscale_tile_0_names_the_tile_not_an_overlap(tmp_path, photo, capsys):
+    assert main(["upscale", str(photo), "-o", str(tmp_path / "o.png"), "--tile", "0"]) == 2
+    err = _one_line(capsys)
+    assert "tile 0 is too small; it must be at least 16 px" in err and "overlap" not in err, err
+
+
+# --- 8. an unreachable --ray address: one line, exit 2, in seconds -----------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_unreachable_ray_address_is_one_line_in_seconds(tmp_path, photo, capsys, scheme):
+    import socket
+    import time
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"{scheme}127.0.0.1:{port}"
+    model = _tiny_style_model(tmp_path / "m.pt")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(photo).save(folder / "a.png")
+    t0 = time.monotonic()
+    assert main(["stylize", str(folder), "--model", str(model), "-o", str(tmp_path / "out"), "--ray", address]) == 2
+    assert time.monotonic() - t0 < 15
+    err = _one_line(capsys)
+    assert f"cannot reach a Ray cluster at {address}" in err and "192.0.2" not in err, err
+
+
+def test_an_address_that_does_not_answer_times_out(monkeypatch):
+    import socket
+
+    from restyle.distributed import check_reachable
+
+    def silent(addr, timeout):
+        raise socket.timeout("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(InputError, match=r"cannot reach a Ray cluster at 192.0.2.1:6379 \(no answer within 5 s\)"):
+        check_reachable("192.0.2.1:6379")
