@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.errors import InputError
-from restyle.style_training import TrainConfig, checkpoint_path, train
+from restyle.networks.style_training import TrainConfig, checkpoint_path, train
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -79,7 +79,7 @@ class _Payload:
 
 
 def _tiny_style_model(path: Path) -> Path:
-    from restyle.modelfile import model_payload, save_model_file
+    from restyle.models.modelfile import model_payload, save_model_file
     from restyle.models.transformer import TransformerConfig, TransformerNet
 
     torch.manual_seed(0)
@@ -88,13 +88,12 @@ def _tiny_style_model(path: Path) -> Path:
 
 
 def _tiny_upscaler(path: Path, kind: str = "model") -> Path:
-    from restyle.models.upscaler import Upscaler, UpscalerConfig, model_record
-    from restyle.training import save_record
+    from restyle.models.modelfile import model_payload, save_model_file
+    from restyle.models.upscaler import Upscaler, UpscalerConfig
 
-    record = model_record(Upscaler(UpscalerConfig(2, 4, 1)))
-    if kind == "checkpoint":
-        record.update(step=1, history=[], elapsed_s=0.0, optimizer={}, scheduler=None, train_config={})
-    return save_record(record, path)
+    extra = {"optimizer": {}, "scheduler": None} if kind == "checkpoint" else {}
+    return save_model_file(model_payload(Upscaler(UpscalerConfig(2, 4, 1)), family="upscaler", kind=kind,
+                                         training={}, extra=extra), path)
 
 
 @pytest.fixture
@@ -160,9 +159,9 @@ def test_a_truncated_model_or_checkpoint_says_so(tmp_path, photo, capsys, comman
 
 
 def test_nan_weights_are_refused_when_loading(tmp_path, photo, capsys):
-    from restyle.feedforward import load_model
-    from restyle.upscale import load_upscaler
-    from restyle.weights import load_weights
+    from restyle.networks.feedforward import load_model
+    from restyle.networks.upscale import load_upscaler
+    from restyle.models.weights import load_weights
     from conftest import tiny_torchvision_state
 
     style = _tiny_style_model(tmp_path / "style.pt")
@@ -207,15 +206,15 @@ def test_network_size_rule_is_the_optimisers(tmp_path, photo, capsys, size):
 @pytest.fixture
 def small_budget(monkeypatch):
     """A machine with 1000 MB available (the planner's budget: 85% of it)."""
-    import restyle.memory
+    import restyle.optimiser.memory
 
-    monkeypatch.setattr(restyle.memory, "available_bytes", lambda device_type="cpu": 1000 * 2**20)
+    monkeypatch.setattr(restyle.optimiser.memory, "available_bytes", lambda device_type="cpu": 1000 * 2**20)
 
 
 def test_network_memory_estimate_refuses_what_cannot_fit(tmp_path, capsys, small_budget):
     from restyle.errors import ResourceError
-    from restyle.feedforward import load_model
-    from restyle.memory import network_estimate
+    from restyle.networks.feedforward import load_model
+    from restyle.optimiser.memory import network_estimate
 
     model = load_model(_tiny_style_model(tmp_path / "m.pt"))
     big = tmp_path / "big.png"
@@ -420,7 +419,7 @@ def test_an_unreachable_ray_address_is_one_line_in_seconds(tmp_path, photo, caps
 def test_an_address_that_does_not_answer_times_out(monkeypatch):
     import socket
 
-    from restyle.distributed import check_reachable
+    from restyle.batch.distributed import check_reachable
 
     def silent(addr, timeout):
         raise socket.timeout("timed out")

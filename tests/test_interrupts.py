@@ -164,7 +164,7 @@ def _train_argv(command, photos, weights, out, checkpoint_every):
 @pytest.mark.parametrize("command", ["train", "train-upscaler"])
 @pytest.mark.parametrize("checkpoint_every", [0, 100_000])
 def test_ctrl_c_during_training_writes_the_checkpoint(train_photos, tiny_weights, tmp_path, command, checkpoint_every):
-    from restyle.training import checkpoint_path
+    from restyle.networks.training import checkpoint_path
 
     out = tmp_path / "m.pt"
     code, err, took = _interrupt([sys.executable, "-m", "restyle",
