@@ -523,6 +523,6 @@ def test_style_files_of_the_previous_format_still_load(tmp_path):
     old = {k: v for k, v in payload.items() if k != "family"}
     old["format_version"] = 1
     torch.save(old, tmp_path / "old.pt")
-    x = torch.rand(1, 3, 16, 16) * 255
+    x = torch.rand(1, 3, 32, 32) * 255  # 32 px: the network's smallest picture
     assert torch.equal(load_model(tmp_path / "old.pt").stylize_tensor(x), load_model(path).stylize_tensor(x))
     assert read_model_file(tmp_path / "old.pt")["family"] == "style"
