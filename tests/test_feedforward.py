@@ -250,8 +250,8 @@ def test_bad_model_files_are_refused(tmp_path):
     wrong["arch_args"]["widths"] = [5, 8]
     torch.save(wrong, tmp_path / "wrong.pt")
     messages = {
-        "random.pt": "not a readable restyle model",
-        "truncated.pt": "not a readable restyle model",
+        "random.pt": r"not a restyle model file \(not written by torch.save\)",
+        "truncated.pt": r"not a restyle model file \(it is truncated or damaged\)",
         "plain.pt": "not a restyle model file",
         "newer.pt": "newer than this restyle reads",
         "wrong.pt": "do not fit architecture",
@@ -290,13 +290,13 @@ def test_load_model_api(tmp_path):
 
     model = restyle.load_model(str(tiny_model_file(tmp_path / "m.pt")))
     assert isinstance(model, StyleModel) and len(model.sha256) == 64
-    img = Image.new("RGB", (45, 30), (200, 120, 40))
+    img = Image.new("RGB", (45, 32), (200, 120, 40))  # 32 px: the short side of every painting path
     out = model(img)
-    assert isinstance(out, Image.Image) and out.size == (45, 30)
+    assert isinstance(out, Image.Image) and out.size == (45, 32)
     img.save(tmp_path / "p.png")
-    assert model(tmp_path / "p.png").size == (45, 30)
-    x = torch.rand(2, 3, 20, 24) * 255
-    assert model.stylize_tensor(x).shape == (2, 3, 20, 24)
+    assert model(tmp_path / "p.png").size == (45, 32)
+    x = torch.rand(2, 3, 33, 36) * 255
+    assert model.stylize_tensor(x).shape == (2, 3, 33, 36)
     with pytest.raises(ValueError, match="N, 3, H, W"):
         model.stylize_tensor(torch.rand(3, 20, 24))
 
@@ -357,8 +357,8 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
     assert main(["stylize", str(photo), "--model", str(out), "-o", str(res), "--quiet"]) == 0
     assert Image.open(res).size == (64, 48)
     small = tmp_path / "small.png"
-    assert main(["stylize", str(photo), "--model", str(out), "-o", str(small), "--size", "40", "--no-sidecar"]) == 0
-    assert Image.open(small).size == (40, 30) and not (tmp_path / "small.png.json").exists()
+    assert main(["stylize", str(photo), "--model", str(out), "-o", str(small), "--size", "48", "--no-sidecar"]) == 0
+    assert Image.open(small).size == (48, 36) and not (tmp_path / "small.png.json").exists()
     assert "one pass" in capsys.readouterr().out
     side = json.loads((tmp_path / "res.png.json").read_text())
     assert side["model_sha256"] == load_model(out).sha256 and side["mode"] == "feedforward"
@@ -523,6 +523,6 @@ def test_style_files_of_the_previous_format_still_load(tmp_path):
     old = {k: v for k, v in payload.items() if k != "family"}
     old["format_version"] = 1
     torch.save(old, tmp_path / "old.pt")
-    x = torch.rand(1, 3, 16, 16) * 255
+    x = torch.rand(1, 3, 32, 32) * 255  # 32 px: the network's smallest picture
     assert torch.equal(load_model(tmp_path / "old.pt").stylize_tensor(x), load_model(path).stylize_tensor(x))
     assert read_model_file(tmp_path / "old.pt")["family"] == "style"

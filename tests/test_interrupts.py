@@ -132,3 +132,55 @@ def test_help_and_argument_errors_do_not_import_torch(argv):
 def test_console_script_is_the_entry_point_that_handles_ctrl_c():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["restyle"] == "restyle.__main__:main"
+
+
+# --- issue 27, item 1: Ctrl-C during a training writes its checkpoint --------------------------------
+
+
+@pytest.fixture
+def train_photos(tmp_path):
+    """Five small photos cut from the example (one held aside by the commands below)."""
+    from PIL import Image
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    src = Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((96, 72))
+    for i in range(5):
+        src.crop((i * 8, i * 4, i * 8 + 48, i * 4 + 40)).save(d / f"p{i}.png")
+    return d
+
+
+def _train_argv(command, photos, weights, out, checkpoint_every):
+    common = ["--photos", str(photos), "-o", str(out), "--weights", str(weights), "--steps", "100000",
+              "--batch-size", "2", "--preview-every", "0", "--checkpoint-every", str(checkpoint_every)]
+    if command == "train":
+        return ["train", str(ROOT / "examples" / "starry_night.jpg"), *common, "--size", "32", "--style-size", "48",
+                "--holdout", "1", "--widths", "4,8", "--res-blocks", "1", "--precision", "fp32", "--threads", "1"]
+    return ["train-upscaler", *common, "--channels", "4", "--blocks", "1", "--crop", "16", "--scale", "2",
+            "--hold-out", "1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "train-upscaler"])
+@pytest.mark.parametrize("checkpoint_every", [0, 100_000])
+def test_ctrl_c_during_training_writes_the_checkpoint(train_photos, tiny_weights, tmp_path, command, checkpoint_every):
+    from restyle.networks.training import checkpoint_path
+
+    out = tmp_path / "m.pt"
+    code, err, took = _interrupt([sys.executable, "-m", "restyle",
+                                  *_train_argv(command, train_photos, tiny_weights, out, checkpoint_every)],
+                                 1.5, wait_for="training on")
+    ckpt = checkpoint_path(out)
+    assert code == 130 and "Traceback" not in err, err
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith(MESSAGE + ": training stopped at step ") and f"checkpoint {ckpt}" in last, err
+    assert "--resume" in last and took < 30
+    assert ckpt.is_file() and not out.exists()
+    stopped = int(last.split("at step ")[1].split()[0])
+    # --resume continues from there: two more steps, then the model file.
+    argv = _train_argv(command, train_photos, tiny_weights, out, 0)
+    argv[argv.index("--steps") + 1] = str(stopped + 2)
+    p = subprocess.run([sys.executable, "-m", "restyle", *argv, "--resume", "--quiet"], capture_output=True, text=True,
+                       env=ENV, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert out.is_file()

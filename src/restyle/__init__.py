@@ -22,6 +22,7 @@ _LAZY = {
     "InputError": "errors",
     "WeightsError": "errors",
     "Cancelled": "errors",
+    "Interrupted": "errors",
     "Result": "optimiser.engine",
     "run": "optimiser.engine",
     "stylize": "optimiser.engine",

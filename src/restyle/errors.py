@@ -42,3 +42,9 @@ class Cancelled(RestyleError):
     """The caller asked the engine to stop before it finished."""
 
     exit_code = 1
+
+
+class Interrupted(Cancelled):
+    """Ctrl-C stopped a run that kept its work (a training's checkpoint); the message says where."""
+
+    exit_code = 130  # as for any Ctrl-C of the command (interrupts.EXIT_INTERRUPTED)

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -51,6 +52,7 @@ MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using i
 REPORT_EVERY_S = 0.25  # a worker's progress reports at most this often (and at each pair's first iteration)
 POLL_S = 0.2  # the driver's wait between progress polls
 LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; only small messages pass through it (paths, outcomes)
+CONNECT_TIMEOUT_S = 5.0  # a cluster's head answers a TCP connection at once; no answer in 5 s is no cluster
 ADDRESS_RULE = re.compile(r"^(local|auto|ray://[^\s/]+:\d+|[^\s/:]+:\d+)$")
 
 
@@ -82,10 +84,29 @@ def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) ->
     if address in (None, "local"):
         kw.update(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
                   num_cpus=num_cpus)
-    else:
-        kw["address"] = address
-    ray.init(**kw)
+        ray.init(**kw)
+        return True
+    kw["address"] = address
+    if address != "auto":
+        check_reachable(address)  # else ray.init retries for minutes, printing Ray's own warnings
+    try:
+        ray.init(**kw)
+    except (ConnectionError, TimeoutError, RuntimeError) as e:  # "auto" with no cluster; a port that is not Ray's
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot reach a Ray cluster at {address} ({first})") from None
     return True
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """InputError within `timeout_s` unless a TCP connection to HOST:PORT (or ray://HOST:PORT) opens."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        why = (f"no answer within {timeout_s:g} s" if isinstance(e, TimeoutError)
+               else getattr(e, "strerror", None) or str(e) or type(e).__name__)
+        raise InputError(f"cannot reach a Ray cluster at {address} ({why})") from None
 
 
 class RayWorker:

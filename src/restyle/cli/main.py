@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .. import __version__
 from ..config import ExplainConfig
-from ..errors import InputError, RestyleError
+from ..errors import InputError, Interrupted, RestyleError
 from ..interrupts import EXIT_INTERRUPTED, stop_cleanly
 from . import upscale as cli_upscale
 from .common import EXIT_FAILURE, EXIT_OK, add_config_arguments, add_ray_arguments
@@ -243,6 +243,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             with stop_cleanly():
                 return args.func(args)
         return args.func(args)
+    except Interrupted as e:  # Ctrl-C, after the run kept its work: say where it is
+        print(f"restyle: interrupted: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except RestyleError as e:
         print(f"restyle: error: {e}", file=sys.stderr)
         return e.exit_code

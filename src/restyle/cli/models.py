@@ -208,6 +208,10 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     choice = style_choice(args) if arbitrary else None
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
     size = network_size(args)
+    if size is not None:
+        from ..networks.feedforward import check_size_flag
+
+        check_size_flag(size)  # here, not per photo of a folder
     ray = ray_options(args)
     if ray is not None or Path(args.content).is_dir():
         return _stylize_folder_with_model(args, mode, size, ray, choice)

@@ -8,7 +8,8 @@ from typing import Any, Dict, Sequence, Tuple
 
 from ..errors import InputError
 from ..models.transformer_config import ArbitraryConfig, TransformerConfig
-from .stylize import FEATURE_LAYERS, STYLE_NORMS, VGG19_LAYERS, _choice, _help, _int_range, _non_negative
+from .stylize import (FEATURE_LAYERS, MAX_SIZE, MIN_SIZE, STYLE_NORMS, VGG19_LAYERS, _choice, _help, _int_range,
+                      _non_negative, coerce_fields)
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -33,6 +34,7 @@ class TrainBase:
     seed: int = field(default=0, metadata=_help("seed of the network's initialisation and the data order"))
 
     def __post_init__(self) -> None:
+        coerce_fields(self)  # size=64.0, widths=[12, 24] from JSON: as StylizeConfig takes them
         self.validate()
 
     def validate(self) -> None:
@@ -154,11 +156,11 @@ class TrainConfig(TrainBase):
 
     def validate(self) -> None:
         super().validate()
+        # The optimiser's size rule: five poolings need MIN_SIZE px; MAX_SIZE bounds the memory.
         for name in ("size", "style_size"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.size < 32:
-            raise InputError(f"size must be >= 32 px (VGG-19's poolings), got {self.size}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIZE <= value <= MAX_SIZE:
+                raise InputError(f"{name} {value!r} is out of range; it must be an integer in [{MIN_SIZE}, {MAX_SIZE}]")
         if self.max_scale < 1.0:
             raise InputError(f"max_scale must be >= 1, got {self.max_scale}")
         for name in ("content_weight", "style_weight", "style_strength", "tv_weight"):

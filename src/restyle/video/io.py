@@ -12,11 +12,12 @@ not grow with the clip's length. A folder of numbered images reads as a clip too
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -35,6 +36,7 @@ FRAME_SUFFIXES = IMAGE_SUFFIXES  # images.py: the one list
 MAX_INPUT_PIXELS = 7680 * 4320  # 8K UHD: larger frames are refused before decoding them all
 MAX_SIZE = 4096  # long side of the output; style transfer at 4K per frame is already hours
 DEFAULT_FOLDER_FPS = Fraction(25)
+VFR_TIME_BASE = Fraction(1, 1000)  # timestamps of a variable-rate output, as MKV and WebM keep them
 # x264's constant-quality mode: 18 is visually near-lossless; VP9's scale differs (0-63).
 CRF = {".mp4": 18, ".webm": 30}
 
@@ -86,10 +88,11 @@ def _numbered(folder: Path) -> Tuple[Path, ...]:
 
 
 def probe(path: PathLike, fps: Optional[Fraction] = None) -> VideoInfo:
-    """Open a clip (or a folder of numbered frames) and check it; decodes the first frame only.
+    """Open a clip (or a folder of numbered frames, shown `fps` times a second) and check it;
+    decodes the first frame only.
 
     Raises InputError for a missing file, an unknown suffix, a file FFmpeg cannot read,
-    no video stream, no frames, or frames over MAX_INPUT_PIXELS.
+    no video stream, no frames, frames over MAX_INPUT_PIXELS, or `fps` for a clip.
     """
     path = Path(path)
     if not path.exists():
@@ -104,6 +107,9 @@ def probe(path: PathLike, fps: Optional[Fraction] = None) -> VideoInfo:
     if path.suffix.lower() not in READ_SUFFIXES:
         raise InputError(f"{path}: suffix {path.suffix!r} is not a video this reads ({', '.join(READ_SUFFIXES)}) "
                          "nor a folder of frames")
+    if fps is not None:  # re-timing a clip's frames would leave its audio behind
+        raise InputError(f"fps {float(fps):g} is for a folder of frames; {path} is a clip, which keeps its own "
+                         "frame times (drop --fps)")
     import av
 
     try:
@@ -164,6 +170,29 @@ def read_frames(info: VideoInfo, size: Tuple[int, int], start: float = 0.0,
             yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
 
 
+def frame_times(info: VideoInfo, start: float = 0.0, duration: Optional[float] = None) -> List[float]:
+    """When each frame read_frames yields is shown, in seconds of the source (same window, same order).
+
+    A clip's come from its packets' timestamps (demuxed, not decoded): a variable frame rate
+    or a GIF's pauses are kept. A folder's frames are `info.fps` apart.
+    """
+    end = math.inf if duration is None else start + duration
+    if info.is_folder:
+        times = [float(k / info.fps) for k in range(len(info.frame_files))]
+        return [t for t in times if start - 1e-9 <= t < end - 1e-9]
+    import av
+
+    with av.open(str(info.path)) as box:
+        v = box.streams.video[0]
+        times = sorted(float(p.pts * p.time_base) for p in box.demux(v) if p.pts is not None)
+    return [t for t in times if start - 1e-6 <= t < end - 1e-6]
+
+
+def regular(times: Sequence[float], fps: Fraction) -> bool:
+    """Whether `times` are those of a constant rate `fps` (within a quarter of a frame)."""
+    return all(abs(t - times[0] - k / fps) < 0.25 / fps for k, t in enumerate(times))
+
+
 def count_frames(info: VideoInfo, start: float = 0.0, duration: Optional[float] = None) -> int:
     """Frames read_frames will yield (estimated from the rate; exact for folders)."""
     if info.is_folder:
@@ -184,7 +213,8 @@ def check_output(output: PathLike, inputs: Tuple[PathLike, ...]) -> Path:
 
 
 class VideoWriter:
-    """Encode RGB frames to mp4 (H.264) or webm (VP9) at a constant rate, with the source's audio.
+    """Encode RGB frames to mp4 (H.264) or webm (VP9), with the source's audio: at a constant rate
+    `fps`, or with `times` each frame's time in seconds from the output's start (a variable rate).
 
     The audio is copied packet by packet when the container takes its codec and the
     clip is not cut; otherwise it is decoded, trimmed to [start, start + duration) and
@@ -193,7 +223,7 @@ class VideoWriter:
 
     def __init__(self, output: PathLike, size: Tuple[int, int], fps: Fraction, *,
                  audio_from: Optional[VideoInfo] = None, start: float = 0.0, duration: Optional[float] = None,
-                 crf: Optional[int] = None) -> None:
+                 crf: Optional[int] = None, times: Optional[Sequence[float]] = None) -> None:
         import av
 
         self.path = Path(output)
@@ -203,7 +233,10 @@ class VideoWriter:
         self.stream = self.box.add_stream(vcodec, rate=fps)
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = "yuv420p"
-        self.stream.codec_context.time_base = 1 / Fraction(fps)
+        # Constant rate: a frame's pts is its number; with `times`, milliseconds.
+        self.times = None if times is None else list(times)
+        self.stream.codec_context.time_base = 1 / Fraction(fps) if times is None else VFR_TIME_BASE
+        self._last_pts = -1
         q = str(CRF[suffix] if crf is None else crf)
         self.stream.options = ({"crf": q, "preset": "medium"} if vcodec == "libx264"
                                else {"crf": q, "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"})
@@ -219,9 +252,16 @@ class VideoWriter:
         import av
 
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = self.count
+        if self.times is None:
+            frame.pts, t = self.count, self.count / self.fps
+        else:  # past the list (a clip that decodes more frames than it has timestamps): a frame later
+            t = self.times[self.count] if self.count < len(self.times) else (
+                (self.times[-1] if self.times else 0.0) + (self.count - len(self.times) + 1) / self.fps)
+            frame.pts = max(round(t / VFR_TIME_BASE), self._last_pts + 1)
+            frame.time_base = VFR_TIME_BASE
+        self._last_pts = frame.pts
         if self._audio is not None:
-            self._audio.mux_until(self.count / self.fps)
+            self._audio.mux_until(t)
         self.box.mux(self.stream.encode(frame))
         self.count += 1
 

@@ -34,7 +34,7 @@ from ..errors import Cancelled, InputError
 from ..images import PathLike, save_atomic, write_text_atomic
 from .background import ReadAhead, WriteBehind, thread_share
 from .flow import FLOW_PRESETS, FlowEstimator, gray, warp
-from .io import VideoWriter, check_output, count_frames, probe, read_frames
+from .io import VideoWriter, check_output, count_frames, frame_times, probe, read_frames, regular
 
 MANIFEST = "manifest.json"
 
@@ -275,6 +275,8 @@ def stylize_video(
     info = probe(source, Fraction(cfg.fps).limit_denominator(1001) if cfg.fps else None)
     out = check_output(output, (source,))
     size = info.out_size(cfg.size)
+    if hasattr(stylizer, "check_size"):
+        stylizer.check_size(*size)  # the network's size rule and memory estimate, before any frame
     if cfg.start and cfg.start >= (info.duration or math.inf):
         raise InputError(f"start {cfg.start} s is at or past the end of {info.path} ({info.duration:.2f} s)")
     work = Path(work_dir) if work_dir else work_dir_for(out)
@@ -300,6 +302,9 @@ def stylize_video(
     # Encoded as we go into a file beside the output, renamed at the end: a killed run
     # never leaves a half-written video under the output's name.
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
+    # Each frame keeps its time (a variable rate, a GIF's pauses); a constant rate stays one.
+    shown = frame_times(info, cfg.start, cfg.duration)
+    times = None if not shown or regular(shown, info.fps) else [t - shown[0] for t in shown]
     try:
         # Exits run in reverse: the frames written behind are all encoded before the writer closes.
         frames = enumerate(read_frames(info, size, cfg.start, cfg.duration))
@@ -309,7 +314,7 @@ def stylize_video(
         source = ahead(frames, done, cfg.flow) if ahead is not None else _prepared(frames, use_flow, cfg.flow, done, stages)
         with thread_share(getattr(stylizer, "threads", None)), ReadAhead(source) as frames, \
                 VideoWriter(tmp, size, info.fps, audio_from=info, start=cfg.start, duration=cfg.duration,
-                            crf=cfg.crf) as writer, \
+                            crf=cfg.crf, times=times) as writer, \
                 WriteBehind() as behind:
             prev_out: Optional[np.ndarray] = None
             for k, rgb, made_of in frames:

@@ -65,6 +65,12 @@ class NetworkFrames:
     def key(self) -> Dict[str, Any]:
         return {"engine": "network", "model": self.name, "temporal_weight": self.temporal_weight}
 
+    def check_size(self, width: int, height: int) -> None:
+        """Refuse frames the network cannot paint here (StyleModel.check_size), before the first frame."""
+        model = getattr(self.stylize_tensor, "__self__", None)  # a StyleModel's bound stylize_tensor
+        if hasattr(model, "check_size"):
+            model.check_size(width, height)
+
     def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
         return self.blend(self.raw(frame), prev)
 
