@@ -1,9 +1,11 @@
-"""Issue 15, the web app: what a day of hostile use found, each as a test that failed before the fix.
+"""Issues 15 and 27, the web app: what days of hostile use found, each as a test that failed before the fix.
 
-Who may cancel (the owner; the gallery nobody), one server per data folder,
+Issue 15: who may cancel (the owner; the gallery nobody), one server per data folder,
 --no-gallery, job links under a token, streams at shutdown and under load,
 presets and what ran, uploads that could only fail later, error pages,
 file names that are not UTF-8, and the umask of results.
+Issue 27: trainings per address and server-wide, HEAD and bad Range headers on files,
+a training cancelled before its first step, progress and wording.
 """
 
 from __future__ import annotations
@@ -491,3 +493,46 @@ def test_the_job_page_eta_counts_pixels_across_scales():
     tracker.update(Iterate(1, 2, 512, 410, 1, 28, 111, 138, 1.0, {}, elapsed=14.4))
     assert (tracker.row["scale"], tracker.row["width"], tracker.row["height"]) == (2, 512, 410)
     assert tracker.row["eta"] == pytest.approx(10.8, abs=0.3)
+
+
+# === issue 27 ======================================================================
+
+
+def finished_job(s, task, files, state="done", **kw):
+    """A job row and its files as a worker would leave them (no worker runs)."""
+    from restyle.web.jobs import new_id
+
+    store = JobStore(s.db_path, s.jobs_dir)
+    job_id = new_id()
+    store.folder(job_id).mkdir(parents=True)
+    for name, data in files.items():
+        (store.folder(job_id) / name).write_bytes(data)
+    store.add(job_id, kw.pop("params", {}), kw.pop("content_file", ""), kw.pop("style_file", ""), "in", "style",
+              task=task, **kw)
+    store.finish(job_id, state)
+    return store.get(job_id)
+
+
+# --- 15. HEAD and Range on a job's files ----------------------------------------------
+
+def test_files_answer_head_and_ignore_a_range_they_cannot_use(settings):
+    clip = bytes(range(256)) * 40  # what the bytes are does not matter to HTTP
+    with TestClient(create_app(settings)) as c:
+        video = finished_job(settings, "video", {"result.mp4": clip, "poster.jpg": PNG, "clip.mp4": clip},
+                             content_file="clip.mp4")
+        url = f"/jobs/{video.id}/result.mp4"
+        r = c.head(url)
+        assert r.status_code == 200 and r.content == b""
+        assert r.headers["content-length"] == str(len(clip)) and r.headers["content-type"] == "video/mp4"
+        assert r.headers["accept-ranges"] == "bytes"
+        for bad in ("abc", "bytes=10-5", "bytes=x-y", "lines=0-9", "bytes="):
+            r = c.get(url, headers={"range": bad})
+            assert (r.status_code, r.content) == (200, clip), bad
+        r = c.get(url, headers={"range": "bytes=10-19"})
+        assert (r.status_code, r.content) == (206, clip[10:20])
+        assert c.get(url, headers={"range": f"bytes={len(clip) + 5}-"}).status_code == 416  # past the end
+        for path in ("poster.jpg", "content", "report.json"):
+            got = c.head(f"/jobs/{video.id}/{path}")
+            assert got.status_code in (200, 404) and got.status_code != 405, path
+        assert c.head(f"/jobs/{video.id}").status_code == 200 and c.head("/").status_code == 200
+        assert c.head(f"/api/jobs/{video.id}/events").status_code == 405  # a stream is GET only

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -43,7 +43,8 @@ from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
 from .jobs import PAINT, QUEUED, TRAIN, USER, Job, JobStore, new_id
 from .media import VIDEO_TYPES
-from .responses import BodyLimit, BodyTooLarge, Busy, _error, _message, _NotFound, settings_rows
+from .responses import (BodyLimit, BodyTooLarge, Busy, FileAnswer, _error, _message, _NotFound, answer_head,
+                        settings_rows)
 from .settings import Settings
 from .trained import may_use, model_path
 from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
@@ -59,6 +60,7 @@ JOB_VIEW = re.compile(r"^/(api/)?jobs/[A-Za-z0-9_-]{16,64}"
                       r"(/(events|result\.png|result\.mp4|report\.json|preview\.jpg|poster\.jpg|content|style))?$")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
 CLIP_FORMS = ("/apply", "/api/apply")  # the forms that take a clip (model_routes.py)
+EVENTS_PATH = "/api/jobs/{job_id}/events"  # the progress stream: GET only (a HEAD would hold it open)
 
 
 def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] = None) -> FastAPI:
@@ -350,7 +352,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     async def healthz():
         return {"ok": True, "version": __version__, "workers": len(pool.pids())}
 
-    @app.get("/api/jobs/{job_id}/events")
+    @app.get(EVENTS_PATH)
     async def events(request: Request, job_id: str):
         job = job_or_404(job_id)
         client = request.client.host if request.client else "?"  # behind a proxy: the proxy's address
@@ -414,7 +416,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         if job.result_url != f"/jobs/{job.id}/result.png" or not path.is_file():
             raise _NotFound(f"this job has no result{'' if job.final else ' yet'} (it is {job.state})")
         name = f"restyle-{job.id[:8]}.png"
-        return FileResponse(path, media_type="image/png", filename=name if download else None,
+        return FileAnswer(path, media_type="image/png", filename=name if download else None,
                             content_disposition_type="attachment" if download else "inline")
 
     @app.get("/jobs/{job_id}/report.json")
@@ -443,7 +445,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         path = store.folder(job.id) / name
         if not name or not path.is_file():
             raise _NotFound(f"this job has no {role} picture")
-        return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
+        return FileAnswer(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
                                                                                           "application/octet-stream"))
 
     @app.get("/examples/{key}")
@@ -451,8 +453,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         ex = gallery_mod.find(settings, key)
         if ex is None:
             raise _NotFound("there is no example by that name")
-        return FileResponse(ex.path, media_type=MEDIA_TYPE.get(ex.path.suffix.lower().replace("jpeg", "jpg")))
+        return FileAnswer(ex.path, media_type=MEDIA_TYPE.get(ex.path.suffix.lower().replace("jpeg", "jpg")))
 
+    answer_head(app, except_paths=(EVENTS_PATH,))
     return app
 
 

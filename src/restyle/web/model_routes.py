@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 
 from ..errors import InputError
 from . import gallery as gallery_mod
 from . import trained
+from .responses import FileAnswer
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO
 from .media import ACCEPTED_VIDEO, check_clip, sniff_video
 from .uploads import ACCEPTED, UploadError, check_image, check_not_thin, display_name, sniff, upload_name
@@ -195,8 +196,8 @@ def install(app: FastAPI, env: Env) -> None:
         path = store.folder(job.id) / "result.mp4"
         if job.task != VIDEO or job.state != DONE or not path.is_file():
             raise UploadError(f"this job has no clip{'' if job.final or job.task != VIDEO else ' yet'}", 404)
-        # Starlette's FileResponse answers Range requests (206): browsers seek and stream the clip.
-        return FileResponse(path, media_type="video/mp4")
+        # Range requests answered (206): browsers seek and stream the clip; HEAD too (app.answer_head).
+        return FileAnswer(path, media_type="video/mp4")
 
     @app.get("/jobs/{job_id}/poster.jpg")
     async def poster(job_id: str):
@@ -204,7 +205,7 @@ def install(app: FastAPI, env: Env) -> None:
         path = store.folder(job.id) / "poster.jpg"
         if not path.is_file():
             raise UploadError("this job has no poster frame (only clips have one)", 404)
-        return FileResponse(path, media_type="image/jpeg")
+        return FileAnswer(path, media_type="image/jpeg")
 
     @app.exception_handler(UploadError)
     async def refused(request: Request, exc: UploadError):
