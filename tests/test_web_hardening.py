@@ -536,3 +536,46 @@ def test_files_answer_head_and_ignore_a_range_they_cannot_use(settings):
             assert got.status_code in (200, 404) and got.status_code != 405, path
         assert c.head(f"/jobs/{video.id}").status_code == 200 and c.head("/").status_code == 200
         assert c.head(f"/api/jobs/{video.id}/events").status_code == 405  # a stream is GET only
+
+
+# --- 14. trainings per browser, per address and on the whole server ------------------------
+
+def train_post(client, steps="200"):
+    return client.post("/api/train", files={"style": ("painting.jpg", STYLE, "image/jpeg")}, data={"steps": steps})
+
+
+def test_trainings_are_limited_per_address_and_server_wide_not_only_per_cookie(tmp_path, tiny_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    s = web_settings(tmp_path / "data", tiny_weights, start_workers=False, photos_dir=photos,
+                     max_training_per_address=2, max_trainings=3)
+    with TestClient(create_app(s)) as c:
+        def stranger(host="testclient"):  # a new client without the owner cookie, from `host`
+            return TestClient(c.app, client=(host, 50000))
+
+        assert [train_post(stranger()).status_code for _ in range(3)] == [201, 201, 429]
+        r = train_post(stranger())
+        assert "for your network address" in r.json()["error"]
+        assert train_post(stranger("10.0.0.2")).status_code == 201  # another address: its own share
+        r = train_post(stranger("10.0.0.3"))  # the server's cap: 3 queued or running trainings in all
+        assert r.status_code == 503 and r.headers["retry-after"] == "60" and "already training 3" in r.json()["error"]
+        page = stranger("10.0.0.3").post("/train", files={"style": ("p.jpg", STYLE, "image/jpeg")},
+                                         data={"steps": "200"}, headers={"accept": "text/html"})
+        assert page.status_code == 503 and "<form" in page.text and "already training 3" in page.text
+        assert post(stranger("10.0.0.3")).status_code == 201  # painting is not training: not capped by these
+        assert len(list(s.jobs_dir.iterdir())) == 4  # the refused uploads left no folder behind
+
+
+def test_caps_are_checked_in_the_transaction_that_queues(tmp_path):
+    """Two requests at once cannot both take the last place: the count and the insert are one transaction."""
+    from restyle.web.jobs import Cap, CapReached
+
+    store = JobStore(tmp_path / "db.sqlite", tmp_path / "jobs")
+    caps = (Cap(1, "train", "client"),)
+    store.add("a" * 22, {}, "", "s.png", "", "s", task="train", owner="o1", client="addr", caps=caps)
+    with pytest.raises(CapReached) as e:
+        store.add("b" * 22, {}, "", "s.png", "", "s", task="train", owner="o2", client="addr", caps=caps)
+    assert e.value.cap.by == "client" and store.get("b" * 22) is None
+    store.add("c" * 22, {}, "", "s.png", "", "s", task="train", owner="o2", client="other", caps=caps)
+    store.request_cancel("a" * 22)  # a cancelled one no longer counts
+    store.add("d" * 22, {}, "", "s.png", "", "s", task="train", owner="o3", client="addr", caps=caps)

@@ -41,14 +41,14 @@ from . import gallery as gallery_mod
 from .datalock import DataDirLock
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
-from .jobs import PAINT, QUEUED, TRAIN, USER, Job, JobStore, new_id
+from .jobs import PAINT, QUEUED, TRAIN, USER, Cap, Job, JobStore, new_id
 from .media import VIDEO_TYPES
 from .responses import (BodyLimit, BodyTooLarge, Busy, FileAnswer, _error, _message, _NotFound, answer_head,
                         settings_rows)
 from .settings import Settings
 from .trained import may_use, model_path
 from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
-from .visitors import claim_owner, is_owner, owner_of, with_owner
+from .visitors import address_of, claim_owner, client_of, is_owner, owner_of, with_owner
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
@@ -192,10 +192,11 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
 
     def enqueue(request: Request, files: Dict[str, bytes], params: Dict[str, Any], content_file: str,
                 style_file: str, content_label: str, style_label: str, *, task: str = PAINT,
-                prepare=None) -> Job:
+                prepare=None, caps: Tuple[Cap, ...] = ()) -> Job:
         """Write a new job's files into its folder and queue it; Busy if the queue is full.
 
         `prepare(folder)` may check and write more (a clip); its exception removes the folder.
+        `caps`: more limits (JobStore.add checks them); CapReached if one is full.
         """
         job_id = new_id()
         folder = store.folder(job_id)
@@ -206,7 +207,8 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
             if prepare is not None:
                 prepare(folder)
             job = store.add(job_id, params, content_file, style_file, content_label, style_label,
-                            owner=claim_owner(request), max_queue=settings.max_queue, task=task)
+                            owner=claim_owner(request), max_queue=settings.max_queue, task=task,
+                            client=client_of(request), caps=caps)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -241,7 +243,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         try:
             return await how(request), None
         except (UploadError, InputError) as e:
-            return None, (_message(e), e.status if isinstance(e, UploadError) else 400, None)
+            return None, (_message(e), e.status if isinstance(e, UploadError) else 400, getattr(e, "headers", None))
         except Busy:
             return None, (busy_message(), 503, {"Retry-After": "60"})
 
@@ -355,7 +357,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     @app.get(EVENTS_PATH)
     async def events(request: Request, job_id: str):
         job = job_or_404(job_id)
-        client = request.client.host if request.client else "?"  # behind a proxy: the proxy's address
+        client = address_of(request)
         try:
             hub.check(client)
         except StreamLimit as e:

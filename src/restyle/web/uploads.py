@@ -10,7 +10,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -38,10 +38,11 @@ ACCEPTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 class UploadError(Exception):
     """An upload breaks a rule; `status` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, headers: Optional[Dict[str, str]] = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.headers = headers  # e.g. Retry-After with a 503
 
 
 @dataclass(frozen=True)
