@@ -579,3 +579,49 @@ def test_caps_are_checked_in_the_transaction_that_queues(tmp_path):
     store.add("c" * 22, {}, "", "s.png", "", "s", task="train", owner="o2", client="other", caps=caps)
     store.request_cancel("a" * 22)  # a cancelled one no longer counts
     store.add("d" * 22, {}, "", "s.png", "", "s", task="train", owner="o3", client="addr", caps=caps)
+
+
+# --- 16. a training cancelled before its first step: no model, so nothing to share or preview --------
+
+@pytest.fixture
+def train_settings(tmp_path, tiny_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    return web_settings(tmp_path / "data", tiny_weights, start_workers=False, photos_dir=photos)
+
+
+def test_a_training_cancelled_before_its_first_step_offers_no_share_and_no_preview(train_settings):
+    with TestClient(create_app(train_settings)) as c:
+        job_id = train_post(c).json()["id"]
+        page = c.get(f"/jobs/{job_id}").text
+        assert "Share this model" in page and 'class="canvas"' in page  # while it may still make one
+        assert c.post(f"/api/jobs/{job_id}/cancel").json()["state"] == "cancelled"
+        page = c.get(f"/jobs/{job_id}").text
+        assert "Share this model" not in page and 'class="canvas"' not in page and "Preview grid" not in page
+        assert "Use this model" not in page
+        r = c.post(f"/api/jobs/{job_id}/share", data={"shared": "1"})
+        assert r.status_code == 409 and "cancelled before its first step" in r.json()["error"]
+        r = c.post(f"/jobs/{job_id}/share", data={"shared": "1"}, headers={"accept": "text/html"})
+        assert r.status_code == 409 and "no model to share" in r.text
+        r = c.post("/api/apply", files={"media": ("p.png", PNG, "image/png")}, data={"model": job_id})
+        assert r.status_code == 409 and "no model to use" in r.json()["error"]
+
+
+# --- 17. progress and wording -------------------------------------------------------
+
+def test_who_may_use_a_cancelled_trainings_model_is_said_to_each_visitor(train_settings):
+    s = train_settings
+    with TestClient(create_app(s)) as c:
+        job_id = train_post(c).json()["id"]
+        store = JobStore(s.db_path, s.jobs_dir)
+        store.claim(0)
+        store.set_progress(job_id, {"step": 30, "steps": 200, "unit": "step"})
+        (store.folder(job_id) / "model.ckpt.pt").write_bytes(b"a checkpoint")
+        store.finish(job_id, "cancelled", error="cancelled at step 30 of 200; the model as it was then is kept")
+        mine = c.get(f"/jobs/{job_id}").text
+        assert "You can use it below." in mine and "Use this model" in mine
+        theirs = TestClient(c.app).get(f"/jobs/{job_id}").text
+        assert "can be used" not in theirs and "You can use it" not in theirs and "Use this model" not in theirs
+        assert "Only the browser that trained it may use it, unless it shares it." in theirs
+        c.post(f"/api/jobs/{job_id}/share", data={"shared": "1"})
+        assert "You can use it below." in TestClient(c.app).get(f"/jobs/{job_id}").text

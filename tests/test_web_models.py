@@ -157,6 +157,9 @@ def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(t
         job = wait_done(c, model_id)
         assert job["state"] == "cancelled" and "cancelled at step" in job["error"]
         assert (s.jobs_dir / model_id / "model.ckpt.pt").is_file() and not (s.jobs_dir / model_id / "model.pt").exists()
+        stranger = TestClient(c.app).get(f"/jobs/{model_id}").text  # issue 27: no promise a stranger cannot use
+        assert "can be used" not in stranger and "Only the browser that trained it may use it" in stranger
+        assert "You can use it below." in c.get(f"/jobs/{model_id}").text
         r = apply(c, model_id)
         assert r.status_code == 201, r.text
         assert wait_done(c, r.json()["id"])["state"] == "done"

@@ -46,7 +46,7 @@ from .media import VIDEO_TYPES
 from .responses import (BodyLimit, BodyTooLarge, Busy, FileAnswer, _error, _message, _NotFound, answer_head,
                         settings_rows)
 from .settings import Settings
-from .trained import may_use, model_path
+from .trained import may_use, model_path, without_model
 from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
 from .visitors import address_of, claim_owner, client_of, is_owner, owner_of, with_owner
 from .worker import WorkerPool
@@ -297,6 +297,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         mine = job.kind == USER and is_owner(request, job.owner)
         usable = job.task == TRAIN and (mine or may_use(job, None)) and model_path(store, job) is not None
         return templates.TemplateResponse(request, "job.html", {
+            "no_model": without_model(store, job),  # a training that ended without one: no preview, no sharing
             "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
             "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": may_cancel(request, job),
             "mine": mine, "can_use": usable, "sizes": [s for s in settings.sizes if s <= settings.max_size],

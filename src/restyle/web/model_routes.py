@@ -167,6 +167,9 @@ def install(app: FastAPI, env: Env) -> None:
             raise UploadError("only the browser that trained this model can share it", 403)
         if shared not in ("0", "1"):
             raise UploadError(f"shared {shared[:10]!r} must be 1 (share) or 0 (stop sharing)", 400)
+        why = trained.without_model(store, job)
+        if shared == "1" and why:
+            raise UploadError(f"there is no model to share: {why}", 409)
         return store.set_shared(job.id, shared == "1")
 
     @app.post("/api/jobs/{job_id}/share")

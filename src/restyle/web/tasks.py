@@ -92,8 +92,9 @@ def run_train(run: Any) -> None:
               callback=callback, should_stop=should_stop)
     except Cancelled:
         step = progress.get("checkpoint", progress.get("step", 0))
-        run.cancel_note = (f"cancelled at step {step} of {cfg.steps}; the model as it was then is kept "
-                           "and can be used" if step else "cancelled before the first step")
+        # Who may use the model kept is the page's to say (it knows who is looking).
+        run.cancel_note = (f"cancelled at step {step} of {cfg.steps}; the model as it was then is kept"
+                           if step else "cancelled before the first step")
         raise
     info = json.loads((folder / "model.json").read_text())  # the training sidecar
     _finish(run, {"model": {"style": job.style_label, "arch_args": info.get("arch_args")},
