@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from restyle.cli.main import main
+from restyle.errors import InputError
 from restyle.web.app import create_app
 from restyle.web.form import form_fields
 from restyle.web.jobs import GALLERY, JobStore
@@ -625,3 +626,68 @@ def test_who_may_use_a_cancelled_trainings_model_is_said_to_each_visitor(train_s
         assert "Only the browser that trained it may use it, unless it shares it." in theirs
         c.post(f"/api/jobs/{job_id}/share", data={"shared": "1"})
         assert "You can use it below." in TestClient(c.app).get(f"/jobs/{job_id}").text
+
+
+def test_a_clips_frame_count_is_its_frames_not_its_longest_streams_duration(tmp_path):
+    """A Matroska clip whose audio outlasts its frames: 30 frames were announced as 31 (web: 'frame 12 / 31')."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from videoutil import make_clip, pan_frames
+
+    from restyle.video import FrameDone, NetworkFrames, VideoConfig, VideoStart, stylize_video
+    from restyle.video.io import count_frames, probe
+
+    clip = make_clip(tmp_path / "c.mkv", frames=pan_frames(64, 48, 30, 1), fps=30)
+    info = probe(clip)
+    assert info.frames == 30 and count_frames(info) == 30
+    assert count_frames(info, 0.0, 10.0) == 30  # the web's cap (10 s) on a shorter clip
+    events = []
+    stylize_video(clip, tmp_path / "o.mp4", NetworkFrames(lambda x: x, 0.0), VideoConfig(size=48, duration=10.0),
+                  callback=events.append)
+    assert [e.frames for e in events if isinstance(e, VideoStart)] == [30]
+    assert {e.frames for e in events if isinstance(e, FrameDone)} == {30}
+
+
+def test_a_tiny_clip_is_too_small_not_too_thin(tmp_path, settings):
+    pytest.importorskip("av")
+    from videoutil import make_clip, pan_frames
+
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=pan_frames(16, 16, 3), audio=False).read_bytes()
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/api/apply", files={"media": ("tiny.mp4", tiny, "video/mp4")}, data={"model": "starry_night"})
+    assert r.status_code == 400 and "16x16 is too small" in r.json()["error"] and "thin" not in r.json()["error"]
+    assert "never enlarged" in r.json()["error"]
+    from restyle.video.io import even_size
+
+    with pytest.raises(InputError, match="too small.*never enlarged") as e:
+        even_size(16, 16, 512)
+    assert "raise --size" not in str(e.value)
+
+
+def test_training_time_left_is_paced_after_the_first_steps(tmp_path, tiny_weights):
+    """Step 1 (warm-up, the first preview grid) no longer sets the pace: 25 min were announced for 3.5."""
+    from restyle.events import TIMED_STEPS, TrainStep
+
+    assert TrainStep(1, 2000, 1.0, {}, elapsed=6.0, paced_from=(1, 6.0)).eta is None  # estimating
+    later = TrainStep(1 + TIMED_STEPS, 2000, 1.0, {}, elapsed=6.3, paced_from=(1, 6.0))
+    assert later.eta == pytest.approx(0.1 * (2000 - 1 - TIMED_STEPS))  # not 6.3 / 4 * 1996 (~52 min)
+
+    from test_feedforward import tiny_config
+
+    from restyle.networks.style_training import train
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(3):
+        (photos / f"p{k}.png").write_bytes(image_bytes("PNG", (48 + 8 * k, 40)))
+    steps = []
+    train(style_file(tmp_path), photos, tmp_path / "m.pt", tiny_config(steps=5, holdout=1), weights=tiny_weights,
+          callback=lambda e: steps.append(e) if isinstance(e, TrainStep) else None)
+    assert [e.paced_from[0] for e in steps] == [1] * 5 and steps[0].paced_from[1] == steps[0].elapsed
+    assert [e.eta is None for e in steps] == [True, True, True, False, False]
+
+
+def style_file(tmp_path):
+    path = tmp_path / "style.jpg"
+    path.write_bytes(STYLE)
+    return path

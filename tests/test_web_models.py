@@ -316,7 +316,7 @@ def test_clip_limits(idle, tmp_path):
     assert r.status_code in (400, 413) and "at most 300" in r.json()["error"], r.text
     thin = clip_bytes(tmp_path, "thin.mp4", frames=pan_frames(width=640, height=32, frames=3), audio=False)
     r = apply(idle, "starry_night", thin, "thin.mp4")
-    assert r.status_code == 400 and "640x32 frames are too long and thin" in r.json()["error"]
+    assert r.status_code == 400 and "640x32 is too long and thin" in r.json()["error"]
     big = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 300_000  # over this server's 200 kB clip cap
     r = apply(idle, "starry_night", big, "big.mp4")
     assert r.status_code == 413 and "larger than the limit" in r.json()["error"]

@@ -68,8 +68,9 @@ def run_train(run: Any) -> None:
             progress.update(photos=event.photos, resumed_from=event.start_step, step=event.start_step)
             run.write(force=True)
         elif isinstance(event, TrainStep):
-            progress.update(step=event.step, steps=event.steps, loss=event.loss, eta=round(event.eta, 1),
-                            elapsed=round(event.elapsed, 1))
+            eta = event.eta  # None for the first few steps: the page says it is estimating
+            progress.update(step=event.step, steps=event.steps, loss=event.loss,
+                            eta=None if eta is None else round(eta, 1), elapsed=round(event.elapsed, 1))
             run.write(force=event.step == event.steps)
         elif isinstance(event, TrainPreview):
             save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)

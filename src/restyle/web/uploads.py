@@ -118,8 +118,18 @@ def check_fits(img: CheckedImage, what: str, role: str, cfg: Any, *, max_size: i
     check_not_thin(img.width, img.height, long_side, what, "paint", where)
 
 
-def check_not_thin(width: int, height: int, long_side: int, what: str, verb: str, where: str) -> None:
-    """Refuse (400) a width x height image whose short side is under MIN_SIZE px once its long side is `long_side`."""
+def check_not_thin(width: int, height: int, long_side: int, what: str, verb: str, where: str, *,
+                   enlarge: bool = True) -> None:
+    """Refuse (400) a width x height image whose short side is under MIN_SIZE px once its long side is `long_side`.
+
+    `enlarge` False: a picture smaller than `long_side` keeps its size (a clip's frames); one
+    whose short side is then under MIN_SIZE is too small, not too thin (cropping would not help).
+    """
+    if not enlarge and max(width, height) <= long_side:
+        if min(width, height) >= MIN_SIZE:
+            return
+        raise UploadError(f"{what}: {width}x{height} is too small to {verb}: its short side must be at least "
+                          f"{MIN_SIZE} px (it is never enlarged)", 400)
     w, h = fit_size(width, height, long_side)
     if min(w, h) >= MIN_SIZE:
         return
