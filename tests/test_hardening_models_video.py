@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -65,3 +65,74 @@ def test_failed_run_keeps_a_given_work_folder_but_not_its_manifest(clip, tmp_pat
         stylize_video(clip, tmp_path / "o.mp4", NetworkFrames(lambda x: x, 0.0), VideoConfig(size=48, start=0.99),
                       work_dir=mine)
     assert mine.is_dir() and not any(mine.iterdir())
+
+
+# --- 12. model listings: escaped, and checked as a load would check them ---------------------------
+
+
+def craft(path: Path, *, style_name="tiny", arch_args=None, weights=None) -> Path:
+    """A model file as a hostile folder would hold it: a real payload, then edited."""
+    from restyle.models.modelfile import model_payload
+    from restyle.models.transformer import TransformerConfig, TransformerNet
+
+    payload = model_payload(TransformerNet(TransformerConfig((4, 8), 1, 3)), style={"name": style_name, "sha256": "0" * 64},
+                            training={"steps_done": 1, "size": 32})
+    if arch_args is not None:
+        payload["arch_args"] = arch_args
+    if weights is not None:
+        payload["state_dict"] = weights(payload["state_dict"])
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture
+def craft_dir(tmp_path):
+    d = tmp_path / "craft"
+    d.mkdir()
+    craft(d / "a_escapes.pt", style_name="evil\n\x1b[31mred\x1b[0m\rover\u202eevil")
+    craft(d / "b_negative.pt", arch_args={"widths": [4, 8], "res_blocks": -3, "stem_kernel": 3, "residual": False})
+    craft(d / "c_strings.pt", weights=lambda sd: {k: "not a tensor" for k in sd})
+    craft(d / "d_absurd.pt", arch_args={"widths": [10**6, 10**6], "res_blocks": 1, "stem_kernel": 3,
+                                        "residual": False})
+    craft(d / "e_misfit.pt", weights=lambda sd: {k: torch.zeros(2) for k in sd})
+    craft(d / "f_ints.pt", weights=lambda sd: {k: v.long() for k, v in sd.items()})
+    craft(d / "g_fine.pt")
+    (d / "h_bad\x1bname.pt").write_bytes(b"junk")
+    return d
+
+
+def test_models_listing_escapes_what_a_file_says(craft_dir, capsys):
+    assert main(["models", "--dir", str(craft_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    line = next(ln for ln in out.splitlines() if "a_escapes" in ln)
+    assert "evil\\n\\x1b[31mred" in line  # shown, escaped, on one line
+    assert "h_bad\\x1bname.pt" in out
+
+
+def test_models_listing_checks_each_model_as_loading_would(craft_dir, capsys):
+    assert main(["models", "--dir", str(craft_dir)]) == 0
+    lines = {ln.split()[0].rsplit("/", 1)[-1]: ln for ln in capsys.readouterr().out.splitlines()}
+    for bad, why in (("b_negative.pt", "res_blocks"), ("c_strings.pt", "not a floating-point tensor"),
+                     ("d_absurd.pt", "widths must be"), ("e_misfit.pt", "has shape"),
+                     ("f_ints.pt", "not a floating-point tensor")):
+        assert "unreadable" in lines[bad] and why in lines[bad], lines[bad]
+    assert "style tiny" in lines["g_fine.pt"] and "unreadable" not in lines["a_escapes.pt"]
+    assert "upscaler x4" in lines["up4"] and "style starry_night" in lines["starry_night"]  # both kinds bundled
+
+
+def test_loading_a_crafted_model_is_one_line_and_allocates_nothing(craft_dir, capsys):
+    from restyle.networks.feedforward import load_model
+    from restyle.models.modelfile import ModelError
+
+    for name in ("b_negative.pt", "c_strings.pt", "d_absurd.pt", "e_misfit.pt"):
+        with pytest.raises(ModelError):
+            load_model(craft_dir / name)  # d_absurd: 10**12 weights would not fit in memory
+    out = craft_dir.parent / "o.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 48)).save(craft_dir.parent / "p.png")
+    assert main(["stylize", str(craft_dir.parent / "p.png"), "--model", str(craft_dir / "d_absurd.pt"),
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "widths must be" in err

@@ -222,7 +222,8 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..models.modelfile import ModelError, bundled_models, describe, read_model_file
+    """List the bundled networks and a folder's: each checked as loading checks it, its words escaped."""
+    from ..models.modelfile import ModelError, bundled_models, describe, printable, read_model_file
 
     rows: List[tuple] = [(name, path) for name, path in bundled_models(None).items()]  # every family
     if args.dir:
@@ -233,11 +234,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print("no models (train one with `restyle train STYLE --photos DIR -o MODEL.pt`)")
     for name, path in rows:
+        shown = printable(name, 300)  # a file name may hold control characters too
         try:
             style, summary = describe(read_model_file(path))
-            print(f"{name:<20} style {style:<18} {summary}")
+            print(f"{shown:<20} style {style:<18} {summary}")
         except ModelError as e:
-            print(f"{name:<20} unreadable: {e}")
+            print(f"{shown:<20} unreadable: {printable(e, 300)}")
     return EXIT_OK
 
 
