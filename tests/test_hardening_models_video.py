@@ -136,3 +136,65 @@ def test_loading_a_crafted_model_is_one_line_and_allocates_nothing(craft_dir, ca
                  "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "widths must be" in err
+
+
+# --- 11. the hybrid: its flags, its sidecar, its painting ------------------------------------------
+
+
+@pytest.fixture
+def hybrid(tmp_path):
+    from PIL import Image
+
+    from restyle.hashing import sha256sum
+
+    c, s = tmp_path / "c.png", tmp_path / "s.png"
+    Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((64, 48)).save(c)
+    Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((48, 48)).save(s)
+    other = craft(tmp_path / "other.pt", style_name="the_scream")  # trained on another painting
+    same = tmp_path / "same.pt"
+    payload = torch.load(other, weights_only=True)
+    payload["style"] = {"name": "s", "sha256": sha256sum(s)}
+    torch.save(payload, same)
+    return c, s, other, same
+
+
+def run_hybrid(tmp_path, c, s, model, *extra):
+    return main(["stylize", str(c), str(s), "--init-model", str(model), "-o", str(tmp_path / "h.png"), "--size", "48",
+                 "--iterations", "1", "--quiet", *extra])
+
+
+def test_hybrid_refuses_an_init_it_would_ignore(tmp_path, hybrid, tiny_weights, capsys):
+    c, s, _, same = hybrid
+    assert run_hybrid(tmp_path, c, s, same, "--init", "noise", "--weights", str(tiny_weights)) == 2
+    err = capsys.readouterr().err
+    assert "drop --init noise" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "h.png").exists()
+
+
+def test_hybrid_sidecar_records_the_model_not_a_temporary_file(tmp_path, hybrid, tiny_weights, capsys):
+    from restyle.hashing import sha256sum
+
+    c, s, _, same = hybrid
+    assert run_hybrid(tmp_path, c, s, same, "--weights", str(tiny_weights)) == 0
+    text = (tmp_path / "h.png.json").read_text()
+    side = json.loads(text)
+    assert "restyle-hybrid-" not in text and side["config"]["init"] == "init_model"
+    assert side["init_model"] == str(same) and side["init_model_sha256"] == sha256sum(same)
+    assert side["init_model_painted_at"] == 96 and side["init_model_style"] == "s"
+    assert "warning" not in capsys.readouterr().err  # trained on this very painting
+
+
+def test_hybrid_warns_when_the_model_learnt_another_painting(tmp_path, hybrid, tiny_weights, capsys):
+    c, s, other, _ = hybrid
+    assert run_hybrid(tmp_path, c, s, other, "--weights", str(tiny_weights)) == 0
+    err = capsys.readouterr().err
+    assert "warning: model" in err and "trained on another painting (the_scream)" in err
+
+
+def test_model_and_init_model_together_name_the_choice(tmp_path, hybrid, capsys):
+    c, s, other, same = hybrid
+    for styles in ([], [str(s)]):
+        assert main(["stylize", str(c), *styles, "--model", str(same), "--init-model", str(other),
+                     "-o", str(tmp_path / "o.png")]) == 2
+        err = capsys.readouterr().err
+        assert "give one of them" in err and "use --init-model to" not in err

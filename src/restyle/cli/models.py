@@ -137,9 +137,12 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     from ..networks.feedforward import open_model
     from .common import ray_options
 
+    if args.init_model:
+        raise InputError("--model paints with the network alone, --init-model starts the optimiser from its "
+                         "picture (with a style image); give one of them")
     if args.styles:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
-                         "or use --init-model to refine with the optimiser")
+                         "or use --init-model instead of --model to refine with the optimiser")
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
     size = network_size(args)
     ray = ray_options(args)
@@ -193,13 +196,25 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
 
 def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     """`--init-model M`: the optimiser starts from the network's picture, at full size, few iterations."""
+    import sys
+
+    from ..hashing import sha256sum
     from ..networks.feedforward import open_model, run_network
     from .common import config_from_args
+
+    if hasattr(args, "init"):  # given on the command line (a preset's start gives way without a word)
+        raise InputError(f"--init-model starts the optimiser from the network's picture; drop --init {args.init} "
+                         "(or drop --init-model to start from it)")
 
     size = config_from_args(args).size  # the output's size, after any --preset
     # The network runs where the optimiser will, at the precision asked (auto: bf16 where native).
     model = open_model(args.init_model, device=getattr(args, "device", "auto"),
                        precision=getattr(args, "precision", "auto"))
+    learnt = model.info["style"].get("sha256")
+    if learnt and not any(Path(s).is_file() and sha256sum(Path(s)) == learnt for s in args.styles):
+        print(f"restyle: warning: model {args.init_model} was trained on another painting "
+              f"({model.style_name}) than {', '.join(map(str, args.styles))}; the optimiser starts from its "
+              "picture and moves it towards the style image(s) in few iterations", file=sys.stderr)
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS
@@ -209,14 +224,19 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
         # The network's picture is already painted at full size: the optimiser only refines
         # it there (no coarse scales to repaint).
         overrides["scales"] = HYBRID_SCALES
+    painted_at = min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)
     with tempfile.TemporaryDirectory(prefix="restyle-hybrid-") as tmp:
         start = Path(tmp) / "init.png"
         # The optimiser shrinks its start to the output's size (Lanczos) as it loads it.
-        run_network(model, args.content, size=min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)).save(start)
+        run_network(model, args.content, size=painted_at).save(start)
         args.init = str(start)
         for k, v in overrides.items():
             setattr(args, k, v)
-        args.hybrid = {"init_model": str(model.path), "init_model_sha256": model.sha256}
+        # The sidecar records the start as the model (name as given, file, sha256), not the
+        # temporary picture: config.init "init_model" points at these.
+        args.hybrid = {"init_model": str(args.init_model), "init_model_path": str(model.path),
+                       "init_model_sha256": model.sha256, "init_model_style": model.style_name,
+                       "init_model_painted_at": painted_at}
         args.init_model = None
         return run_stylize(args)
 
