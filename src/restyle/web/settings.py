@@ -30,9 +30,16 @@ def _source_root() -> Optional[Path]:
 
 
 def default_examples_dir() -> Optional[Path]:
-    """The repository's examples/ folder."""
-    root = _source_root()
-    return root / "examples" if root is not None and (root / "examples").is_dir() else None
+    """The example images shipped in the package (restyle/examples/, package data), wherever it is installed.
+
+    Found with importlib.resources, not beside a checkout, so the app installed from a
+    wheel has the same gallery and form as `make serve` (the checkout's examples/ links there).
+    """
+    from importlib.resources import files
+
+    folder = files("restyle") / "examples"
+    # A package installed as files (a wheel, an editable install) gives a real path; a zipped one has none.
+    return Path(str(folder)) if isinstance(folder, Path) and folder.is_dir() else None
 
 
 def default_photos_dir() -> Optional[Path]:
