@@ -39,12 +39,12 @@ from .. import __version__
 from ..errors import InputError
 from . import gallery as gallery_mod
 from .datalock import DataDirLock
+from .files import FileAnswer, answer_head
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
 from .jobs import PAINT, QUEUED, TRAIN, USER, Cap, Job, JobStore, new_id
 from .media import VIDEO_TYPES
-from .responses import (BodyLimit, BodyTooLarge, Busy, FileAnswer, _error, _message, _NotFound, answer_head,
-                        settings_rows)
+from .responses import BodyLimit, BodyTooLarge, Busy, _error, _message, _NotFound, settings_rows
 from .settings import Settings
 from .trained import may_use, model_path, without_model
 from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form

@@ -26,9 +26,9 @@ from starlette.datastructures import UploadFile
 from ..errors import InputError
 from . import gallery as gallery_mod
 from . import trained
+from .files import FileAnswer
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO, Cap, CapReached
 from .media import ACCEPTED_VIDEO, check_clip, sniff_video
-from .responses import FileAnswer
 from .uploads import ACCEPTED, UploadError, check_image, check_not_thin, display_name, sniff, upload_name
 from .visitors import client_of, is_owner, owner_of, with_owner
 
