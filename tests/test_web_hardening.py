@@ -1,9 +1,11 @@
-"""Issue 15, the web app: what a day of hostile use found, each as a test that failed before the fix.
+"""Issues 15 and 27, the web app: what days of hostile use found, each as a test that failed before the fix.
 
-Who may cancel (the owner; the gallery nobody), one server per data folder,
+Issue 15: who may cancel (the owner; the gallery nobody), one server per data folder,
 --no-gallery, job links under a token, streams at shutdown and under load,
 presets and what ran, uploads that could only fail later, error pages,
 file names that are not UTF-8, and the umask of results.
+Issue 27: trainings per address and server-wide, HEAD and bad Range headers on files,
+a training cancelled before its first step, progress and wording.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from restyle.cli.main import main
+from restyle.errors import InputError
 from restyle.web.app import create_app
 from restyle.web.form import form_fields
 from restyle.web.jobs import GALLERY, JobStore
@@ -491,3 +494,200 @@ def test_the_job_page_eta_counts_pixels_across_scales():
     tracker.update(Iterate(1, 2, 512, 410, 1, 28, 111, 138, 1.0, {}, elapsed=14.4))
     assert (tracker.row["scale"], tracker.row["width"], tracker.row["height"]) == (2, 512, 410)
     assert tracker.row["eta"] == pytest.approx(10.8, abs=0.3)
+
+
+# === issue 27 ======================================================================
+
+
+def finished_job(s, task, files, state="done", **kw):
+    """A job row and its files as a worker would leave them (no worker runs)."""
+    from restyle.web.jobs import new_id
+
+    store = JobStore(s.db_path, s.jobs_dir)
+    job_id = new_id()
+    store.folder(job_id).mkdir(parents=True)
+    for name, data in files.items():
+        (store.folder(job_id) / name).write_bytes(data)
+    store.add(job_id, kw.pop("params", {}), kw.pop("content_file", ""), kw.pop("style_file", ""), "in", "style",
+              task=task, **kw)
+    store.finish(job_id, state)
+    return store.get(job_id)
+
+
+# --- 15. HEAD and Range on a job's files ----------------------------------------------
+
+def test_files_answer_head_and_ignore_a_range_they_cannot_use(settings):
+    clip = bytes(range(256)) * 40  # what the bytes are does not matter to HTTP
+    with TestClient(create_app(settings)) as c:
+        video = finished_job(settings, "video", {"result.mp4": clip, "poster.jpg": PNG, "clip.mp4": clip},
+                             content_file="clip.mp4")
+        url = f"/jobs/{video.id}/result.mp4"
+        r = c.head(url)
+        assert r.status_code == 200 and r.content == b""
+        assert r.headers["content-length"] == str(len(clip)) and r.headers["content-type"] == "video/mp4"
+        assert r.headers["accept-ranges"] == "bytes"
+        for bad in ("abc", "bytes=10-5", "bytes=x-y", "lines=0-9", "bytes="):
+            r = c.get(url, headers={"range": bad})
+            assert (r.status_code, r.content) == (200, clip), bad
+        r = c.get(url, headers={"range": "bytes=10-19"})
+        assert (r.status_code, r.content) == (206, clip[10:20])
+        assert c.get(url, headers={"range": f"bytes={len(clip) + 5}-"}).status_code == 416  # past the end
+        for path in ("poster.jpg", "content", "report.json"):
+            got = c.head(f"/jobs/{video.id}/{path}")
+            assert got.status_code in (200, 404) and got.status_code != 405, path
+        assert c.head(f"/jobs/{video.id}").status_code == 200 and c.head("/").status_code == 200
+        assert c.head(f"/api/jobs/{video.id}/events").status_code == 405  # a stream is GET only
+
+
+# --- 14. trainings per browser, per address and on the whole server ------------------------
+
+def train_post(client, steps="200"):
+    return client.post("/api/train", files={"style": ("painting.jpg", STYLE, "image/jpeg")}, data={"steps": steps})
+
+
+def test_trainings_are_limited_per_address_and_server_wide_not_only_per_cookie(tmp_path, tiny_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    s = web_settings(tmp_path / "data", tiny_weights, start_workers=False, photos_dir=photos,
+                     max_training_per_address=2, max_trainings=3)
+    with TestClient(create_app(s)) as c:
+        def stranger(host="testclient"):  # a new client without the owner cookie, from `host`
+            return TestClient(c.app, client=(host, 50000))
+
+        assert [train_post(stranger()).status_code for _ in range(3)] == [201, 201, 429]
+        r = train_post(stranger())
+        assert "for your network address" in r.json()["error"]
+        assert train_post(stranger("10.0.0.2")).status_code == 201  # another address: its own share
+        r = train_post(stranger("10.0.0.3"))  # the server's cap: 3 queued or running trainings in all
+        assert r.status_code == 503 and r.headers["retry-after"] == "60" and "already training 3" in r.json()["error"]
+        page = stranger("10.0.0.3").post("/train", files={"style": ("p.jpg", STYLE, "image/jpeg")},
+                                         data={"steps": "200"}, headers={"accept": "text/html"})
+        assert page.status_code == 503 and "<form" in page.text and "already training 3" in page.text
+        assert post(stranger("10.0.0.3")).status_code == 201  # painting is not training: not capped by these
+        assert len(list(s.jobs_dir.iterdir())) == 4  # the refused uploads left no folder behind
+
+
+def test_caps_are_checked_in_the_transaction_that_queues(tmp_path):
+    """Two requests at once cannot both take the last place: the count and the insert are one transaction."""
+    from restyle.web.jobs import Cap, CapReached
+
+    store = JobStore(tmp_path / "db.sqlite", tmp_path / "jobs")
+    caps = (Cap(1, "train", "client"),)
+    store.add("a" * 22, {}, "", "s.png", "", "s", task="train", owner="o1", client="addr", caps=caps)
+    with pytest.raises(CapReached) as e:
+        store.add("b" * 22, {}, "", "s.png", "", "s", task="train", owner="o2", client="addr", caps=caps)
+    assert e.value.cap.by == "client" and store.get("b" * 22) is None
+    store.add("c" * 22, {}, "", "s.png", "", "s", task="train", owner="o2", client="other", caps=caps)
+    store.request_cancel("a" * 22)  # a cancelled one no longer counts
+    store.add("d" * 22, {}, "", "s.png", "", "s", task="train", owner="o3", client="addr", caps=caps)
+
+
+# --- 16. a training cancelled before its first step: no model, so nothing to share or preview --------
+
+@pytest.fixture
+def train_settings(tmp_path, tiny_weights):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    return web_settings(tmp_path / "data", tiny_weights, start_workers=False, photos_dir=photos)
+
+
+def test_a_training_cancelled_before_its_first_step_offers_no_share_and_no_preview(train_settings):
+    with TestClient(create_app(train_settings)) as c:
+        job_id = train_post(c).json()["id"]
+        page = c.get(f"/jobs/{job_id}").text
+        assert "Share this model" in page and 'class="canvas"' in page  # while it may still make one
+        assert c.post(f"/api/jobs/{job_id}/cancel").json()["state"] == "cancelled"
+        page = c.get(f"/jobs/{job_id}").text
+        assert "Share this model" not in page and 'class="canvas"' not in page and "Preview grid" not in page
+        assert "Use this model" not in page
+        r = c.post(f"/api/jobs/{job_id}/share", data={"shared": "1"})
+        assert r.status_code == 409 and "cancelled before its first step" in r.json()["error"]
+        r = c.post(f"/jobs/{job_id}/share", data={"shared": "1"}, headers={"accept": "text/html"})
+        assert r.status_code == 409 and "no model to share" in r.text
+        r = c.post("/api/apply", files={"media": ("p.png", PNG, "image/png")}, data={"model": job_id})
+        assert r.status_code == 409 and "no model to use" in r.json()["error"]
+
+
+# --- 17. progress and wording -------------------------------------------------------
+
+def test_who_may_use_a_cancelled_trainings_model_is_said_to_each_visitor(train_settings):
+    s = train_settings
+    with TestClient(create_app(s)) as c:
+        job_id = train_post(c).json()["id"]
+        store = JobStore(s.db_path, s.jobs_dir)
+        store.claim(0)
+        store.set_progress(job_id, {"step": 30, "steps": 200, "unit": "step"})
+        (store.folder(job_id) / "model.ckpt.pt").write_bytes(b"a checkpoint")
+        store.finish(job_id, "cancelled", error="cancelled at step 30 of 200; the model as it was then is kept")
+        mine = c.get(f"/jobs/{job_id}").text
+        assert "You can use it below." in mine and "Use this model" in mine
+        theirs = TestClient(c.app).get(f"/jobs/{job_id}").text
+        assert "can be used" not in theirs and "You can use it" not in theirs and "Use this model" not in theirs
+        assert "Only the browser that trained it may use it, unless it shares it." in theirs
+        c.post(f"/api/jobs/{job_id}/share", data={"shared": "1"})
+        assert "You can use it below." in TestClient(c.app).get(f"/jobs/{job_id}").text
+
+
+def test_a_clips_frame_count_is_its_frames_not_its_longest_streams_duration(tmp_path):
+    """A Matroska clip whose audio outlasts its frames: 30 frames were announced as 31 (web: 'frame 12 / 31')."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from videoutil import make_clip, pan_frames
+
+    from restyle.video import FrameDone, NetworkFrames, VideoConfig, VideoStart, stylize_video
+    from restyle.video.io import count_frames, probe
+
+    clip = make_clip(tmp_path / "c.mkv", frames=pan_frames(64, 48, 30, 1), fps=30)
+    info = probe(clip)
+    assert info.frames == 30 and count_frames(info) == 30
+    assert count_frames(info, 0.0, 10.0) == 30  # the web's cap (10 s) on a shorter clip
+    events = []
+    stylize_video(clip, tmp_path / "o.mp4", NetworkFrames(lambda x: x, 0.0), VideoConfig(size=48, duration=10.0),
+                  callback=events.append)
+    assert [e.frames for e in events if isinstance(e, VideoStart)] == [30]
+    assert {e.frames for e in events if isinstance(e, FrameDone)} == {30}
+
+
+def test_a_tiny_clip_is_too_small_not_too_thin(tmp_path, settings):
+    pytest.importorskip("av")
+    from videoutil import make_clip, pan_frames
+
+    tiny = make_clip(tmp_path / "tiny.mp4", frames=pan_frames(16, 16, 3), audio=False).read_bytes()
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/api/apply", files={"media": ("tiny.mp4", tiny, "video/mp4")}, data={"model": "starry_night"})
+    assert r.status_code == 400 and "16x16 is too small" in r.json()["error"] and "thin" not in r.json()["error"]
+    assert "never enlarged" in r.json()["error"]
+    from restyle.video.io import even_size
+
+    with pytest.raises(InputError, match="too small.*never enlarged") as e:
+        even_size(16, 16, 512)
+    assert "raise --size" not in str(e.value)
+
+
+def test_training_time_left_is_paced_after_the_first_steps(tmp_path, tiny_weights):
+    """Step 1 (warm-up, the first preview grid) no longer sets the pace: 25 min were announced for 3.5."""
+    from restyle.events import TIMED_STEPS, TrainStep
+
+    assert TrainStep(1, 2000, 1.0, {}, elapsed=6.0, paced_from=(1, 6.0)).eta is None  # estimating
+    later = TrainStep(1 + TIMED_STEPS, 2000, 1.0, {}, elapsed=6.3, paced_from=(1, 6.0))
+    assert later.eta == pytest.approx(0.1 * (2000 - 1 - TIMED_STEPS))  # not 6.3 / 4 * 1996 (~52 min)
+
+    from test_feedforward import tiny_config
+
+    from restyle.networks.style_training import train
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(3):
+        (photos / f"p{k}.png").write_bytes(image_bytes("PNG", (48 + 8 * k, 40)))
+    steps = []
+    train(style_file(tmp_path), photos, tmp_path / "m.pt", tiny_config(steps=5, holdout=1), weights=tiny_weights,
+          callback=lambda e: steps.append(e) if isinstance(e, TrainStep) else None)
+    assert [e.paced_from[0] for e in steps] == [1] * 5 and steps[0].paced_from[1] == steps[0].elapsed
+    assert [e.eta is None for e in steps] == [True, True, True, False, False]
+
+
+def style_file(tmp_path):
+    path = tmp_path / "style.jpg"
+    path.write_bytes(STYLE)
+    return path

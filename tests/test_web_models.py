@@ -157,6 +157,9 @@ def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(t
         job = wait_done(c, model_id)
         assert job["state"] == "cancelled" and "cancelled at step" in job["error"]
         assert (s.jobs_dir / model_id / "model.ckpt.pt").is_file() and not (s.jobs_dir / model_id / "model.pt").exists()
+        stranger = TestClient(c.app).get(f"/jobs/{model_id}").text  # issue 27: no promise a stranger cannot use
+        assert "can be used" not in stranger and "Only the browser that trained it may use it" in stranger
+        assert "You can use it below." in c.get(f"/jobs/{model_id}").text
         r = apply(c, model_id)
         assert r.status_code == 201, r.text
         assert wait_done(c, r.json()["id"])["state"] == "done"
@@ -313,7 +316,7 @@ def test_clip_limits(idle, tmp_path):
     assert r.status_code in (400, 413) and "at most 300" in r.json()["error"], r.text
     thin = clip_bytes(tmp_path, "thin.mp4", frames=pan_frames(width=640, height=32, frames=3), audio=False)
     r = apply(idle, "starry_night", thin, "thin.mp4")
-    assert r.status_code == 400 and "640x32 frames are too long and thin" in r.json()["error"]
+    assert r.status_code == 400 and "640x32 is too long and thin" in r.json()["error"]
     big = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 300_000  # over this server's 200 kB clip cap
     r = apply(idle, "starry_night", big, "big.mp4")
     assert r.status_code == 413 and "larger than the limit" in r.json()["error"]

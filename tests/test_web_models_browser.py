@@ -51,6 +51,10 @@ def test_train_watch_then_play_a_clip_through_the_model(browser, server, tmp_pat
     page.wait_for_selector("#apply", timeout=300_000)  # the page reloads itself when the model is ready
     assert page.text_content("#state") == "done" and page.locator("#share").count() == 1
     shot(page, "models-trained-desktop")
+    # Issue 27: the preview grid's frame is as tall as the grid (and its caption), not as the column beside it.
+    frame, grid, caption = page.evaluate("""['figure.canvas', '#picture', 'figure.canvas figcaption'].map(
+        (s) => document.querySelector(s).getBoundingClientRect().height)""")
+    assert frame <= grid + caption + 2, (frame, grid, caption)
     page.set_input_files("#apply-media", str(clip))
     with page.expect_navigation():
         page.click("#apply")

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one worker process per device, e.g. cuda:0,cuda:1 (default: auto, one worker)")
     w.add_argument("--no-gallery", action="store_true", help="do not render the examples' gallery")
     w.add_argument("--examples", default=None, metavar="DIR",
-                   help="example images for the gallery and the form (default: the source tree's examples/)")
+                   help="example images for the gallery and the form (default: those shipped with restyle)")
     w.add_argument("--photos", default=None, metavar="DIR",
                    help="photos to train visitors' models on (default: ../shared/datasets/coco256 beside the "
                         "source tree, when present; without photos the server trains no models)")

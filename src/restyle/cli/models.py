@@ -201,10 +201,13 @@ def stylize_with_model(args: argparse.Namespace) -> int:
     from ..networks.feedforward import open_model
     from .common import ray_options
 
+    if args.init_model:
+        raise InputError("--model paints with the network alone, --init-model starts the optimiser from its "
+                         "picture (with a style image); give one of them")
     arbitrary = any_painting(args.model)
     if args.styles and not arbitrary:
         raise InputError(f"--model stylizes without a style image; drop {', '.join(args.styles)} "
-                         "or use --init-model to refine with the optimiser")
+                         "or use --init-model instead of --model to refine with the optimiser")
     choice = style_choice(args) if arbitrary else None
     mode = args.preserve_colors if hasattr(args, "preserve_colors") else "none"
     size = network_size(args)
@@ -282,8 +285,15 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
 
 def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
     """`--init-model M`: the optimiser starts from the network's picture, at full size, few iterations."""
+    import sys
+
+    from ..hashing import sha256sum
     from ..networks.feedforward import open_model, run_network
     from .common import config_from_args
+
+    if hasattr(args, "init"):  # given on the command line (a preset's start gives way without a word)
+        raise InputError(f"--init-model starts the optimiser from the network's picture; drop --init {args.init} "
+                         "(or drop --init-model to start from it)")
 
     size = config_from_args(args).size  # the output's size, after any --preset
     # The network runs where the optimiser will, at the precision asked (auto: bf16 where native).
@@ -291,6 +301,11 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
                        precision=getattr(args, "precision", "auto"), weights=args.weights)
     if hasattr(model, "for_style"):  # the any-painting network paints with the style images given
         model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
+    learnt = model.info["style"].get("sha256")
+    if isinstance(learnt, str) and not any(Path(s).is_file() and sha256sum(Path(s)) == learnt for s in args.styles):
+        print(f"restyle: warning: model {args.init_model} was trained on another painting "
+              f"({model.style_name}) than {', '.join(map(str, args.styles))}; the optimiser starts from its "
+              "picture and moves it towards the style image(s) in few iterations", file=sys.stderr)
     overrides: Dict[str, Any] = {}
     if not hasattr(args, "iterations"):
         overrides["iterations"] = HYBRID_ITERATIONS
@@ -300,20 +315,26 @@ def stylize_hybrid(args: argparse.Namespace, run_stylize: Any) -> int:
         # The network's picture is already painted at full size: the optimiser only refines
         # it there (no coarse scales to repaint).
         overrides["scales"] = HYBRID_SCALES
+    painted_at = min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)
     with tempfile.TemporaryDirectory(prefix="restyle-hybrid-") as tmp:
         start = Path(tmp) / "init.png"
         # The optimiser shrinks its start to the output's size (Lanczos) as it loads it.
-        run_network(model, args.content, size=min(HYBRID_NETWORK_SCALE * size, MAX_SIZE)).save(start)
+        run_network(model, args.content, size=painted_at).save(start)
         args.init = str(start)
         for k, v in overrides.items():
             setattr(args, k, v)
-        args.hybrid = {"init_model": str(model.path), "init_model_sha256": model.sha256}
+        # The sidecar records the start as the model (name as given, file, sha256), not the
+        # temporary picture: config.init "init_model" points at these.
+        args.hybrid = {"init_model": str(args.init_model), "init_model_path": str(model.path),
+                       "init_model_sha256": model.sha256, "init_model_style": model.style_name,
+                       "init_model_painted_at": painted_at}
         args.init_model = None
         return run_stylize(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..models.modelfile import ModelError, bundled_models, describe, read_model_file
+    """List the bundled networks and a folder's: each checked as loading checks it, its words escaped."""
+    from ..models.modelfile import ModelError, bundled_models, describe, printable, read_model_file
 
     rows: List[tuple] = [(name, path) for name, path in bundled_models(None).items()]  # every family
     if args.dir:
@@ -324,11 +345,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print("no models (train one with `restyle train STYLE --photos DIR -o MODEL.pt`)")
     for name, path in rows:
+        shown = printable(name, 300)  # a file name may hold control characters too
         try:
             style, summary = describe(read_model_file(path))
-            print(f"{name:<20} style {style:<18} {summary}")
+            print(f"{shown:<20} style {style:<18} {summary}")
         except ModelError as e:
-            print(f"{name:<20} unreadable: {e}")
+            print(f"{shown:<20} unreadable: {printable(e, 300)}")
     return EXIT_OK
 
 

@@ -83,6 +83,8 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
         save_atomic(result.image, out)
         if not args.no_sidecar:
             report = dict(result.report, **recorded, output=str(out))
+            if "init_model" in recorded:  # the hybrid's start was a temporary picture of this model
+                report["config"] = dict(report["config"], init="init_model")
             write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
     if not args.quiet:
         t = result.report["timings_s"]["total"]

@@ -188,7 +188,43 @@ def read_model_file(path: PathLike, family: Optional[str] = None) -> Dict[str, A
     for key in ("arch_args", "state_dict", "style", "training"):
         if not isinstance(payload.get(key), dict):
             raise ModelError(f"model {p}: field {key!r} is missing or not a mapping")
+    check_network(payload, p)
     return payload
+
+
+def check_network(payload: Dict[str, Any], path: PathLike = "<memory>") -> None:
+    """Refuse a payload whose network would not build or whose weights do not fit it, allocating nothing.
+
+    The family's network is built on the meta device (shapes, no storage), so a file that
+    claims absurd widths costs nothing to refuse and a listing shows what would not load;
+    every weight must be a floating-point tensor of the shape the network has under that name.
+    """
+    family = FAMILIES[payload.get("family", "style")]
+    try:
+        with torch.device("meta"):
+            net = family.build(payload["arch_args"])
+    except (TypeError, ValueError, KeyError) as e:  # InputError is a ValueError too
+        raise ModelError(f"model {path}: architecture arguments are not valid ({printable(e, 200)})") from None
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    weights = payload["state_dict"]
+    for key, value in weights.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ModelError(f"model {path}: weight {printable(key, 60)} is not a floating-point tensor")
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ModelError(f"model {path}: weights do not fit architecture {printable(payload['arch_args'], 200)} "
+                         f"(missing {printable(missing[:3], 120)}, unexpected {printable(extra[:3], 120)})")
+    for key, shape in expected.items():
+        if tuple(weights[key].shape) != shape:
+            raise ModelError(f"model {path}: weights do not fit architecture {printable(payload['arch_args'], 200)} "
+                             f"(weight {key} has shape {tuple(weights[key].shape)}, the architecture {shape})")
+
+
+def printable(value: Any, limit: int = 80) -> str:
+    """`value` as text that is safe on a terminal: control characters (newlines, ANSI escapes, bidi
+    overrides) written as escapes, cut to `limit` characters. For what a file says about itself."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def build_network(payload: Dict[str, Any], path: PathLike = "<memory>") -> torch.nn.Module:
@@ -235,6 +271,7 @@ def sidecar_of(model_path: Path) -> Path:
 
 
 def describe(payload: Dict[str, Any]) -> Tuple[str, str]:
-    """(the painting's name, "-" for a network without one, and a one-line summary) for listings."""
+    """(the painting's name, "-" for a network without one, and a one-line summary) for listings,
+    safe to print: what the file says is escaped."""
     name = payload["style"].get("name") or "-"
-    return name, FAMILIES[payload.get("family", "style")].summary(payload)
+    return printable(name, 40), printable(FAMILIES[payload.get("family", "style")].summary(payload), 200)

@@ -6,6 +6,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Tuple
 
 
+MAX_WIDTH = 1024  # channels at any level (Johnson et al.: 128 at most; the bundled models: 48)
+MAX_LEVELS = 6  # widths: the stem and up to five stride-2 levels
+MAX_RES_BLOCKS = 64
+MAX_STEM_KERNEL = 15
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class TransformerConfig:
     """Architecture arguments; saved in every model file so it rebuilds itself."""
@@ -20,12 +30,17 @@ class TransformerConfig:
     residual: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.widths) < 1 or any(int(w) < 1 for w in self.widths):
-            raise ValueError(f"widths must be one or more positive channel counts, got {self.widths}")
-        if self.res_blocks < 0:
-            raise ValueError(f"res_blocks must be >= 0, got {self.res_blocks}")
-        if self.stem_kernel < 1 or self.stem_kernel % 2 == 0:
-            raise ValueError(f"stem_kernel must be a positive odd number, got {self.stem_kernel}")
+        # Checked as a model file is read too: a file that says widths (10**6,) or res_blocks -3
+        # is refused before any weight is allocated. The bounds are far past any sensible network.
+        if (not isinstance(self.widths, (tuple, list)) or not 1 <= len(self.widths) <= MAX_LEVELS
+                or not all(_whole(w) and 1 <= w <= MAX_WIDTH for w in self.widths)):
+            raise ValueError(f"widths must be 1 to {MAX_LEVELS} channel counts in [1, {MAX_WIDTH}], got {self.widths!r}")
+        if not (_whole(self.res_blocks) and 0 <= self.res_blocks <= MAX_RES_BLOCKS):
+            raise ValueError(f"res_blocks must be a whole number in [0, {MAX_RES_BLOCKS}], got {self.res_blocks!r}")
+        if not (_whole(self.stem_kernel) and 1 <= self.stem_kernel <= MAX_STEM_KERNEL and self.stem_kernel % 2):
+            raise ValueError(f"stem_kernel must be an odd number in [1, {MAX_STEM_KERNEL}], got {self.stem_kernel!r}")
+        if not isinstance(self.residual, bool):
+            raise ValueError(f"residual must be true or false, got {self.residual!r}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
     @property

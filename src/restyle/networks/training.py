@@ -212,6 +212,7 @@ def fit(
             raise InputError(f"checkpoint {ckpt} is at step {state.step}, past --steps {steps}")
     start, prior_wall = state.step, state.wall_s
     t0 = time.perf_counter()
+    paced_from: Optional[Tuple[int, float]] = None
 
     def now() -> TrainState:
         state.wall_s = prior_wall + time.perf_counter() - t0
@@ -255,7 +256,10 @@ def fit(
                 value, parts = float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
                 if step % recipe.history_every == 0 or step == 1:
                     state.history.append(recipe.history_row(step, value, parts))
-                emit(TrainStep(step, steps, value, parts, time.perf_counter() - t0, start))
+                elapsed = time.perf_counter() - t0
+                if step == start + 1:  # the pace is measured from here: the warm-up and first preview left out
+                    paced_from = (step, elapsed)
+                emit(TrainStep(step, steps, value, parts, elapsed, start, paced_from))
                 if checkpoint_every and step % checkpoint_every == 0 and step < steps:
                     checkpoint()
                 if preview_every and (step % preview_every == 0 or step == steps):

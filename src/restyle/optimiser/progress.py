@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ..events import Estimate, Iterate, Planned
+from ..events import TIMED_STEPS, Estimate, Iterate, Planned
 
 StagePixels = Tuple[int, int]  # (pixels per iteration, iterations) of one scale
 
@@ -51,8 +51,8 @@ def eta_seconds(stages: Sequence[StagePixels], step: int, elapsed: float) -> Opt
 
 # The whole run's time is estimated from the pace of the first iterations: iteration 1
 # warms up (oneDNN/cuDNN pick their kernels, caches fill) and is left out, the next
-# TIMED_STEPS set the pace. At the coarsest scale that is a second or two on a CPU.
-TIMED_STEPS = 3
+# TIMED_STEPS (events.py: a training's time left is paced the same way) set the pace.
+# At the coarsest scale that is a second or two on a CPU.
 LONG_RUN_S = 600.0  # warn before a run longer than this (10 min)
 
 

@@ -35,6 +35,10 @@ WRITE_FORMATS = {
 FRAME_SUFFIXES = IMAGE_SUFFIXES  # images.py: the one list
 MAX_INPUT_PIXELS = 7680 * 4320  # 8K UHD: larger frames are refused before decoding them all
 MAX_SIZE = 4096  # long side of the output; style transfer at 4K per frame is already hours
+# A container that does not say how many frames it holds (Matroska, WebM, AVI) has them counted
+# from its packets (no decoding; a fraction of a second for this much) rather than estimated from
+# its duration, which is the longest stream's: audio running past the last frame made 132 frames 133.
+COUNT_PACKETS_BYTES = 256 * 2**20
 DEFAULT_FOLDER_FPS = Fraction(25)
 VFR_TIME_BASE = Fraction(1, 1000)  # timestamps of a variable-rate output, as MKV and WebM keep them
 # x264's constant-quality mode: 18 is visually near-lossless; VP9's scale differs (0-63).
@@ -50,7 +54,7 @@ class VideoInfo:
     height: int
     fps: Fraction
     duration: float  # seconds, 0.0 when the container does not say
-    frames: int  # the container's count, 0 when it does not say (an estimate either way)
+    frames: int  # the container's count, else its packets' (small files), else 0; an estimate either way
     audio: Optional[str]  # the audio codec's name, or None
     frame_files: Tuple[Path, ...] = ()  # a folder of frames: its images in order
 
@@ -72,6 +76,9 @@ def even_size(width: int, height: int, size: Optional[int] = None) -> Tuple[int,
     else:
         w, h = width * long_side / height, long_side
     w, h = max(2, int(round(w)) // 2 * 2), max(2, int(round(h)) // 2 * 2)
+    if min(w, h) < MIN_SIZE and long_side == max(width, height):  # kept at its size: --size cannot help
+        raise InputError(f"frames of {width}x{height} px are too small; the short side must be at least "
+                         f"{MIN_SIZE} px (frames are never enlarged)")
     if min(w, h) < MIN_SIZE:
         raise InputError(f"frames would be {w}x{h} px; the short side must be at least {MIN_SIZE} px (raise --size)")
     return w, h
@@ -126,13 +133,21 @@ def probe(path: PathLike, fps: Optional[Fraction] = None) -> VideoInfo:
                 raise InputError(f"{path}: has no frames")
             audio = box.streams.audio[0].codec_context.name if box.streams.audio else None
             duration = float(box.duration / 1e6) if box.duration else 0.0
-            frames = v.frames or (round(duration * rate) if duration and rate else 0)
+            frames = v.frames or _count_packets(box, v, path) or (round(duration * rate) if duration and rate else 0)
             return VideoInfo(path, first.width, first.height, Fraction(rate) if rate else DEFAULT_FOLDER_FPS,
                              duration, frames, audio)
     except InputError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, StopIteration) as e:
         raise InputError(f"{path}: not a video FFmpeg can read ({e})") from None
+
+
+def _count_packets(box, stream, path: Path) -> int:
+    """The video stream's frames, counted from its packets when the file is small enough; 0 otherwise."""
+    if path.stat().st_size > COUNT_PACKETS_BYTES:
+        return 0
+    box.seek(0)
+    return sum(1 for packet in box.demux(stream) if packet.size)
 
 
 def read_frames(info: VideoInfo, size: Tuple[int, int], start: float = 0.0,
@@ -200,9 +215,9 @@ def count_frames(info: VideoInfo, start: float = 0.0, duration: Optional[float] 
         last = len(info.frame_files) if duration is None else int(np.ceil((start + duration) * info.fps - 1e-9))
         return max(0, min(last, len(info.frame_files)) - first)
     total = info.frames
-    if total and duration is None and start == 0:
-        return total
     whole = info.duration or (total / info.fps if total else 0.0)
+    if total and start == 0 and (duration is None or duration >= whole):
+        return total
     span = max(0.0, (whole if duration is None else min(whole, start + duration)) - start)
     return int(round(span * info.fps))
 

@@ -138,12 +138,24 @@ def to_rgb(t: torch.Tensor) -> np.ndarray:
     return t.detach()[0].float().clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
-def _open_work_dir(work: Path, manifest: Dict[str, Any]) -> int:
-    """Create the work folder or check that it belongs to this run; return how many frames it holds."""
+def _holds_frames(work: Path) -> bool:
+    return (work / frame_name(0)).exists()
+
+
+def _open_work_dir(work: Path, manifest: Dict[str, Any]) -> Tuple[int, bool]:
+    """Create the work folder or check that it belongs to this run.
+
+    Returns how many frames it holds and whether this call created the folder. A folder
+    with a manifest but no frame (a run that failed before its first) holds nothing to
+    resume: it is taken over, whatever run it was for.
+    """
     path = work / MANIFEST
     if work.exists() and not work.is_dir():
         raise InputError(f"work folder {work} exists and is not a folder")
-    if path.exists():
+    created = not work.exists()
+    if path.exists() and not _holds_frames(work):
+        write_text_atomic(json.dumps(manifest, indent=2) + "\n", path)
+    elif path.exists():
         old = json.loads(path.read_text())
         if old != manifest:
             differ = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
@@ -157,7 +169,20 @@ def _open_work_dir(work: Path, manifest: Dict[str, Any]) -> int:
     done = 0
     while (work / frame_name(done)).exists():
         done += 1
-    return done
+    return done, created
+
+
+def _drop_empty_work_dir(work: Path, created: bool) -> None:
+    """After a failed run: a work folder without a frame has nothing to resume, so it goes (its
+    manifest would only refuse the corrected command); one this run did not create stays, emptied."""
+    if _holds_frames(work):
+        return
+    (work / MANIFEST).unlink(missing_ok=True)
+    if created:
+        try:
+            work.rmdir()
+        except OSError:  # something else was put there meanwhile: leave it
+            pass
 
 
 @dataclass
@@ -289,7 +314,7 @@ def stylize_video(
         "input_mtime": int(stat.st_mtime), "size": list(size), "start": cfg.start, "duration": cfg.duration,
         "fps": str(info.fps), "flow": cfg.flow, "stylizer": stylizer.key(),
     }
-    done = _open_work_dir(work, manifest)
+    done, created = _open_work_dir(work, manifest)
     estimate = count_frames(info, cfg.start, cfg.duration)
     emit(VideoStart(max(estimate, done), size[0], size[1], float(info.fps), done))
 
@@ -351,6 +376,9 @@ def stylize_video(
                                  f"{'the end' if cfg.duration is None else f'{cfg.start + cfg.duration} s'}")
             behind.finish()
         os.replace(tmp, out)
+    except BaseException:
+        _drop_empty_work_dir(work, created)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     if not cfg.keep_frames:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,15 +39,16 @@ from .. import __version__
 from ..errors import InputError
 from . import gallery as gallery_mod
 from .datalock import DataDirLock
+from .files import FileAnswer, answer_head
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
-from .jobs import PAINT, QUEUED, TRAIN, USER, Job, JobStore, new_id
+from .jobs import PAINT, QUEUED, TRAIN, USER, Cap, Job, JobStore, new_id
 from .media import VIDEO_TYPES
 from .responses import BodyLimit, BodyTooLarge, Busy, _error, _message, _NotFound, settings_rows
 from .settings import Settings
-from .trained import may_use, model_path
+from .trained import may_use, model_path, without_model
 from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
-from .visitors import claim_owner, is_owner, owner_of, with_owner
+from .visitors import address_of, claim_owner, client_of, is_owner, owner_of, with_owner
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
@@ -59,6 +60,7 @@ JOB_VIEW = re.compile(r"^/(api/)?jobs/[A-Za-z0-9_-]{16,64}"
                       r"(/(events|result\.png|result\.mp4|report\.json|preview\.jpg|poster\.jpg|content|style))?$")
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields
 CLIP_FORMS = ("/apply", "/api/apply")  # the forms that take a clip (model_routes.py)
+EVENTS_PATH = "/api/jobs/{job_id}/events"  # the progress stream: GET only (a HEAD would hold it open)
 
 
 def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] = None) -> FastAPI:
@@ -190,10 +192,11 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
 
     def enqueue(request: Request, files: Dict[str, bytes], params: Dict[str, Any], content_file: str,
                 style_file: str, content_label: str, style_label: str, *, task: str = PAINT,
-                prepare=None) -> Job:
+                prepare=None, caps: Tuple[Cap, ...] = ()) -> Job:
         """Write a new job's files into its folder and queue it; Busy if the queue is full.
 
         `prepare(folder)` may check and write more (a clip); its exception removes the folder.
+        `caps`: more limits (JobStore.add checks them); CapReached if one is full.
         """
         job_id = new_id()
         folder = store.folder(job_id)
@@ -204,7 +207,8 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
             if prepare is not None:
                 prepare(folder)
             job = store.add(job_id, params, content_file, style_file, content_label, style_label,
-                            owner=claim_owner(request), max_queue=settings.max_queue, task=task)
+                            owner=claim_owner(request), max_queue=settings.max_queue, task=task,
+                            client=client_of(request), caps=caps)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -239,7 +243,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         try:
             return await how(request), None
         except (UploadError, InputError) as e:
-            return None, (_message(e), e.status if isinstance(e, UploadError) else 400, None)
+            return None, (_message(e), e.status if isinstance(e, UploadError) else 400, getattr(e, "headers", None))
         except Busy:
             return None, (busy_message(), 503, {"Retry-After": "60"})
 
@@ -293,6 +297,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         mine = job.kind == USER and is_owner(request, job.owner)
         usable = job.task == TRAIN and (mine or may_use(job, None)) and model_path(store, job) is not None
         return templates.TemplateResponse(request, "job.html", {
+            "no_model": without_model(store, job),  # a training that ended without one: no preview, no sharing
             "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
             "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": may_cancel(request, job),
             "mine": mine, "can_use": usable, "sizes": [s for s in settings.sizes if s <= settings.max_size],
@@ -350,10 +355,10 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     async def healthz():
         return {"ok": True, "version": __version__, "workers": len(pool.pids())}
 
-    @app.get("/api/jobs/{job_id}/events")
+    @app.get(EVENTS_PATH)
     async def events(request: Request, job_id: str):
         job = job_or_404(job_id)
-        client = request.client.host if request.client else "?"  # behind a proxy: the proxy's address
+        client = address_of(request)
         try:
             hub.check(client)
         except StreamLimit as e:
@@ -414,7 +419,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         if job.result_url != f"/jobs/{job.id}/result.png" or not path.is_file():
             raise _NotFound(f"this job has no result{'' if job.final else ' yet'} (it is {job.state})")
         name = f"restyle-{job.id[:8]}.png"
-        return FileResponse(path, media_type="image/png", filename=name if download else None,
+        return FileAnswer(path, media_type="image/png", filename=name if download else None,
                             content_disposition_type="attachment" if download else "inline")
 
     @app.get("/jobs/{job_id}/report.json")
@@ -443,7 +448,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         path = store.folder(job.id) / name
         if not name or not path.is_file():
             raise _NotFound(f"this job has no {role} picture")
-        return FileResponse(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
+        return FileAnswer(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
                                                                                           "application/octet-stream"))
 
     @app.get("/examples/{key}")
@@ -451,8 +456,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         ex = gallery_mod.find(settings, key)
         if ex is None:
             raise _NotFound("there is no example by that name")
-        return FileResponse(ex.path, media_type=MEDIA_TYPE.get(ex.path.suffix.lower().replace("jpeg", "jpg")))
+        return FileAnswer(ex.path, media_type=MEDIA_TYPE.get(ex.path.suffix.lower().replace("jpeg", "jpg")))
 
+    answer_head(app, except_paths=(EVENTS_PATH,))
     return app
 
 

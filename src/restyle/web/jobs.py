@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -58,12 +58,37 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     report TEXT,
     task TEXT NOT NULL DEFAULT 'paint',      -- paint | train | stylize | video
-    shared INTEGER NOT NULL DEFAULT 0        -- train: its owner lets anyone with the link use the model
+    shared INTEGER NOT NULL DEFAULT 0,       -- train: its owner lets anyone with the link use the model
+    client TEXT                              -- sha256 of the submitting address: what one address may queue
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, kind, seq);
 """
 # Columns added since the first release: an older database gets them on start-up.
-ADDED_COLUMNS = (("task", "TEXT NOT NULL DEFAULT 'paint'"), ("shared", "INTEGER NOT NULL DEFAULT 0"))
+ADDED_COLUMNS = (("task", "TEXT NOT NULL DEFAULT 'paint'"), ("shared", "INTEGER NOT NULL DEFAULT 0"),
+                 ("client", "TEXT"))
+COUNTED_BY = (None, "owner", "client")  # a Cap counts the whole server's jobs, one browser's or one address's
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most `most` queued or running user jobs (of `task`, if given) on the whole server (`by` None),
+    or of the submitting browser (`by` "owner") or address (`by` "client")."""
+
+    most: int
+    task: Optional[str] = None
+    by: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.by not in COUNTED_BY:
+            raise ValueError(f"by {self.by!r} is not one of {COUNTED_BY}")
+
+
+class CapReached(Exception):
+    """A job was not queued: `cap` is full."""
+
+    def __init__(self, cap: Cap) -> None:
+        super().__init__(f"{cap.most} {cap.task or 'job'}(s) queued or running" + (f" per {cap.by}" if cap.by else ""))
+        self.cap = cap
 
 
 @dataclass
@@ -91,6 +116,7 @@ class Job:
     report: Optional[Dict[str, Any]]
     task: str = PAINT
     shared: bool = False
+    client: Optional[str] = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
@@ -189,31 +215,58 @@ class JobStore:
         gallery_key: Optional[str] = None,
         max_queue: Optional[int] = None,
         task: str = PAINT,
+        client: Optional[str] = None,
+        caps: Sequence[Cap] = (),
     ) -> Optional[Job]:
-        """Queue a job whose files are already in its folder; None if the queue is full."""
+        """Queue a job whose files are already in its folder; None if the queue is full.
+
+        `caps` are checked in the same transaction as the insert (two requests at once
+        cannot both take the last place): CapReached names the first that is full.
+        """
         if task not in TASKS:
             raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if max_queue is not None:
-                    (n,) = db.execute(
-                        "SELECT COUNT(*) FROM jobs WHERE kind=? AND state IN (?, ?)", (USER, QUEUED, RUNNING)
-                    ).fetchone()
-                    if n >= max_queue:
-                        db.execute("ROLLBACK")
-                        return None
+                if max_queue is not None and self._count(db, Cap(max_queue)) >= max_queue:
+                    db.execute("ROLLBACK")
+                    return None
+                full = next((c for c in caps if self._count(db, c, owner, client) >= c.most), None)
+                if full is not None:
+                    db.execute("ROLLBACK")
+                    raise CapReached(full)
                 db.execute(
                     "INSERT INTO jobs (id, kind, owner, gallery_key, state, created, params, content_file, style_file,"
-                    " content_label, style_label, task) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " content_label, style_label, task, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, kind, owner, gallery_key, QUEUED, time.time(), json.dumps(params),
-                     content_file, style_file, content_label, style_label, task),
+                     content_file, style_file, content_label, style_label, task, client),
                 )
                 db.execute("COMMIT")
+            except CapReached:
+                raise
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return self.get(job_id)
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, cap: Cap, owner: Optional[str] = None, client: Optional[str] = None) -> int:
+        """The queued or running user jobs `cap` counts (none for a browser or address not known)."""
+        where, args = "kind=? AND state IN (?, ?)", [USER, QUEUED, RUNNING]
+        if cap.task is not None:
+            where, args = where + " AND task=?", args + [cap.task]
+        if cap.by is not None:
+            who = owner if cap.by == "owner" else client
+            if who is None:
+                return 0
+            where, args = where + f" AND {cap.by}=?", args + [who]
+        (n,) = db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()
+        return n
+
+    def cap_reached(self, caps: Sequence[Cap], owner: Optional[str], client: Optional[str]) -> Optional[Cap]:
+        """The first of `caps` already full, if any: a check before reading an upload (`add` checks again)."""
+        with self._db() as db:
+            return next((c for c in caps if self._count(db, c, owner, client) >= c.most), None)
 
     def get(self, job_id: str) -> Optional[Job]:
         with self._db() as db:
@@ -239,13 +292,6 @@ class JobStore:
                 (USER, owner, *args, limit),
             ).fetchall()
         return [Job.from_row(r) for r in rows]
-
-    def active(self, owner: str, task: str) -> int:
-        """How many of this owner's jobs of `task` are queued or running."""
-        with self._db() as db:
-            (n,) = db.execute("SELECT COUNT(*) FROM jobs WHERE owner=? AND task=? AND state IN (?, ?)",
-                              (owner, task, QUEUED, RUNNING)).fetchone()
-        return n
 
     def set_shared(self, job_id: str, shared: bool) -> Optional[Job]:
         with self._db() as db:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import MIN_SIZE
-from .uploads import UploadError
+from .uploads import UploadError, check_not_thin
 
 # Containers the video pipeline reads (restyle.video.io.READ_SUFFIXES), by their first bytes.
 # An animated GIF is an image here: it is sniffed as one before this is asked.
@@ -68,11 +67,8 @@ def check_clip(path: Path, what: str, *, max_seconds: float, max_frames: int, ma
             if w * h > max_pixels:
                 raise UploadError(f"{what}: {w}x{h} frames are over the limit of {max_pixels / 1e6:.0f} million "
                                   "pixels", 413)
-            long_side = min(size, max(w, h))
-            short = min(w, h) * long_side / max(w, h)
-            if short < MIN_SIZE:
-                raise UploadError(f"{what}: {w}x{h} frames are too long and thin: at {long_side} px their short "
-                                  f"side would be {short:.0f} px, under {MIN_SIZE}", 400)
+            check_not_thin(w, h, size, what, "stylize", f"at {size} px on its long side",
+                           enlarge=False)
             fps = float(rate) if rate else 0.0
             if not seconds and v.frames and fps:
                 seconds = v.frames / fps

@@ -17,19 +17,20 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 
 from ..errors import InputError
 from . import gallery as gallery_mod
 from . import trained
-from .jobs import DONE, STYLIZE, TRAIN, VIDEO
+from .files import FileAnswer
+from .jobs import DONE, STYLIZE, TRAIN, VIDEO, Cap, CapReached
 from .media import ACCEPTED_VIDEO, check_clip, sniff_video
 from .uploads import ACCEPTED, UploadError, check_image, check_not_thin, display_name, sniff, upload_name
-from .visitors import is_owner, owner_of, with_owner
+from .visitors import client_of, is_owner, owner_of, with_owner
 
 @dataclass(frozen=True)
 class Env:
@@ -61,10 +62,10 @@ def install(app: FastAPI, env: Env) -> None:
             raise UploadError(why, 503)
         form = await env.read_form(request)
         params = trained.train_params(_strings(form), settings)
-        owner = owner_of(request)
-        if owner is not None and store.active(owner, TRAIN) >= settings.max_training_per_visitor:
-            raise UploadError(f"you already have {settings.max_training_per_visitor} model(s) training, the most "
-                              "this server trains for one visitor; wait for it or cancel it", 429)
+        caps = training_caps()
+        full = store.cap_reached(caps, owner_of(request), client_of(request))  # before reading the painting
+        if full is not None:
+            raise cap_refusal(full)
         from .uploads import image_from_form
 
         data, suffix, label, img = await image_from_form(form, "style", "painting", settings)
@@ -73,7 +74,24 @@ def install(app: FastAPI, env: Env) -> None:
             check_not_thin(img.width, img.height, cfg.style_size, "painting", "learn from", f"at {cfg.style_size} px")
         params["style_sha256"] = hashlib.sha256(data).hexdigest()
         name = "style" + suffix
-        return env.enqueue(request, {name: data}, params, "", name, "", label, task=TRAIN)
+        try:  # checked again as the job is queued: two requests at once cannot both take the last place
+            return env.enqueue(request, {name: data}, params, "", name, "", label, task=TRAIN, caps=caps)
+        except CapReached as e:
+            raise cap_refusal(e.cap) from None
+
+    def training_caps() -> Tuple[Cap, ...]:
+        return (Cap(settings.max_training_per_visitor, TRAIN, "owner"),
+                Cap(settings.max_training_per_address, TRAIN, "client"), Cap(settings.max_trainings, TRAIN))
+
+    def cap_refusal(cap: Cap) -> UploadError:
+        if cap.by == "owner":
+            return UploadError(f"you already have {cap.most} model(s) training, the most this server trains for "
+                               "one visitor; wait for it or cancel it", 429)
+        if cap.by == "client":
+            return UploadError(f"{cap.most} model(s) are already training for your network address, the most this "
+                               "server trains for one address; wait for one to finish", 429)
+        return UploadError(f"the server is already training {cap.most} models, the most it trains at once; "
+                           "try again in a few minutes", 503, {"Retry-After": "60"})
 
     @app.post("/api/train")
     async def api_train(request: Request):
@@ -149,6 +167,9 @@ def install(app: FastAPI, env: Env) -> None:
             raise UploadError("only the browser that trained this model can share it", 403)
         if shared not in ("0", "1"):
             raise UploadError(f"shared {shared[:10]!r} must be 1 (share) or 0 (stop sharing)", 400)
+        why = trained.without_model(store, job)
+        if shared == "1" and why:
+            raise UploadError(f"there is no model to share: {why}", 409)
         return store.set_shared(job.id, shared == "1")
 
     @app.post("/api/jobs/{job_id}/share")
@@ -195,8 +216,8 @@ def install(app: FastAPI, env: Env) -> None:
         path = store.folder(job.id) / "result.mp4"
         if job.task != VIDEO or job.state != DONE or not path.is_file():
             raise UploadError(f"this job has no clip{'' if job.final or job.task != VIDEO else ' yet'}", 404)
-        # Starlette's FileResponse answers Range requests (206): browsers seek and stream the clip.
-        return FileResponse(path, media_type="video/mp4")
+        # Range requests answered (206): browsers seek and stream the clip; HEAD too (app.answer_head).
+        return FileAnswer(path, media_type="video/mp4")
 
     @app.get("/jobs/{job_id}/poster.jpg")
     async def poster(job_id: str):
@@ -204,11 +225,11 @@ def install(app: FastAPI, env: Env) -> None:
         path = store.folder(job.id) / "poster.jpg"
         if not path.is_file():
             raise UploadError("this job has no poster frame (only clips have one)", 404)
-        return FileResponse(path, media_type="image/jpeg")
+        return FileAnswer(path, media_type="image/jpeg")
 
     @app.exception_handler(UploadError)
     async def refused(request: Request, exc: UploadError):
-        return env.error(request, exc.status, exc.message)
+        return env.error(request, exc.status, exc.message, exc.headers)
 
     async def _answer_api(request: Request, submit: Callable):
         job, refused = await env.try_submit(request, submit)

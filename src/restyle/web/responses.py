@@ -1,5 +1,5 @@
 """The app's plumbing around its routes: the request-body limit, the error answers (a page for a
-browser, JSON for the API) and the job page's settings table."""
+browser, JSON for the API) and the job page's settings table. How files are sent: files.py."""
 
 from __future__ import annotations
 

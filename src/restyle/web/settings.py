@@ -30,9 +30,16 @@ def _source_root() -> Optional[Path]:
 
 
 def default_examples_dir() -> Optional[Path]:
-    """The repository's examples/ folder."""
-    root = _source_root()
-    return root / "examples" if root is not None and (root / "examples").is_dir() else None
+    """The example images shipped in the package (restyle/examples/, package data), wherever it is installed.
+
+    Found with importlib.resources, not beside a checkout, so the app installed from a
+    wheel has the same gallery and form as `make serve` (the checkout's examples/ links there).
+    """
+    from importlib.resources import files
+
+    folder = files("restyle") / "examples"
+    # A package installed as files (a wheel, an editable install) gives a real path; a zipped one has none.
+    return Path(str(folder)) if isinstance(folder, Path) and folder.is_dir() else None
 
 
 def default_photos_dir() -> Optional[Path]:
@@ -81,7 +88,11 @@ class Settings:
     # A training job holds the worker at most this long while other jobs wait: then it saves a
     # checkpoint, goes to the back of the queue and later resumes exactly where it stopped.
     train_slice_s: float = 120.0
-    max_training_per_visitor: int = 1  # queued + running training jobs per browser
+    # Queued + running training jobs: per browser (its cookie), per address (a visitor who drops the
+    # cookie is still one address; a few people may share one behind a NAT) and on the whole server.
+    max_training_per_visitor: int = 1
+    max_training_per_address: int = 2
+    max_trainings: int = 4  # each holds the worker for turns of train_slice_s until done
     # Clips stylized with a network: short, small, and refused clearly otherwise.
     max_video_bytes: int = 50 * MB
     max_video_seconds: float = 10.0
@@ -107,6 +118,9 @@ class Settings:
             raise InputError(f"default_train_steps {self.default_train_steps} is not one of {self.train_steps}")
         if not 32 <= self.train_size <= MAX_TRAIN_SIZE:
             raise InputError(f"train_size {self.train_size} is out of range; it must be in [32, {MAX_TRAIN_SIZE}]")
+        for name in ("max_training_per_visitor", "max_training_per_address", "max_trainings"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name} {getattr(self, name)!r} must be a whole number >= 1")
         if not self.train_slice_s > 0:
             raise InputError(f"train_slice_s {self.train_slice_s} must be > 0 seconds")
 

@@ -68,8 +68,9 @@ def run_train(run: Any) -> None:
             progress.update(photos=event.photos, resumed_from=event.start_step, step=event.start_step)
             run.write(force=True)
         elif isinstance(event, TrainStep):
-            progress.update(step=event.step, steps=event.steps, loss=event.loss, eta=round(event.eta, 1),
-                            elapsed=round(event.elapsed, 1))
+            eta = event.eta  # None for the first few steps: the page says it is estimating
+            progress.update(step=event.step, steps=event.steps, loss=event.loss,
+                            eta=None if eta is None else round(eta, 1), elapsed=round(event.elapsed, 1))
             run.write(force=event.step == event.steps)
         elif isinstance(event, TrainPreview):
             save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)
@@ -92,8 +93,9 @@ def run_train(run: Any) -> None:
               callback=callback, should_stop=should_stop)
     except Cancelled:
         step = progress.get("checkpoint", progress.get("step", 0))
-        run.cancel_note = (f"cancelled at step {step} of {cfg.steps}; the model as it was then is kept "
-                           "and can be used" if step else "cancelled before the first step")
+        # Who may use the model kept is the page's to say (it knows who is looking).
+        run.cancel_note = (f"cancelled at step {step} of {cfg.steps}; the model as it was then is kept"
+                           if step else "cancelled before the first step")
         raise
     info = json.loads((folder / "model.json").read_text())  # the training sidecar
     _finish(run, {"model": {"style": job.style_label, "arch_args": info.get("arch_args")},

@@ -104,6 +104,18 @@ def model_path(store: JobStore, job: Job) -> Optional[Path]:
     return None
 
 
+def without_model(store: JobStore, job: Job) -> Optional[str]:
+    """Why a training that has ended left no model (nothing to use, share or preview); None if it has
+    one or may still make one."""
+    if job.task != TRAIN or not job.final or model_path(store, job) is not None:
+        return None
+    if job.state == CANCELLED:
+        return "its training was cancelled before its first step"
+    if job.state == DONE:
+        return "its model file is missing"
+    return f"its training {job.state}"
+
+
 def may_use(job: Job, owner: Optional[str]) -> bool:
     return job.task == TRAIN and (job.shared or is_owner(job, owner))
 
@@ -146,9 +158,9 @@ def resolve(store: JobStore, key: str, owner: Optional[str]) -> ModelChoice:
         raise UploadError("this model belongs to the visitor who trained it; they can share it from its page", 403)
     path = model_path(store, job)
     if path is None:
-        what = {DONE: "its file is missing", CANCELLED: "it was cancelled before its first step"}
-        raise UploadError(f"this model cannot be used yet: its training is {job.state}"
-                          + (f" ({what[job.state]})" if job.state in what else ""), 409)
+        why = without_model(store, job)
+        raise UploadError(f"there is no model to use: {why}" if why else
+                          f"this model cannot be used yet: its training is {job.state}", 409)
     return ModelChoice(job.id, _label(job, path), path, job.params.get("style_sha256"), job)
 
 

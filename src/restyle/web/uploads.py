@@ -10,7 +10,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -38,10 +38,11 @@ ACCEPTED = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 class UploadError(Exception):
     """An upload breaks a rule; `status` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, headers: Optional[Dict[str, str]] = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.headers = headers  # e.g. Retry-After with a 503
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,18 @@ def check_fits(img: CheckedImage, what: str, role: str, cfg: Any, *, max_size: i
     check_not_thin(img.width, img.height, long_side, what, "paint", where)
 
 
-def check_not_thin(width: int, height: int, long_side: int, what: str, verb: str, where: str) -> None:
-    """Refuse (400) a width x height image whose short side is under MIN_SIZE px once its long side is `long_side`."""
+def check_not_thin(width: int, height: int, long_side: int, what: str, verb: str, where: str, *,
+                   enlarge: bool = True) -> None:
+    """Refuse (400) a width x height image whose short side is under MIN_SIZE px once its long side is `long_side`.
+
+    `enlarge` False: a picture smaller than `long_side` keeps its size (a clip's frames); one
+    whose short side is then under MIN_SIZE is too small, not too thin (cropping would not help).
+    """
+    if not enlarge and max(width, height) <= long_side:
+        if min(width, height) >= MIN_SIZE:
+            return
+        raise UploadError(f"{what}: {width}x{height} is too small to {verb}: its short side must be at least "
+                          f"{MIN_SIZE} px (it is never enlarged)", 400)
     w, h = fit_size(width, height, long_side)
     if min(w, h) >= MIN_SIZE:
         return

@@ -32,6 +32,16 @@ def claim_owner(request: Request) -> str:
     return hashlib.sha256(request.state.new_owner.encode()).hexdigest()
 
 
+def address_of(request: Request) -> str:
+    """The client's address, as the limits per address count it (behind a proxy: the proxy's)."""
+    return request.client.host if request.client else "?"
+
+
+def client_of(request: Request) -> str:
+    """What the store keeps of the address: its sha256 (whose jobs came from where, not the address)."""
+    return hashlib.sha256(address_of(request).encode()).hexdigest()
+
+
 def is_owner(request: Request, owner: Optional[str]) -> bool:
     mine = owner_of(request)
     return owner is not None and mine is not None and secrets.compare_digest(mine, owner)
