@@ -107,7 +107,9 @@ def cmd_video(args: argparse.Namespace) -> int:
             model = open_model(args.model, device=device, precision=precision)
             # The manifest names the model by its digest too: a retrained file never resumes old frames.
             name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
-            stylizer = NetworkFrames(model.stylize_tensor, w, name=name)
+            # On a GPU torch's host side needs one core: the others compute the flow (OpenCV).
+            stylizer = NetworkFrames(model.stylize_tensor, w, name=name,
+                                     threads=1 if model.device.type == "cuda" else None)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
         w = OPTIMISER_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
