@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 import restyle
+from restyle.device import synchronize
 from restyle.optimiser.engine import resolve_device, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +57,7 @@ def main() -> None:
         cfg = restyle.StylizeConfig(size=a.size, device=a.device, **kw)
         t0 = time.perf_counter()
         r = run(content, style, cfg)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(resolve_device(a.device))  # the run's own GPU, not the current one
         wall = time.perf_counter() - t0
         row = {"name": name, "wall_s": round(wall, 2), "timings_s": r.report["timings_s"],
                "final_loss": {k: round(v, 1) for k, v in r.report["final_loss"].items()},

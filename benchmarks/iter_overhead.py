@@ -19,7 +19,7 @@ import time
 import torch
 
 from restyle.config import StylizeConfig
-from restyle.device import autocast
+from restyle.device import autocast, prefers_channels_last, synchronize
 from restyle.optimiser.engine import make_painter
 from restyle.images import fit_size
 from restyle.optimiser.loop import OptimizerSettings, optimize
@@ -27,8 +27,7 @@ from restyle.optimiser.objective import Objective, Sources, build_terms
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)  # that device's queue (cuda:1's, not the current device's)
 
 
 def measure(size: int, precision: str, device_name: str, repeats: int, iters: int) -> dict:
@@ -42,7 +41,7 @@ def measure(size: int, precision: str, device_name: str, repeats: int, iters: in
     objective = Objective(build_terms(cfg, Sources(content=content, styles=[style], blend=[1.0])), painter).prepare()
     layers = objective.layers
     x = content.clone()
-    mf = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    mf = torch.channels_last if prefers_channels_last(device) else torch.contiguous_format
 
     def bare() -> None:
         # The network alone: forward to the deepest layer, a trivial scalar, backward to the pixels.

@@ -79,7 +79,7 @@ def pngs(folder):
 
 
 def test_plan_workers_one_per_gpu_else_per_n_cores():
-    assert plan_workers([{"CPU": 16, "GPU": 2}, {"CPU": 8, "GPU": 1}]) == (3, 1, 1)
+    assert plan_workers([{"CPU": 16, "GPU": 2}, {"CPU": 8, "GPU": 1}]) == (3, 8, 1)  # the cores shared by the GPUs
     assert plan_workers([{"CPU": 16, "GPU": 2}], cpus_per_worker=4, workers=1) == (1, 4, 1)
     assert plan_workers([{"CPU": 16}, {"CPU": 6}]) == (5, 4, 0)  # 4 + 1 workers of 4 cores
     assert plan_workers([{"CPU": 1}, {"CPU": 1}]) == (2, 1, 0)

@@ -11,9 +11,9 @@ Losses and Gram matrices stay float32 whatever the network's precision (losses.p
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -53,14 +53,41 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def worker_device(name: str, visible_gpus: Sequence[int]) -> str:
+    """The device a Ray actor uses for `name`: "cuda" wherever the user said cuda[:N] and Ray gave it GPUs.
+
+    Ray sets each GPU actor's CUDA_VISIBLE_DEVICES to the GPU(s) it assigned, so
+    inside the actor that GPU is cuda:0 whatever N the driver was given ("cuda:1"
+    would not exist there). "auto" and "cpu" are left as they are.
+    """
+    if visible_gpus and (name == "cuda" or name.startswith("cuda:")):
+        return "cuda"
+    return name
+
+
+def cuda_precision(capability: Tuple[int, int]) -> str:
+    """auto's precision on a GPU of compute `capability` (major, minor).
+
+    bf16 is native from Ampere (8.0) up. torch.cuda.is_bf16_supported() says True on
+    V100 and T4 too, where bf16 is emulated and slower than fp32, so it is not asked.
+    Volta and Turing (7.x) have fp16 tensor cores: fp16, backpropagated through
+    loop.LossScaler. Older GPUs have no fast half precision: fp32.
+    """
+    if tuple(capability) >= (8, 0):
+        return "bf16"
+    if tuple(capability) >= (7, 0):
+        return "fp16"
+    return "fp32"
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
-    """The network's precision: auto picks bf16 only where it is fast and safe."""
+    """The network's precision: auto picks bf16 or fp16 only where it is fast and safe."""
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
             raise InputError("precision 'fp16' is not supported on the CPU; use bf16 or fp32")
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return cuda_precision(torch.cuda.get_device_capability(device))
     if device.type == "cpu":
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     return "fp32"
@@ -78,10 +105,68 @@ def autocast(device: torch.device, precision: str):
 def network(weights: Weights, deepest: str, pooling: str, device: torch.device) -> VGG19Features:
     """VGG-19 up to `deepest` on `device`, built once per (weights, depth, pooling, device)."""
     net = VGG19Features.from_weights(weights, deepest, pooling).to(device)
-    if device.type == "cpu":
-        # oneDNN convolutions run ~1.6x faster on NHWC tensors on this kind of CPU.
+    if prefers_channels_last(device):
         net = net.to(memory_format=torch.channels_last)
     return net
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether the network's weights and inputs are NHWC on `device` (both or neither: a mix converts every layer).
+
+    oneDNN convolutions run ~1.6x faster on NHWC tensors on this kind of CPU; cuDNN's
+    tensor-core kernels (bf16, fp16, TF32) are NHWC kernels.
+    """
+    return device.type in ("cpu", "cuda")
+
+
+def network_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`x` in the memory layout the network on `device` runs in (see prefers_channels_last)."""
+    return x.contiguous(memory_format=torch.channels_last) if prefers_channels_last(device) else x
+
+
+@contextmanager
+def cuda_settings(device: torch.device, precision: str, *, benchmark: bool) -> Iterator[None]:
+    """cuDNN and matmul settings for one stretch of work on `device`; restored on exit. Nothing off CUDA.
+
+    - TF32 only where the run is not fp32: "--precision fp32" then means fp32 convolutions
+      (torch enables cuDNN TF32 by default, 10-bit mantissas), and a bf16/fp16 run's
+      fp32 Gram matrices use TF32 tensor cores (exact for bf16 inputs, whose 8-bit
+      mantissas fit TF32's 10).
+    - cudnn.benchmark where input shapes repeat (a training run, an untiled scale): it times
+      the kernels once per shape. Tiled scales move their tiles, so their shapes change.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
+    tf32 = precision != "fp32"
+    cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = tf32, tf32, benchmark
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = saved
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for `device`'s queued work, so a clock read after it times the work (CUDA is asynchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def free_cached_memory(device: Optional[torch.device] = None) -> None:
+    """Hand the allocator's cached blocks back to the GPU (after an out-of-memory, between jobs)."""
+    if (device is None or device.type == "cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def use_device(device: torch.device) -> torch.device:
+    """Make `device` this thread's current CUDA device (kernels torch starts without one land there)."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def device_name(device: torch.device) -> str:

@@ -48,3 +48,19 @@ class Interrupted(Cancelled):
     """Ctrl-C stopped a run that kept its work (a training's checkpoint); the message says where."""
 
     exit_code = 130  # as for any Ctrl-C of the command (interrupts.EXIT_INTERRUPTED)
+
+
+# What to try when a run runs out of memory; the CLI and the web worker both say it.
+OUT_OF_MEMORY_HINT = "out of memory; try a smaller --size, a lower --max-memory or a --tile-size"
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """True for the host's MemoryError and for torch's device out-of-memory errors.
+
+    torch.OutOfMemoryError (CUDA's, a RuntimeError) is matched by name so that this
+    module does not import torch; MPS reports its own as a plain RuntimeError.
+    """
+    if isinstance(e, MemoryError):
+        return True
+    names = {c.__name__ for c in type(e).__mro__}
+    return "OutOfMemoryError" in names or (isinstance(e, RuntimeError) and "out of memory" in str(e))

@@ -127,6 +127,7 @@ class RayWorker:
         # and a restart after it was freed would fail (ray-project/ray#53727).
         self.board = ray.get_actor(board)
         self.node = dict(this_node(), ray_node=ray.get_runtime_context().get_node_id())
+        self.gpu_ids = list(ray.get_gpu_ids())  # Ray set CUDA_VISIBLE_DEVICES to these: cuda:0 is the first
         self.error: Optional[RestyleError] = None
         try:
             self.setup(*args)
@@ -135,6 +136,12 @@ class RayWorker:
 
     def setup(self, *args: Any) -> None:
         raise NotImplementedError
+
+    def device(self, name: str) -> str:
+        """The device to use here for the driver's `name`: "cuda:1" is "cuda" in an actor Ray gave a GPU."""
+        from ..device import worker_device
+
+        return worker_device(name, self.gpu_ids)
 
     def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
         raise NotImplementedError
@@ -166,8 +173,8 @@ class BatchWorker(RayWorker):
     def setup(self, cfg: StylizeConfig, weights: Optional[PathLike], sidecar: bool) -> None:
         from ..optimiser.engine import make_painter
 
-        self.cfg, self.weights, self.sidecar = cfg, weights, sidecar
-        self.painter = make_painter(cfg, weights)
+        self.cfg, self.weights, self.sidecar = cfg.replace(device=self.device(cfg.device)), weights, sidecar
+        self.painter = make_painter(self.cfg, weights)
         self.copies = Path(tempfile.mkdtemp(prefix="restyle-ray-"))  # copy mode's inputs and outputs
 
     def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
@@ -217,7 +224,7 @@ class ModelWorker(RayWorker):
               sidecar: bool) -> None:
         from ..networks.feedforward import open_model
 
-        self.model = open_model(model, device=device, precision=precision)
+        self.model = open_model(model, device=self.device(device), precision=precision)
         self.settings = (preserve_colors, size)
         self.sidecar = sidecar
 
@@ -231,12 +238,12 @@ class TrainWorker(RayWorker):
     """Trains one style's network per call (the photos folder and settings are the batch's)."""
 
     def setup(self, photos: str, config: Any, device: str, weights: Optional[str]) -> None:
-        self.photos, self.config, self.device, self.weights = photos, config, device, weights
+        self.photos, self.config, self.where, self.weights = photos, config, self.device(device), weights
 
     def work(self, task: Any, attempt: int, callback: Callable[[Any], None]) -> Any:
         from .model_batch import train_style
 
-        return train_style(task, self.photos, self.config, device=self.device, weights=self.weights, node=self.node,
+        return train_style(task, self.photos, self.config, device=self.where, weights=self.weights, node=self.node,
                            attempt=attempt, callback=callback)
 
 
@@ -262,17 +269,29 @@ class ProgressBoard:
         return starts, dict(self.fractions)
 
 
+def uses_gpus(device: str) -> bool:
+    """Whether workers for `device` want a GPU each: "auto" (where the cluster has GPUs) and "cuda[:N]"."""
+    return device == "auto" or device == "cuda" or device.startswith("cuda:")
+
+
 def plan_workers(nodes: Sequence[Dict[str, float]], cpus_per_worker: Optional[int] = None,
-                 workers: Optional[int] = None) -> Tuple[int, int, int]:
-    """(workers, cpus each, gpus each) for the alive nodes' resources: a worker per GPU, else per N cores."""
-    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
+                 workers: Optional[int] = None, device: str = "auto") -> Tuple[int, int, int]:
+    """(workers, cpus each, gpus each) for the alive nodes' resources: a worker per GPU, else per N cores.
+
+    A "cpu" (or "mps") run takes no GPU. A GPU worker gets its node's CPUs shared among its
+    GPUs: its CPU side (decoding, optical flow, PNG encoding, the optimiser's host work)
+    should not queue on one core beside an idle GPU.
+    """
+    gpu_nodes = [n for n in nodes if int(n.get("GPU", 0)) > 0] if uses_gpus(device) else []
+    gpus = sum(int(n.get("GPU", 0)) for n in gpu_nodes)
     if cpus_per_worker is not None and cpus_per_worker < 1:
         raise InputError(f"cpus per worker {cpus_per_worker} must be >= 1")
     if workers is not None and workers < 1:
         raise InputError(f"workers {workers} must be >= 1")
     if gpus:
-        fit = gpus
-        cpus, gpu_each = cpus_per_worker or 1, 1  # data loading and PNG encoding beside the GPU
+        share = min(int(n.get("CPU", 0)) // int(n["GPU"]) for n in gpu_nodes)
+        cpus, gpu_each = cpus_per_worker or max(1, share), 1
+        fit = sum(min(int(n["GPU"]), int(n.get("CPU", 0)) // cpus) for n in gpu_nodes)
     else:
         biggest = max((int(n.get("CPU", 0)) for n in nodes), default=0)
         cpus = cpus_per_worker or max(1, min(4, biggest))
@@ -307,7 +326,7 @@ def run_batch_ray(
     tasks = plan_batch(contents, styles, out_dir, cfg, o.suffix)  # bad input: refused before any cluster
     return run_on_ray(tasks, BatchWorker, (cfg, None if o.weights is None else os.fspath(o.weights), o.sidecar),
                       callback=o.callback, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
-                      transport=Copies if copy else Paths)
+                      transport=Copies if copy else Paths, device=cfg.device)
 
 
 def run_model_batch_ray(
@@ -330,7 +349,7 @@ def run_model_batch_ray(
     check_address(ray_options.get("address"))
     tasks = plan_photos(contents, resolve_model(model).stem, out_dir)  # bad input: refused before any cluster
     return run_on_ray(tasks, ModelWorker, (str(model), device, precision, preserve_colors, size, sidecar),
-                      **ray_options)
+                      device=device, **ray_options)
 
 
 def train_styles_ray(
@@ -350,7 +369,8 @@ def train_styles_ray(
     check_photos(photos, config)
     tasks = plan_styles(styles, out_dir)  # bad input: refused before any cluster
     return run_on_ray(tasks, TrainWorker, (os.fspath(photos), config, device,
-                                           None if weights is None else os.fspath(weights)), **ray_options)
+                                           None if weights is None else os.fspath(weights)), device=device,
+                      **ray_options)
 
 
 def run_on_ray(
@@ -363,19 +383,22 @@ def run_on_ray(
     workers: Optional[int] = None,
     cpus_per_worker: Optional[int] = None,
     transport: type = Paths,
+    device: str = "auto",
 ) -> BatchReport:
     """Run `tasks` (each with .index and .label) on actors of a RayWorker subclass, one task per call.
 
-    `transport(ray)` turns a task into the worker's argument (send) and its result into an outcome (receive).
+    `transport(ray)` turns a task into the worker's argument (send) and its result into an outcome (receive);
+    `device` (the run's --device) decides whether the workers take GPUs (plan_workers).
     """
     with ray_workers(worker_cls, worker_args, len(tasks), address=address, workers=workers,
-                     cpus_per_worker=cpus_per_worker) as (ray, actors, board):
+                     cpus_per_worker=cpus_per_worker, device=device) as (ray, actors, board):
         return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
 
 
 @contextlib.contextmanager
 def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, address: Optional[str] = None,
-                workers: Optional[int] = None, cpus_per_worker: Optional[int] = None) -> Iterator[Tuple[Any, List[Any], Any]]:
+                workers: Optional[int] = None, cpus_per_worker: Optional[int] = None,
+                device: str = "auto") -> Iterator[Tuple[Any, List[Any], Any]]:
     """(ray, actors, board): at most `most` actors of a RayWorker subclass, set up and checked; all gone on exit.
 
     Connects to Ray (or starts it, and then stops it on exit) as connect() does.
@@ -386,7 +409,7 @@ def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, ad
     board = None
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers)
+        n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers, device)
         n_workers = min(n_workers, most) or 1
         board_name = f"restyle-board-{uuid.uuid4().hex}"
         board = ray.remote(num_cpus=0)(ProgressBoard).options(name=board_name).remote()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import StylizeConfig
-from ..errors import Cancelled, InputError, RestyleError
+from ..errors import OUT_OF_MEMORY_HINT, Cancelled, InputError, RestyleError, is_out_of_memory
 from ..events import BatchProgress, Iterate, PairStarted
 from ..hashing import sha256sum
 from ..images import IMAGE_SUFFIXES, PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
@@ -232,7 +232,16 @@ def produce(
         return outcome("failed", str(e), e.exit_code)
     except OSError as e:  # unreadable input, full disk, ...: this task fails, the others go on
         return outcome("failed", f"{type(e).__name__}: {e}", 1)
-    return outcome("done")
+    except Exception as e:
+        if not is_out_of_memory(e):  # a bug: the batch stops and says so
+            raise
+        oom = outcome("failed", OUT_OF_MEMORY_HINT, 1)  # a photo too large for the GPU: the others go on
+    else:
+        return outcome("done")
+    from ..device import free_cached_memory
+
+    free_cached_memory()  # after the except clause, whose traceback held the failed pair's tensors
+    return oom
 
 
 def paint_pair(

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .. import __version__
 from ..config import ExplainConfig
-from ..errors import InputError, Interrupted, RestyleError
+from ..errors import OUT_OF_MEMORY_HINT, InputError, Interrupted, RestyleError, is_out_of_memory
 from ..interrupts import EXIT_INTERRUPTED, stop_cleanly
 from . import upscale as cli_upscale
 from .common import EXIT_FAILURE, EXIT_OK, add_config_arguments, add_ray_arguments
@@ -252,10 +252,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("restyle: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except MemoryError:
-        print("restyle: error: out of memory; try a smaller --size", file=sys.stderr)
-        return EXIT_FAILURE
     except Exception as e:  # a bug: say so plainly, traceback only on request
+        if is_out_of_memory(e):  # MemoryError, and torch.OutOfMemoryError (a RuntimeError) from a GPU
+            print(f"restyle: error: {OUT_OF_MEMORY_HINT}", file=sys.stderr)
+            return EXIT_FAILURE
         if os.environ.get("RESTYLE_DEBUG"):
             raise
         print(f"restyle: internal error: {type(e).__name__}: {e} (set RESTYLE_DEBUG=1 for a traceback)", file=sys.stderr)

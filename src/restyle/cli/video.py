@@ -120,7 +120,9 @@ def cmd_video(args: argparse.Namespace) -> int:
             if arbitrary:  # the paintings are read once; every frame is one pass of the network for them
                 model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
                 name += " styles:" + ",".join(model.info["style"]["sha256"])
-            stylizer = NetworkFrames(model.stylize_tensor, w, name=name)
+            # On a GPU torch's host side needs one core: the others compute the flow (OpenCV).
+            stylizer = NetworkFrames(model.stylize_tensor, w, name=name,
+                                     threads=1 if model.device.type == "cuda" else None)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
         w = OPTIMISER_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..config.train import TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (re-exported: restyle.networks.style_training.TrainConfig)
-from ..device import autocast, network, resolve_device, resolve_precision
+from ..device import autocast, network, network_layout, prefers_channels_last, resolve_device, resolve_precision
 from ..errors import InputError
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep  # noqa: F401  (re-exported)
 from ..hashing import sha256sum
@@ -126,15 +126,17 @@ class StyleRecipe(Recipe):
                  style_info: Dict[str, str]) -> None:
         self.cfg, self.objective, self.device, self.precision = cfg, objective, device, precision
         self.net = net.to(device).train()
-        if device.type == "cpu":
-            self.net = self.net.to(memory_format=torch.channels_last)  # oneDNN's fast (AMX) kernels want NHWC
+        if prefers_channels_last(device):
+            self.net = self.net.to(memory_format=torch.channels_last)  # oneDNN's AMX and cuDNN's tensor-core kernels
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.data, self.held, self.info, self.style_info = data, held, info, style_info
         self.photos, self.held_out = info["photos"], tuple(info["held_out"])
 
     def batch(self, step: int) -> torch.Tensor:
-        x = sample_batch(self.data, self.cfg, step).to(self.device)
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x
+        x = sample_batch(self.data, self.cfg, step)  # on fit()'s batch thread, a step ahead
+        if self.device.type == "cuda":  # from page-locked memory, without waiting for the copy
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return network_layout(x.to(self.device), self.device)
 
     def loss(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         with autocast(self.device, self.precision):

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from PIL import Image
 
+from ..device import cuda_settings, synchronize
 from ..errors import Cancelled, InputError, Interrupted
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
 from ..hashing import sha256sum
@@ -235,25 +237,36 @@ def fit(
 
     emit(TrainStart(start, steps, recipe.photos, tuple(recipe.held_out), recipe.precision))
     net.train()
+    device = getattr(recipe, "device", None) or torch.device("cpu")
+    # The next step's batch is made on a thread while this step runs (a batch is a function of
+    # its step number alone, so the order and the numbers are those of a run without it).
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="restyle-batch")
     # In the `restyle` command Ctrl-C ends the process at once until work starts (interrupts.py);
     # from here it must be a KeyboardInterrupt, which the handler below turns into a checkpoint.
     with stop_cleanly():
         try:
             if start == 0 and preview_every:
                 preview()
+            coming = ahead.submit(recipe.batch, state.step) if state.step < steps else None
             while state.step < steps:
                 if should_stop is not None and should_stop():
                     raise Cancelled
-                loss, terms = recipe.loss(recipe.batch(state.step))
-                if not torch.isfinite(loss):  # stop now rather than save a broken network
-                    raise RuntimeError(f"training diverged at step {state.step + 1} (loss {float(loss)}); lower --lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                assert coming is not None
+                batch = coming.result()
+                coming = ahead.submit(recipe.batch, state.step + 1) if state.step + 1 < steps else None
+                with cuda_settings(device, recipe.precision, benchmark=True):  # fixed crop shapes
+                    loss, terms = recipe.loss(batch)
+                    values = torch.stack([loss.detach().float()] + [v.detach().float() for v in terms.values()])
+                    host = values.tolist()  # the step's one read from the device
+                    if not math.isfinite(host[0]):  # stop now rather than save a broken network
+                        raise RuntimeError(f"training diverged at step {state.step + 1} (loss {host[0]}); lower --lr")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
                 if sched is not None:
                     sched.step()
                 state.step = step = state.step + 1
-                value, parts = float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()}
+                value, parts = host[0], dict(zip(terms, host[1:]))
                 if step % recipe.history_every == 0 or step == 1:
                     state.history.append(recipe.history_row(step, value, parts))
                 elapsed = time.perf_counter() - t0
@@ -269,7 +282,10 @@ def fit(
             error = Interrupted if isinstance(e, KeyboardInterrupt) else Cancelled
             raise error(f"training stopped at step {state.step} of {steps}; checkpoint {path} "
                         "(continue with --resume)") from None
+        finally:
+            ahead.shutdown(wait=True, cancel_futures=True)
         checkpoint()  # the final state, so that a longer --steps can resume
+        synchronize(device)
         elapsed = time.perf_counter() - t0
         rate = (state.step - start) / max(elapsed, 1e-9)
         net.eval()

@@ -50,7 +50,7 @@ def load_upscaler(name: str = DEFAULT_MODEL) -> Upscaler:
 
 def upscale(
     img: Image.Image, scale: int = 4, model: str = DEFAULT_MODEL, *, tile: int = 256,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> Image.Image:
     """Enlarge `img` by `scale` (2 or 4) with the upscaler `model`, tile by tile."""
     if scale not in SCALES:
@@ -62,9 +62,12 @@ def upscale(
 
 
 def upscale_to(
-    img: Image.Image, size: Tuple[int, int], model: str = DEFAULT_MODEL, *, tile: int = 256, device: str = "cpu"
+    img: Image.Image, size: Tuple[int, int], model: str = DEFAULT_MODEL, *, tile: int = 256, device: str = "auto"
 ) -> Image.Image:
     """Enlarge `img` with the network, then resize (Lanczos) to exactly `size` if the factor differs."""
+    from ..device import resolve_device
+
+    device = resolve_device(device)
     net = load_upscaler(model).to(device)
     pixels = img.width * img.height * net.scale**2
     if pixels > MAX_OUTPUT_PIXELS:
@@ -110,7 +113,7 @@ def paint_and_upscale(
     t0 = time.perf_counter()
     painted_size = list(result.image.size)
     final = fit_size(*result.image.size, config.size)
-    result.image = upscale_to(result.image, final, model)
+    result.image = upscale_to(result.image, final, model, device=config.device)  # where it painted
     seconds = time.perf_counter() - t0
     report: Dict[str, Any] = result.report
     report["upscale"] = {

@@ -96,7 +96,7 @@ def color_transfer_matrix(style_pixels: torch.Tensor, content_pixels: torch.Tens
     def mean_cov(p: torch.Tensor):
         mu = p.mean(dim=1, keepdim=True)
         d = p - mu
-        return mu, d @ d.t() / p.shape[1] + eps * torch.eye(3, dtype=p.dtype)
+        return mu, d @ d.t() / p.shape[1] + eps * torch.eye(3, dtype=p.dtype, device=p.device)
 
     def sym_power(cov: torch.Tensor, power: float) -> torch.Tensor:
         vals, vecs = torch.linalg.eigh(cov)

@@ -32,7 +32,7 @@ from PIL import Image, ImageFilter
 from .. import __version__
 from ..config import INIT_CHOICES, StylizeConfig
 from ..device import (  # noqa: F401  (re-exported for front ends)
-    autocast, cpu_has_fast_bf16, device_name, network, resolve_device, resolve_precision,
+    autocast, cpu_has_fast_bf16, device_name, network, network_layout, resolve_device, resolve_precision,
 )
 from ..errors import InputError, RestyleError
 from ..events import Callback, Planned
@@ -74,8 +74,7 @@ class Painter:
         self.cache = TargetCache(self.STYLE_CACHE_SIZE)
 
     def features(self, x: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = network_layout(x, self.device)
         with autocast(self.device, self.precision):
             return self.net(x, layers)
 

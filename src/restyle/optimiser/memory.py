@@ -29,6 +29,11 @@ MB = 1024**2
 LBFGS_HISTORY = 100  # jcjohnson/neural-style's default; 2 image-sized vectors per pair
 MIN_HISTORY = 10  # below this L-BFGS is hardly better than Adam
 RUNTIME_BASE = 600 * MB  # Python, torch and oneDNN libraries, allocator slack (measured 450-600 MB across venvs)
+# On a GPU the libraries and the CUDA context live outside the budget (host memory, or already
+# taken from mem_get_info's free memory); what the run adds beside its tensors is cuDNN's
+# workspace (cudnn.benchmark may pick kernels that want a few hundred MB) and the caching
+# allocator's rounding. Not yet calibrated on a GPU: benchmarks/gpu_smoke.sh measures it.
+CUDA_RUNTIME = 512 * MB
 BACKWARD_FACTOR = 1.6  # in-flight gradients and allocator fragmentation over the saved activations
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 TILE_MARGIN = 64  # px of context around a tile's core (see tiling.py)
@@ -61,6 +66,7 @@ def estimate(
     tile: Optional[int] = None,
     widths: Sequence[int] = (64, 128, 256, 512, 512),
     style_pixels: Optional[int] = None,
+    device_type: str = "cpu",
 ) -> Estimate:
     """Peak memory of one scale at `width` x `height` (tile = core side of tiles, None = whole image)."""
     b = BYTES[precision]
@@ -88,7 +94,7 @@ def estimate(
         2 * max(c * h * w for _, c, h, w in st_shapes) * b
     opt_state = img * (2 * history + 2) if optimizer == "lbfgs" else img * 2
     parts = {
-        "runtime": RUNTIME_BASE,
+        "runtime": CUDA_RUNTIME if device_type.startswith("cuda") else RUNTIME_BASE,
         "weights": params * (4 + (b if b != 4 else 0)),
         "image_and_grad": img * 5,  # x, its gradient, NHWC copy, tile gradient buffer, output
         "optimizer": opt_state,
@@ -113,8 +119,12 @@ def available_bytes(device_type: str = "cpu") -> int:
     if device_type.startswith("cuda"):
         import torch
 
-        free, _ = torch.cuda.mem_get_info(torch.device(device_type))
-        return int(free)
+        device = torch.device(device_type)
+        free, _ = torch.cuda.mem_get_info(device)
+        # mem_get_info's free memory excludes the blocks this process's caching allocator holds
+        # but no tensor uses: a long-lived worker would plan each job with less. They are ours.
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(0, cached))
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -214,6 +224,7 @@ def plan_run(
     """Plan every scale of the pyramid; raise ResourceError before any work if one cannot fit."""
     if budget is None:
         budget = int(max_memory_gb * GB) if max_memory_gb else int(available_bytes(device_type) * BUDGET_FRACTION)
+    kw["device_type"] = device_type
     stages = tuple(plan_stage(w, h, budget, optimizer=optimizer, tile_size=tile_size, **kw) for w, h in sizes)
     for s in stages:
         if s.note == "does not fit":

@@ -393,8 +393,13 @@ class Objective:
         feats = self.net.features(x, self.layers) if self.layers else {}
         return {t.name: t(feats, x) for t in self.terms}
 
-    def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """(total loss, {term name: value}) on the batch `x` (the network's input, RGB 0-255)."""
+    def loss_and_terms(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """(total loss, {term name: detached 0-d tensor}): no value read back from the device (the loop reads them once)."""
         values = self.evaluate(x)
         total = sum(values.values()) if values else x.sum() * 0.0
-        return total, {k: v.item() for k, v in values.items()}
+        return total, {k: v.detach() for k, v in values.items()}
+
+    def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """(total loss, {term name: value}) on the batch `x` (the network's input, RGB 0-255)."""
+        total, values = self.loss_and_terms(x)
+        return total, dict(zip(values, torch.stack(list(values.values())).tolist() if values else []))

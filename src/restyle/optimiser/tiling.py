@@ -143,12 +143,14 @@ def tiled_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tiles: Seq
     return grams, maps
 
 
-def tiled_loss_and_grad(objective: Any, x: torch.Tensor,
-                        tiles: Sequence[Tile]) -> Tuple[torch.Tensor, Dict[str, float], torch.Tensor]:
-    """The whole image's loss (a 0-d tensor), its terms and d loss / d x, tile by tile.
+def tiled_loss_and_grad(objective: Any, x: torch.Tensor, tiles: Sequence[Tile],
+                        loss_scale: float = 1.0) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+    """The whole image's loss (a 0-d tensor), its terms (0-d tensors) and d loss / d x (fp32), tile by tile.
 
     Each term says how it is computed in tiles (`Term.tiled()`, which refuses for terms
-    that cannot be); this function only walks the tiles and adds up.
+    that cannot be); this function only walks the tiles and adds up. `loss_scale`
+    multiplies each tile's surrogate before its backward pass and divides the network's
+    gradient after (an fp16 network's gradients overflow otherwise: loop.LossScaler).
     """
     _, _, height, width = x.shape
     x = x.detach()
@@ -177,8 +179,10 @@ def tiled_loss_and_grad(objective: Any, x: torch.Tensor,
                 s, v = p.surrogate(view)
                 surrogate = surrogate + s
                 values[name] = values[name] + v
-            surrogate.backward()
+            (surrogate * loss_scale if loss_scale != 1.0 else surrogate).backward()
             grad[:, :, t.y0:t.y1, t.x0:t.x1] += xt.grad
+    if loss_scale != 1.0:
+        grad /= loss_scale
     # Pixel terms on the whole image.
     xv = x.clone().requires_grad_(True)
     whole = [(name, p.whole(xv)) for name, p in plans]
@@ -189,7 +193,7 @@ def tiled_loss_and_grad(objective: Any, x: torch.Tensor,
         for name, v in whole:
             values[name] = values[name] + v.detach()
     total = sum(values.values(), torch.zeros((), device=x.device))
-    return total, {name: v.item() for name, v in values.items()}, grad
+    return total, {name: v.detach() for name, v in values.items()}, grad
 
 
 def random_offset(generator: torch.Generator, core: int, align: int) -> Tuple[int, int]:

@@ -62,7 +62,7 @@ class ChunkWorker(RayWorker):
     def setup(self, model: str, device: str, precision: str, temporal_weight: float) -> None:
         from ..networks.feedforward import open_model
 
-        net = open_model(model, device=device, precision=precision)
+        net = open_model(model, device=self.device(device), precision=precision)
         self.frames = NetworkFrames(net.stylize_tensor, temporal_weight)
 
     def work(self, chunk: Chunk, attempt: int, callback: Callable[[Any], None]) -> List[Made]:
@@ -145,6 +145,6 @@ def ray_network_frames(model: str, temporal_weight: float, name: str, *, device:
 
     `ray_options`: address, workers, cpus_per_worker, as for distributed.run_on_ray().
     """
-    with ray_workers(ChunkWorker, (model, device, precision, temporal_weight), 1 << 30,
+    with ray_workers(ChunkWorker, (model, device, precision, temporal_weight), 1 << 30, device=device,
                      **ray_options) as (ray, actors, _board):
         yield RayNetworkFrames(ray, actors, temporal_weight, name, chunk_frames)

@@ -158,7 +158,8 @@ def run_video(run: Any) -> None:
                 run.write(force=left == 0)
 
     model = open_model(_model_file(run), device=run.device)
-    stylizer = NetworkFrames(model.stylize_tensor, NETWORK_TEMPORAL_WEIGHT, name=str(job.params.get("model")))
+    stylizer = NetworkFrames(model.stylize_tensor, NETWORK_TEMPORAL_WEIGHT, name=str(job.params.get("model")),
+                             threads=1 if model.device.type == "cuda" else None)  # OpenCV's flow takes the rest
     cfg = VideoConfig(size=settings.video_size, duration=settings.max_video_seconds)
     result = stylize_video(folder / job.content_file, folder / CLIP_RESULT, stylizer, cfg, work_dir=work,
                            callback=callback, cancel=run.cancel)

@@ -91,9 +91,11 @@ class Worker:
 
     def run_job(self, job: Job) -> None:
         """Run one job of any task; every way it can end is written to the store."""
-        from ..errors import Cancelled, RestyleError
+        from ..device import free_cached_memory
+        from ..errors import Cancelled, RestyleError, is_out_of_memory
 
         run = JobRun(self, job)
+        out_of_memory = False
         try:
             if job.task == PAINT:
                 self.paint(run)
@@ -110,10 +112,14 @@ class Worker:
                 self.store.requeue(job.id)
         except RestyleError as e:
             self.store.finish(job.id, FAILED, error=str(e).replace(str(run.folder) + os.sep, ""))
-        except MemoryError:
-            self.store.finish(job.id, FAILED, error="out of memory; try a smaller size")
         except Exception as e:  # a bug: keep the worker alive and say what happened
-            self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
+            if is_out_of_memory(e):  # MemoryError, or torch.OutOfMemoryError from the GPU: free it, go on
+                out_of_memory = True
+                self.store.finish(job.id, FAILED, error="out of memory; try a smaller size")
+            else:
+                self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
+        if out_of_memory:  # here, once the traceback (and the failed job's tensors) is gone
+            free_cached_memory()
 
     def paint(self, run: "JobRun") -> None:
         """The optimiser's job: the form's photo in the style of its painting."""
@@ -248,8 +254,13 @@ def worker_main(settings: Settings, index: int, stop: Any, wake: Any, parent: in
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     import torch
 
+    from ..device import resolve_device, use_device
+
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    # This process's GPU as the current device: kernels and caches torch starts without an
+    # explicit device (cuDNN handles, empty_cache) land on it, not on cuda:0.
+    use_device(resolve_device(settings.devices[index]))
     Worker(settings, index, stop, wake, parent).loop()
 
 
@@ -267,6 +278,10 @@ class WorkerPool:
         self._stopping = threading.Event()
 
     def start(self) -> None:
+        from ..device import resolve_device
+
+        for d in self.settings.devices:  # a cuda:5 that is not there: refused at start-up, not job by job
+            resolve_device(d)
         for i in range(self.settings.workers):
             self._spawn(i)
         self._watch = threading.Thread(target=self._watchdog, name="restyle-watchdog", daemon=True)
