@@ -111,9 +111,9 @@ def test_texture_honours_tile_size_and_max_memory(small_images, tiny_weights, tm
     shapes = []
     real = loop.tiled_loss_and_grad
 
-    def spy(obj, x, tiles):
+    def spy(obj, x, tiles, **kw):
         shapes.append(len(tiles))
-        return real(obj, x, tiles)
+        return real(obj, x, tiles, **kw)
 
     monkeypatch.setattr(loop, "tiled_loss_and_grad", spy)
     code, out = _texture(tmp_path, small_images[1], tiny_weights, "--tile-size", "64", "--scales", "1")
