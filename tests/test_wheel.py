@@ -52,7 +52,7 @@ import json, sys
 from pathlib import Path
 import restyle
 from fastapi.testclient import TestClient
-from restyle.cli import main
+from restyle.cli.main import main
 from restyle.web.app import create_app
 from restyle.web.gallery import examples
 from restyle.web.settings import Settings
@@ -91,5 +91,5 @@ def test_the_installed_app_finds_its_examples_and_bundled_models(wheel, tmp_path
     assert got["picture"] == [200, "image/jpeg"]
     assert got["photos_dir"] is None and got["models_page_says"]  # no photos: the page says how to give some
     rows = {line.split()[0]: line for line in listing}
-    assert "style starry_night" in rows["starry_night"] and "upscaler 4x" in rows["up4"]
+    assert "style starry_night" in rows["starry_night"] and "upscaler x4" in rows["up4"]
     assert not any("unreadable" in line for line in listing), listing
