@@ -237,7 +237,7 @@ def test_lbfgs_paints_as_torchs_within_its_own_rounding_sensitivity(painter):
     ours, theirs = (torch.tensor(v) / torch.tensor(want_losses) - 1 for v in (losses, nudged))
     assert ours[:10].abs().max() < 1e-4  # before rounding has grown
     assert ours.abs().max() <= max(2 * float(theirs.abs().max()), 1e-3)
-    assert losses[-1] < 0.25 * losses[0]
+    assert losses[-1] < 0.5 * losses[0]  # it paints: 0.35 with the default weights of issue 25 (0.2 before)
 
 
 def test_lbfgs_reads_the_device_once_per_evaluation(painter):
