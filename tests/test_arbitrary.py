@@ -249,3 +249,26 @@ def test_style_scales_are_floored_and_big_gradients_clipped():
     again = ClippedAdam([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
     again.load_state_dict(state)
     assert again.param_groups[0]["clip_mean"] == opt.param_groups[0]["clip_mean"]  # resumes exactly
+
+
+@pytest.mark.weights
+def test_web_job_shows_the_any_painting_networks_picture_for_any_painting(tmp_path, monkeypatch):
+    """No model was trained on this painting: the bundled any-painting network paints the instant picture."""
+    import json
+
+    from restyle.models import registry
+    from restyle.models.modelfile import model_payload, save_model_file
+    from restyle.web.worker import _instant_preview
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    net = ArbitraryNet(ArbitraryConfig((4, 8), 1, code_dim=6, hidden=8))  # reads the real VGG-19's channels
+    save_model_file(model_payload(net, family="arbitrary", training={}, style={"name": "any painting"}),
+                    bundled / "arbitrary.pt")
+    (bundled / "arbitrary.json").write_text(json.dumps({"family": "arbitrary", "style": {"name": "any painting"}}))
+    monkeypatch.setattr(registry, "BUNDLED_DIR", bundled)
+    photo, painting = tmp_path / "content.png", tmp_path / "painting.png"
+    Image.new("RGB", (50, 40), (10, 200, 30)).save(photo)
+    Image.effect_noise((80, 64), 60).convert("RGB").save(painting)
+    info = _instant_preview(photo, painting, 48, tmp_path, device="cpu")
+    assert info["model"] == "arbitrary" and Image.open(tmp_path / "preview.jpg").size == (48, 38)
