@@ -185,7 +185,7 @@ def test_hold_out_is_every_kth_by_name(tmp_path):
 def test_bad_model_files_are_refused(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file at all")
-    with pytest.raises(ModelError, match="junk.pt: not a readable restyle model file"):
+    with pytest.raises(ModelError, match=r"junk.pt: not a restyle model file \(not written by torch.save\)"):
         read_model_file(junk, "upscaler")
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
