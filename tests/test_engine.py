@@ -141,7 +141,8 @@ def test_real_weights_end_to_end_losses_fall_and_image_changes(small_images):
     img = restyle.stylize(c, s, size=64, iterations=20, scales=(1,), callback=collect(events))
     its = [e for e in events if isinstance(e, Iterate)]
     assert len(its) == 20
-    assert its[-1].loss < 0.5 * its[0].loss
+    # The total falls to about half (0.52 with issue 25's defaults: the content term rises as the paint goes on).
+    assert its[-1].loss < 0.6 * its[0].loss
     assert its[-1].terms["style"] < 0.5 * its[0].terms["style"]
     content = Image.open(c).convert("RGB").resize(img.size, Image.Resampling.LANCZOS)
     assert diff(img, content) > 5  # it painted something

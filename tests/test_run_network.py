@@ -121,7 +121,7 @@ def test_init_model_honours_device_precision_and_preset_size(tmp_path, photo_dir
     assert main(["stylize", str(big), str(style), "--init-model", MODEL, "-o", str(out),
                  "--preset", "fast", "--scales", "1", "--iterations", "1", "--weights", str(tiny_weights),
                  "--device", "cpu", "--precision", "fp32", "--quiet"]) == 0
-    assert opened == [{"device": "cpu", "precision": "fp32"}]
+    assert opened == [{"device": "cpu", "precision": "fp32", "weights": str(tiny_weights)}]
     assert Image.open(out).size == (256, 192)
     side = json.loads((tmp_path / "h.png.json").read_text())
     assert side["config"]["size"] == 256 and side["config"]["precision"] == "fp32"

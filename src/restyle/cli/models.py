@@ -181,9 +181,12 @@ def train_many(args: argparse.Namespace, cfg: Any, ray: Any) -> int:
 
 def any_painting(model: str) -> bool:
     """True when `model` names the any-painting network (it paints with the style images given)."""
-    from ..models.modelfile import read_model_file, resolve_model
+    from ..models.modelfile import ModelError, read_model_file, resolve_model
 
-    return read_model_file(resolve_model(model, None))["family"] == "arbitrary"
+    try:
+        return read_model_file(resolve_model(model, None))["family"] == "arbitrary"
+    except ModelError:  # loading it says what is wrong, where the model is opened
+        return False
 
 
 def style_choice(args: argparse.Namespace) -> Dict[str, Any]:

@@ -69,12 +69,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     from .common import EXIT_OK, config_from_args, ray_options
 
     arbitrary = False
-    if args.model:
+    if args.model and args.styles:
         from .models import any_painting
 
         arbitrary = any_painting(args.model)  # the any-painting network paints with the style images given
-        if arbitrary and not args.styles:
-            raise InputError(f"--model {args.model} paints with any painting: give the style image(s) after the clip")
     if args.model and args.styles and not arbitrary:
         raise InputError("give either style images (optimiser) or --model (network), not both")
     if not args.model and not args.styles:
@@ -114,15 +112,19 @@ def cmd_video(args: argparse.Namespace) -> int:
             from ..networks.feedforward import open_model
 
             device, precision = network_placement(args)
-            model = open_model(args.model, device=device, precision=precision, weights=args.weights)
+            model = open_model(args.model, device=device, precision=precision,
+                               **({"weights": args.weights} if args.weights else {}))
             # The manifest names the model by its digest too: a retrained file never resumes old frames.
             name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
+            if hasattr(model, "for_style") and not args.styles:
+                raise InputError(f"--model {args.model} paints with any painting: give the style image(s) after "
+                                 "the clip")
             if arbitrary:  # the paintings are read once; every frame is one pass of the network for them
                 model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
                 name += " styles:" + ",".join(model.info["style"]["sha256"])
             # On a GPU torch's host side needs one core: the others compute the flow (OpenCV).
             stylizer = NetworkFrames(model.stylize_tensor, w, name=name,
-                                     threads=1 if model.device.type == "cuda" else None)
+                                     threads=1 if getattr(getattr(model, "device", None), "type", "") == "cuda" else None)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
         w = OPTIMISER_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight

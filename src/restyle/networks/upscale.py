@@ -79,7 +79,7 @@ def upscale_to(
         raise InputError(f"tile {tile} is too small; it must be at least {MIN_TILE} px")
     piece = (tile + 2 * net.config.reach) ** 2
     check_fits(upscale_estimate(img.width, img.height, net.scale, net.config.channels, piece),
-               f"{img.width}x{img.height} enlarged {net.scale}x", device, hint="use a smaller picture")
+               f"{img.width}x{img.height} enlarged {net.scale}x", str(device), hint="use a smaller picture")
     # Neighbouring tiles cross-fade over 16 px, or a quarter of a small tile.
     out = to_pil(upscale_tensor(net, to_tensor(img, device), tile=tile, overlap=min(16, tile // 4)))
     if out.size != tuple(size):
