@@ -23,13 +23,16 @@ import torch
 torch.set_num_threads({threads})
 import restyle
 from restyle.optimiser.engine import run
+from restyle.models.weights import load_weights
+load_weights({weights_path})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # libraries and weights, before the run
 t = time.perf_counter()
 r = run({content!r}, {style!r}, restyle.StylizeConfig(size={size}, iterations={iters}, scales=(1,) if {single} else None,
         precision={precision!r}, tile_size={tile}, optimizer={optimizer!r}, device={device!r}){weights})
 wall = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 gpu = torch.cuda.max_memory_reserved() if r.report["device"].startswith("cuda") else None
-print(json.dumps({{"size": {size}, "wall_s": wall, "peak_rss": rss, "peak_gpu": gpu, "plan": r.report["memory_plan"],
+print(json.dumps({{"size": {size}, "wall_s": wall, "peak_rss": rss, "base_rss": base, "peak_gpu": gpu, "plan": r.report["memory_plan"],
                   "device": r.report["device"], "precision": r.report["precision"],
                   "final_loss": r.report["final_loss"]}}))
 """
@@ -41,7 +44,7 @@ def measure(size: int, iters: int, precision: str = "auto", tile=None, optimizer
     """One run in a fresh process; `ratio` is the estimate over the measured peak of the memory the planner budgets."""
     code = CHILD.format(size=size, iters=iters, precision=precision, tile=tile, optimizer=optimizer, device=device,
                         single=single, content=content, style=style, threads=threads,
-                        weights=f", weights={weights!r}" if weights else "")
+                        weights=f", weights={weights!r}" if weights else "", weights_path=repr(weights or None))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-2000:])
@@ -68,7 +71,7 @@ def main() -> None:
         stage = r["plan"]["stages"][-1]
         what = "peak GPU" if r["peak_gpu"] is not None else "peak RSS"
         print(f"{size:5d} px: {what} {r['peak'] / 2**30:6.2f} GB, estimate {r['estimate'] / 2**30:6.2f} GB "
-              f"(x{r['ratio']:.2f}), {a.iterations} iterations in {r['wall_s']:.1f} s, "
+              f"(x{r['ratio']:.2f}; libraries and weights {r['base_rss'] / 2**30:.2f} GB), {a.iterations} iterations in {r['wall_s']:.1f} s, "
               f"tile {stage['tile']}, {stage['optimizer']} history {stage['history']}", flush=True)
     if a.json:
         print(json.dumps(rows))

@@ -308,6 +308,11 @@ VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
                   ("--scales", "128,256,512", "--iterations", "300")),
     "equal5": ("the default before issue 25: relu5_1 weighted as much as the other style layers",
                ("--style-layer-weights", "1,1,1,1,1")),
+    "sw200": ("the default with the style weight 200 (relu5_1's share given back to the other layers)",
+              ("--style-weight", "200")),
+    "sw400": ("the default with the style weight 400", ("--style-weight", "400")),
+    "hybrid_arbitrary": ("the hybrid for any painting: the bundled any-painting network's picture as the start (issue 23)",
+                         ("--init-model", "arbitrary")),
 }
 DEFAULT_VARIANTS = ("before", "default")
 

@@ -205,10 +205,11 @@ def test_network_size_rule_is_the_optimisers(tmp_path, photo, capsys, size):
 
 @pytest.fixture
 def small_budget(monkeypatch):
-    """A machine with 1000 MB available (the planner's budget: 85% of it)."""
-    import restyle.optimiser.memory
+    """A machine whose planner budget (85% of what is available) leaves 250 MB beside the runtime."""
+    import restyle.optimiser.memory as memory
 
-    monkeypatch.setattr(restyle.optimiser.memory, "available_bytes", lambda device_type="cpu": 1000 * 2**20)
+    available = int((memory.RUNTIME_BASE + 250 * 2**20) / memory.BUDGET_FRACTION)
+    monkeypatch.setattr(memory, "available_bytes", lambda device_type="cpu": available)
 
 
 def test_network_memory_estimate_refuses_what_cannot_fit(tmp_path, capsys, small_budget):
