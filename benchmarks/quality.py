@@ -313,6 +313,7 @@ VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "sw400": ("the default with the style weight 400", ("--style-weight", "400")),
     "hybrid_arbitrary": ("the hybrid for any painting: the bundled any-painting network's picture as the start (issue 23)",
                          ("--init-model", "arbitrary")),
+    "arbitrary": ("the any-painting network alone, one pass (issue 22)", ("--model", "arbitrary")),
 }
 DEFAULT_VARIANTS = ("before", "default")
 

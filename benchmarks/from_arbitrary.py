@@ -1,0 +1,135 @@
+"""A painting's own network in minutes: `restyle train --from arbitrary` against its start and a from-scratch network.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/from_arbitrary.py [--paintings NAME,NAME] [--photos 4]
+        [--markdown benchmarks/FROM_ARBITRARY.md] [--keep DIR]
+
+For Starry Night and held-aside paintings (never trained on by the any-painting network):
+
+- **arbitrary**: the any-painting network's one pass with that painting (the start);
+- **from arbitrary**: `restyle train PAINTING --photos coco256 -o X.pt --from arbitrary` with its
+  default settings (a short fine-tune), timed (wall and CPU of the command, start-up included);
+- **scratch**: for Starry Night, the bundled `starry_night` network (4000 steps from scratch, 24 min).
+
+Each network paints tubingen and the first held-aside coco photos at 512 px; quality.score gives
+the content and style distance (VGG-16, not the VGG-19 the networks train against), averaged over
+the photos. The issue's targets: training within 2 minutes, closer on both axes than the start,
+and within 3 % of the from-scratch network on both axes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from restyle.images import load_image, resize, to_tensor  # noqa: E402
+from restyle.networks.feedforward import load_model  # noqa: E402
+from restyle.networks.training import list_photos, split_photos  # noqa: E402
+
+STARRY = SHARED / "images" / "style" / "starry_night.jpg"
+COCO = SHARED / "datasets" / "coco256"
+HELD = ("claude-monet_water-lilies", "fra-angelico_the-annunciation")  # every 10th by name: held aside
+
+
+def paint(model, photos: List[Path], out: Path, tag: str, size: int) -> List[Path]:
+    files = []
+    for photo in photos:
+        y = model.stylize_tensor(to_tensor(resize(load_image(photo), size)))
+        dst = out / f"{photo.stem}__{tag}.png"
+        Image.fromarray(y[0].round().byte().permute(1, 2, 0).numpy()).save(dst)
+        files.append(dst)
+    return files
+
+
+def train_from(painting: Path, output: Path, extra: List[str]) -> Tuple[float, float]:
+    """`restyle train PAINTING --photos coco256 -o output --from arbitrary`: (wall, CPU) seconds."""
+    cmd = [sys.executable, "-m", "restyle", "train", str(painting), "--photos", str(COCO), "-o", str(output),
+           "--from", "arbitrary", "--quiet", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--paintings", default="starry_night," + ",".join(HELD),
+                   help="starry_night and/or file names (no .jpg) in ../shared/datasets/paintings")
+    p.add_argument("--photos", type=int, default=4, help="tubingen + this many - 1 held-aside coco photos")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--train-args", default="", help="extra flags for restyle train (default: none, its defaults)")
+    p.add_argument("--keep", type=Path, default=None, help="keep the pictures and networks here")
+    p.add_argument("--markdown", default=None, help="write the table here")
+    args = p.parse_args()
+    from quality import score
+
+    torch.set_num_threads(2)
+    coco = split_photos(list_photos(COCO), 8)[1]
+    photos = [SHARED / "images" / "content" / "tubingen.jpg"] + coco[: args.photos - 1]
+    out = args.keep or Path(tempfile.mkdtemp(prefix="from_arbitrary_"))
+    out.mkdir(parents=True, exist_ok=True)
+    arbitrary = load_model("arbitrary", device="cpu")
+    rows: List[Dict] = []
+    for name in args.paintings.split(","):
+        painting = STARRY if name == "starry_night" else SHARED / "datasets" / "paintings" / f"{name}.jpg"
+        runs: Dict[str, Tuple[List[Path], Optional[float], Optional[float]]] = {}
+        runs["arbitrary (start)"] = (paint(arbitrary.for_style(painting), photos, out, f"{name}__arbitrary", args.size),
+                                     None, None)
+        net = out / f"{name}__from_arbitrary.pt"
+        net.unlink(missing_ok=True)
+        wall, cpu = train_from(painting, net, args.train_args.split())
+        runs["from arbitrary"] = (paint(load_model(net, device="cpu"), photos, out, f"{name}__from", args.size), wall, cpu)
+        if name == "starry_night":
+            runs["scratch (bundled, 4000 steps)"] = (
+                paint(load_model("starry_night", device="cpu"), photos, out, f"{name}__scratch", args.size), None, None)
+        for who, (files, wall, cpu) in runs.items():
+            scores = [score(f, ph, painting) for f, ph in zip(files, photos)]
+            row = dict(painting=name, who=who, content=statistics.mean(s[0] for s in scores),
+                       style=statistics.mean(s[1] for s in scores), wall=wall, cpu=cpu)
+            rows.append(row)
+            took = "" if wall is None else f"  trained in {wall:.0f} s wall, {cpu:.0f} s CPU"
+            print(f"{name:32s} {who:30s} content {row['content']:.3f}  style {row['style']:.3f}{took}", flush=True)
+
+    lines = [f"Photos: {len(photos)} (tubingen and held-aside coco), {args.size} px; means over the photos.", "",
+             "| painting | network | content distance | style distance | training (wall / CPU) |",
+             "|---|---|---:|---:|---:|"]
+    for r in rows:
+        t = "-" if r["wall"] is None else f"{r['wall']:.0f} s / {r['cpu']:.0f} s"
+        lines.append(f"| {r['painting']} | {r['who']} | {r['content']:.3f} | {r['style']:.3f} | {t} |")
+    by = {(r["painting"], r["who"]): r for r in rows}
+    lines.append("")
+    for name in args.paintings.split(","):
+        f, s = by[(name, "from arbitrary")], by[(name, "arbitrary (start)")]
+        better = f["content"] <= s["content"] and f["style"] <= s["style"]
+        lines.append(f"- {name}: fine-tuned {'closer on both axes than' if better else 'not closer on both axes than'} "
+                     f"its start; trained in {f['wall']:.0f} s ({'within' if f['wall'] <= 120 else 'over'} 2 minutes).")
+        if (name, "scratch (bundled, 4000 steps)") in by:
+            b = by[(name, "scratch (bundled, 4000 steps)")]
+            dc, ds = f["content"] / b["content"] - 1, f["style"] / b["style"] - 1
+            lines.append(f"  Against the from-scratch network: content {dc:+.1%}, style {ds:+.1%} "
+                         f"({'within' if max(dc, ds) <= 0.03 else 'not within'} 3 % on both).")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
