@@ -272,3 +272,84 @@ def test_web_job_shows_the_any_painting_networks_picture_for_any_painting(tmp_pa
     Image.effect_noise((80, 64), 60).convert("RGB").save(painting)
     info = _instant_preview(photo, painting, 48, tmp_path, device="cpu")
     assert info["model"] == "arbitrary" and Image.open(tmp_path / "preview.jpg").size == (48, 38)
+
+
+def tiny_model_file(path, seed=0):
+    """A tiny random any-painting model file that reads the tiny VGG (conftest's tiny_weights): no training."""
+    from restyle.models.modelfile import model_payload, save_model_file
+
+    net = tiny_net(seed)
+    save_model_file(model_payload(net, family="arbitrary", training={}, style={"name": "any painting"}), path)
+    return path
+
+
+def test_cli_style_strength_on_a_folder_paints_each_photo_from_its_own_style(corpus, tiny_weights):
+    import json
+
+    from restyle.cli.main import main
+
+    arb = tiny_model_file(corpus / "arb.pt")
+    p0, p3 = corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"
+    photos = sorted((corpus / "photos").glob("*.png"))
+    w = ["--weights", str(tiny_weights), "--precision", "fp32", "--quiet"]
+    folder = corpus / "out"
+    assert main(["stylize", str(corpus / "photos"), str(p3), "--model", str(arb), "-o", str(folder),
+                 "--style-strength", "0.5", *w]) == 0
+    model = load_model(arb, weights=tiny_weights)
+
+    def got(photo):
+        return np.asarray(Image.open(folder / f"{photo.stem}__arb.png"))
+
+    for photo in photos:  # each photo's own code is its zero point: the single photo's picture
+        assert np.array_equal(got(photo), np.asarray(model.for_style(p3, strength=0.5, photo=photo)(photo)))
+    first = model.for_style(p3, strength=0.5, photo=photos[0])  # one zero point for all would differ
+    assert not np.array_equal(got(photos[1]), np.asarray(first(photos[1])))
+    assert not np.array_equal(got(photos[0]), np.asarray(model(photos[0], style=p3)))  # not strength 1
+    side = json.loads((folder / f"{photos[0].stem}__arb.png.json").read_text())
+    assert side["style"]["strength"] == 0.5 and side["style"]["files"] == ["p3.png"]
+    one = corpus / "one.png"  # the single-photo path agrees
+    assert main(["stylize", str(photos[2]), str(p3), "--model", str(arb), "-o", str(one), "--style-strength", "0.5",
+                 *w]) == 0
+    assert np.array_equal(np.asarray(Image.open(one)), got(photos[2]))
+    # Another painting into the same folder is painted again, not skipped as already complete.
+    assert main(["stylize", str(corpus / "photos"), str(p0), "--model", str(arb), "-o", str(folder),
+                 "--style-strength", "0.5", *w]) == 0
+    assert np.array_equal(got(photos[0]), np.asarray(model.for_style(p0, strength=0.5, photo=photos[0])(photos[0])))
+
+
+def test_a_4096_px_pass_of_the_bundled_any_painting_network_is_tiled_and_planned_under_3_gb(monkeypatch):
+    """Checked without painting 4096 px here (benchmarks/arbitrary_memory.py measures the real peak)."""
+    from restyle.optimiser import memory
+
+    arb = load_model("arbitrary")  # the bundled network's own widths; a code stands in for a painting
+    model = arb.for_style(torch.zeros(1, arb.net.config.code_dim))
+    planned = {}
+    monkeypatch.setattr(memory, "check_fits", lambda needed, what, *a, **kw: planned.__setitem__(what, needed))
+    for w, h in ((4096, 4096), (4096, 3072), (3072, 4096)):
+        model.check_size(w, h)
+        assert planned[f"{w}x{h} through the network"] < 3 * memory.GB, planned
+    # What makes it fit: the whole picture at once would be planned well over 3 GB.
+    assert memory.network_estimate(4096, 4096, model.net.config.widths, 4096 * 4096) > 3 * memory.GB
+
+    class Tiled(Exception):
+        pass
+
+    def tiled(x, **kw):
+        raise Tiled(tuple(x.shape))
+
+    monkeypatch.setattr(model, "_tiled", tiled)
+    monkeypatch.setattr(model, "_run", lambda x: pytest.fail(f"{tuple(x.shape)} went through the network whole"))
+    with pytest.raises(Tiled, match=r"\(1, 3, 4096, 4096\)"):
+        model.stylize_tensor(torch.zeros(1, 3, 1, 1).expand(1, 3, 4096, 4096))  # a view: no 200 MB picture
+
+
+def test_reading_a_painting_first_leaves_the_shared_vgg_trainable(corpus, tiny_weights):
+    """A web worker reads paintings (any painting, instant previews), then may train, in one process."""
+    from restyle.device import network
+
+    network.cache_clear()  # the VGG the painting is read with is built here, not by an earlier test
+    model = load_model(tiny_model_file(corpus / "arb.pt"), weights=tiny_weights)
+    model.encode_style(corpus / "paintings" / "p0.png")
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], corpus / "trained.pt", tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    assert (corpus / "trained.pt").is_file()

@@ -63,6 +63,9 @@ def photo_key(task: FileTask, model: Any, preserve_colors: str, size: Optional[i
     """Names everything that shapes a photo's result: its bytes, the model's, the settings, device and precision."""
     parts = {"content": sha256sum(task.source), "model": model.sha256, "preserve_colors": preserve_colors,
              "size": size, "device": model.device.type, "precision": model.precision}
+    style = model.info.get("style", {})
+    if "from" in style:  # the any-painting network: one file, many paintings, mixes and strengths
+        parts["style"] = style
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -92,7 +95,8 @@ def feedforward_picture(task: FileTask, model: Any, preserve_colors: str = "none
 def run_model_batch(contents: Sequence[PathLike], model: Any, out_dir: PathLike, preserve_colors: str = "none",
                     size: Optional[int] = None, *, sidecar: bool = True,
                     callback: Optional[Callable[[Any], None]] = None) -> BatchReport:
-    """Every photo through one loaded StyleModel, here, one after another (PairStarted, BatchProgress events)."""
+    """Every photo through one loaded StyleModel (or the any-painting network's PhotoStyled), here, one after
+    another (PairStarted, BatchProgress events)."""
     tasks = plan_photos(contents, model.name, out_dir)
     return run_tasks(tasks, lambda task, **kw: stylize_photo(task, model, preserve_colors, size, sidecar=sidecar, **kw),
                      callback)

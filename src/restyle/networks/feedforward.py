@@ -10,6 +10,7 @@
     painting = model("photo.jpg", style="painting.jpg")
     code = model.encode_style("painting.jpg")      # once per painting, reused for many photos or frames
     net = model.for_style(code)                    # an ordinary StyleModel: tiles, video, export, Ray
+    nets = model.for_photos("painting.jpg", strength=0.5)  # a folder: nets.for_photo(photo) per photo
 
 Large pictures are tiled without seams. Instance normalisation is the only
 operation of the network that looks at the whole picture; the tiled path
@@ -38,6 +39,7 @@ from ..images import ImageLike, fit_size, load_image, resize, to_pil, to_tensor
 from ..models.arbitrary import ArbitraryNet, feature_stats
 from ..models.modelfile import ModelError, build_network, read_model_file, resolve_model
 from ..models.transformer import TransformerNet
+from ..models.transformer_config import MIN_STYLE_SIDE
 from ..models.vgg import weights_widths
 from ..models.weights import load_weights
 
@@ -231,7 +233,7 @@ def open_model(name_or_path: Union[str, os.PathLike], *, device: Union[str, torc
     return load_model(name_or_path, device=where, precision=resolve_precision(precision, where), **kwargs)
 
 
-def run_network(model: Union[StyleModel, "ArbitraryModel", str, os.PathLike],
+def run_network(model: Union[StyleModel, "ArbitraryModel", "PhotoStyled", str, os.PathLike],
                 source: Union[Image.Image, str, os.PathLike], *, size: Optional[int] = None,
                 preserve_colors: str = "none", device: Union[str, torch.device] = "auto", precision: str = "auto",
                 styles: Sequence[Any] = (), blend: Optional[Sequence[float]] = None,
@@ -239,13 +241,18 @@ def run_network(model: Union[StyleModel, "ArbitraryModel", str, os.PathLike],
     """Stylize `source` (a PIL image or a file) with a trained network, resized to long side
     `size` if given, colours as `preserve_colors` says. `model` is an open model (many photos,
     one load), or a bundled name or model file, opened with `device` and `precision` as open_model.
-    The any-painting network paints in `styles` (paintings or codes) mixed by `blend`, at `strength`.
+    The any-painting network paints in `styles` (paintings or codes) mixed by `blend`, at `strength`;
+    its PhotoStyled (for_photos: a folder) already knows its paintings and strength.
     The CLI (one photo, a folder, --init-model), Ray workers, video and the web app all call this."""
-    if not isinstance(model, (StyleModel, ArbitraryModel)):
+    if not isinstance(model, (StyleModel, ArbitraryModel, PhotoStyled)):
         model = open_model(model, device=device, precision=precision)
-    if isinstance(model, ArbitraryModel):
+    if isinstance(model, (ArbitraryModel, PhotoStyled)):
         photo = load_image(source)
-        model = model.for_style(list(styles), blend, strength, photo=resize(photo, size) if size else photo)
+        if size is not None:
+            check_size_flag(size)  # before resizing
+        anchor = resize(photo, size) if size else photo  # the photo as painted: its own code is the zero point
+        model = (model.for_photo(anchor) if isinstance(model, PhotoStyled)
+                 else model.for_style(list(styles), blend, strength, photo=anchor))
         source = photo
     return stylize_image(model, source, preserve_colors, size)
 
@@ -294,7 +301,6 @@ def model_for_style(style: Union[str, os.PathLike], models: Sequence[Union[str, 
 
 # --- the any-painting network -----------------------------------------------------------------
 
-MIN_STYLE_SIDE = 64  # a painting smaller than this has no strokes to read
 MAX_STRENGTH = 3.0  # beyond it the code leaves what the network was trained on
 
 
@@ -347,13 +353,26 @@ class ArbitraryModel:
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         layers = self.net.config.style_layers
+        # Built outside inference mode: device.network caches it for the whole process, and a
+        # training later in the same process (a web worker) runs it under autograd.
+        reader = self._reader()
         with torch.inference_mode(), autocast(self.device, self.precision):
-            feats = self._reader()(x, layers)
+            feats = reader(x, layers)
         return self.net.encode(feature_stats(feats, layers)).float()
 
     def code_for(self, styles: Sequence[Union[ImageLike, torch.Tensor]], blend: Optional[Sequence[float]] = None,
                  strength: float = 1.0, photo: Optional[ImageLike] = None) -> torch.Tensor:
         """The code of `styles` (paintings or codes) mixed by `blend`, at `strength` from the photo's own code."""
+        code = self._blend(styles, blend, strength)
+        if strength == 1.0:
+            return code
+        if photo is None:
+            raise InputError("a style strength other than 1 needs the photo (its own code is the zero point)")
+        return self.toward(code, strength, photo)
+
+    def _blend(self, styles: Sequence[Union[ImageLike, torch.Tensor]], blend: Optional[Sequence[float]],
+               strength: float) -> torch.Tensor:
+        """The code of `styles` mixed by `blend` (strength 1), once every choice is checked."""
         if not styles:
             raise InputError("the any-painting network needs a style image (a painting to paint with)")
         weights = list(blend) if blend else [1.0] * len(styles)
@@ -362,29 +381,42 @@ class ArbitraryModel:
         if not 0 <= strength <= MAX_STRENGTH:
             raise InputError(f"style strength {strength}: must be in [0, {MAX_STRENGTH:g}] for the any-painting network")
         codes = [s if isinstance(s, torch.Tensor) and s.dim() == 2 else self.encode_style(s) for s in styles]
-        code = sum(w * c for w, c in zip(weights, codes)) / sum(weights)
-        if strength != 1.0:
-            if photo is None:
-                raise InputError("a style strength other than 1 needs the photo (its own code is the zero point)")
-            own = self.encode_style(photo)
-            code = own + strength * (code - own)
-        return code
+        return sum(w * c for w, c in zip(weights, codes)) / sum(weights)
+
+    def toward(self, code: torch.Tensor, strength: float, photo: ImageLike) -> torch.Tensor:
+        """The code `strength` of the way from the photo's own code (0) through `code` (1) and beyond."""
+        own = self.encode_style(photo)
+        return own + strength * (code - own)
 
     def for_style(self, styles: Union[ImageLike, torch.Tensor, Sequence[Union[ImageLike, torch.Tensor]]],
                   blend: Optional[Sequence[float]] = None, strength: float = 1.0,
                   photo: Optional[ImageLike] = None, name: Optional[str] = None) -> StyleModel:
         """An ordinary StyleModel painting in these styles: tiles, video, export and Ray take it as it is."""
-        if not isinstance(styles, (list, tuple)):
-            styles = [styles]
-        code = self.code_for(styles, blend, strength, photo)
+        styles = _as_list(styles)
+        return self._specialised(self.code_for(styles, blend, strength, photo),
+                                 self._style_info(styles, blend, strength, name))
+
+    def for_photos(self, styles: Union[ImageLike, torch.Tensor, Sequence[Union[ImageLike, torch.Tensor]]],
+                   blend: Optional[Sequence[float]] = None, strength: float = 1.0,
+                   name: Optional[str] = None) -> "PhotoStyled":
+        """for_style for many photos (a folder): the paintings are read once, and at a strength other
+        than 1 each photo gets its own network, whose zero point is that photo's own code."""
+        styles = _as_list(styles)
+        return PhotoStyled(self, self._blend(styles, blend, strength), strength,
+                           self._style_info(styles, blend, strength, name))
+
+    def _style_info(self, styles: Sequence[Any], blend: Optional[Sequence[float]], strength: float,
+                    name: Optional[str]) -> Dict[str, Any]:
+        """What a picture's sidecar says of its style: the paintings (names, sha256), the mix, the strength."""
         files = [Path(s) for s in styles if isinstance(s, (str, os.PathLike))]
-        label = name or ", ".join(p.stem for p in files) or "style"
-        style = {"name": label, "from": self.name, "from_sha256": self.sha256 or "",
-                 "files": [p.name for p in files], "sha256": [sha256sum(p) for p in files],
-                 "blend": [float(w) for w in (blend or [1.0] * len(styles))], "strength": float(strength)}
-        info = dict(self.info, style=style)
-        model = StyleModel(self.net.specialise(code.to(self.device)).cpu(), info, path=None, device=self.device,
-                           precision=self.precision, **self.model_kwargs)
+        return {"name": name or ", ".join(p.stem for p in files) or "style", "from": self.name,
+                "from_sha256": self.sha256 or "", "files": [p.name for p in files],
+                "sha256": [sha256sum(p) for p in files],
+                "blend": [float(w) for w in (blend or [1.0] * len(styles))], "strength": float(strength)}
+
+    def _specialised(self, code: torch.Tensor, style: Dict[str, Any]) -> StyleModel:
+        model = StyleModel(self.net.specialise(code.to(self.device)).cpu(), dict(self.info, style=style), path=None,
+                           device=self.device, precision=self.precision, **self.model_kwargs)
         model.path, model.sha256 = self.path, self.sha256  # the file it came from, for sidecars
         return model
 
@@ -392,3 +424,32 @@ class ArbitraryModel:
                  strength: float = 1.0) -> Image.Image:
         """Paint `photo` in `style` (a painting, a code from encode_style, or a list of them)."""
         return self.for_style(style, strength=strength, photo=photo)(photo)
+
+
+def _as_list(styles: Any) -> List[Any]:
+    return list(styles) if isinstance(styles, (list, tuple)) else [styles]
+
+
+class PhotoStyled:
+    """The any-painting network in given paintings at a style strength, for many photos (ArbitraryModel.for_photos).
+
+    The strength moves along the line from a photo's own code to the paintings' code, so at
+    a strength other than 1 every photo has its own network: `for_photo` makes it. It says
+    what a model says of itself (name, path, sha256, device, precision, info), so the batch
+    and run_network take it where they take a StyleModel.
+    """
+
+    def __init__(self, model: ArbitraryModel, code: torch.Tensor, strength: float, style: Dict[str, Any]) -> None:
+        self.model, self.code, self.strength = model, code, strength
+        self.info = dict(model.info, style=style)
+        self.name, self.path, self.sha256 = model.name, model.path, model.sha256
+        self.device, self.precision = model.device, model.precision
+
+    @property
+    def style_name(self) -> str:
+        return self.info["style"]["name"]
+
+    def for_photo(self, photo: ImageLike) -> StyleModel:
+        """The network for this photo (as it will be painted: its size changes its own code)."""
+        code = self.code if self.strength == 1.0 else self.model.toward(self.code, self.strength, photo)
+        return self.model._specialised(code, self.info["style"])

@@ -3,7 +3,8 @@
 Pages                                 JSON API
   GET  /models        your models, the forms
   POST /train         train a model        POST /api/train            (multipart: style or style_example, steps, strength)
-  POST /apply         use a model          POST /api/apply            (multipart: model, media = a photo or a clip, size)
+  POST /apply         use a model          POST /api/apply            (multipart: model, media = a photo or a clip, size;
+                                                                       model "arbitrary", any painting: style or style_example)
   POST /jobs/{id}/share                    POST /api/jobs/{id}/share  (the owner only: shared=1 or 0)
 Files: /jobs/{id}/result.mp4 (a clip's result; range requests), /jobs/{id}/poster.jpg (its first frame).
 
@@ -105,20 +106,29 @@ def install(app: FastAPI, env: Env) -> None:
 
     async def submit_apply(request: Request):
         form = await env.read_form(request)
-        model = trained.resolve(store, str(form.get("model") or ""), owner_of(request))
+        model = trained.resolve(store, str(form.get("model") or ""), owner_of(request), settings)
         upload = form.get("media")
         if not (isinstance(upload, UploadFile) and (upload.filename or upload.size)):
             raise UploadError("the photo or clip is missing: upload one", 400)
+        params: Dict[str, Any] = {"model": model.key, "model_label": model.label}
+        files: Dict[str, bytes] = {}
+        style_file, style_label = "", model.label
+        if model.any_painting:  # the visitor's painting (an upload or an example) travels with the job
+            from .uploads import image_from_form
+
+            painting_data, suffix, style_label, img = await image_from_form(form, "style", "painting", settings)
+            if img is not None:
+                trained.check_painting(img.width, img.height)
+            style_file = "style" + suffix
+            files[style_file] = painting_data
+        else:
+            painting = trained.painting_of(store, settings, model)
+            if painting is not None:
+                style_file = "style" + painting.suffix.lower()
+                files[style_file] = painting.read_bytes()
         limit = max(settings.max_upload_bytes, settings.max_video_bytes)
         data = await upload.read(limit + 1)
         label = display_name(upload_name(upload), "uploaded file")
-        params: Dict[str, Any] = {"model": model.key, "model_label": model.label}
-        painting = trained.painting_of(store, settings, model)
-        files: Dict[str, bytes] = {}
-        style_file = ""
-        if painting is not None:
-            style_file = "style" + painting.suffix.lower()
-            files[style_file] = painting.read_bytes()
         if not data:
             raise UploadError("the file is empty", 400)
         if sniff(data):
@@ -128,7 +138,7 @@ def install(app: FastAPI, env: Env) -> None:
             check_not_thin(img.width, img.height, size, "photo", "stylize", f"at {size} px")
             params["size"] = size
             files["content" + img.suffix] = data
-            return env.enqueue(request, files, params, "content" + img.suffix, style_file, label, model.label,
+            return env.enqueue(request, files, params, "content" + img.suffix, style_file, label, style_label,
                                task=STYLIZE)
         suffix = sniff_video(data)
         if not suffix:
@@ -146,7 +156,7 @@ def install(app: FastAPI, env: Env) -> None:
                        size=settings.video_size, poster=folder / "poster.jpg")
 
         # Decoding the first frame of a clip takes a moment: off the event loop.
-        return await asyncio.to_thread(env.enqueue, request, files, params, clip, style_file, label, model.label,
+        return await asyncio.to_thread(env.enqueue, request, files, params, clip, style_file, label, style_label,
                                        task=VIDEO, prepare=check)
 
     @app.post("/api/apply")
@@ -195,11 +205,14 @@ def install(app: FastAPI, env: Env) -> None:
     def models_page(request: Request, error: str = "", status: int = 200, values=None, headers=None):
         owner = owner_of(request)
         contents, styles = gallery_mod.examples(settings)
+        any_painting = trained.any_painting(settings.any_painting_model)
         return templates.TemplateResponse(request, "models.html", {
             "page": "models", "error": error, "values": values or {},
             "training_off": trained.training_available(settings),
             "trainings": store.list(owner, limit=50, task=TRAIN),
-            "models": list(trained.bundled_models().values()) + trained.visitor_models(store, owner),
+            "models": [*trained.bundled_models().values(), *filter(None, [any_painting]),
+                       *trained.visitor_models(store, owner)],
+            "any_painting": any_painting, "min_painting_side": trained.MIN_STYLE_SIDE,
             "styles": styles, "steps": settings.train_steps, "default_steps": settings.default_train_steps,
             "sizes": [s for s in settings.sizes if s <= settings.max_size], "default_size": settings.default_size,
             "max_mb": settings.max_upload_bytes / 2**20, "max_video_mb": settings.max_video_bytes / 2**20,
@@ -277,6 +290,8 @@ def settings_rows(job: Any, settings: Any) -> list:
             rows.append(("time", f"{wall:.0f} s"))
         return rows
     rows = [("model", job.params.get("model_label")), ("input", job.content_label)]
+    if job.params.get("model") == trained.ANY_PAINTING:
+        rows.append(("painting", job.style_label))
     if job.task == STYLIZE:
         rows.append(("size", job.params.get("size")))
         if report:

@@ -98,6 +98,9 @@ class Settings:
     max_video_seconds: float = 10.0
     max_video_frames: int = 300  # 10 s at 30 fps
     video_size: int = 360  # long side of a stylized clip (never upscaled)
+    # The any-painting network the Models page offers beside the trained ones ("any painting": the
+    # visitor's painting in one pass): a bundled name or a model file; "" offers none.
+    any_painting_model: str = "arbitrary"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

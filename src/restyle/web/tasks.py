@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict
 
 from ..errors import InputError
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO
-from .trained import CHECKPOINT_FILE, MODEL_FILE, bundled_models, model_path, train_config
+from .trained import ANY_PAINTING, CHECKPOINT_FILE, MODEL_FILE, any_painting, bundled_models, model_path, train_config
 
 PREVIEW_QUALITY = 85
 CLIP_RESULT = "result.mp4"
@@ -39,6 +39,21 @@ def _model_file(run: Any) -> Path:
     if path is None:
         raise InputError("the model this job was to use is gone")
     return path
+
+
+def _open_model(run: Any) -> Any:
+    """The job's network on the worker's device, a StyleModel; "any painting": the any-painting
+    network made into the network for the painting that came with the job."""
+    from ..networks.feedforward import open_model
+
+    job = run.job
+    if job.params.get("model") != ANY_PAINTING:
+        return open_model(_model_file(run), device=run.device)
+    choice = any_painting(run.settings.any_painting_model)
+    if choice is None:
+        raise InputError("this server no longer offers the any-painting network")
+    model = open_model(choice.path, device=run.device, weights=run.settings.weights)
+    return model.for_style(run.folder / job.style_file, name=job.style_label)
 
 
 def _finish(run: Any, report: Dict[str, Any], steps: int) -> None:
@@ -113,7 +128,7 @@ def run_stylize(run: Any) -> None:
     run.progress.update(unit="pass", step=0, steps=1)
     run.write(force=True)
     t0 = time.perf_counter()
-    img = run_network(_model_file(run), folder / job.content_file, size=size, device=run.device)
+    img = run_network(_open_model(run), folder / job.content_file, size=size)
     save_atomic(img, folder / "result.png")
     _finish(run, {"task": STYLIZE, "model": job.params.get("model_label"), "size": size,
                   "width": img.width, "height": img.height, "seconds": round(time.perf_counter() - t0, 2)}, 1)
@@ -124,7 +139,6 @@ def run_video(run: Any) -> None:
     from PIL import Image
 
     from ..images import save_atomic
-    from ..networks.feedforward import open_model
     from ..video import FrameDone, NetworkFrames, VideoConfig, VideoStart, stylize_video
     from ..video.pipeline import frame_name
     from ..video.stylizers import NETWORK_TEMPORAL_WEIGHT
@@ -157,7 +171,7 @@ def run_video(run: Any) -> None:
             else:
                 run.write(force=left == 0)
 
-    model = open_model(_model_file(run), device=run.device)
+    model = _open_model(run)
     stylizer = NetworkFrames(model.stylize_tensor, NETWORK_TEMPORAL_WEIGHT, name=str(job.params.get("model")),
                              threads=1 if model.device.type == "cuda" else None)  # OpenCV's flow takes the rest
     cfg = VideoConfig(size=settings.video_size, duration=settings.max_video_seconds)

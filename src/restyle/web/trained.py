@@ -4,7 +4,9 @@ A visitor trains a model with a training job; the model is that job's
 `model.pt` (or, for a training cancelled midway, the checkpoint it left), and
 it is named by the job's id. It belongs to the browser that trained it; its
 owner may share it, and then anyone with the job's link may use it too. The
-bundled models (the package's `models/bundled/`) are everyone's.
+bundled models (the package's `models/bundled/`) are everyone's, and so is the
+any-painting network ("any painting"), which paints in the painting the visitor
+sends with the photo or clip.
 
 The server process never imports torch: bundled models are listed from the
 JSON sidecars beside them, and the job rows say everything else.
@@ -20,6 +22,7 @@ from ..config.train import TrainConfig
 from ..errors import InputError
 from ..hashing import sha256sum
 from ..models.registry import bundled
+from ..models.transformer_config import MIN_STYLE_SIDE
 from .form import _number, strength_param
 from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
 from .settings import Settings
@@ -36,6 +39,7 @@ class ModelChoice:
     path: Path  # the model file (or the checkpoint a cancelled training left)
     style_sha256: Optional[str]  # the painting it learned
     job: Optional[Job] = None  # the training job, for a visitor's model
+    any_painting: bool = False  # the any-painting network: the visitor chooses the painting too
 
 
 # --- training ----------------------------------------------------------------
@@ -127,6 +131,28 @@ def bundled_models() -> Dict[str, ModelChoice]:
             for b in bundled("style").values()}
 
 
+ANY_PAINTING = "arbitrary"  # the form's key for the any-painting network (the CLI's `--model arbitrary`)
+
+
+def any_painting(name: str) -> Optional[ModelChoice]:
+    """The any-painting network `name` (Settings.any_painting_model: a bundled name or a file), if it is there."""
+    if not name:
+        return None
+    found = bundled("arbitrary").get(name)
+    path = found.path if found is not None else Path(name)
+    if not path.is_file():
+        return None
+    return ModelChoice(ANY_PAINTING, "any painting (one network for every painting: choose the painting)", path,
+                       None, any_painting=True)
+
+
+def check_painting(width: int, height: int) -> None:
+    """Refuse (400) a painting the any-painting network cannot read (its rule, MIN_STYLE_SIDE, said here first)."""
+    if min(width, height) < MIN_STYLE_SIDE:
+        raise UploadError(f"painting: {width}x{height} is too small for the any-painting network: it needs at least "
+                          f"{MIN_STYLE_SIDE} px on each side", 400)
+
+
 def visitor_models(store: JobStore, owner: Optional[str]) -> List[ModelChoice]:
     """The models this visitor trained that can be used now, newest first."""
     out = []
@@ -143,11 +169,16 @@ def _label(job: Job, path: Path) -> str:
     return f"{job.style_label} ({job.params.get('steps')} steps{partial})"
 
 
-def resolve(store: JobStore, key: str, owner: Optional[str]) -> ModelChoice:
-    """The model `key` names, if this visitor may use it; else UploadError with a 4xx status."""
+def resolve(store: JobStore, key: str, owner: Optional[str], settings: Optional[Settings] = None) -> ModelChoice:
+    """The model `key` names, if this visitor may use it; else UploadError with a 4xx status.
+
+    With `settings`, the any-painting network it offers (ANY_PAINTING) is one of the choices."""
     if not isinstance(key, str) or not key:
         raise UploadError("choose a model: a bundled one or one you trained", 400)
     bundled = bundled_models()
+    anything = any_painting(settings.any_painting_model) if settings is not None else None
+    if anything is not None:
+        bundled[anything.key] = anything
     if key in bundled:
         return bundled[key]
     job = store.get(key) if len(key) <= 64 else None
@@ -162,8 +193,6 @@ def resolve(store: JobStore, key: str, owner: Optional[str]) -> ModelChoice:
         raise UploadError(f"there is no model to use: {why}" if why else
                           f"this model cannot be used yet: its training is {job.state}", 409)
     return ModelChoice(job.id, _label(job, path), path, job.params.get("style_sha256"), job)
-
-
 
 
 def painting_of(store: JobStore, settings: Settings, model: ModelChoice) -> Optional[Path]:

@@ -85,7 +85,8 @@ class Worker:
     def instant_preview(self, content: Path, style: Path, size: int, models: Sequence[Path] = (),
                         device: str = "auto") -> Optional[dict]:
         try:
-            return _instant_preview(content, style, size, content.parent, models=models, device=device)
+            return _instant_preview(content, style, size, content.parent, models=models, device=device,
+                                    any_painting=self.settings.any_painting_model, weights=self.settings.weights)
         except Exception:  # noqa: BLE001 - a preview must never fail the job
             return None
 
@@ -213,22 +214,26 @@ ARBITRARY = "arbitrary"  # the bundled any-painting network
 
 
 def _instant_preview(content: Path, style: Path, size: int, folder: Path,
-                     models: Sequence[Path] = (), device: str = "auto") -> Optional[dict]:
+                     models: Sequence[Path] = (), device: str = "auto", any_painting: str = ARBITRARY,
+                     weights: Optional[str] = None) -> Optional[dict]:
     """The network's picture of the photo as preview.jpg, while the optimiser paints.
 
     A model trained on this very painting if there is one (`models`: the visitor's own
-    trained models, looked at before the bundled ones), else the bundled any-painting
-    network with this painting; None when neither is installed.
+    trained models, looked at before the bundled ones), else the any-painting network
+    (`any_painting`: the server's, Settings.any_painting_model; it reads the painting with
+    the VGG-19 `weights`) with this painting; None when neither is installed.
     """
     from ..images import save_atomic
-    from ..models.modelfile import bundled_models
     from ..networks.feedforward import model_for_style, open_model, run_network
+    from .trained import any_painting as offered
 
     match = model_for_style(style, models)
-    if match is None and ARBITRARY not in bundled_models("arbitrary"):
+    anything = None if match else offered(any_painting)
+    if match is None and anything is None:
         return None
     t0 = time.perf_counter()
-    model = open_model(match or ARBITRARY, device=device)
+    model = (open_model(match, device=device) if match
+             else open_model(anything.path, device=device, weights=weights))
     img = run_network(model, content, size=size, styles=() if match else (style,))
     save_atomic(img, folder / "preview.jpg", quality=PREVIEW_QUALITY)
     return {"model": model.name, "model_sha256": model.sha256, "seconds": round(time.perf_counter() - t0, 2)}
