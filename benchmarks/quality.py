@@ -313,6 +313,11 @@ VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "sw400": ("the default with the style weight 400", ("--style-weight", "400")),
     "hybrid_arbitrary": ("the hybrid for any painting: the bundled any-painting network's picture as the start (issue 23)",
                          ("--init-model", "arbitrary")),
+    "sw300": ("the default with the style weight 300", ("--style-weight", "300")),
+    "sw350": ("the default with the style weight 350", ("--style-weight", "350")),
+    "sw350_01": ("the style weight 350 with relu5_1 at 0.01", ("--style-weight", "350", "--style-layer-weights", "1,1,1,1,0.01")),
+    "hybrid_sw400": ("the hybrid for any painting with the style weight 400",
+                     ("--init-model", "arbitrary", "--style-weight", "400")),
     "arbitrary": ("the any-painting network alone, one pass (issue 22)", ("--model", "arbitrary")),
 }
 DEFAULT_VARIANTS = ("before", "default")
