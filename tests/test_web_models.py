@@ -137,6 +137,30 @@ def test_a_model_is_its_owners_until_shared(tmp_path, tiny_weights, photos):
 
 
 @pytest.mark.slow
+def test_a_training_starts_from_the_any_painting_network_when_it_fits(tmp_path, tiny_weights, photos):
+    """Issue 23: a visitor's training starts where the any-painting network paints their painting."""
+    from restyle.networks.feedforward import load_model
+    from test_arbitrary import tiny_model_file
+
+    arb = tiny_model_file(tmp_path / "arb.pt")  # widths 4, 8 and one block, as TINY_TRAIN; reads the tiny VGG
+    cases = ((dict(any_painting_model=str(arb)), "the any-painting network"),
+             (dict(any_painting_model="arbitrary"), "from scratch"),  # the bundled one reads the real VGG-19
+             (dict(any_painting_model=str(arb), train_from_any_painting=False), None))
+    for k, (kw, start) in enumerate(cases):
+        s = model_settings(tmp_path / f"server{k}", tiny_weights, photos, **kw)
+        with TestClient(create_app(s)) as c:
+            job = wait_done(c, train(c).json()["id"])
+            assert job["state"] == "done", job["error"]
+            assert job["progress"].get("start", "")[: len(start or "")] == (start or "") and \
+                ("start" in job["progress"]) == (start is not None), job["progress"]
+            report = c.get(f"/jobs/{job['id']}/report.json").json()
+            if start == "the any-painting network":
+                assert report["training"]["started_from"]["sha256"] == load_model(arb, weights=tiny_weights).sha256
+                assert "started from</th><td>the any-painting network" in c.get(f"/jobs/{job['id']}").text
+            else:
+                assert "started_from" not in report["training"]
+
+
 def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(tmp_path, tiny_weights, photos):
     # A checkpoint every step: even a worker killed by a slow stop leaves one.
     s = model_settings(tmp_path, tiny_weights, photos, train_overrides={**TINY_TRAIN, "checkpoint_every": 1})

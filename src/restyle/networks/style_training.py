@@ -214,6 +214,16 @@ def _start_from(start: Union[str, os.PathLike], style: Path, cfg: TrainConfig, d
     return net.train(), {"model": model.name, "sha256": model.sha256}
 
 
+def start_fits(start: Union[str, os.PathLike], style: Union[str, os.PathLike], config: Any = None, device: str = "cpu",
+               weights: Optional[os.PathLike] = None) -> Optional[str]:
+    """None if `train(..., start=start)` can start from the any-painting model `start`, else why not."""
+    try:
+        _start_from(start, Path(style), _train_config(config), resolve_device(str(device)), weights)
+    except InputError as e:
+        return str(e)
+    return None
+
+
 def _train_config(config: Any) -> TrainConfig:
     """`config` of the API: a TrainConfig, None (the defaults) or a dict of its fields."""
     if config is None:

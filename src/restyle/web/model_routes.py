@@ -281,6 +281,9 @@ def settings_rows(job: Any, settings: Any) -> list:
                      ("network", f"widths {', '.join(map(str, cfg.widths))}, {cfg.res_blocks} residual blocks")]
         except InputError:  # the server's settings changed since
             pass
+        start = (job.progress or {}).get("start")
+        if start:
+            rows.append(("started from", start))
         photos = (job.progress or {}).get("photos") or report.get("training", {}).get("photos")
         if photos:
             rows.append(("photos", photos))

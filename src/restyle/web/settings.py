@@ -101,6 +101,9 @@ class Settings:
     # The any-painting network the Models page offers beside the trained ones ("any painting": the
     # visitor's painting in one pass): a bundled name or a model file; "" offers none.
     any_painting_model: str = "arbitrary"
+    # Issue 23: a visitor's training starts from the any-painting network's picture of their
+    # painting (train --from), when that network fits the training's shape and weights.
+    train_from_any_painting: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -68,7 +68,7 @@ def _finish(run: Any, report: Dict[str, Any], steps: int) -> None:
 def run_train(run: Any) -> None:
     from ..errors import Cancelled
     from ..images import save_atomic
-    from ..networks.style_training import TrainCheckpoint, TrainPreview, TrainStart, TrainStep, train
+    from ..networks.style_training import TrainCheckpoint, TrainPreview, TrainStart, TrainStep, start_fits, train
 
     job, folder, settings = run.job, run.folder, run.settings
     cfg = train_config(job.params, settings)
@@ -102,9 +102,15 @@ def run_train(run: Any) -> None:
         return run.yielded
 
     device = run.device
+    resume = (folder / CHECKPOINT_FILE).is_file()
+    start = settings.any_painting_model if settings.train_from_any_painting and not resume else ""
+    if start:
+        why = start_fits(start, folder / job.style_file, cfg, device, settings.weights)
+        progress["start"] = "the any-painting network" if why is None else f"from scratch ({why})"
+        start = start if why is None else ""
     try:
         train(folder / job.style_file, settings.photos_dir, folder / MODEL_FILE, cfg,
-              resume=(folder / CHECKPOINT_FILE).is_file(), device=device, weights=settings.weights,
+              resume=resume, device=device, weights=settings.weights, start=start or None,
               callback=callback, should_stop=should_stop)
     except Cancelled:
         step = progress.get("checkpoint", progress.get("step", 0))
