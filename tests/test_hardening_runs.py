@@ -420,7 +420,7 @@ def test_an_unreachable_ray_address_is_one_line_in_seconds(tmp_path, photo, caps
 def test_an_address_that_does_not_answer_times_out(monkeypatch):
     import socket
 
-    from restyle.batch.distributed import check_reachable
+    from restyle.batch.cluster import check_reachable
 
     def silent(addr, timeout):
         raise socket.timeout("timed out")

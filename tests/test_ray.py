@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,52 @@ def test_cli_ray_alone_starts_a_ray_instance_here(photos, tiny_weights, local_ru
     assert p.returncode == 0, p.stderr
     assert "1 painted, 0 complete already, 0 failed" in p.stdout
     assert pngs(tmp_path) == {"p2__s1.png": (ref_dir / "p2__s1.png").read_bytes()}
+
+
+def test_cli_ctrl_c_in_a_ray_batch_says_interrupted_once_without_ray_retries(cluster, photos, tiny_weights,
+                                                                            tmp_path):
+    """Issue 27, item 13: Ctrl-C mid-batch is one line and exit 130, not Ray's "will be retried" chatter.
+
+    Killing the workers with their pairs in flight made Ray rerun (and announce) each pair; its
+    lines, on stdout, broke the progress bar onto a new line. Stdout and stderr share one pipe
+    here, as they share a terminal, and the whole process group gets SIGINT, as from a terminal.
+    """
+    (tmp_path / "in").mkdir()
+    for name in ("p0.png", "p1.png"):  # a pair for each worker, none that fails (its line would cut the bar)
+        (tmp_path / "in" / name).write_bytes((photos / "photos" / name).read_bytes())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restyle", "stylize", str(tmp_path / "in"), str(photos / "s1.png"), "-o",
+         str(tmp_path / "out"), "--ray", cluster.address, "--ray-cpus-per-worker", "1", "--weights", str(tiny_weights),
+         "--size", "64", "--scales", "64", "--iterations", "100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    seen, started = [], threading.Event()
+
+    def read():
+        while chunk := proc.stdout.read1(4096):
+            seen.append(chunk)
+            if b"pair" in b"".join(seen[-2:]):  # the batch's bar: the pairs were handed out
+                started.set()
+        started.set()  # the command ended (the assertion below says how)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(300) and proc.poll() is None, b"".join(seen).decode(errors="replace")[-2000:]
+        time.sleep(1.0)  # the workers are painting
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    out = b"".join(seen).decode(errors="replace")
+    lines = [line for line in out.split("\n") if line.strip()]
+    assert not [line for line in lines if "retried" in line or "Task " in line or "(raylet)" in line], out
+    assert len([line for line in lines if "pair" in line]) == 1, out  # the bar redrawn in place, never re-started
+    assert lines[-1] == "restyle: interrupted", out
+    assert not list((tmp_path / "out").glob("*.png"))
 
 
 def test_cli_ray_refuses_bad_addresses_and_orphan_flags(photos, tiny_weights, tmp_path, capsys):

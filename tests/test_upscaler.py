@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -274,6 +275,83 @@ def test_cli_upscale_bad_inputs_exit_2(tiny_model, small_images, tmp_path, capsy
         assert err.startswith("restyle: error:") and err.count("\n") == 1, err
     assert c.read_bytes() == before
     assert not (tmp_path / "o.png").exists()
+
+
+def _watch_the_network(monkeypatch):
+    """Record where upscale_tensor's picture is and the autocast it runs under, then run it."""
+    import restyle.networks.upscale as up
+
+    seen = []
+
+    def watched(net, x, **kw):
+        seen.append((x.device.type, torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")))
+        return upscale_tensor(net, x, **kw)
+
+    monkeypatch.setattr(up, "upscale_tensor", watched)
+    return seen
+
+
+def test_cli_upscale_runs_on_the_device_and_precision_asked(tiny_model, small_images, tmp_path, monkeypatch, capsys):
+    """Issue 26, item 8: --device and --precision reach the network (here the CPU, in bf16 or fp32)."""
+    c, _ = small_images
+    seen = _watch_the_network(monkeypatch)
+    base = ["upscale", str(c), "--model", str(tiny_model), "--scale", "2", "--quiet", "--device", "cpu"]
+    assert main([*base, "-o", str(tmp_path / "bf16.png"), "--precision", "bf16"]) == 0
+    assert main([*base, "-o", str(tmp_path / "fp32.png"), "--precision", "fp32"]) == 0
+    assert seen == [("cpu", torch.bfloat16), ("cpu", False)]
+    bf16, fp32 = (torch.from_numpy(np.asarray(Image.open(tmp_path / n), dtype=np.float32)) for n in ("bf16.png", "fp32.png"))
+    assert 0 < (bf16 - fp32).abs().mean() < 1  # half-precision convolutions: a different picture, barely
+
+
+def test_stylize_upscale_enlarges_where_and_as_it_painted(tiny_model, monkeypatch):
+    import restyle.networks.upscale as up
+    from restyle.config import StylizeConfig
+
+    seen = {}
+
+    def upscale_to(img, size, model, **kw):
+        seen.update(kw)
+        return img.resize(size)
+
+    class Painted:
+        image, report = Image.new("RGB", (64, 48)), {}
+
+    monkeypatch.setattr(up, "upscale_to", upscale_to)
+    cfg = StylizeConfig(size=128, device="cpu", precision="bf16")
+    result = up.paint_and_upscale(lambda c, **kw: Painted(), cfg, model=str(tiny_model), paint_limit=64)
+    assert result.image.size == (128, 96) and seen == {"device": "cpu", "precision": "bf16"}
+
+
+def test_cli_upscaler_commands_refuse_a_device_in_one_line(tiny_model, small_images, photos, tiny_weights, tmp_path,
+                                                           capsys):
+    c, _ = small_images
+    commands = [["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(tiny_model)],
+                ["train-upscaler", "--photos", str(photos), "-o", str(tmp_path / "m.pt"), "--weights",
+                 str(tiny_weights), "--steps", "1", "--crop", "16", "--channels", "4", "--blocks", "1"]]
+    bad = [("gpu", "device 'gpu' is not one of auto, cpu, cuda, mps or cuda:N")]
+    if not torch.cuda.is_available():  # a device the flag names but this machine lacks: train() and upscale() say so
+        bad.append(("cuda:1", "device 'cuda:1' was asked for but PyTorch sees no CUDA GPU; use --device cpu or auto"))
+    for argv in commands:
+        for device, message in bad:
+            assert main([*argv, "--device", device]) == 2, (argv, device)
+            assert capsys.readouterr().err == f"restyle: error: {message}\n"
+        with pytest.raises(SystemExit) as stop:  # argparse's choices, as for every --precision
+            main([*argv, "--precision", "fp8"])
+        assert stop.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists() and not list(tmp_path.glob("m*.pt"))
+
+
+def test_cli_train_upscaler_on_the_device_and_precision_asked(photos, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "up.pt"
+    assert main(["train-upscaler", "--photos", str(photos), "-o", str(out), "--weights", str(tiny_weights),
+                 "--channels", "4", "--blocks", "1", "--crop", "16", "--batch-size", "2", "--scale", "2",
+                 "--steps", "2", "--preview-every", "1", "--hold-out", "1", "--device", "cpu",
+                 "--precision", "bf16"]) == 0
+    assert "training on 4 photos, bf16" in capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert (report["device"], report["precision"], report["train_config"]["precision"]) == ("cpu", "bf16", "bf16")
+    assert all(torch.isfinite(torch.tensor(h[1])) for h in report["history"])
+    assert Image.open(preview_path(out)).width > 3 * 16
 
 
 def test_cli_train_upscaler_and_resume(photos, tiny_weights, tmp_path, capsys):

@@ -17,6 +17,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
+from .config import valid_device
 from .errors import InputError
 from .models.vgg import VGG19Features
 from .models.weights import Weights
@@ -36,6 +37,7 @@ def _has_mps() -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """"auto", "cpu", "cuda", "cuda:N" or "mps" -> a torch.device that exists here (else InputError)."""
+    valid_device(name)  # "gpu" or "cuda0": the rule and its choices, not torch's RuntimeError
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -21,28 +21,26 @@ a killed worker leaves no half-written file. A bad input is not a fault: paint_p
 returns a failed outcome, which is not retried.
 
 Paths must be readable and writable under the same names on every node (a shared
-folder). `ray` is imported only here, and only when a Ray batch runs.
+folder). `ray` is imported only here and in cluster.py (connect), and only when a Ray batch runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
 import shutil
-import socket
 import tempfile
 import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import StylizeConfig
 from ..errors import InputError, ResourceError, RestyleError
 from ..events import BatchProgress, PairStarted
 from ..images import PathLike, sidecar_path, write_bytes_atomic
+from .cluster import check_address, connect, import_ray
 from .local import (BatchOptions, BatchReport, PairOutcome, PairTask, pair_key, paint_pair, plan_batch,
                     step_fraction, this_node)
 from .transport import Copies, CopiedPair, Paths, Returned
@@ -51,62 +49,6 @@ MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run
 MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using it
 REPORT_EVERY_S = 0.25  # a worker's progress reports at most this often (and at each pair's first iteration)
 POLL_S = 0.2  # the driver's wait between progress polls
-LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; only small messages pass through it (paths, outcomes)
-CONNECT_TIMEOUT_S = 5.0  # a cluster's head answers a TCP connection at once; no answer in 5 s is no cluster
-ADDRESS_RULE = re.compile(r"^(local|auto|ray://[^\s/]+:\d+|[^\s/:]+:\d+)$")
-
-
-def check_address(address: Optional[str]) -> Optional[str]:
-    """None or "local" starts a Ray instance here; "auto", "ray://HOST:PORT" or "HOST:PORT" join one."""
-    if address is not None and not ADDRESS_RULE.match(address):
-        raise InputError(f"ray address {address!r} is not one of: local, auto, ray://HOST:PORT, HOST:PORT")
-    return address
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InputError("--ray needs Ray: pip install 'restyle[ray]'") from None
-    return ray
-
-
-def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) -> bool:
-    """Join or start Ray; True when this call started it (the caller then shuts it down).
-
-    A process already connected to Ray (a notebook, a Ray job, the tests' cluster) keeps its connection.
-    """
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    check_address(address)
-    kw: Dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address in (None, "local"):
-        kw.update(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
-                  num_cpus=num_cpus)
-        ray.init(**kw)
-        return True
-    kw["address"] = address
-    if address != "auto":
-        check_reachable(address)  # else ray.init retries for minutes, printing Ray's own warnings
-    try:
-        ray.init(**kw)
-    except (ConnectionError, TimeoutError, RuntimeError) as e:  # "auto" with no cluster; a port that is not Ray's
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise InputError(f"cannot reach a Ray cluster at {address} ({first})") from None
-    return True
-
-
-def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """InputError within `timeout_s` unless a TCP connection to HOST:PORT (or ray://HOST:PORT) opens."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as e:
-        why = (f"no answer within {timeout_s:g} s" if isinstance(e, TimeoutError)
-               else getattr(e, "strerror", None) or str(e) or type(e).__name__)
-        raise InputError(f"cannot reach a Ray cluster at {address} ({why})") from None
 
 
 class RayWorker:
@@ -395,6 +337,18 @@ def run_on_ray(
         return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
 
 
+def cancel_tasks(ray: Any, refs: Iterable[Any]) -> None:
+    """Cancel the actor tasks `refs` still queued or running, before ray_workers() kills their actors.
+
+    Ray reruns the task of a worker that dies (max_task_retries), one it was told to kill too,
+    and says so on stdout ("Task BatchWorker.run failed. There are 2 retries remaining, so the
+    task will be retried"): after a Ctrl-C, noise. A cancelled task is never rerun.
+    """
+    for ref in refs:
+        with contextlib.suppress(Exception):  # finished, or Ray already stopped: nothing to rerun
+            ray.cancel(ref)
+
+
 @contextlib.contextmanager
 def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, address: Optional[str] = None,
                 workers: Optional[int] = None, cpus_per_worker: Optional[int] = None,
@@ -403,9 +357,10 @@ def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, ad
 
     Connects to Ray (or starts it, and then stops it on exit) as connect() does.
     """
-    ray = _ray()
+    ray = import_ray()
     started = connect(address)
     actors: List[Any] = []
+    asked: List[Any] = []  # the workers' info() calls
     board = None
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -418,11 +373,13 @@ def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, ad
         actor_cls = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                                max_task_retries=MAX_ATTEMPTS - 1)(worker_cls)
         actors = [actor_cls.remote(*worker_args, threads=cpus, board=board_name) for _ in range(n_workers)]
-        for _node, error in ray.get([a.info.remote() for a in actors]):
+        asked = [a.info.remote() for a in actors]
+        for _node, error in ray.get(asked):
             if error is not None:
                 raise error
         yield ray, actors, board
     finally:
+        cancel_tasks(ray, asked)  # Ctrl-C while the workers set up
         for a in actors + ([board] if board is not None else []):
             ray.kill(a)
         if started:
@@ -449,46 +406,49 @@ def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any], emit: Call
         attempt, host, pid = where.get(index, (0, "?", 0))
         lost.append(f"worker pid {pid} on {host} died painting {tasks[index].label} (attempt {attempt}); {cause}")
 
-    while queue or inflight:
-        while queue and idle:
-            task = queue.popleft()
-            sent = transport.send(task)
-            if isinstance(sent, PairOutcome):  # failed before it left
-                outcomes[task.index] = sent
-                emit(BatchProgress(len(outcomes), total, 0.0, sent))
-                continue
-            a = idle.pop(0)
-            inflight[actors[a].run.remote(sent)] = (a, task)
-        if not inflight:
-            if not queue:
-                break
-            raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-        starts, fractions = ray.get(board.poll.remote())
-        for index, attempt, host, pid in starts:
-            if attempt > 1:
-                lose(index, "ran it again")
-            where[index] = (attempt, host, pid)
-            emit(PairStarted(index, total, tasks[index].label, host, pid, attempt))
-        for ref in ready:
-            a, task = inflight.pop(ref)
-            try:
-                outcome = transport.receive(task, ray.get(ref))
-            except ray.exceptions.RayTaskError as e:  # a bug in the worker, not a lost worker
-                cause = getattr(e, "cause", None) or e
-                outcome = PairOutcome(task, "failed", f"internal error: {type(cause).__name__}: {cause}", 1)
-            except ray.exceptions.RayError as e:  # Ray gave up on this worker: use the others
-                attempts = where.get(task.index, (0,))[0]
-                if attempts < MAX_ATTEMPTS:
-                    lose(task.index, f"{type(e).__name__}, worker retired, pair queued for the others")
-                    queue.appendleft(task)
+    try:
+        while queue or inflight:
+            while queue and idle:
+                task = queue.popleft()
+                sent = transport.send(task)
+                if isinstance(sent, PairOutcome):  # failed before it left
+                    outcomes[task.index] = sent
+                    emit(BatchProgress(len(outcomes), total, 0.0, sent))
                     continue
-                lose(task.index, "gave up")
-                outcome = PairOutcome(task, "failed", f"{attempts} workers died painting it", 1, attempts=attempts)
-            else:
-                idle.append(a)
-            outcomes[task.index] = outcome
-            emit(BatchProgress(len(outcomes), total, 0.0, outcome))
-        running = {t.index for _, t in inflight.values()}
-        emit(BatchProgress(len(outcomes), total, sum(f for i, f in fractions.items() if i in running)))
+                a = idle.pop(0)
+                inflight[actors[a].run.remote(sent)] = (a, task)
+            if not inflight:
+                if not queue:
+                    break
+                raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
+            starts, fractions = ray.get(board.poll.remote())
+            for index, attempt, host, pid in starts:
+                if attempt > 1:
+                    lose(index, "ran it again")
+                where[index] = (attempt, host, pid)
+                emit(PairStarted(index, total, tasks[index].label, host, pid, attempt))
+            for ref in ready:
+                a, task = inflight.pop(ref)
+                try:
+                    outcome = transport.receive(task, ray.get(ref))
+                except ray.exceptions.RayTaskError as e:  # a bug in the worker, not a lost worker
+                    cause = getattr(e, "cause", None) or e
+                    outcome = PairOutcome(task, "failed", f"internal error: {type(cause).__name__}: {cause}", 1)
+                except ray.exceptions.RayError as e:  # Ray gave up on this worker: use the others
+                    attempts = where.get(task.index, (0,))[0]
+                    if attempts < MAX_ATTEMPTS:
+                        lose(task.index, f"{type(e).__name__}, worker retired, pair queued for the others")
+                        queue.appendleft(task)
+                        continue
+                    lose(task.index, "gave up")
+                    outcome = PairOutcome(task, "failed", f"{attempts} workers died painting it", 1, attempts=attempts)
+                else:
+                    idle.append(a)
+                outcomes[task.index] = outcome
+                emit(BatchProgress(len(outcomes), total, 0.0, outcome))
+            running = {t.index for _, t in inflight.values()}
+            emit(BatchProgress(len(outcomes), total, sum(f for i, f in fractions.items() if i in running)))
+    finally:
+        cancel_tasks(ray, list(inflight))  # Ctrl-C or an error: the pairs still painting are not rerun
     return BatchReport([outcomes[t.index] for t in tasks], lost)

@@ -100,7 +100,7 @@ def ray_options(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
                 else "--ray-workers and --ray-cpus-per-worker"
             raise InputError(f"{flags} need --ray")
         return None
-    from ..batch.distributed import check_address
+    from ..batch.cluster import check_address
 
     opts: Dict[str, Any] = {"address": check_address(args.ray), "workers": args.ray_workers,
                             "cpus_per_worker": args.ray_cpus_per_worker}

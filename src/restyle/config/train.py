@@ -89,9 +89,16 @@ class UpscalerTrainConfig(TrainBase):
     # (Johnson et al. use the feature loss alone); at 2 it is about a fifth of the loss.
     pixel_weight: float = field(default=2.0, metadata=_help("weight of the L1 pixel term beside the feature loss"))
     hold_out: int = field(default=0, metadata=_help("photos held aside for evaluation (every k-th by name)"))
+    # fp32 unless asked: up4 was trained and benchmarked in fp32 (benchmarks/UPSCALE.md), and on the
+    # tests' tiny run bf16 learned a little less (the loss at 71% of its start after 60 steps, fp32's at
+    # 70%). bf16 (or auto, bf16 where the hardware has it) autocasts as `train` does: the network and
+    # VGG-19 in bf16, the loss and the weights in float32.
+    precision: str = field(default="fp32", metadata=_help("network precision; auto: bf16 where the hardware has it",
+                                                          choices=TRAIN_PRECISIONS))
 
     def validate(self) -> None:
         super().validate()
+        _choice("precision", self.precision, TRAIN_PRECISIONS)
         if self.scale not in (2, 4):
             raise InputError(f"scale {self.scale!r} is not one of 2, 4")
         _int_range("channels", self.channels, 1, 256)

@@ -12,13 +12,14 @@ without hand-tuned constants; Johnson et al. divide by C*H*W only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..config import UpscalerTrainConfig
+from ..device import autocast, resolve_device, resolve_precision
 from ..errors import InputError
 from ..events import Callback
 from ..images import PathLike, load_image, to_tensor
@@ -89,9 +90,10 @@ class PerceptualLoss(torch.nn.Module):
         with torch.no_grad():
             ft = self.vgg(target, self.layers)
         fo = self.vgg(out, self.layers)
+        fo, ft = ({k: f[k].float() for k in self.layers} for f in (fo, ft))  # the loss in float32 under autocast
         feature = sum(F.mse_loss(fo[k], ft[k]) / ft[k].pow(2).mean().clamp_min(1e-8) for k in self.layers)
         feature = feature / len(self.layers)
-        pixel = F.l1_loss(out, target) / 255
+        pixel = F.l1_loss(out.float(), target) / 255
         return feature + self.pixel_weight * pixel, {"feature": feature, "pixel": pixel}
 
 
@@ -110,12 +112,15 @@ def _preview_rows(model: Upscaler, hr: torch.Tensor) -> List[List[torch.Tensor]]
 
 
 class UpscalerRecipe(Recipe):
-    """An Upscaler trained on PerceptualLoss over random crops, shrunk by the factor."""
+    """An Upscaler trained on PerceptualLoss over random crops, shrunk by the factor, on `device`."""
 
     def __init__(self, cfg: UpscalerTrainConfig, model: Upscaler, weights: Weights, photos: PathLike,
-                 train_photos: Sequence[Path], held: Sequence[Path]) -> None:
-        self.cfg, self.net, self.weights, self.photos_dir = cfg, model.train(), weights, str(photos)
-        vgg = VGG19Features.from_weights(weights, deepest_layer(cfg.feature_layers))
+                 train_photos: Sequence[Path], held: Sequence[Path], device: torch.device = torch.device("cpu"),
+                 precision: str = "fp32") -> None:
+        self.cfg, self.weights, self.photos_dir = cfg, weights, str(photos)
+        self.device, self.precision = device, precision  # precision resolved: fp32 or bf16
+        self.net = model.to(device).train()
+        vgg = VGG19Features.from_weights(weights, deepest_layer(cfg.feature_layers)).to(device)
         self.criterion = PerceptualLoss(vgg, cfg.feature_layers, cfg.pixel_weight)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lr(cfg.steps))
@@ -129,16 +134,20 @@ class UpscalerRecipe(Recipe):
         return self.crops.batch(self.cfg.batch_size, step_generator(self.cfg.seed, step))
 
     def loss(self, hr: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return self.criterion(self.net(downscale(hr, self.cfg.scale)), hr)
+        hr = hr.to(self.device)
+        with autocast(self.device, self.precision):
+            return self.criterion(self.net(downscale(hr, self.cfg.scale)), hr)
 
     def preview(self) -> Optional[Image.Image]:
-        return grid(_preview_rows(self.net, self.preview_hr))
+        with autocast(self.device, self.precision):
+            rows = _preview_rows(self.net, self.preview_hr.to(self.device))
+        return grid([[t.float().cpu() for t in row] for row in rows])
 
     def report(self, state: TrainState) -> Dict[str, Any]:
         return {
             "photos": self.photos_dir, "train_photos": self.photos, "held_out": list(self.held_out),
             "step": state.step, "elapsed_s": round(state.wall_s, 1), "weights_sha256": self.weights.sha256,
-            "train_config": self.cfg.to_dict(),
+            "device": self.device.type, "precision": self.precision, "train_config": self.cfg.to_dict(),
         }
 
     def save(self, kind: str, path: Path, state: TrainState) -> Path:
@@ -164,15 +173,17 @@ def train(
     *,
     resume: bool = False,
     weights: Optional[PathLike] = None,
+    device: Union[str, torch.device] = "cpu",
     callback: Optional[Callback] = None,
     should_stop: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """Train (or with `resume`, continue from OUT.ckpt) and write the model file `out`.
 
     On resume the checkpoint's settings apply, except `steps` from `config`
-    (to train longer). Returns the training report (also stored in the model file,
-    and written beside it as OUT.json).
+    (to train longer); `device` ("auto", "cpu", "cuda:N") may differ from the first run's.
+    Returns the training report (also stored in the model file, and written beside it as OUT.json).
     """
+    where = resolve_device(str(device))  # a device that is not here: refused before any work
     out = check_output(out)
     cfg = config or UpscalerTrainConfig()
     state = None
@@ -181,7 +192,7 @@ def train(
         if record["kind"] != "checkpoint":
             raise InputError(f"{checkpoint_path(out)}: a {record['kind']}, not a checkpoint to resume from")
         t = record["training"]
-        cfg = UpscalerTrainConfig(**{**t["train_config"], "steps": cfg.steps})
+        cfg = UpscalerTrainConfig(**{**t["train_config"], "steps": cfg.steps})  # from before --precision: fp32
         state = TrainState(t["step"], [tuple(h) for h in t["history"]], t["elapsed_s"],
                            record["optimizer"], record["scheduler"])
     train_photos, held = split_photos(photos, cfg.hold_out)
@@ -190,6 +201,7 @@ def train(
             model = Upscaler(UpscalerConfig(cfg.scale, cfg.channels, cfg.blocks))
     else:
         model = build_network(record, checkpoint_path(out))
-    recipe = UpscalerRecipe(cfg, model, load_weights(weights), photos, train_photos, held)
+    recipe = UpscalerRecipe(cfg, model, load_weights(weights), photos, train_photos, held, where,
+                            resolve_precision(cfg.precision, where))
     return fit(recipe, out, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every,
                preview_every=cfg.preview_every, resume=state, callback=callback, should_stop=should_stop)

@@ -50,24 +50,31 @@ def load_upscaler(name: str = DEFAULT_MODEL) -> Upscaler:
 
 def upscale(
     img: Image.Image, scale: int = 4, model: str = DEFAULT_MODEL, *, tile: int = 256,
-    device: str = "auto",
+    device: str = "auto", precision: str = "auto",
 ) -> Image.Image:
-    """Enlarge `img` by `scale` (2 or 4) with the upscaler `model`, tile by tile."""
+    """Enlarge `img` by `scale` (2 or 4) with the upscaler `model`, tile by tile, on `device` at `precision`."""
     if scale not in SCALES:
         raise InputError(f"scale {scale!r} is not one of {', '.join(map(str, SCALES))}")
     net = load_upscaler(model)
     if scale > net.scale:
         raise InputError(f"model {model} enlarges {net.scale}x; it cannot give --scale {scale}")
-    return upscale_to(img, (img.width * scale, img.height * scale), model, tile=tile, device=device)
+    return upscale_to(img, (img.width * scale, img.height * scale), model, tile=tile, device=device,
+                      precision=precision)
 
 
 def upscale_to(
-    img: Image.Image, size: Tuple[int, int], model: str = DEFAULT_MODEL, *, tile: int = 256, device: str = "auto"
+    img: Image.Image, size: Tuple[int, int], model: str = DEFAULT_MODEL, *, tile: int = 256, device: str = "auto",
+    precision: str = "auto",
 ) -> Image.Image:
-    """Enlarge `img` with the network, then resize (Lanczos) to exactly `size` if the factor differs."""
-    from ..device import resolve_device
+    """Enlarge `img` with the network, then resize (Lanczos) to exactly `size` if the factor differs.
+
+    `device` and `precision` as the other networks take them (device.resolve_device, resolve_precision):
+    under bf16 or fp16 autocast the convolutions run in half precision; the tiles blend in float32.
+    """
+    from ..device import autocast, resolve_device, resolve_precision
 
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     net = load_upscaler(model).to(device)
     pixels = img.width * img.height * net.scale**2
     if pixels > MAX_OUTPUT_PIXELS:
@@ -81,7 +88,9 @@ def upscale_to(
     check_fits(upscale_estimate(img.width, img.height, net.scale, net.config.channels, piece),
                f"{img.width}x{img.height} enlarged {net.scale}x", str(device), hint="use a smaller picture")
     # Neighbouring tiles cross-fade over 16 px, or a quarter of a small tile.
-    out = to_pil(upscale_tensor(net, to_tensor(img, device), tile=tile, overlap=min(16, tile // 4)))
+    with autocast(device, precision):
+        big = upscale_tensor(net, to_tensor(img, device), tile=tile, overlap=min(16, tile // 4))
+    out = to_pil(big)
     if out.size != tuple(size):
         out = out.resize(tuple(size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return out
@@ -113,7 +122,8 @@ def paint_and_upscale(
     t0 = time.perf_counter()
     painted_size = list(result.image.size)
     final = fit_size(*result.image.size, config.size)
-    result.image = upscale_to(result.image, final, model, device=config.device)  # where it painted
+    result.image = upscale_to(result.image, final, model, device=config.device,  # where it painted, as it painted
+                              precision=config.precision)
     seconds = time.perf_counter() - t0
     report: Dict[str, Any] = result.report
     report["upscale"] = {

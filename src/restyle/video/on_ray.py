@@ -32,7 +32,7 @@ from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..batch.distributed import RayWorker, ray_workers
+from ..batch.distributed import RayWorker, cancel_tasks, ray_workers
 from ..errors import ResourceError
 from .pipeline import Made, frame_flows, to_tensor
 from .stylizers import NetworkFrames
@@ -86,6 +86,12 @@ class RayNetworkFrames(NetworkFrames):
                  chunk_frames: int = CHUNK_FRAMES) -> None:
         super().__init__(_no_network, temporal_weight, name=name)
         self.ray, self.actors, self.chunk_frames = ray, actors, chunk_frames
+        self.running: Deque[Any] = deque()  # the chunk tasks sent and not yet taken, oldest first
+
+    def _run(self, actor: Any, chunk: Chunk) -> Any:
+        ref = actor.run.remote(chunk)
+        self.running.append(ref)
+        return ref
 
     def ahead(self, frames: Iterator[Tuple[int, np.ndarray]], done: int,
               preset: str) -> Iterator[Tuple[int, np.ndarray, Made]]:
@@ -103,7 +109,7 @@ class RayNetworkFrames(NetworkFrames):
 
         def send() -> None:
             chunk = Chunk(count[0], first, list(batch), before, preset)
-            pool.submit(lambda actor, c: actor.run.remote(c), chunk)
+            pool.submit(self._run, chunk)
             sent.append(chunk)
             batch.clear()
             count[0] += 1
@@ -111,7 +117,8 @@ class RayNetworkFrames(NetworkFrames):
         def take() -> Iterator[Tuple[int, np.ndarray, Made]]:
             chunk = sent.popleft()
             try:
-                made = pool.get_next()
+                made = pool.get_next()  # in the order sent, as self.running is
+                self.running.popleft()
             except self.ray.exceptions.RayError as e:  # Ray gave up on a worker after its retries
                 raise ResourceError(f"Ray workers were lost making {chunk.label} ({type(e).__name__}); "
                                     "run again to continue from the frames written") from None
@@ -147,4 +154,8 @@ def ray_network_frames(model: str, temporal_weight: float, name: str, *, device:
     """
     with ray_workers(ChunkWorker, (model, device, precision, temporal_weight), 1 << 30, device=device,
                      **ray_options) as (ray, actors, _board):
-        yield RayNetworkFrames(ray, actors, temporal_weight, name, chunk_frames)
+        frames = RayNetworkFrames(ray, actors, temporal_weight, name, chunk_frames)
+        try:
+            yield frames
+        finally:
+            cancel_tasks(ray, frames.running)  # Ctrl-C: the chunks still being made are not rerun
