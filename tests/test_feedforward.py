@@ -96,9 +96,9 @@ def test_network_config_rejects_bad_values():
 
 
 def test_batches_depend_on_step_only(photos):
-    from restyle.networks.style_training import _load_u8, list_photos
+    from restyle.networks.style_training import list_photos, load_photo_u8
 
-    data = [_load_u8(p) for p in list_photos(photos)]
+    data = [load_photo_u8(p) for p in list_photos(photos)]
     cfg = tiny_config()
     a, b = sample_batch(data, cfg, 7), sample_batch(data, cfg, 7)
     assert a.shape == (2, 3, 32, 32)
@@ -124,7 +124,7 @@ def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
     from restyle.images import load_image, resize, to_tensor
     from restyle.models.modelfile import build_network
     from restyle.models.layers import deepest_layer
-    from restyle.networks.style_training import _load_u8, list_photos
+    from restyle.networks.style_training import list_photos, load_photo_u8
     from restyle.models.weights import load_weights
 
     cfg = tiny_config()
@@ -133,7 +133,7 @@ def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
                   torch.device("cpu"))
     style = to_tensor(resize(load_image(style_path), cfg.style_size))
     obj = StyleObjective(Painter(vgg, torch.device("cpu"), "fp32"), style, cfg)
-    x = torch.stack([_load_u8(p)[:, :32, :32].float() for p in list_photos(photos)])
+    x = torch.stack([load_photo_u8(p)[:, :32, :32].float() for p in list_photos(photos)])
     with torch.no_grad():
         return float(sum(obj(net(x), x).values()))
 
@@ -526,3 +526,15 @@ def test_style_files_of_the_previous_format_still_load(tmp_path):
     x = torch.rand(1, 3, 32, 32) * 255  # 32 px: the network's smallest picture
     assert torch.equal(load_model(tmp_path / "old.pt").stylize_tensor(x), load_model(path).stylize_tensor(x))
     assert read_model_file(tmp_path / "old.pt")["family"] == "style"
+
+
+def test_training_photos_are_made_smaller_once_at_load(tmp_path):
+    """Issue 26, item 11: a photo is kept at the most a crop at the largest scale uses, not full size."""
+    from restyle.networks.training import load_photo_u8
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1200, 900), "gray").save(big)
+    x = load_photo_u8(big, short_side=410)  # size 256 x max_scale 1.6
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (3, 410, 547)
+    assert tuple(load_photo_u8(big, short_side=1000).shape) == (3, 900, 1200)  # never made larger
+    assert tuple(load_photo_u8(big, long_side=640).shape) == (3, 480, 640)

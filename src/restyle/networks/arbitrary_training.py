@@ -44,7 +44,7 @@ from ..models.weights import load_weights
 from ..optimiser.engine import Painter
 from ..optimiser.losses import STYLE_NORM_REF, content_loss, gram, style_loss, tv_loss
 from .training import (
-    Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos, seeded,
+    Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos, load_photo_u8, seeded,
     split_photos, step_generator,
 )
 
@@ -102,13 +102,6 @@ def random_crops(photos: Sequence[torch.Tensor], n: int, size: int, max_scale: f
             x = x.flip(-1)
         out.append(x)
     return torch.cat(out).clamp(0, 255)
-
-
-def _load_u8(path: Path, long_side: Optional[int] = None) -> torch.Tensor:
-    img = load_image(path)
-    if long_side:
-        img = resize(img, long_side)
-    return to_tensor(img)[0].to(torch.uint8)
 
 
 # ---- the recipe ---------------------------------------------------------------------------------
@@ -355,8 +348,8 @@ def train_arbitrary(
         "precision": precision,
         "device": device.type,
     }
-    recipe = ArbitraryRecipe(cfg, net, painter, styles, [_load_u8(p, 640) for p in train_x],
-                             [_load_u8(p) for p in held_x], [load_image(p) for p in held_p[:4]], info)
+    recipe = ArbitraryRecipe(cfg, net, painter, styles, [load_photo_u8(p, long_side=640) for p in train_x],
+                             [load_photo_u8(p) for p in held_x], [load_image(p) for p in held_p[:4]], info)
     fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
         resume=state, callback=callback, should_stop=should_stop)
     return output

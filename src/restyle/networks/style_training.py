@@ -15,6 +15,7 @@ them and writes the preview grids.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -36,7 +37,7 @@ from ..optimiser.engine import Painter
 from ..optimiser.objective import ContentTerm, GramStyleTerm, Objective, TVTerm
 from .training import (  # noqa: F401  (re-exported: the names this module had before the one loop)
     PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos,
-    seeded, split_photos, step_generator,
+    load_photo_u8, seeded, split_photos, step_generator,
 )
 from ..models.weights import load_weights
 
@@ -74,13 +75,6 @@ def square(img: torch.Tensor, side: int) -> torch.Tensor:
     x = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = (nh - side) // 2, (nw - side) // 2
     return x[..., top : top + side, left : left + side].clamp(0, 255)
-
-
-def _load_u8(path: Path, long_side: Optional[int] = None) -> torch.Tensor:
-    img = load_image(path)
-    if long_side:
-        img = resize(img, long_side)
-    return to_tensor(img)[0].to(torch.uint8)
 
 
 # ---- the objective ------------------------------------------------------------------------------
@@ -309,8 +303,8 @@ def train(
         saved = read_model_file(checkpoint_path(output))["training"].get("started_from")
         if saved:
             info["started_from"] = saved
-    recipe = StyleRecipe(cfg, net, objective, device, precision, [_load_u8(p) for p in train_paths],
-                         [_load_u8(p) for p in held_paths], info, style_info)
+    recipe = StyleRecipe(cfg, net, objective, device, precision, [load_photo_u8(p, short_side=math.ceil(cfg.size * cfg.max_scale)) for p in train_paths],
+                         [load_photo_u8(p) for p in held_paths], info, style_info)
     fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
         resume=state, callback=callback, should_stop=should_stop)
     return output

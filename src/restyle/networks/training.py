@@ -38,7 +38,7 @@ from ..device import cuda_settings, synchronize
 from ..errors import Cancelled, InputError, Interrupted
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
 from ..hashing import sha256sum
-from ..images import IMAGE_SUFFIXES, PathLike, write_text_atomic
+from ..images import IMAGE_SUFFIXES, PathLike, load_image, resize, to_tensor, write_text_atomic
 from ..interrupts import stop_cleanly
 from ..models.modelfile import sidecar_of
 
@@ -86,6 +86,17 @@ def split_photos(photos: Sequence[Path], holdout: int) -> Tuple[List[Path], List
     k = max(len(photos) // holdout, 1)
     held = [p for i, p in enumerate(photos) if i % k == k - 1][:holdout]
     return [p for p in photos if p not in held], held
+
+
+def load_photo_u8(path: PathLike, *, long_side: Optional[int] = None, short_side: Optional[int] = None) -> torch.Tensor:
+    """A training photo as (3, H, W) uint8, made smaller once at load when a side is given and it is larger:
+    `long_side` caps the long side, `short_side` the short side (the most a crop at the largest scale uses)."""
+    img = load_image(path)
+    if short_side and min(img.size) > short_side:
+        img = resize(img, max(short_side, round(max(img.size) * short_side / min(img.size))))
+    if long_side:
+        img = resize(img, long_side)
+    return to_tensor(img)[0].to(torch.uint8)
 
 
 def data_fingerprint(photos: Sequence[Path]) -> str:
