@@ -93,15 +93,18 @@ class Driver:
         self.where: Dict[int, Tuple[int, str, int]] = {}  # task index -> (attempt, host, pid) of its latest start
         self.reported: Set[Tuple[int, int]] = set()  # (task index, attempt) of the runs counted lost
         self.fractions: Dict[int, float] = {}
+        self.settled: List[Tuple[Any, Any]] = []  # tasks that ended as they left, for the next step()
 
     def put(self, task: Any) -> None:
+        """Queue `task`; an idle worker starts it at once."""
         self.labels[task.index] = task.label
         self.queue.append(task)
+        self._dispatch()
 
     @property
     def pending(self) -> int:
         """Tasks put and not yet returned by step()."""
-        return len(self.queue) + len(self.inflight)
+        return len(self.queue) + len(self.inflight) + len(self.settled)
 
     @property
     def running_fraction(self) -> float:
@@ -115,7 +118,8 @@ class Driver:
         A result is receive()'s, a Settled's, or a Failed. ResourceError when tasks are left and every worker
         was lost.
         """
-        finished = self._dispatch()
+        self._dispatch()
+        finished, self.settled = self.settled, []
         if not self.inflight:
             if self.queue:
                 raise ResourceError(f"every Ray worker was lost; {len(self.queue)} {self.noun}(s) left undone")
@@ -145,19 +149,18 @@ class Driver:
             else:
                 self.idle.append(a)
                 finished.append((task, self.receive(task, value)))
-        return finished + self._dispatch()  # a freed worker starts its next task before the caller goes on
+        self._dispatch()  # a freed worker starts its next task before the caller goes on
+        return finished
 
-    def _dispatch(self) -> List[Tuple[Any, Any]]:
-        settled = []
+    def _dispatch(self) -> None:
         while self.queue and self.idle:
             task = self.queue.popleft()
             sent = self.send(task)
             if isinstance(sent, Settled):  # ended before it left
-                settled.append((task, sent.result))
+                self.settled.append((task, sent.result))
                 continue
             a = self.idle.pop(0)
             self.inflight[self.actors[a].run.remote(sent)] = (a, task)
-        return settled
 
     def _lose(self, index: int, cause: str) -> None:
         """One line for the latest run of task `index`, whose worker died; once, however the loss was seen."""
