@@ -127,3 +127,109 @@ def test_batch_shares_a_style_that_is_not_recoloured(small_images, tiny_weights,
     painter = make_painter(cfg, tiny_weights)
     run_batch([photos], [s], out, cfg, weights=tiny_weights, painter=painter)
     assert painter.cache.misses == 1 and painter.cache.hits == 1
+
+
+# ---- the one Ray driver (batch/driver.py), against a stand-in for Ray: no cluster needed ----------
+
+
+class _Task:
+    def __init__(self, index):
+        self.index, self.label = index, f"t{index}"
+
+
+class _FakeRay:
+    """ray.wait/get/exceptions as the Driver uses them; a call's fate is decided when it is sent."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+        class RayActorError(RayError):
+            pass
+
+    def wait(self, refs, num_returns, timeout):
+        return refs[:1], refs[1:]
+
+    def get(self, ref):
+        if isinstance(ref, BaseException):
+            raise ref
+        return ref
+
+
+class _Board:
+    def __init__(self):
+        self.starts, self.attempts = [], {}
+        self.poll = type("Method", (), {"remote": lambda _, running: (self.take(), {})})()
+
+    def start(self, index, pid):
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self.starts.append((index, self.attempts[index], "here", pid))
+
+    def take(self):
+        starts, self.starts = self.starts, []
+        return starts
+
+
+class _Actor:
+    """fates (shared): task index -> "dies" (Ray restarts its worker and runs it again) or "retires" (Ray gives
+    up on its worker); each fate strikes the first run of the task only."""
+
+    def __init__(self, board, pid, fates):
+        self.board, self.pid, self.fates, self.ran, self.retired = board, pid, fates, [], False
+        self.run = type("Method", (), {"remote": lambda _, task: self.call(task)})()
+
+    def call(self, task):
+        self.board.start(task.index, self.pid)
+        fate = self.fates.pop(task.index, None)
+        if fate == "retires":
+            self.retired = True
+            return _FakeRay.exceptions.RayActorError("gone")
+        if fate == "dies":
+            self.pid += 1000  # the restarted process
+            self.board.start(task.index, self.pid)
+        self.ran.append(task.index)
+        return f"result {task.index}"
+
+
+def test_driver_requeues_a_lost_workers_task_and_counts_each_loss_once():
+    from restyle.batch.driver import Driver
+    from restyle.events import PairStarted
+
+    board = _Board()
+    fates = {1: "retires", 2: "dies"}
+    a, b = _Actor(board, 1, fates), _Actor(board, 2, fates)
+    events = []
+    driver = Driver(_FakeRay(), [a, b], board, emit=events.append, noun="chunk", verb="making")
+    for i in range(4):
+        driver.put(_Task(i))
+    results = {}
+    while driver.pending:
+        results.update((task.index, r) for task, r in driver.step())
+
+    assert results == {i: f"result {i}" for i in range(4)}
+    gone, other = (a, b) if a.retired else (b, a)
+    assert gone.retired and not other.retired and 1 in other.ran  # the retired worker's task went to the other
+    assert sorted((e.index, e.attempt) for e in events if isinstance(e, PairStarted) and e.attempt > 1) == [(1, 2), (2, 2)]
+    assert len(driver.lost) == 2, driver.lost  # one line per lost run, however it was seen
+    assert any(f"pid {gone.pid} on here died making t1 (attempt 1); RayActorError, worker retired, chunk queued"
+               in line for line in driver.lost)
+    assert any("died making t2 (attempt 1); ran it again" in line for line in driver.lost)
+
+
+def test_driver_gives_up_after_max_attempts_and_stops_when_every_worker_is_lost():
+    from restyle.batch.driver import MAX_ATTEMPTS, Driver, Failed
+    from restyle.errors import ResourceError
+
+    board = _Board()
+    board.attempts[0] = MAX_ATTEMPTS - 1  # the task's earlier runs killed their workers
+    driver = Driver(_FakeRay(), [_Actor(board, 1, {0: "retires"})], board)
+    driver.put(_Task(0))
+    driver.put(_Task(1))
+    (task, failed), = driver.step()
+    assert task.index == 0 and isinstance(failed, Failed) and failed.attempts == MAX_ATTEMPTS
+    assert failed.error == f"{MAX_ATTEMPTS} workers died running it"
+    with pytest.raises(ResourceError, match=r"every Ray worker was lost; 1 task\(s\) left undone"):
+        driver.step()

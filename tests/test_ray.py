@@ -344,26 +344,39 @@ def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp
     assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == stamps
 
 
-def test_cli_video_with_a_model_on_ray_gives_the_local_frames(cluster, tiny_model, tmp_path, capsys):
-    """20 frames in chunks of 8 on two workers: every frame, blended across the chunk borders, is the local run's."""
+@pytest.fixture(scope="module")
+def video_local(photos, tiny_model):
+    """A 20-frame clip and the local `video --model` run's frames (one thread, as each Ray worker has)."""
     pytest.importorskip("av")
     pytest.importorskip("cv2")
-    from videoutil import clip_stats, make_clip, pan_frames
+    from videoutil import make_clip, pan_frames
 
-    clip = make_clip(tmp_path / "in.mp4", pan_frames(width=64, height=48, frames=20, step=2))
+    root = photos / "video"
+    root.mkdir()
+    clip = make_clip(root / "in.mp4", pan_frames(width=64, height=48, frames=20, step=2))
     base = ["video", str(clip), "--model", str(tiny_model), "--keep-frames", "--quiet"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # each Ray worker's thread count
     try:
-        assert main(base + ["-o", str(tmp_path / "local.mp4")]) == 0
+        assert main(base + ["-o", str(root / "local.mp4")]) == 0
     finally:
         torch.set_num_threads(threads)
-    assert main(base + ["-o", str(tmp_path / "ray.mp4"), "--ray"]) == 0, capsys.readouterr().err
+    return base, root / "local.mp4"
 
-    local, distributed = tmp_path / "local.mp4.frames", tmp_path / "ray.mp4.frames"
+
+def test_cli_video_with_a_model_on_ray_gives_the_local_frames(cluster, video_local, tmp_path, capsys):
+    """20 frames in chunks of 8 on two workers: every frame, blended across the chunk borders, is the local run's."""
+    from videoutil import clip_stats
+
+    base, local_mp4 = video_local
+    clip = base[1]
+    assert main(base + ["-o", str(tmp_path / "ray.mp4"), "--ray"]) == 0, capsys.readouterr().err
+    assert "lost" not in capsys.readouterr().err
+
+    local, distributed = local_mp4.with_name("local.mp4.frames"), tmp_path / "ray.mp4.frames"
     assert len(pngs(local)) == 20 and pngs(distributed) == pngs(local)
     assert (distributed / "manifest.json").read_text() == (local / "manifest.json").read_text()
-    assert clip_stats(tmp_path / "ray.mp4") == clip_stats(tmp_path / "local.mp4")  # frames, fps, duration, audio
+    assert clip_stats(tmp_path / "ray.mp4") == clip_stats(local_mp4)  # frames, fps, duration, audio
     # The blend did carry across the borders: frame 8 is not the network's picture alone.
     assert main(base + ["-o", str(tmp_path / "alone.mp4"), "--temporal-weight", "0"]) == 0
     assert (tmp_path / "alone.mp4.frames" / "000008.png").read_bytes() != (local / "000008.png").read_bytes()
@@ -373,8 +386,52 @@ def test_cli_video_with_a_model_on_ray_gives_the_local_frames(cluster, tiny_mode
         p.unlink()
     assert main(base + ["-o", str(tmp_path / "again.mp4"), "--work-dir", str(distributed), "--ray"]) == 0
     assert pngs(distributed) == pngs(local)
-    assert main(["video", str(clip), "a.png", "-o", str(tmp_path / "o.mp4"), "--ray"]) == 2
+    assert main(["video", clip, "a.png", "-o", str(tmp_path / "o.mp4"), "--ray"]) == 2
     assert "give --model" in capsys.readouterr().err
+
+
+def test_cli_video_on_ray_loses_workers_mid_clip_and_still_gives_the_local_frames(cluster, video_local, tmp_path,
+                                                                                    capsys, monkeypatch):
+    """The batch driver's rules for a clip's chunks: chunk 1's worker dies (Ray restarts it and runs the
+    chunk again), chunk 2's worker exits for good (the driver queues the chunk for the other worker);
+    both losses are reported and every frame is the local run's."""
+    from restyle.video import on_ray
+
+    base, local_mp4 = video_local
+    die, retire = tmp_path / "die", tmp_path / "retire"  # each claimed once, by whichever worker unlinks it
+    die.touch()
+    retire.touch()
+
+    class LosingWorker(on_ray.ChunkWorker):  # defined here, so Ray sends the class itself to the workers
+        def work(self, chunk, attempt, callback):
+            import ray as ray_here
+
+            def claim(marker):
+                try:
+                    marker.unlink()
+                except FileNotFoundError:
+                    return False
+                return True
+
+            if chunk.index == 1 and claim(die):
+                os._exit(1)  # mid-clip, mid-chunk: the process is gone
+            if chunk.index == 2 and claim(retire):
+                ray_here.actor.exit_actor()  # gone for good: Ray does not restart it
+            return super().work(chunk, attempt, callback)
+
+    monkeypatch.setattr(on_ray, "ChunkWorker", LosingWorker)
+    assert main(base + ["-o", str(tmp_path / "ray.mp4"), "--ray"]) == 0
+    err = capsys.readouterr().err
+
+    assert not die.exists() and not retire.exists()
+    distributed = tmp_path / "ray.mp4.frames"
+    assert pngs(distributed) == pngs(local_mp4.with_name("local.mp4.frames")) and len(pngs(distributed)) == 20
+    assert (tmp_path / "ray.mp4").read_bytes() == local_mp4.read_bytes()
+    lost = [line for line in err.splitlines() if line.strip().startswith("lost:")]
+    assert "2 worker(s) lost mid-chunk, their chunks ran again" in err and len(lost) == 2, err
+    assert any("died making frames 8-15 (attempt 1); ran it again" in line for line in lost), err
+    assert any("died making frames 16-19 (attempt 1)" in line and "worker retired, chunk queued for the others"
+               in line for line in lost), err
 
 
 def test_model_batch_on_ray_gives_the_one_runners_pixels(cluster, photos, tmp_path):

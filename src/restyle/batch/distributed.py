@@ -5,20 +5,20 @@
     report = run_model_batch_ray(["photos/"], "starry.pt", "out/", address="auto")   # a trained network
     report = train_styles_ray(["a.jpg", "b.jpg"], "photos/", "models/", TrainConfig())  # a model per style
 
-(video/on_ray.py runs a clip's chunks on the same workers.)
+(video/on_ray.py runs a clip's chunks on the same workers, through the same driver.)
 
 Ray's idiom: one actor per device (a GPU, or N CPU cores), each holding a Painter
 (the network and the style-target cache), so each style's targets are computed once
 per worker, not once per photo. The driver hands each idle actor the next pair;
 actors report progress to a small board actor that the driver polls.
 
-Faults. A worker whose process dies (killed, out of memory, node lost) is restarted by
-Ray (`max_restarts`) and the pair it was painting runs again on it (`max_task_retries`);
-the board counts each pair's starts, so the driver sees and reports every loss. When Ray
-gives up on a worker, the driver stops using it and queues its pair for the others (at
-most MAX_ATTEMPTS runs of one pair). Outputs are written atomically by paint_pair(), so
-a killed worker leaves no half-written file. A bad input is not a fault: paint_pair()
-returns a failed outcome, which is not retried.
+Faults (driver.py, the one driver of every Ray job). A worker whose process dies (killed,
+out of memory, node lost) is restarted by Ray (`max_restarts`) and the pair it was painting
+runs again on it (`max_task_retries`); the board counts each pair's starts, so the driver
+sees and reports every loss. When Ray gives up on a worker, the driver stops using it and
+queues its pair for the others (at most MAX_ATTEMPTS runs of one pair). Outputs are written
+atomically by paint_pair(), so a killed worker leaves no half-written file. A bad input is
+not a fault: paint_pair() returns a failed outcome, which is not retried.
 
 Paths must be readable and writable under the same names on every node (a shared
 folder). `ray` is imported only here and in cluster.py (connect), and only when a Ray batch runs.
@@ -32,25 +32,21 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import StylizeConfig
 from ..errors import InputError, ResourceError, RestyleError
-from ..events import BatchProgress, PairStarted
+from ..events import BatchProgress
 from ..images import PathLike, sidecar_path, write_bytes_atomic
 from .cluster import check_address, connect, import_ray
+from .driver import MAX_ATTEMPTS, Driver, Failed, ProgressBoard, Settled, cancel_tasks
 from .local import (BatchOptions, BatchReport, PairOutcome, PairTask, pair_key, paint_pair, plan_batch,
                     step_fraction, this_node)
 from .transport import Copies, CopiedPair, Paths, Returned
 
-MAX_ATTEMPTS = 3  # runs of one pair before it is reported failed (each lost run killed its worker)
 MAX_RESTARTS = 3  # restarts of one worker actor before the driver stops using it
 REPORT_EVERY_S = 0.25  # a worker's progress reports at most this often (and at each pair's first iteration)
-POLL_S = 0.2  # the driver's wait between progress polls
-
-
 class RayWorker:
     """Base of restyle's Ray actors (wrapped at run time by ray.remote): set up once, then one task per call.
 
@@ -189,28 +185,6 @@ class TrainWorker(RayWorker):
                            attempt=attempt, callback=callback)
 
 
-class ProgressBoard:
-    """A Ray actor: workers post starts and fractions, the driver polls them."""
-
-    def __init__(self) -> None:
-        self.starts: List[Tuple[int, int, str, int]] = []  # (pair index, attempt, host, pid)
-        self.attempts: Dict[int, int] = {}
-        self.fractions: Dict[int, float] = {}
-
-    def started(self, index: int, host: str, pid: int) -> int:
-        self.attempts[index] = self.attempts.get(index, 0) + 1
-        self.starts.append((index, self.attempts[index], host, pid))
-        self.fractions[index] = 0.0
-        return self.attempts[index]
-
-    def progress(self, index: int, fraction: float) -> None:
-        self.fractions[index] = fraction
-
-    def poll(self) -> Tuple[List[Tuple[int, int, str, int]], Dict[int, float]]:
-        starts, self.starts = self.starts, []
-        return starts, dict(self.fractions)
-
-
 def uses_gpus(device: str) -> bool:
     """Whether workers for `device` want a GPU each: "auto" (where the cluster has GPUs) and "cuda[:N]"."""
     return device == "auto" or device == "cuda" or device.startswith("cuda:")
@@ -337,18 +311,6 @@ def run_on_ray(
         return _drive(ray, actors, board, tasks, callback or (lambda event: None), transport(ray))
 
 
-def cancel_tasks(ray: Any, refs: Iterable[Any]) -> None:
-    """Cancel the actor tasks `refs` still queued or running, before ray_workers() kills their actors.
-
-    Ray reruns the task of a worker that dies (max_task_retries), one it was told to kill too,
-    and says so on stdout ("Task BatchWorker.run failed. There are 2 retries remaining, so the
-    task will be retried"): after a Ctrl-C, noise. A cancelled task is never rerun.
-    """
-    for ref in refs:
-        with contextlib.suppress(Exception):  # finished, or Ray already stopped: nothing to rerun
-            ray.cancel(ref)
-
-
 @contextlib.contextmanager
 def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, address: Optional[str] = None,
                 workers: Optional[int] = None, cpus_per_worker: Optional[int] = None,
@@ -360,8 +322,8 @@ def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, ad
     ray = import_ray()
     started = connect(address)
     actors: List[Any] = []
-    asked: List[Any] = []  # the workers' info() calls
     board = None
+    asked: List[Any] = []  # the workers' info() calls
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         n_workers, cpus, gpus = plan_workers(nodes, cpus_per_worker, workers, device)
@@ -388,67 +350,26 @@ def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, ad
 
 def _drive(ray: Any, actors: List[Any], board: Any, tasks: List[Any], emit: Callable[[Any], None],
            transport: Any) -> BatchReport:
-    """Hand each idle worker the next pair until all are done; report the workers lost on the way.
+    """The batch through a Driver (driver.py: re-queues and counts a lost worker's pair); outcomes in task order."""
 
-    Ray reruns the pair of a worker that died (max_task_retries). When Ray gives up on a
-    worker for good (RayActorError), the driver stops using it and queues its pair for the
-    others, unless the pair has had MAX_ATTEMPTS runs already.
-    """
-    queue: Deque[PairTask] = deque(tasks)
-    idle = list(range(len(actors)))
-    inflight: Dict[Any, Tuple[int, PairTask]] = {}
-    where: Dict[int, Tuple[int, str, int]] = {}  # pair index -> (attempt, host, pid) of its latest start
+    def send(task: Any) -> Any:
+        sent = transport.send(task)
+        return Settled(sent) if isinstance(sent, PairOutcome) else sent  # failed before it left
+
+    driver = Driver(ray, actors, board, send=send, receive=transport.receive, emit=emit, noun="pair",
+                    verb="painting")
+    for task in tasks:
+        driver.put(task)
     outcomes: Dict[int, PairOutcome] = {}
-    lost: List[str] = []
     total = len(tasks)
-
-    def lose(index: int, cause: str) -> None:
-        attempt, host, pid = where.get(index, (0, "?", 0))
-        lost.append(f"worker pid {pid} on {host} died painting {tasks[index].label} (attempt {attempt}); {cause}")
-
     try:
-        while queue or inflight:
-            while queue and idle:
-                task = queue.popleft()
-                sent = transport.send(task)
-                if isinstance(sent, PairOutcome):  # failed before it left
-                    outcomes[task.index] = sent
-                    emit(BatchProgress(len(outcomes), total, 0.0, sent))
-                    continue
-                a = idle.pop(0)
-                inflight[actors[a].run.remote(sent)] = (a, task)
-            if not inflight:
-                if not queue:
-                    break
-                raise ResourceError(f"every Ray worker was lost; {len(queue)} pair(s) left unpainted")
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-            starts, fractions = ray.get(board.poll.remote())
-            for index, attempt, host, pid in starts:
-                if attempt > 1:
-                    lose(index, "ran it again")
-                where[index] = (attempt, host, pid)
-                emit(PairStarted(index, total, tasks[index].label, host, pid, attempt))
-            for ref in ready:
-                a, task = inflight.pop(ref)
-                try:
-                    outcome = transport.receive(task, ray.get(ref))
-                except ray.exceptions.RayTaskError as e:  # a bug in the worker, not a lost worker
-                    cause = getattr(e, "cause", None) or e
-                    outcome = PairOutcome(task, "failed", f"internal error: {type(cause).__name__}: {cause}", 1)
-                except ray.exceptions.RayError as e:  # Ray gave up on this worker: use the others
-                    attempts = where.get(task.index, (0,))[0]
-                    if attempts < MAX_ATTEMPTS:
-                        lose(task.index, f"{type(e).__name__}, worker retired, pair queued for the others")
-                        queue.appendleft(task)
-                        continue
-                    lose(task.index, "gave up")
-                    outcome = PairOutcome(task, "failed", f"{attempts} workers died painting it", 1, attempts=attempts)
-                else:
-                    idle.append(a)
-                outcomes[task.index] = outcome
-                emit(BatchProgress(len(outcomes), total, 0.0, outcome))
-            running = {t.index for _, t in inflight.values()}
-            emit(BatchProgress(len(outcomes), total, sum(f for i, f in fractions.items() if i in running)))
+        while driver.pending:
+            for task, result in driver.step():
+                if isinstance(result, Failed):
+                    result = PairOutcome(task, "failed", result.error, 1, attempts=result.attempts)
+                outcomes[task.index] = result
+                emit(BatchProgress(len(outcomes), total, 0.0, result))
+            emit(BatchProgress(len(outcomes), total, driver.running_fraction))
     finally:
-        cancel_tasks(ray, list(inflight))  # Ctrl-C or an error: the pairs still painting are not rerun
-    return BatchReport([outcomes[t.index] for t in tasks], lost)
+        driver.cancel()  # Ctrl-C or an error: the pairs still painting are not rerun
+    return BatchReport([outcomes[t.index] for t in tasks], driver.lost)

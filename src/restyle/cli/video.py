@@ -135,8 +135,13 @@ def cmd_video(args: argparse.Namespace) -> int:
         with work as on_ray:
             result = stylize_video(args.input, args.output, on_ray or stylizer, vcfg, work_dir=args.work_dir,
                                    callback=bar)
+            lost = list(getattr(on_ray, "lost", []))
     finally:
         bar.close()
+    if lost:  # as a Ray batch reports them, quiet or not: the frames are complete all the same
+        print(f"{result.output}: {len(lost)} worker(s) lost mid-chunk, their chunks ran again", file=sys.stderr)
+        for line in lost:
+            print(f"  lost: {line}", file=sys.stderr)
     if not args.quiet:
         note = f", {result.resumed} resumed" if result.resumed else ""
         print(f"wrote {result.output} ({result.frames} frames{note}, {result.seconds_per_frame:.2f} s per frame)")

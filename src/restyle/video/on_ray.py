@@ -18,9 +18,12 @@ the frames are identical to a single-machine run's on the same device type, prec
 thread count; the work folder, resume, audio, frame rate and duration are the local
 pipeline's own (stylize_video).
 
-Faults: a chunk is a pure function of its frames, so when a worker dies Ray restarts it
-and runs the chunk again (distributed.MAX_ATTEMPTS); the driver writes each frame
-atomically, and a run stopped for good resumes from the frames already written.
+Faults: a chunk is a pure function of its frames, so it goes through the batch's driver
+(batch/driver.py) with the batch's rules: when a worker dies, Ray restarts it and runs the
+chunk again, or the driver queues the chunk for the other workers when Ray gives up on it
+(at most driver.MAX_ATTEMPTS runs); each loss is a line of the stylizer's `lost`, and the
+frames are the same. Frames are written here, each atomically, and a run stopped for good
+resumes from the frames already written.
 """
 
 from __future__ import annotations
@@ -28,17 +31,19 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..batch.distributed import RayWorker, cancel_tasks, ray_workers
+from ..batch.distributed import RayWorker, ray_workers
+from ..batch.driver import Driver, Failed
 from ..errors import ResourceError
 from .pipeline import Made, frame_flows, to_tensor
 from .stylizers import NetworkFrames
 
 CHUNK_FRAMES = 8  # frames per task: long enough that a task's overhead (~ms) is small beside its frames
 AHEAD = 2  # chunks in flight per worker, so none waits for the driver
+AGAIN = "run again to continue from the frames written"  # what a run stopped by lost workers says
 
 
 @dataclass(frozen=True)
@@ -80,49 +85,59 @@ class RayNetworkFrames(NetworkFrames):
     """NetworkFrames whose network pictures and flows are made ahead by Ray actors; the blend stays here.
 
     Its key() is NetworkFrames' key, so a run here can resume a Ray run's work folder and the reverse.
+    `lost`: a line per worker lost mid-chunk (whose chunk ran again), as a batch's report has.
     """
 
-    def __init__(self, ray: Any, actors: List[Any], temporal_weight: float, name: str,
+    def __init__(self, ray: Any, actors: List[Any], board: Any, temporal_weight: float, name: str,
                  chunk_frames: int = CHUNK_FRAMES) -> None:
         super().__init__(_no_network, temporal_weight, name=name)
-        self.ray, self.actors, self.chunk_frames = ray, actors, chunk_frames
-        self.running: Deque[Any] = deque()  # the chunk tasks sent and not yet taken, oldest first
+        self.ray, self.actors, self.board, self.chunk_frames = ray, actors, board, chunk_frames
+        self.lost: List[str] = []
+        self.chunks = 0  # chunks sent by this stylizer: their indices, unique on its board
+        self.drivers: List[Driver] = []  # one per ahead() call; cancel() stops what they have in flight
 
-    def _run(self, actor: Any, chunk: Chunk) -> Any:
-        ref = actor.run.remote(chunk)
-        self.running.append(ref)
-        return ref
+    def cancel(self) -> None:
+        """Cancel the chunks still being made (Ctrl-C, an error): none is rerun (driver.cancel_tasks)."""
+        for driver in self.drivers:
+            driver.cancel()
 
     def ahead(self, frames: Iterator[Tuple[int, np.ndarray]], done: int,
               preset: str) -> Iterator[Tuple[int, np.ndarray, Made]]:
-        """(k, rgb, what frame k is made from) in order, the chunks after frame `done` made by the actors."""
-        from ray.util import ActorPool
+        """(k, rgb, what frame k is made from) in order, the chunks after frame `done` made by the actors.
 
+        The chunks go through the batch's driver (batch/driver.py), which hands them out as workers
+        come free and runs a lost worker's chunk again; they come back in any order and are handed
+        over here in the clip's.
+        """
         from .flow import gray
 
-        pool = ActorPool(self.actors)
-        sent: Deque[Chunk] = deque()
+        driver = Driver(self.ray, self.actors, self.board, noun="chunk", verb="making", lost=self.lost)
+        self.drivers.append(driver)
+        sent: Deque[Chunk] = deque()  # in the clip's order, not yet handed over
+        made: Dict[int, List[Made]] = {}  # chunk index -> its frames' pictures and flows, as they come back
         use_flow = self.temporal_weight > 0
         batch: List[np.ndarray] = []
         first, before, last = done, None, None
-        count = [0]
 
         def send() -> None:
-            chunk = Chunk(count[0], first, list(batch), before, preset)
-            pool.submit(self._run, chunk)
+            chunk = Chunk(self.chunks, first, list(batch), before, preset)
+            driver.put(chunk)
             sent.append(chunk)
             batch.clear()
-            count[0] += 1
+            self.chunks += 1
 
         def take() -> Iterator[Tuple[int, np.ndarray, Made]]:
             chunk = sent.popleft()
-            try:
-                made = pool.get_next()  # in the order sent, as self.running is
-                self.running.popleft()
-            except self.ray.exceptions.RayError as e:  # Ray gave up on a worker after its retries
-                raise ResourceError(f"Ray workers were lost making {chunk.label} ({type(e).__name__}); "
-                                    "run again to continue from the frames written") from None
-            for j, m in enumerate(made):
+            while chunk.index not in made:
+                try:
+                    finished = driver.step()
+                except ResourceError as e:  # every worker lost
+                    raise ResourceError(f"{e}; {AGAIN}") from None
+                for c, result in finished:
+                    if isinstance(result, Failed):  # its workers died MAX_ATTEMPTS times, or it raised
+                        raise ResourceError(f"Ray workers could not make {c.label}: {result.error}; {AGAIN}")
+                    made[c.index] = result
+            for j, m in enumerate(made.pop(chunk.index)):
                 yield chunk.first + j, chunk.frames[j], m
 
         for k, rgb in frames:
@@ -153,9 +168,9 @@ def ray_network_frames(model: str, temporal_weight: float, name: str, *, device:
     `ray_options`: address, workers, cpus_per_worker, as for distributed.run_on_ray().
     """
     with ray_workers(ChunkWorker, (model, device, precision, temporal_weight), 1 << 30, device=device,
-                     **ray_options) as (ray, actors, _board):
-        frames = RayNetworkFrames(ray, actors, temporal_weight, name, chunk_frames)
+                     **ray_options) as (ray, actors, board):
+        frames = RayNetworkFrames(ray, actors, board, temporal_weight, name, chunk_frames)
         try:
             yield frames
         finally:
-            cancel_tasks(ray, frames.running)  # Ctrl-C: the chunks still being made are not rerun
+            frames.cancel()  # Ctrl-C: the chunks still being made are not rerun
