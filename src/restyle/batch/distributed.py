@@ -63,7 +63,7 @@ def check_address(address: Optional[str]) -> Optional[str]:
     return address
 
 
-def _ray() -> Any:
+def import_ray() -> Any:
     try:
         import ray
     except ImportError:
@@ -76,7 +76,7 @@ def connect(address: Optional[str] = None, *, num_cpus: Optional[int] = None) ->
 
     A process already connected to Ray (a notebook, a Ray job, the tests' cluster) keeps its connection.
     """
-    ray = _ray()
+    ray = import_ray()
     if ray.is_initialized():
         return False
     check_address(address)
@@ -403,7 +403,7 @@ def ray_workers(worker_cls: type, worker_args: Tuple[Any, ...], most: int, *, ad
 
     Connects to Ray (or starts it, and then stops it on exit) as connect() does.
     """
-    ray = _ray()
+    ray = import_ray()
     started = connect(address)
     actors: List[Any] = []
     board = None
