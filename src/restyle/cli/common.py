@@ -74,14 +74,16 @@ def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig, skip: 
     return cls().replace(**given) if hasattr(cls, "from_preset") else cls(**given)
 
 
-def add_ray_arguments(p: argparse.ArgumentParser, work: str, copy: bool = False) -> None:
-    """--ray [ADDRESS], --ray-workers, --ray-cpus-per-worker (and --ray-copy): the same on every command."""
+def add_ray_arguments(p: argparse.ArgumentParser, work: str, copy: bool = False,
+                      workers: str = "at most N workers") -> None:
+    """--ray [ADDRESS], --ray-workers (alias --workers), --ray-cpus-per-worker (and --ray-copy): the same on
+    every command; `workers` says what N means there."""
     ray = p.add_argument_group("on a Ray cluster (pip install 'restyle[ray]')")
     ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help=f"run {work} on Ray workers: alone, a Ray instance started on this machine; "
                           "'auto' or ray://HOST:10001 joins a running cluster (paths must be shared by every node)")
-    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
-                     help="at most N workers (default: one per GPU, else one per --ray-cpus-per-worker cores)")
+    ray.add_argument("--ray-workers", "--workers", dest="ray_workers", type=int, default=None, metavar="N",
+                     help=f"{workers} (default: one per GPU, else one per --ray-cpus-per-worker cores)")
     ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",
                      help="CPU cores per worker (default: 1 beside each worker's GPU; without GPUs 4, "
                           "or a node's cores if fewer)")

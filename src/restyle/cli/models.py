@@ -69,6 +69,9 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
                    help="folder for the preview grids (default: OUTPUT without .pt, plus _previews)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_arguments(a, ArbitraryTrainConfig, title="training settings")
+    add_ray_arguments(a, "data-parallel training (Ray Train: each worker a share of every step's paintings, "
+                         "gradients summed; no preview grids)",
+                      workers="N workers, at most --paintings-per-step")
     a.set_defaults(func=cmd_train_arbitrary)
 
     m = sub.add_parser("models", help="list the bundled models (and any .pt files in --dir)")
@@ -140,12 +143,28 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
     from ..config.train import ArbitraryTrainConfig
     from ..images import save_atomic
     from ..networks.arbitrary_training import train_arbitrary
-    from .common import TrainProgress, config_from_args
+    from .common import TrainProgress, config_from_args, ray_options
 
     cfg = config_from_args(args, ArbitraryTrainConfig)
     out = Path(args.output)
+    ray = ray_options(args)
+    if ray is not None:
+        from ..batch.data_parallel import check_workers
+
+        check_workers(ray["workers"], cfg.paintings_per_step)  # before the output's check: a usage error first
     if out.exists() and not args.resume:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
+    if ray is not None:
+        if args.preview_dir:
+            raise InputError("--preview-dir: training on Ray draws no preview grids; drop it")
+        from ..batch.data_parallel import train_arbitrary_ray
+
+        with TrainProgress(args.quiet, lambda event: None) as progress:
+            path = train_arbitrary_ray(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
+                                       weights=args.weights, callback=progress, **ray)
+        if not args.quiet:
+            print(f"wrote {path}")
+        return EXIT_OK
     previews = _preview_dir(args, out)
 
     def save_preview(event: Any) -> None:

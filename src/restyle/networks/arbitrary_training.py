@@ -174,6 +174,23 @@ class ArbitraryRecipe(Recipe):
         x = x.to(self.device)
         return views, x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x
 
+    def shard(self, batch: Tuple[List[int], torch.Tensor], part: int,
+              parts: int) -> Tuple[Tuple[List[int], torch.Tensor], float]:
+        """Part `part` of `parts` of a step's batch (whole paintings, each with its photo crops) and its share.
+
+        Every term of loss() is a mean over the paintings of the batch (content and TV over
+        their crops, photos_per_painting each), so the batch's loss is the sum over the parts
+        of share x the part's loss: data-parallel workers (batch/data_parallel.py) add up
+        share x their gradients and take the step the whole batch would give.
+        """
+        views, x = batch
+        if not 0 < parts <= len(views):
+            raise InputError(f"{parts} workers for {len(views)} paintings a step: each worker needs at least one "
+                             "(raise paintings_per_step or lower the workers)")
+        lo, hi = len(views) * part // parts, len(views) * (part + 1) // parts
+        k = self.cfg.photos_per_painting
+        return (views[lo:hi], x[lo * k : hi * k]), (hi - lo) / len(views)
+
     def loss(self, batch: Tuple[List[int], torch.Tensor]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         views, x = batch
         cfg, k = self.cfg, self.cfg.photos_per_painting
@@ -268,21 +285,26 @@ def style_channels(weights: Any) -> Tuple[int, ...]:
     return tuple(weights_widths(weights)[: len(ArbitraryConfig.style_layers)])
 
 
-def train_arbitrary(
-    paintings: Union[str, os.PathLike],
-    photos: Sequence[Union[str, os.PathLike]],
-    output: Union[str, os.PathLike],
-    config: ArbitraryTrainConfig = ArbitraryTrainConfig(),
-    *,
-    resume: bool = False,
-    device: Union[str, torch.device] = "auto",
-    weights: Optional[os.PathLike] = None,
-    callback: Optional[Callable[[TrainEvent], None]] = None,
-    should_stop: Optional[Callable[[], bool]] = None,
-    log: Callable[[str], None] = lambda s: None,
-) -> Path:
-    """Train the any-painting network on the paintings in `paintings` and the photos in the folders `photos`."""
-    cfg = config
+@dataclass
+class ArbitraryRun:
+    """What a training run of the any-painting network starts from: the checked inputs and the style targets."""
+
+    output: Path
+    train_p: List[Path]
+    held_p: List[Path]
+    train_x: List[Path]
+    held_x: List[Path]
+    device: torch.device
+    precision: str
+    painter: Painter
+    styles: Dict[str, Any]
+    weights: Any
+
+
+def prepare_run(paintings: Union[str, os.PathLike], photos: Sequence[Union[str, os.PathLike]],
+                output: Union[str, os.PathLike], cfg: ArbitraryTrainConfig, *, device: Union[str, torch.device],
+                weights: Optional[os.PathLike], log: Callable[[str], None]) -> ArbitraryRun:
+    """Check the inputs, build VGG-19 and compute (or read from OUT.styles.pt) every painting view's targets."""
     output = check_output(output)
     all_paintings = list_photos(paintings)
     train_p, held_p = split_paintings(all_paintings, cfg.holdout_every)
@@ -301,10 +323,23 @@ def train_arbitrary(
     deepest = deepest_layer(cfg.content_layers, ArbitraryConfig.style_layers)
     painter = Painter(network(w, deepest, "max", device), device, precision, key=(w.sha256, deepest))
     styles = prepare_styles(painter, train_p, cfg, styles_path(output), log)
+    return ArbitraryRun(output, train_p, held_p, train_x, held_x, device, precision, painter, styles, w)
 
-    state = None
+
+def checkpoint_state(payload: Dict[str, Any]) -> TrainState:
+    """Where the run of a checkpoint's payload stands (its step, history, wall time, optimiser)."""
+    t = payload["training"]
+    return TrainState(int(payload["step"]), [tuple(h) for h in t.get("history", [])], float(t.get("wall_s", 0.0)),
+                      payload["optimizer"])
+
+
+def arbitrary_recipe(paintings: Union[str, os.PathLike], photos: Sequence[Union[str, os.PathLike]], run: ArbitraryRun,
+                     cfg: ArbitraryTrainConfig, *,
+                     resume: bool = False) -> Tuple[ArbitraryRecipe, Optional[TrainState]]:
+    """The recipe of `run` (a fresh network from the seed, or OUT's checkpoint with `resume`) and where it stands."""
+    styles, state = run.styles, None
     if resume:
-        ckpt = checkpoint_path(output)
+        ckpt = checkpoint_path(run.output)
         if not ckpt.is_file():
             raise InputError(f"--resume: no checkpoint at {ckpt}")
         payload = read_model_file(ckpt, FAMILY)
@@ -318,12 +353,10 @@ def train_arbitrary(
         if payload["training"].get("data_fingerprint") != styles["key"]["fingerprint"]:
             raise InputError(f"--resume: the paintings differ from those checkpoint {ckpt} was trained on")
         net = build_network(payload, ckpt).train()
-        t = payload["training"]
-        state = TrainState(int(payload["step"]), [tuple(h) for h in t.get("history", [])],
-                           float(t.get("wall_s", 0.0)), payload["optimizer"])
+        state = checkpoint_state(payload)
     else:
         with seeded(cfg.seed):
-            net = ArbitraryNet(cfg.network_config(style_channels(w)))
+            net = ArbitraryNet(cfg.network_config(style_channels(run.weights)))
         if cfg.init_from:
             start = read_model_file(resolve_model(cfg.init_from), "style")
             try:
@@ -338,18 +371,41 @@ def train_arbitrary(
         "config": cfg.to_dict(),
         "size": cfg.size,
         "paintings_dir": str(Path(paintings)),
-        "paintings": len(train_p),
-        "held_out_paintings": [p.name for p in held_p],
+        "paintings": len(run.train_p),
+        "held_out_paintings": [p.name for p in run.held_p],
         "data_fingerprint": styles["key"]["fingerprint"],
         "photos_dirs": [str(Path(d)) for d in photos],
-        "photos": len(train_x),
-        "held_out": [p.name for p in held_x],
-        "photos_fingerprint": data_fingerprint(train_x),
-        "precision": precision,
-        "device": device.type,
+        "photos": len(run.train_x),
+        "held_out": [p.name for p in run.held_x],
+        "photos_fingerprint": data_fingerprint(run.train_x),
+        "precision": run.precision,
+        "device": run.device.type,
     }
-    recipe = ArbitraryRecipe(cfg, net, painter, styles, [load_photo_u8(p, long_side=640) for p in train_x],
-                             [load_photo_u8(p) for p in held_x], [load_image(p) for p in held_p[:4]], info)
-    fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
+    recipe = ArbitraryRecipe(cfg, net, run.painter, styles, [load_photo_u8(p, long_side=640) for p in run.train_x],
+                             [load_photo_u8(p) for p in run.held_x], [load_image(p) for p in run.held_p[:4]], info)
+    return recipe, state
+
+
+def train_arbitrary(
+    paintings: Union[str, os.PathLike],
+    photos: Sequence[Union[str, os.PathLike]],
+    output: Union[str, os.PathLike],
+    config: ArbitraryTrainConfig = ArbitraryTrainConfig(),
+    *,
+    resume: bool = False,
+    device: Union[str, torch.device] = "auto",
+    weights: Optional[os.PathLike] = None,
+    callback: Optional[Callable[[TrainEvent], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> Path:
+    """Train the any-painting network on the paintings in `paintings` and the photos in the folders `photos`.
+
+    (batch/data_parallel.py trains the same recipe on Ray Train workers, each a share of every step.)
+    """
+    cfg = config
+    run = prepare_run(paintings, photos, output, cfg, device=device, weights=weights, log=log)
+    recipe, state = arbitrary_recipe(paintings, photos, run, cfg, resume=resume)
+    fit(recipe, run.output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
         resume=state, callback=callback, should_stop=should_stop)
-    return output
+    return run.output
