@@ -94,9 +94,9 @@ class RayNetworkFrames(NetworkFrames):
         self.ray, self.actors, self.board, self.chunk_frames = ray, actors, board, chunk_frames
         self.lost: List[str] = []
         self.chunks = 0  # chunks sent by this stylizer: their indices, unique on its board
-        self.drivers: List[Driver] = []  # one per ahead() call; cancel() stops what they have in flight
+        self.drivers: List[Driver] = []  # one per ahead() call; cancel_inflight() stops what they have in flight
 
-    def cancel(self) -> None:
+    def cancel_inflight(self) -> None:
         """Cancel the chunks still being made (Ctrl-C, an error): none is rerun (driver.cancel_tasks)."""
         for driver in self.drivers:
             driver.cancel()
@@ -173,4 +173,4 @@ def ray_network_frames(model: str, temporal_weight: float, name: str, *, device:
         try:
             yield frames
         finally:
-            frames.cancel()  # Ctrl-C: the chunks still being made are not rerun
+            frames.cancel_inflight()  # Ctrl-C: the chunks still being made are not rerun
