@@ -56,19 +56,24 @@ def test_paintings_held_aside_every_kth():
     assert held == ["p09", "p19"] and len(train) == 23 and not set(train) & set(held)
 
 
-@pytest.fixture
-def corpus(tmp_path):
+def make_corpus(root):
+    """Four paintings with different palettes and five photos, tiny, under `root`."""
     g = torch.Generator().manual_seed(1)
-    (tmp_path / "paintings").mkdir()
-    (tmp_path / "photos").mkdir()
+    (root / "paintings").mkdir()
+    (root / "photos").mkdir()
     for i in range(4):
         arr = (torch.rand(72, 96, 3, generator=g) * 255).to(torch.uint8).numpy()
         arr[:, : 30 + 10 * i] //= (i + 2)  # different palettes
-        Image.fromarray(arr).save(tmp_path / "paintings" / f"p{i}.png")
+        Image.fromarray(arr).save(root / "paintings" / f"p{i}.png")
     for i in range(5):
         arr = (torch.rand(64, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr).save(tmp_path / "photos" / f"x{i}.png")
-    return tmp_path
+        Image.fromarray(arr).save(root / "photos" / f"x{i}.png")
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return make_corpus(tmp_path)
 
 
 def tiny_cfg(**kw):

@@ -21,18 +21,17 @@ import sys
 
 import pytest
 import torch
-from PIL import Image
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.train")
 
 from restyle.batch.data_parallel import train_arbitrary_ray  # noqa: E402
 from restyle.cli.main import main  # noqa: E402
-from restyle.config.train import ArbitraryTrainConfig  # noqa: E402
 from restyle.events import TrainStep  # noqa: E402
 from restyle.models.modelfile import build_network, read_model_file, sidecar_of  # noqa: E402
 from restyle.networks.arbitrary_training import train_arbitrary  # noqa: E402
 from restyle.networks.training import checkpoint_path  # noqa: E402
+from test_arbitrary import make_corpus, tiny_cfg as arbitrary_tiny_cfg  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # kill_once_at_step_3 runs on the workers
@@ -43,26 +42,11 @@ TOLERANCE = 1e-2  # max |output difference| on 0-255 against the local run, fp32
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Four paintings with different palettes (one held aside) and five photos (one held aside)."""
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(1)
-    (root / "paintings").mkdir()
-    (root / "photos").mkdir()
-    for i in range(4):
-        arr = (torch.rand(72, 96, 3, generator=g) * 255).to(torch.uint8).numpy()
-        arr[:, : 30 + 10 * i] //= (i + 2)
-        Image.fromarray(arr).save(root / "paintings" / f"p{i}.png")
-    for i in range(5):
-        arr = (torch.rand(64, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr).save(root / "photos" / f"x{i}.png")
-    return root
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def tiny_cfg(**kw):
-    base = dict(size=32, style_size=64, encode_size=64, widths=(4, 8), res_blocks=1, code_dim=6, holdout_every=4,
-                holdout=1, crops_per_painting=2, init_from="", steps=4, preview_every=0, checkpoint_every=2,
-                precision="fp32", lr=1e-2, paintings_per_step=3, threads=1)
-    base.update(kw)
-    return ArbitraryTrainConfig(**base)
+    return arbitrary_tiny_cfg(**{"steps": 4, "checkpoint_every": 2, "paintings_per_step": 3, "threads": 1, **kw})
 
 
 @pytest.fixture(scope="module")
