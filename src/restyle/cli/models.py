@@ -372,7 +372,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         shown = printable(name, 300)  # a file name may hold control characters too
         try:
             style, summary = describe(read_model_file(path))
-            print(f"{shown:<20} style {style:<18} {summary}")
+            paints = f"style {style}" if style != "-" else "(no style)"  # an upscaler paints no painting
+            print(f"{shown:<20} {paints:<24} {summary}")
         except ModelError as e:
             print(f"{shown:<20} unreadable: {printable(e, 300)}")
     return EXIT_OK
