@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -66,7 +65,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., Any], **recorded: Any) -> int:
     """Run `paint(callback=, snapshot_every=)` with a progress bar and snapshots; write the image and sidecar."""
     from ..events import Snapshot
-    from ..images import save_atomic, sidecar_path, write_text_atomic
+    from ..images import save_atomic, write_picture
 
     progress = _ProgressBar(show=not args.quiet)
 
@@ -80,12 +79,12 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
             result = paint(callback=callback, snapshot_every=args.save_every)
         finally:
             progress.close()
-        save_atomic(result.image, out)
+        report = None
         if not args.no_sidecar:
             report = dict(result.report, **recorded, output=str(out))
             if "init_model" in recorded:  # the hybrid's start was a temporary picture of this model
                 report["config"] = dict(report["config"], init="init_model")
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
+        write_picture(result.image, out, report)
     if not args.quiet:
         t = result.report["timings_s"]["total"]
         print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
