@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -13,7 +12,7 @@ from ..config import ExplainConfig
 from ..errors import InputError
 from ..interrupts import stop_cleanly
 from . import upscale as cli_upscale
-from .common import EXIT_OK, _ProgressBar, config_from_args, ray_options, run_batch_command
+from .common import EXIT_OK, Bar, _ProgressBar, config_from_args, ray_options, run_batch_command
 from .models import stylize_hybrid, stylize_with_model
 
 
@@ -122,26 +121,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     given = {f.name: getattr(args, f.name) for f in fields(ExplainConfig) if hasattr(args, f.name)}
     cfg = ExplainConfig.quick(**given) if args.quick else ExplainConfig(**given)
-    bar = None
+    bar = Bar(args.quiet)
 
     def callback(event: Progress) -> None:
-        nonlocal bar
-        if args.quiet:
+        if bar.quiet:
             return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=event.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
-        bar.set_description(event.label, refresh=False)
-        bar.update(event.step - bar.n)
+        if bar.bar is None:
+            bar.open(total=event.steps, unit="step")
+        bar.bar.set_description(event.label, refresh=False)
+        bar.bar.update(event.step - bar.bar.n)
 
     try:
         with stop_cleanly():
             report = explain(args.content, args.style, args.output, cfg, images=args.images,
                              weights=args.weights, callback=callback)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if not args.quiet:
         print(f"wrote {report.index} ({report.timings_s['total']:.0f} s)")
     return EXIT_OK
