@@ -1,4 +1,5 @@
 import io
+import json
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from PIL import Image
 
 from restyle.errors import InputError
 from restyle.images import (
-    check_output_path, fit_size, load_image, save_atomic, to_pil, to_tensor,
+    check_output_path, fit_size, load_image, save_atomic, sidecar_path, to_pil, to_tensor, write_picture,
 )
 
 
@@ -143,3 +144,36 @@ def test_save_atomic_keeps_old_file_when_writing_fails(tmp_path):
         save_atomic(gradient(), out, optimize="not-a-bool", compress_level="x")
     assert out.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["o.png"]
+
+
+def test_write_picture_writes_the_image_then_the_sidecar_as_before(tmp_path):
+    report = {"iterations": 3, "path": tmp_path, "seconds": 1.5}
+    out = write_picture(gradient(), tmp_path / "o.png", report)
+    assert out == tmp_path / "o.png" and Image.open(out).size == (40, 30)
+    # The text the CLI and batches wrote before write_picture: indent 2, str() for the rest, a newline.
+    assert sidecar_path(out).read_text(encoding="utf-8") == json.dumps(report, indent=2, default=str) + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o.png.json"]
+
+
+def test_write_picture_sidecar_from_the_written_file_and_elsewhere(tmp_path):
+    out = write_picture(gradient(), tmp_path / "result.png", lambda p: {"bytes": p.stat().st_size},
+                        sidecar_to=tmp_path / "report.json")
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8")) == {"bytes": out.stat().st_size}
+    assert not sidecar_path(out).exists()
+
+
+def test_write_picture_without_sidecar_leaves_a_users_json_alone(tmp_path):
+    side = tmp_path / "o.png.json"
+    side.write_text("mine", encoding="utf-8")  # --no-sidecar never touched OUTPUT.json
+    write_picture(gradient(), tmp_path / "o.png", None)
+    assert side.read_text(encoding="utf-8") == "mine"
+
+
+def test_write_picture_failing_image_keeps_old_files_and_writes_no_sidecar(tmp_path):
+    out, side = tmp_path / "o.png", tmp_path / "o.png.json"
+    out.write_bytes(b"old")
+    side.write_text("old", encoding="utf-8")
+    with pytest.raises(Exception):
+        write_picture(gradient(), out, {"new": 1}, optimize="not-a-bool", compress_level="x")
+    assert out.read_bytes() == b"old" and side.read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o.png.json"]

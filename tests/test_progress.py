@@ -5,7 +5,7 @@ import io
 import pytest
 
 from restyle.optimiser import progress
-from restyle.cli.common import _ProgressBar
+from restyle.cli.common import Bar, _ProgressBar
 from restyle.events import Estimate, Iterate, Planned, StageStart
 from restyle.optimiser.schedule import pyramid
 
@@ -114,3 +114,17 @@ def test_long_run_warning_is_printed_even_when_quiet():
     bar(Estimate(3 * 3600.0, 2**30, 8 * 2**30, 4, True))
     assert out.getvalue() == ("restyle: warning: this run will take about 3 h 00 min; a smaller --size is much "
                               "faster (time grows with the pixels); Ctrl-C stops it\n")
+
+
+def test_bar_prints_lines_before_it_opens_writes_them_above_it_and_closes_once():
+    out = io.StringIO()
+    with Bar(file=out) as bar:
+        bar.write("before")
+        tq = bar.open(total=2, unit="step")
+        assert bar.bar is tq and tq.total == 2
+        bar.write("during")
+        tq.update(2)
+    assert bar.bar is None
+    bar.close()  # closing twice is harmless
+    text = out.getvalue()
+    assert text.startswith("before\n") and "during\n" in text and "2/2" in text

@@ -7,13 +7,14 @@ keep the meaning they have in the classic tools).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -269,4 +270,22 @@ def write_bytes_atomic(data: bytes, out: PathLike) -> Path:
     out = Path(out)
     with _atomic(out, "wb") as fh:
         fh.write(data)
+    return out
+
+
+def write_picture(img: Image.Image, out: PathLike,
+                  sidecar: Optional[Union[Dict[str, Any], Callable[[Path], Dict[str, Any]]]] = None,
+                  *, sidecar_to: Optional[PathLike] = None, **params) -> Path:
+    """Write a result picture atomically, then its JSON sidecar (OUTPUT.json, or `sidecar_to`).
+
+    The one home of "an image and its sidecar" for every front end and batch. The
+    sidecar comes after the image, so a sidecar always vouches for a complete picture;
+    `sidecar` may be a function of the written picture's path, for figures about its
+    bytes (a checksum). `params` go to Pillow's save. Returns the picture's path.
+    """
+    out = save_atomic(img, out, **params)
+    if sidecar is not None:
+        report = sidecar(out) if callable(sidecar) else sidecar
+        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n",
+                          sidecar_path(out) if sidecar_to is None else sidecar_to)
     return out

@@ -28,7 +28,7 @@ from ..config import StylizeConfig
 from ..errors import OUT_OF_MEMORY_HINT, Cancelled, InputError, RestyleError, is_out_of_memory
 from ..events import BatchProgress, Iterate, PairStarted
 from ..hashing import sha256sum
-from ..images import IMAGE_SUFFIXES, PathLike, WRITE_SUFFIXES, check_output_path, save_atomic, sidecar_path, write_text_atomic
+from ..images import IMAGE_SUFFIXES, PathLike, WRITE_SUFFIXES, check_output_path, sidecar_path, write_picture
 
 
 def expand(paths: Sequence[PathLike], what: str) -> List[Path]:
@@ -221,11 +221,9 @@ def produce(
             return outcome("skipped")
         _remove_leftovers(task.output)
         image, report = make()
-        save_atomic(image, task.output)
-        if sidecar:  # after the image: a sidecar vouches for a complete image
-            report = dict(report, node=node, attempt=attempt, batch_key=batch_key,
-                          output_sha256=sha256sum(task.output))
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(task.output))
+        write_picture(image, task.output, (lambda written: dict(  # after the image: it vouches for its bytes
+            report, node=node, attempt=attempt, batch_key=batch_key, output_sha256=sha256sum(written)))
+            if sidecar else None)
     except Cancelled:
         raise
     except RestyleError as e:

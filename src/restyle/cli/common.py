@@ -132,46 +132,76 @@ def run_batch_command(run: Callable[[Callable[[Any], None]], Any], output: Any, 
     return report.exit_code
 
 
-class _BatchBar:
-    """One tqdm bar for a whole batch (tasks done / total, tasks per minute, ETA), local or on Ray."""
+class Bar:
+    """The CLI's one progress bar: a tqdm bar on stderr, opened when the first event gives the total.
 
-    def __init__(self, quiet: bool = False, unit: str = "pair") -> None:
+    Every command's bar is this class (or a subclass that turns one family of events
+    into updates): `open` is the one place a tqdm is made, `write` puts a line above
+    the bar (or prints it when there is none), `close` ends it however the command
+    ends; as a context manager it closes itself. tqdm stays here, out of the library.
+    """
+
+    def __init__(self, quiet: bool = False, file: Any = None) -> None:
         self.quiet = quiet
-        self.unit = unit
-        self.bar = None
+        self.file = file if file is not None else sys.stderr
+        self.bar: Any = None
 
-    def __call__(self, event: Any) -> None:
+    def open(self, **options: Any) -> Any:
         from tqdm import tqdm
 
-        from ..events import BatchProgress, PairStarted
+        self.bar = tqdm(dynamic_ncols=True, file=self.file, **options)
+        return self.bar
 
-        if self.quiet:
-            return
-        if self.bar is None and isinstance(event, (BatchProgress, PairStarted)):
-            self.bar = tqdm(total=event.total, unit=self.unit, dynamic_ncols=True, file=sys.stderr,
-                            bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
-        if isinstance(event, PairStarted) and event.attempt > 1:
-            self.bar.write(f"again: {event.label} (attempt {event.attempt}) on {event.host}", file=sys.stderr)
-        elif isinstance(event, BatchProgress):
-            self.bar.update(event.done - self.bar.n)
-            if event.outcome is not None and event.outcome.status == "failed":
-                self.bar.write(f"failed: {event.outcome.task.label}: {event.outcome.error}", file=sys.stderr)
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.file)
+        else:
+            print(line, file=self.file)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
+    def __enter__(self) -> "Bar":
+        return self
 
-class TrainProgress:
-    """A training run on stderr (events.Train*): one tqdm bar, a line per checkpoint; previews go to `save_preview`.
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _BatchBar(Bar):
+    """One bar for a whole batch (tasks done / total, tasks per minute, ETA), local or on Ray."""
+
+    def __init__(self, quiet: bool = False, unit: str = "pair") -> None:
+        super().__init__(quiet)
+        self.unit = unit
+
+    def __call__(self, event: Any) -> None:
+        from ..events import BatchProgress, PairStarted
+
+        if self.quiet:
+            return
+        if self.bar is None and isinstance(event, (BatchProgress, PairStarted)):
+            self.open(total=event.total, unit=self.unit,
+                      bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+        if isinstance(event, PairStarted) and event.attempt > 1:
+            self.bar.write(f"again: {event.label} (attempt {event.attempt}) on {event.host}", file=self.file)
+        elif isinstance(event, BatchProgress):
+            self.bar.update(event.done - self.bar.n)
+            if event.outcome is not None and event.outcome.status == "failed":
+                self.bar.write(f"failed: {event.outcome.task.label}: {event.outcome.error}", file=self.file)
+
+
+class TrainProgress(Bar):
+    """A training run on stderr (events.Train*): one bar, a line per checkpoint; previews go to `save_preview`.
 
     Use it as a context manager around the training call: the bar is closed however it ends.
     """
 
     def __init__(self, quiet: bool, save_preview: Callable[[Any], None]) -> None:
-        self.quiet, self.save_preview = quiet, save_preview
-        self.bar = None
+        super().__init__(quiet)
+        self.save_preview = save_preview
 
     def __call__(self, event: Any) -> None:
         from ..events import TrainCheckpoint, TrainDone, TrainPreview, TrainStart, TrainStep
@@ -181,33 +211,19 @@ class TrainProgress:
         elif self.quiet:
             return
         elif isinstance(event, TrainStart):
-            from tqdm import tqdm
-
             print(f"training on {event.photos} photos, {event.precision}; held aside for previews: "
-                  f"{', '.join(event.held_out) or 'none'}", file=sys.stderr)
-            self.bar = tqdm(total=event.steps, initial=event.start_step, unit="step", dynamic_ncols=True,
-                            file=sys.stderr)
+                  f"{', '.join(event.held_out) or 'none'}", file=self.file)
+            self.open(total=event.steps, initial=event.start_step, unit="step")
         elif isinstance(event, TrainStep) and self.bar is not None:
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in event.terms.items()}, refresh=False)
             self.bar.update(1)
         elif isinstance(event, TrainCheckpoint) and self.bar is not None:
-            self.bar.write(f"checkpoint at step {event.step}: {event.path}", file=sys.stderr)
+            self.bar.write(f"checkpoint at step {event.step}: {event.path}", file=self.file)
         elif isinstance(event, TrainDone):
             self.close()
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
-    def __enter__(self) -> "TrainProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class _ProgressBar:
+class _ProgressBar(Bar):
     """The run's progress on stderr, fed by engine events.
 
     One bar for the whole run, measured in pixel-iterations: the bar, its percentage
@@ -218,8 +234,8 @@ class _ProgressBar:
     """
 
     def __init__(self, show: bool = True, file: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(not show, file)
         self.show = show
-        self.file = file if file is not None else sys.stderr
         self.clock = clock
         self.reset()
 
@@ -233,10 +249,7 @@ class _ProgressBar:
 
     def say(self, line: str, always: bool = False) -> None:
         if self.show or always:
-            if self.bar is not None:
-                self.bar.write(line, file=self.file)
-            else:
-                print(line, file=self.file)
+            self.write(line)
 
     def __call__(self, event: Any) -> None:
         from ..events import Estimate, Iterate, Planned, StageStart
@@ -262,10 +275,7 @@ class _ProgressBar:
                 self.work.append((event.width * event.height, event.iterations))
             if self.show:
                 if self.bar is None:
-                    from tqdm import tqdm
-
-                    self.bar = tqdm(total=1, dynamic_ncols=True, file=self.file,
-                                    bar_format="{desc}{postfix} {percentage:3.0f}%|{bar}|")
+                    self.open(total=1, bar_format="{desc}{postfix} {percentage:3.0f}%|{bar}|")
                 self.bar.total = _work_done(self.work, None)
                 self.bar.set_description_str(f"scale {event.scale + 1}/{event.scales} {event.width}x{event.height}",
                                              refresh=False)
@@ -288,8 +298,7 @@ class _ProgressBar:
         return f"{event.step}/{event.steps} it [{tqdm.format_interval(event.elapsed)}<{left}, {pace}] {terms}"
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        super().close()
         self.reset()
 
 

@@ -8,7 +8,6 @@ prints. Kept apart from cli.py so that each front end stays small.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -219,7 +218,7 @@ def style_choice(args: argparse.Namespace) -> Dict[str, Any]:
 def stylize_with_model(args: argparse.Namespace) -> int:
     """`restyle stylize CONTENT --model M -o OUT` (or a folder of photos -> a folder)."""
     from ..batch.model_batch import FileTask, feedforward_picture
-    from ..images import check_output_path, load_image, resize, save_atomic, sidecar_path, write_text_atomic
+    from ..images import check_output_path, load_image, resize, write_picture
     from ..networks.feedforward import open_model
     from .common import ray_options
 
@@ -249,9 +248,7 @@ def stylize_with_model(args: argparse.Namespace) -> int:
         photo = load_image(content)
         model = model.for_style(photo=resize(photo, size) if size else photo, **choice)
     img, report = feedforward_picture(task, model, mode, size)
-    save_atomic(img, task.output)
-    if not args.no_sidecar:
-        write_text_atomic(json.dumps(report, indent=2) + "\n", sidecar_path(task.output))
+    write_picture(img, task.output, None if args.no_sidecar else report)
     if not args.quiet:
         print(f"wrote {task.output} ({img.width}x{img.height}, one pass, {report['timings_s']['total']:.2f} s)")
     return EXIT_OK

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -14,7 +12,7 @@ from ..config import ExplainConfig
 from ..errors import InputError
 from ..interrupts import stop_cleanly
 from . import upscale as cli_upscale
-from .common import EXIT_OK, _ProgressBar, config_from_args, ray_options, run_batch_command
+from .common import EXIT_OK, Bar, _ProgressBar, config_from_args, ray_options, run_batch_command
 from .models import stylize_hybrid, stylize_with_model
 
 
@@ -66,7 +64,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., Any], **recorded: Any) -> int:
     """Run `paint(callback=, snapshot_every=)` with a progress bar and snapshots; write the image and sidecar."""
     from ..events import Snapshot
-    from ..images import save_atomic, sidecar_path, write_text_atomic
+    from ..images import save_atomic, write_picture
 
     progress = _ProgressBar(show=not args.quiet)
 
@@ -80,12 +78,12 @@ def _paint_and_save(args: argparse.Namespace, out: Path, paint: Callable[..., An
             result = paint(callback=callback, snapshot_every=args.save_every)
         finally:
             progress.close()
-        save_atomic(result.image, out)
+        report = None
         if not args.no_sidecar:
             report = dict(result.report, **recorded, output=str(out))
             if "init_model" in recorded:  # the hybrid's start was a temporary picture of this model
                 report["config"] = dict(report["config"], init="init_model")
-            write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", sidecar_path(out))
+        write_picture(result.image, out, report)
     if not args.quiet:
         t = result.report["timings_s"]["total"]
         print(f"wrote {out} ({result.image.width}x{result.image.height}, {result.report['iterations']} iterations, {t:.1f} s)")
@@ -123,26 +121,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     given = {f.name: getattr(args, f.name) for f in fields(ExplainConfig) if hasattr(args, f.name)}
     cfg = ExplainConfig.quick(**given) if args.quick else ExplainConfig(**given)
-    bar = None
+    bar = Bar(args.quiet)
 
     def callback(event: Progress) -> None:
-        nonlocal bar
-        if args.quiet:
+        if bar.quiet:
             return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=event.steps, unit="step", dynamic_ncols=True, file=sys.stderr)
-        bar.set_description(event.label, refresh=False)
-        bar.update(event.step - bar.n)
+        if bar.bar is None:
+            bar.open(total=event.steps, unit="step")
+        bar.bar.set_description(event.label, refresh=False)
+        bar.bar.update(event.step - bar.bar.n)
 
     try:
         with stop_cleanly():
             report = explain(args.content, args.style, args.output, cfg, images=args.images,
                              weights=args.weights, callback=callback)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if not args.quiet:
         print(f"wrote {report.index} ({report.timings_s['total']:.0f} s)")
     return EXIT_OK

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Tuple
 
 from ..errors import InputError
+from .common import Bar
 
 # Stylize settings that mean nothing per frame of a clip (or that the video flags replace).
 VIDEO_SKIPS = ("size", "scales", "mask", "preserve_colors", "tile_size", "max_memory")
@@ -148,12 +149,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _FrameBar:
-    """tqdm bar fed by video events: frames done, frames per second and ETA."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = None
+class _FrameBar(Bar):
+    """The bar fed by video events: frames done, frames per second and ETA."""
 
     def __call__(self, event: Any) -> None:
         from ..video import FrameDone, VideoStart
@@ -161,10 +158,7 @@ class _FrameBar:
         if self.quiet:
             return
         if isinstance(event, VideoStart):
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=event.frames, unit="frame", dynamic_ncols=True, file=sys.stderr,
-                            desc=f"video {event.width}x{event.height}")
+            self.open(total=event.frames, unit="frame", desc=f"video {event.width}x{event.height}")
         elif isinstance(event, FrameDone) and self.bar is not None:
             if event.frames > self.bar.total:
                 self.bar.total = event.frames
@@ -174,8 +168,3 @@ class _FrameBar:
                 self.bar.refresh()
             else:
                 self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

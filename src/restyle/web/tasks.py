@@ -56,11 +56,15 @@ def _open_model(run: Any) -> Any:
     return model.for_style(run.folder / job.style_file, name=job.style_label)
 
 
-def _finish(run: Any, report: Dict[str, Any], steps: int) -> None:
-    from ..images import write_text_atomic
+def _finish(run: Any, report: Dict[str, Any], steps: int, picture: Any = None) -> None:
+    """Write the job's report.json (after its result.png, when the job made a picture) and mark it done."""
+    from ..images import write_picture, write_text_atomic
 
     report = json.loads(json.dumps(report, default=str))
-    write_text_atomic(json.dumps(report, indent=2) + "\n", run.folder / "report.json")
+    if picture is None:
+        write_text_atomic(json.dumps(report, indent=2) + "\n", run.folder / "report.json")
+    else:
+        write_picture(picture, run.folder / "result.png", report, sidecar_to=run.folder / "report.json")
     run.store.set_progress(run.job.id, dict(run.progress, step=steps, steps=steps, eta=0))
     run.store.finish(run.job.id, DONE, report=report)
 
@@ -126,7 +130,6 @@ def run_train(run: Any) -> None:
 
 def run_stylize(run: Any) -> None:
     """A photo in one pass of a network."""
-    from ..images import save_atomic
     from ..networks.feedforward import run_network
 
     job, folder = run.job, run.folder
@@ -135,9 +138,9 @@ def run_stylize(run: Any) -> None:
     run.write(force=True)
     t0 = time.perf_counter()
     img = run_network(_open_model(run), folder / job.content_file, size=size)
-    save_atomic(img, folder / "result.png")
     _finish(run, {"task": STYLIZE, "model": job.params.get("model_label"), "size": size,
-                  "width": img.width, "height": img.height, "seconds": round(time.perf_counter() - t0, 2)}, 1)
+                  "width": img.width, "height": img.height, "seconds": round(time.perf_counter() - t0, 2)}, 1,
+            picture=img)
 
 
 def run_video(run: Any) -> None:

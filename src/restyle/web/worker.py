@@ -125,7 +125,7 @@ class Worker:
     def paint(self, run: "JobRun") -> None:
         """The optimiser's job: the form's photo in the style of its painting."""
         from ..events import Iterate, Snapshot
-        from ..images import save_atomic, write_text_atomic
+        from ..images import save_atomic, write_picture
         from ..optimiser.engine import run as paint
         from ..optimiser.schedule import pyramid
         from .form import make_config
@@ -162,10 +162,9 @@ class Worker:
             snapshot_every=max(1, steps // max(1, self.settings.snapshots)),
             weights=self.settings.weights,
         )
-        save_atomic(result.image, folder / "result.png")
         report = dict(result.report, content=job.content_label, style=job.style_label,
                       **({"instant": progress["instant"]} if "instant" in progress else {}))
-        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n", folder / "report.json")
+        write_picture(result.image, folder / "result.png", report, sidecar_to=folder / "report.json")
         self.store.set_progress(job.id, dict(progress, step=steps, steps=steps, eta=0))
         self.store.finish(job.id, DONE, report=json.loads(json.dumps(report, default=str)))
 
