@@ -13,7 +13,7 @@ Files: /jobs/{id}/result.png (download), result.mp4, preview.jpg, poster.jpg, co
 A job's id (128 random bits) is the capability to *see* that job: its page, files
 and progress need nothing else, with or without --token, so a job link works
 wherever it is followed from. Submitting, the history and the gallery need the
-token; cancelling needs the browser that submitted the job (its owner cookie).
+token; cancelling needs the browser that submitted the job (its owner cookie; access.py has the rules).
 """
 
 from __future__ import annotations
@@ -37,18 +37,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InputError
+from . import access
 from . import gallery as gallery_mod
+from .access import CANCEL, USE
 from .datalock import DataDirLock
 from .files import FileAnswer, answer_head
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
-from .jobs import PAINT, QUEUED, TRAIN, USER, Cap, Job, JobStore, new_id
+from .jobs import PAINT, QUEUED, Cap, Job, JobStore, new_id
 from .media import VIDEO_TYPES
 from .responses import BodyLimit, BodyTooLarge, Busy, _error, _message, _NotFound, settings_rows
 from .settings import Settings
-from .trained import may_use, model_path, without_model
+from .trained import model_path, without_model
 from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
-from .visitors import address_of, claim_owner, client_of, is_owner, owner_of, with_owner
+from .visitors import address_of, claim_owner, client_of, owner_of, with_owner
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
@@ -172,15 +174,6 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         return (f"the upload is too large; each image may be at most {settings.max_upload_bytes / 2**20:.0f} MB, "
                 f"a clip {settings.max_video_bytes / 2**20:.0f} MB")
 
-    def may_cancel(request: Request, job: Job) -> bool:
-        """Only the browser that submitted a job may cancel it; the gallery's belong to the server alone."""
-        return job.kind == USER and is_owner(request, job.owner)
-
-    def cancel_refused(job: Job) -> str:
-        if job.kind != USER:
-            return "the gallery's pictures are painted by the server; nobody can cancel them"
-        return "only the browser that submitted this job can cancel it"
-
     async def read_form(request: Request):
         """The multipart form, its files spooled; UploadError for one too large or malformed."""
         try:
@@ -294,12 +287,13 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     async def job_page(request: Request, job_id: str):
         job = job_or_404(job_id)
         ahead = store.queue_position(job) if job.state == QUEUED else 0
-        mine = job.kind == USER and is_owner(request, job.owner)
-        usable = job.task == TRAIN and (mine or may_use(job, None)) and model_path(store, job) is not None
+        visitor = owner_of(request)
+        mine = access.owns(job, visitor)
+        usable = access.may(USE, job, visitor) and model_path(store, job) is not None
         return templates.TemplateResponse(request, "job.html", {
             "no_model": without_model(store, job),  # a training that ended without one: no preview, no sharing
             "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
-            "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": may_cancel(request, job),
+            "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": access.may(CANCEL, job, visitor),
             "mine": mine, "can_use": usable, "sizes": [s for s in settings.sizes if s <= settings.max_size],
             "default_size": settings.default_size, "max_seconds": settings.max_video_seconds,
             "video_size": settings.video_size, "values": {},
@@ -308,8 +302,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     @app.post("/jobs/{job_id}/cancel")
     async def page_cancel(request: Request, job_id: str):
         job = job_or_404(job_id)
-        if not may_cancel(request, job):
-            return _error(request, templates, 403, cancel_refused(job))
+        refused = access.refusal(CANCEL, job, owner_of(request))
+        if refused is not None:
+            return _error(request, templates, refused.status, refused.message)
         store.request_cancel(job_id)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
@@ -334,8 +329,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     @app.post("/api/jobs/{job_id}/cancel")
     async def api_cancel(request: Request, job_id: str):
         job = job_or_404(job_id)
-        if not may_cancel(request, job):
-            return JSONResponse({"error": cancel_refused(job)}, status_code=403)
+        refused = access.refusal(CANCEL, job, owner_of(request))
+        if refused is not None:
+            return JSONResponse({"error": refused.message}, status_code=refused.status)
         return store.request_cancel(job_id).public()
 
     @app.get("/api/gallery")
