@@ -8,12 +8,13 @@ Pages                               JSON API
   GET  /history      past jobs         GET  /api/jobs/{id}/events  progress (server-sent events)
                                        GET  /api/gallery, /api/form, /healthz
   GET  /models, POST /train, /apply, /jobs/{id}/share: feed-forward models (model_routes.py)
-Files: /jobs/{id}/result.png (download), result.mp4, preview.jpg, poster.jpg, content, style; /examples/{key}.
+Files (file_routes.py, an APIRouter): /jobs/{id}/result.png (download), preview.jpg, report.json, content,
+style; /examples/{key}; result.mp4 and poster.jpg are model_routes.py's.
 
 A job's id (128 random bits) is the capability to *see* that job: its page, files
 and progress need nothing else, with or without --token, so a job link works
 wherever it is followed from. Submitting, the history and the gallery need the
-token; cancelling needs the browser that submitted the job (its owner cookie).
+token; cancelling needs the browser that submitted the job (its owner cookie; access.py has the rules).
 """
 
 from __future__ import annotations
@@ -30,25 +31,27 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InputError
+from . import access, file_routes
 from . import gallery as gallery_mod
+from .access import CANCEL, USE
 from .datalock import DataDirLock
-from .files import FileAnswer, answer_head
+from .files import answer_head
 from .form import form_fields, make_config, params_from_form, preset_sizes
 from .hub import ProgressHub, StreamLimit
-from .jobs import PAINT, QUEUED, TRAIN, USER, Cap, Job, JobStore, new_id
-from .media import VIDEO_TYPES
+from .jobs import PAINT, QUEUED, Cap, Job, JobStore, new_id
 from .responses import BodyLimit, BodyTooLarge, Busy, _error, _message, _NotFound, settings_rows
+from .responses import job_or_404 as find_job
 from .settings import Settings
-from .trained import may_use, model_path, without_model
-from .uploads import MEDIA_TYPE, UploadError, check_fits, image_from_form
-from .visitors import address_of, claim_owner, client_of, is_owner, owner_of, with_owner
+from .trained import model_path, without_model
+from .uploads import UploadError, check_fits, image_from_form
+from .visitors import address_of, claim_owner, client_of, owner_of, with_owner
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
@@ -144,10 +147,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         return response
 
     def job_or_404(job_id: str) -> Job:
-        job = store.get(job_id) if len(job_id) <= 64 else None
-        if job is None:
-            raise _NotFound()
-        return job
+        return find_job(store, job_id)
 
     @app.exception_handler(_NotFound)
     async def not_found(request: Request, exc: _NotFound):
@@ -171,15 +171,6 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     def too_large() -> str:
         return (f"the upload is too large; each image may be at most {settings.max_upload_bytes / 2**20:.0f} MB, "
                 f"a clip {settings.max_video_bytes / 2**20:.0f} MB")
-
-    def may_cancel(request: Request, job: Job) -> bool:
-        """Only the browser that submitted a job may cancel it; the gallery's belong to the server alone."""
-        return job.kind == USER and is_owner(request, job.owner)
-
-    def cancel_refused(job: Job) -> str:
-        if job.kind != USER:
-            return "the gallery's pictures are painted by the server; nobody can cancel them"
-        return "only the browser that submitted this job can cancel it"
 
     async def read_form(request: Request):
         """The multipart form, its files spooled; UploadError for one too large or malformed."""
@@ -294,12 +285,13 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     async def job_page(request: Request, job_id: str):
         job = job_or_404(job_id)
         ahead = store.queue_position(job) if job.state == QUEUED else 0
-        mine = job.kind == USER and is_owner(request, job.owner)
-        usable = job.task == TRAIN and (mine or may_use(job, None)) and model_path(store, job) is not None
+        visitor = owner_of(request)
+        mine = access.owns(job, visitor)
+        usable = access.may(USE, job, visitor) and model_path(store, job) is not None
         return templates.TemplateResponse(request, "job.html", {
             "no_model": without_model(store, job),  # a training that ended without one: no preview, no sharing
             "job": job, "ahead": ahead, "settings_rows": settings_rows(job, settings), "page": "job",
-            "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": may_cancel(request, job),
+            "state_json": json.dumps(stream_state(job, ahead)), "can_cancel": access.may(CANCEL, job, visitor),
             "mine": mine, "can_use": usable, "sizes": [s for s in settings.sizes if s <= settings.max_size],
             "default_size": settings.default_size, "max_seconds": settings.max_video_seconds,
             "video_size": settings.video_size, "values": {},
@@ -308,8 +300,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     @app.post("/jobs/{job_id}/cancel")
     async def page_cancel(request: Request, job_id: str):
         job = job_or_404(job_id)
-        if not may_cancel(request, job):
-            return _error(request, templates, 403, cancel_refused(job))
+        refused = access.refusal(CANCEL, job, owner_of(request))
+        if refused is not None:
+            return _error(request, templates, refused.status, refused.message)
         store.request_cancel(job_id)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
@@ -334,8 +327,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     @app.post("/api/jobs/{job_id}/cancel")
     async def api_cancel(request: Request, job_id: str):
         job = job_or_404(job_id)
-        if not may_cancel(request, job):
-            return JSONResponse({"error": cancel_refused(job)}, status_code=403)
+        refused = access.refusal(CANCEL, job, owner_of(request))
+        if refused is not None:
+            return JSONResponse({"error": refused.message}, status_code=refused.status)
         return store.request_cancel(job_id).public()
 
     @app.get("/api/gallery")
@@ -410,53 +404,9 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
         job_or_404=job_or_404, form_values=form_values, try_submit=try_submit,
     ))
 
-    # --- files ---------------------------------------------------------------
+    # --- files (file_routes.py) --------------------------------------------------
 
-    @app.get("/jobs/{job_id}/result.png")
-    async def result(job_id: str, download: int = 0):
-        job = job_or_404(job_id)
-        path = store.folder(job.id) / "result.png"
-        if job.result_url != f"/jobs/{job.id}/result.png" or not path.is_file():
-            raise _NotFound(f"this job has no result{'' if job.final else ' yet'} (it is {job.state})")
-        name = f"restyle-{job.id[:8]}.png"
-        return FileAnswer(path, media_type="image/png", filename=name if download else None,
-                            content_disposition_type="attachment" if download else "inline")
-
-    @app.get("/jobs/{job_id}/report.json")
-    async def report(job_id: str):
-        job = job_or_404(job_id)
-        if job.report is None:
-            raise _NotFound(f"this job has no report{'' if job.final else ' yet'} (it is {job.state})")
-        return JSONResponse(job.report)
-
-    @app.get("/jobs/{job_id}/preview.jpg")
-    async def preview(job_id: str):
-        job = job_or_404(job_id)
-        try:  # read whole: the worker replaces the file while it paints (a small JPEG)
-            data = (store.folder(job.id) / "preview.jpg").read_bytes()
-        except FileNotFoundError:
-            raise _NotFound("this job has no preview yet") from None
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-
-    @app.get("/jobs/{job_id}/{role}")
-    async def source(job_id: str, role: str):
-        job = job_or_404(job_id)
-        if role not in ("content", "style"):
-            raise _NotFound("a job has no such file: its files are result.png, preview.jpg, report.json, "
-                            "content and style")
-        name = job.content_file if role == "content" else job.style_file
-        path = store.folder(job.id) / name
-        if not name or not path.is_file():
-            raise _NotFound(f"this job has no {role} picture")
-        return FileAnswer(path, media_type=MEDIA_TYPE.get(path.suffix) or VIDEO_TYPES.get(path.suffix,
-                                                                                          "application/octet-stream"))
-
-    @app.get("/examples/{key}")
-    async def example(key: str):
-        ex = gallery_mod.find(settings, key)
-        if ex is None:
-            raise _NotFound("there is no example by that name")
-        return FileAnswer(ex.path, media_type=MEDIA_TYPE.get(ex.path.suffix.lower().replace("jpeg", "jpg")))
+    app.include_router(file_routes.router)
 
     answer_head(app, except_paths=(EVENTS_PATH,))
     return app

@@ -9,7 +9,7 @@ Pages                                 JSON API
 Files: /jobs/{id}/result.mp4 (a clip's result; range requests), /jobs/{id}/poster.jpg (its first frame).
 
 A trained model is named by its training job's id; it is used only by the browser
-that trained it, or by anyone with its link once its owner shared it (403 otherwise).
+that trained it, or by anyone with its link once its owner shared it (403 otherwise; access.py).
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 
 from ..errors import InputError
+from . import access
 from . import gallery as gallery_mod
 from . import trained
+from .access import SHARE
 from .files import FileAnswer
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO, Cap, CapReached
 from .media import ACCEPTED_VIDEO, check_clip, sniff_video
 from .uploads import ACCEPTED, UploadError, check_image, check_not_thin, display_name, sniff, upload_name
-from .visitors import client_of, is_owner, owner_of, with_owner
+from .visitors import client_of, owner_of, with_owner
 
 @dataclass(frozen=True)
 class Env:
@@ -171,10 +173,7 @@ def install(app: FastAPI, env: Env) -> None:
 
     def share(request: Request, job_id: str, shared: str):
         job = env.job_or_404(job_id)
-        if job.task != TRAIN:
-            raise UploadError("only a trained model can be shared", 400)
-        if not is_owner(request, job.owner):
-            raise UploadError("only the browser that trained this model can share it", 403)
+        access.check(SHARE, job, owner_of(request))
         if shared not in ("0", "1"):
             raise UploadError(f"shared {shared[:10]!r} must be 1 (share) or 0 (stop sharing)", 400)
         why = trained.without_model(store, job)

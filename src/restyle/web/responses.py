@@ -11,7 +11,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..errors import InputError
 from .form import make_config
-from .jobs import PAINT, Job
+from .jobs import PAINT, Job, JobStore
 from .settings import Settings
 from .uploads import UploadError
 
@@ -53,6 +53,14 @@ class _NotFound(Exception):
     def __init__(self, message: str = "no such job (results are reachable only by their job link)") -> None:
         super().__init__(message)
         self.message = message
+
+
+def job_or_404(store: JobStore, job_id: str) -> Job:
+    """The job `job_id` names; _NotFound (404) for none (an id is at most 64 characters)."""
+    job = store.get(job_id) if len(job_id) <= 64 else None
+    if job is None:
+        raise _NotFound()
+    return job
 
 
 def settings_rows(job: Job, settings: Settings):

@@ -3,7 +3,7 @@
 A visitor trains a model with a training job; the model is that job's
 `model.pt` (or, for a training cancelled midway, the checkpoint it left), and
 it is named by the job's id. It belongs to the browser that trained it; its
-owner may share it, and then anyone with the job's link may use it too. The
+owner may share it, and then anyone with the job's link may use it too (access.py). The
 bundled models (the package's `models/bundled/`) are everyone's, and so is the
 any-painting network ("any painting"), which paints in the painting the visitor
 sends with the photo or clip.
@@ -23,6 +23,8 @@ from ..errors import InputError
 from ..hashing import sha256sum
 from ..models.registry import bundled
 from ..models.transformer_config import MIN_STYLE_SIDE
+from . import access
+from .access import USE
 from .form import _number, strength_param
 from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
 from .settings import Settings
@@ -89,12 +91,6 @@ def train_config(params: Mapping[str, Any], settings: Settings) -> TrainConfig:
 # --- which models a visitor may use -------------------------------------------
 
 
-def is_owner(job: Job, owner: Optional[str]) -> bool:
-    import secrets
-
-    return job.owner is not None and owner is not None and secrets.compare_digest(job.owner, owner)
-
-
 def model_path(store: JobStore, job: Job) -> Optional[Path]:
     """A training job's model file: the finished model, else the checkpoint a cancelled run left."""
     if job.task != TRAIN:
@@ -118,10 +114,6 @@ def without_model(store: JobStore, job: Job) -> Optional[str]:
     if job.state == DONE:
         return "its model file is missing"
     return f"its training {job.state}"
-
-
-def may_use(job: Job, owner: Optional[str]) -> bool:
-    return job.task == TRAIN and (job.shared or is_owner(job, owner))
 
 
 def bundled_models() -> Dict[str, ModelChoice]:
@@ -185,8 +177,7 @@ def resolve(store: JobStore, key: str, owner: Optional[str], settings: Optional[
     if job is None or job.task != TRAIN:
         names = ", ".join(bundled) or "none"
         raise UploadError(f"there is no model {key[:40]!r} (bundled models: {names}; or one you trained)", 404)
-    if not may_use(job, owner):
-        raise UploadError("this model belongs to the visitor who trained it; they can share it from its page", 403)
+    access.check(USE, job, owner)
     path = model_path(store, job)
     if path is None:
         why = without_model(store, job)

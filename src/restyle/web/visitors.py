@@ -42,11 +42,6 @@ def client_of(request: Request) -> str:
     return hashlib.sha256(address_of(request).encode()).hexdigest()
 
 
-def is_owner(request: Request, owner: Optional[str]) -> bool:
-    mine = owner_of(request)
-    return owner is not None and mine is not None and secrets.compare_digest(mine, owner)
-
-
 def with_owner(request: Request, response: Response) -> Response:
     """Set the cookie of an owner id `claim_owner` made for this request."""
     new = getattr(request.state, "new_owner", None)
