@@ -303,7 +303,9 @@ def train(
         saved = read_model_file(checkpoint_path(output))["training"].get("started_from")
         if saved:
             info["started_from"] = saved
-    recipe = StyleRecipe(cfg, net, objective, device, precision, [load_photo_u8(p, short_side=math.ceil(cfg.size * cfg.max_scale)) for p in train_paths],
+    largest_crop = math.ceil(cfg.size * cfg.max_scale)  # the short side a crop at the largest scale uses
+    recipe = StyleRecipe(cfg, net, objective, device, precision,
+                         [load_photo_u8(p, short_side=largest_crop) for p in train_paths],
                          [load_photo_u8(p) for p in held_paths], info, style_info)
     fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
         resume=state, callback=callback, should_stop=should_stop)
