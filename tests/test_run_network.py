@@ -52,8 +52,8 @@ def web_stylize_job(folder, content_file, size):
         job=SimpleNamespace(id="j", params={"model": MODEL, "size": size}, content_file=content_file),
         folder=folder, settings=SimpleNamespace(default_size=512), progress={}, device="auto",
         write=lambda **kw: None,
-        store=SimpleNamespace(get=lambda key: None, set_progress=lambda *a: None,
-                              finish=lambda job_id, state, report: finished.update(report)),
+        sink=SimpleNamespace(model_file=lambda key: None, progress=lambda *a: None,
+                             end=lambda state, report: finished.update(report)),
     )
     run_stylize(run)
     return folder / "result.png", finished

@@ -75,13 +75,14 @@ def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig, skip: 
 
 
 def add_ray_arguments(p: argparse.ArgumentParser, work: str, copy: bool = False,
-                      workers: str = "at most N workers") -> None:
+                      workers: str = "at most N workers", shared_paths: bool = True) -> None:
     """--ray [ADDRESS], --ray-workers (alias --workers), --ray-cpus-per-worker (and --ray-copy): the same on
-    every command; `workers` says what N means there."""
+    every command; `workers` says what N means there, `shared_paths` whether every node must see its files."""
     ray = p.add_argument_group("on a Ray cluster (pip install 'restyle[ray]')")
     ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help=f"run {work} on Ray workers: alone, a Ray instance started on this machine; "
-                          "'auto' or ray://HOST:10001 joins a running cluster (paths must be shared by every node)")
+                          "'auto', HOST:6379 or ray://HOST:10001 joins a running cluster"
+                          + (" (paths must be shared by every node)" if shared_paths else ""))
     ray.add_argument("--ray-workers", "--workers", dest="ray_workers", type=int, default=None, metavar="N",
                      help=f"{workers} (default: one per GPU, else one per --ray-cpus-per-worker cores)")
     ray.add_argument("--ray-cpus-per-worker", type=int, default=None, metavar="N",

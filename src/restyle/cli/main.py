@@ -19,7 +19,7 @@ from ..config import ExplainConfig
 from ..errors import OUT_OF_MEMORY_HINT, InputError, Interrupted, RestyleError, is_out_of_memory
 from ..interrupts import EXIT_INTERRUPTED, stop_cleanly
 from . import upscale as cli_upscale
-from .common import EXIT_FAILURE, EXIT_OK, add_config_arguments, add_ray_arguments
+from .common import EXIT_FAILURE, EXIT_OK, add_config_arguments, add_ray_arguments, ray_options
 from .models import add_model_commands
 from .stylize import TEXTURE_SKIPS, _wxh, cmd_explain, cmd_presets, cmd_stylize, cmd_texture
 
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--photos", default=None, metavar="DIR",
                    help="photos to train visitors' models on (default: ../shared/datasets/coco256 beside the "
                         "source tree, when present; without photos the server trains no models)")
+    add_ray_arguments(w, "every job (paint, stylize, video, train) on the cluster's workers instead of local "
+                         "processes; the database and uploads stay here, files travel through Ray's object store",
+                      workers="at most N jobs at once", shared_paths=False)
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     cli_upscale.add_commands(sub, add_config_arguments)
@@ -192,11 +195,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.max_queue < 1:
             raise InputError(f"max-queue {args.max_queue} must be >= 1")
         kw["max_queue"] = args.max_queue
+    ray = ray_options(args)
+    if ray is not None:
+        kw.update(ray_address=ray["address"] or "local", ray_workers=ray["workers"],
+                  ray_cpus_per_worker=ray["cpus_per_worker"])
     settings = Settings(**kw)
     if args.weights:
         from ..models.weights import find_weights
 
         find_weights(args.weights)  # a missing file is an error now, not on the first job
+    if ray is not None:  # no cluster: one line and exit 2 now, not a server whose jobs never run
+        from ..web.ray_pool import check_cluster
+
+        print(f"restyle: jobs run on the Ray cluster ({settings.ray_address}): {check_cluster(settings)}",
+              file=sys.stderr)
     # One server per data folder (a lock naming its holder), the port bound before anything is written.
     serve(settings, args.host, args.port, announce=lambda url: print(
         f"restyle: serving on {url}{'?token=' + token if token else ''} (data in {settings.data_dir}); Ctrl-C stops",

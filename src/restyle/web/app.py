@@ -52,6 +52,7 @@ from .settings import Settings
 from .trained import model_path, without_model
 from .uploads import UploadError, check_fits, image_from_form
 from .visitors import address_of, claim_owner, client_of, owner_of, with_owner
+from .ray_pool import RayWorkerPool
 from .worker import WorkerPool
 
 HERE = Path(__file__).parent
@@ -72,7 +73,7 @@ def create_app(settings: Optional[Settings] = None, lock: Optional[DataDirLock] 
     store = JobStore(settings.db_path, settings.jobs_dir, create=False)  # nothing written before start-up
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
-    pool = WorkerPool(settings, store)
+    pool = WorkerPool(settings, store) if settings.ray_address is None else RayWorkerPool(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -316,14 +316,21 @@ class JobStore:
             db.execute("UPDATE jobs SET cancel=1 WHERE id=? AND state=?", (job_id, RUNNING))
         return self.get(job_id)
 
-    def recover(self, worker: Optional[int] = None) -> List[str]:
-        """Queue again the jobs a stopped server or a dead worker left running."""
+    def recover(self, worker: Optional[int] = None, *, counted: bool = True) -> List[str]:
+        """Queue again the jobs a stopped server or a dead worker left running.
+
+        Each run counts as an attempt (MAX_ATTEMPTS: then it fails); `counted=False` puts them back as
+        requeue() does, for runs lost through no fault of theirs (a Ray cluster gone, ray_pool.py).
+        """
         where, args = ("state=?", [RUNNING]) if worker is None else ("state=? AND worker=?", [RUNNING, worker])
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("UPDATE jobs SET cancel=0 WHERE kind=? AND cancel=1", (GALLERY,))  # none may cancel those
             ids = [r["id"] for r in db.execute(f"SELECT id FROM jobs WHERE {where}", args)]
-            for job_id in ids:
+            for job_id in ids if not counted else ():
+                db.execute("UPDATE jobs SET state=?, worker=NULL, attempts=MAX(0, attempts-1) WHERE id=?",
+                           (QUEUED, job_id))
+            for job_id in ids if counted else ():
                 db.execute(
                     "UPDATE jobs SET state=CASE WHEN attempts>=? THEN ? ELSE ? END,"
                     " error=CASE WHEN attempts>=? THEN ? ELSE error END, worker=NULL WHERE id=?",
@@ -332,6 +339,15 @@ class JobStore:
                 )
             db.execute("COMMIT")
         return ids
+
+    def note_queued(self, note: Optional[str]) -> None:
+        """Say `note` on every queued job (progress "notice": its page shows it), or take it away (None)."""
+        with self._db() as db:
+            if note:
+                db.execute("UPDATE jobs SET progress=json_set(progress, '$.notice', ?) WHERE state=?", (note, QUEUED))
+            else:
+                db.execute("UPDATE jobs SET progress=json_remove(progress, '$.notice') WHERE state=?"
+                           " AND json_extract(progress, '$.notice') IS NOT NULL", (QUEUED,))
 
     # --- the worker's side ---------------------------------------------------
 

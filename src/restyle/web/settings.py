@@ -104,6 +104,11 @@ class Settings:
     # Issue 23: a visitor's training starts from the any-painting network's picture of their
     # painting (train --from), when that network fits the training's shape and weights.
     train_from_any_painting: bool = True
+    # `restyle serve --ray`: every job on a Ray cluster's workers, not in local processes (ray_pool.py).
+    # None: local processes; else "local" (a Ray instance started here), "auto", HOST:PORT or ray://HOST:PORT.
+    ray_address: Optional[str] = None
+    ray_workers: Optional[int] = None  # jobs at once on the cluster; None: one per GPU, else per N cores
+    ray_cpus_per_worker: Optional[int] = None  # N; None: as the batches (distributed.plan_workers)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -126,6 +131,13 @@ class Settings:
             raise InputError(f"train_size {self.train_size} is out of range; it must be in [32, {MAX_TRAIN_SIZE}]")
         for name in ("max_training_per_visitor", "max_training_per_address", "max_trainings"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InputError(f"{name} {getattr(self, name)!r} must be a whole number >= 1")
+        if self.ray_address is not None:
+            from ..batch.cluster import check_address
+
+            check_address(self.ray_address)
+        for name in ("ray_workers", "ray_cpus_per_worker"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), int) or getattr(self, name) < 1):
                 raise InputError(f"{name} {getattr(self, name)!r} must be a whole number >= 1")
         if not self.train_slice_s > 0:
             raise InputError(f"train_slice_s {self.train_slice_s} must be > 0 seconds")

@@ -1,8 +1,9 @@
 """What a worker does for the feed-forward jobs: train a model, stylize a photo or a clip with one.
 
-Each runner takes a worker.JobRun and writes progress, previews and the result
-into the job's folder; the worker turns its exceptions into the job's end
-(Cancelled: by its owner, yielded, or the server stopping).
+Each runner takes a worker.JobRun and writes previews and the result into the
+job's folder, progress and its end to the run's sink (worker.Sink: the store, or
+the stream back from a Ray worker); worker.execute turns its exceptions into the
+job's end (Cancelled: by its owner, yielded, or the server stopping).
 
 Training shares the one worker with every other job, so it runs in turns: after
 `train_slice_s` seconds, if another job waits, it saves a checkpoint and goes to
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict
 
 from ..errors import InputError
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO
-from .trained import ANY_PAINTING, CHECKPOINT_FILE, MODEL_FILE, any_painting, bundled_models, model_path, train_config
+from .trained import ANY_PAINTING, CHECKPOINT_FILE, MODEL_FILE, any_painting, bundled_models, train_config
 
 PREVIEW_QUALITY = 85
 CLIP_RESULT = "result.mp4"
@@ -34,8 +35,7 @@ def _model_file(run: Any) -> Path:
     bundled = bundled_models()
     if key in bundled:
         return bundled[key].path
-    trainer = run.store.get(key) if isinstance(key, str) and len(key) <= 64 else None
-    path = model_path(run.store, trainer) if trainer is not None else None
+    path = run.sink.model_file(key) if isinstance(key, str) and len(key) <= 64 else None
     if path is None:
         raise InputError("the model this job was to use is gone")
     return path
@@ -65,8 +65,8 @@ def _finish(run: Any, report: Dict[str, Any], steps: int, picture: Any = None) -
         write_text_atomic(json.dumps(report, indent=2) + "\n", run.folder / "report.json")
     else:
         write_picture(picture, run.folder / "result.png", report, sidecar_to=run.folder / "report.json")
-    run.store.set_progress(run.job.id, dict(run.progress, step=steps, steps=steps, eta=0))
-    run.store.finish(run.job.id, DONE, report=report)
+    run.sink.progress(dict(run.progress, step=steps, steps=steps, eta=0), False)
+    run.sink.end(DONE, report=report)
 
 
 def run_train(run: Any) -> None:
@@ -97,12 +97,13 @@ def run_train(run: Any) -> None:
             run.write(preview=True, force=True)
         elif isinstance(event, TrainCheckpoint):
             progress["checkpoint"] = event.step
+            run.sink.keep(CHECKPOINT_FILE)  # on Ray, a lost node's next attempt resumes from it
 
     def should_stop() -> bool:
         if run.cancel():
             return True
         if time.monotonic() - turn_start >= settings.train_slice_s and run.due("waiting"):
-            run.yielded = run.store.others_waiting(job.id)
+            run.yielded = run.sink.others_waiting()
         return run.yielded
 
     device = run.device

@@ -104,6 +104,12 @@ def model_path(store: JobStore, job: Job) -> Optional[Path]:
     return None
 
 
+def trained_model(store: JobStore, key: str) -> Optional[Path]:
+    """The model file of the training job `key` (a job's id), if it has one."""
+    trainer = store.get(key)
+    return model_path(store, trainer) if trainer is not None else None
+
+
 def without_model(store: JobStore, job: Job) -> Optional[str]:
     """Why a training that has ended left no model (nothing to use, share or preview); None if it has
     one or may still make one."""

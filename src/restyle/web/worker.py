@@ -5,6 +5,12 @@ responsive while torch keeps the cores busy. It talks to the server only
 through the job store and the job folders: progress, the preview image, the
 result. The engine's Iterate events become progress rows, its Snapshot
 events become preview.jpg, and its `cancel` hook reads the job's cancel flag.
+
+The job code itself (`execute`, `paint` and tasks.RUNNERS) works in a folder and
+talks to a `Sink` (progress rows, cancel and turn questions, the run's end), never
+to the store: here a StoreSink writes to the store and the job's own folder; on a
+Ray cluster (ray_job.py) a sink streams the same rows and the folder's files back
+to the server. One code path for both.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 from ..optimiser.progress import StagePixels, eta_seconds
 from .jobs import CANCELLED, DONE, FAILED, PAINT, USER, Job, JobStore
@@ -58,6 +64,68 @@ def _mp():
     return mp.get_context("spawn")
 
 
+YIELDED, REQUEUED = "yielded", "requeued"  # a run's other ends: its turn given up; stopped with the server
+
+
+class Sink(Protocol):
+    """Where a running job's news goes, and where it asks its questions (StoreSink; ray_job.StreamSink)."""
+
+    def progress(self, row: Dict[str, Any], preview: bool) -> None: ...  # preview: preview.jpg is new
+    def cancel_requested(self) -> bool: ...  # by the job's owner
+    def others_waiting(self) -> bool: ...  # another user job waits (a training then gives its turn away)
+    def stopping(self) -> bool: ...  # the server (or this worker) is stopping
+    def keep(self, name: str) -> None: ...  # a file of the job's folder worth keeping now (a checkpoint)
+    def model_file(self, key: str) -> Optional[Path]: ...  # a visitor's trained model, by its training's id
+    def own_models(self) -> Sequence[Path]: ...  # the job owner's trained models (instant previews)
+    def end(self, state: str, *, error: Optional[str] = None, report: Any = None) -> None: ...
+
+
+def end_job(store: JobStore, job_id: str, state: str, *, error: Optional[str] = None, report: Any = None) -> None:
+    """Write how a run ended: done, failed or cancelled; YIELDED (the back of the queue) or REQUEUED (not an
+    attempt lost)."""
+    if state == YIELDED:
+        store.yield_turn(job_id)
+    elif state == REQUEUED:
+        store.requeue(job_id)
+    else:
+        store.finish(job_id, state, error=error, report=report)
+
+
+class StoreSink:
+    """A local worker's sink: the job store, read and written directly."""
+
+    def __init__(self, store: JobStore, job: Job, stopping: Callable[[], bool]) -> None:
+        self.store, self.job, self._stopping = store, job, stopping
+
+    def progress(self, row: Dict[str, Any], preview: bool) -> None:
+        self.store.set_progress(self.job.id, row, preview=preview)
+
+    def cancel_requested(self) -> bool:
+        return self.store.cancel_requested(self.job.id)
+
+    def others_waiting(self) -> bool:
+        return self.store.others_waiting(self.job.id)
+
+    def stopping(self) -> bool:
+        return self._stopping()
+
+    def keep(self, name: str) -> None:
+        pass  # the folder is the job's own
+
+    def model_file(self, key: str) -> Optional[Path]:
+        from .trained import trained_model
+
+        return trained_model(self.store, key)
+
+    def own_models(self) -> Sequence[Path]:
+        from .trained import visitor_models
+
+        return [m.path for m in visitor_models(self.store, self.job.owner)] if self.job.kind == USER else []
+
+    def end(self, state: str, *, error: Optional[str] = None, report: Any = None) -> None:
+        end_job(self.store, self.job.id, state, error=error, report=report)
+
+
 class Worker:
     """Paints jobs: `loop` until `stop` is set; `run_job` for one job."""
 
@@ -82,107 +150,113 @@ class Worker:
                 continue
             self.run_job(job)
 
-    def instant_preview(self, content: Path, style: Path, size: int, models: Sequence[Path] = (),
-                        device: str = "auto") -> Optional[dict]:
-        try:
-            return _instant_preview(content, style, size, content.parent, models=models, device=device,
-                                    any_painting=self.settings.any_painting_model, weights=self.settings.weights)
-        except Exception:  # noqa: BLE001 - a preview must never fail the job
-            return None
-
     def run_job(self, job: Job) -> None:
-        """Run one job of any task; every way it can end is written to the store."""
-        from ..device import free_cached_memory
-        from ..errors import Cancelled, RestyleError, is_out_of_memory
+        """Run one job of any task in its folder; every way it can end is written to the store."""
+        execute(JobRun(self.settings, job, self.store.folder(job.id), self.settings.devices[self.index],
+                       StoreSink(self.store, job, self.stopping)))
 
-        run = JobRun(self, job)
-        out_of_memory = False
-        try:
-            if job.task == PAINT:
-                self.paint(run)
-            else:
-                from . import tasks
 
-                tasks.RUNNERS[job.task](run)
-        except Cancelled:
-            if run.by_user:
-                self.store.finish(job.id, CANCELLED, error=run.cancel_note or "cancelled")
-            elif run.yielded:  # a training job's turn is up: the back of the queue, resumed later
-                self.store.yield_turn(job.id)
-            else:  # the server is stopping: the job runs again on the next start
-                self.store.requeue(job.id)
-        except RestyleError as e:
-            self.store.finish(job.id, FAILED, error=str(e).replace(str(run.folder) + os.sep, ""))
-        except Exception as e:  # a bug: keep the worker alive and say what happened
-            if is_out_of_memory(e):  # MemoryError, or torch.OutOfMemoryError from the GPU: free it, go on
-                out_of_memory = True
-                self.store.finish(job.id, FAILED, error="out of memory; try a smaller size")
-            else:
-                self.store.finish(job.id, FAILED, error=f"internal error: {type(e).__name__}: {e}")
-        if out_of_memory:  # here, once the traceback (and the failed job's tensors) is gone
-            free_cached_memory()
+def execute(run: "JobRun") -> None:
+    """Run one job of any task; every way it can end goes to its sink's end()."""
+    from ..device import free_cached_memory
+    from ..errors import Cancelled, RestyleError, is_out_of_memory
 
-    def paint(self, run: "JobRun") -> None:
-        """The optimiser's job: the form's photo in the style of its painting."""
-        from ..events import Iterate, Snapshot
-        from ..images import save_atomic, write_picture
-        from ..optimiser.engine import run as paint
-        from ..optimiser.schedule import pyramid
-        from .form import make_config
-        from .trained import visitor_models
+    job, sink = run.job, run.sink
+    out_of_memory = False
+    try:
+        if job.task == PAINT:
+            paint(run)
+        else:
+            from . import tasks
 
-        job, folder = run.job, run.folder
-        tracker = JobProgress(())
-        run.progress = progress = tracker.row
+            tasks.RUNNERS[job.task](run)
+    except Cancelled:
+        if run.by_user:
+            sink.end(CANCELLED, error=run.cancel_note or "cancelled")
+        elif run.yielded:  # a training job's turn is up: the back of the queue, resumed later
+            sink.end(YIELDED)
+        else:  # the server is stopping: the job runs again on the next start
+            sink.end(REQUEUED)
+    except RestyleError as e:
+        sink.end(FAILED, error=str(e).replace(str(run.folder) + os.sep, ""))
+    except Exception as e:  # a bug: keep the worker alive and say what happened
+        if is_out_of_memory(e):  # MemoryError, or torch.OutOfMemoryError from the GPU: free it, go on
+            out_of_memory = True
+            sink.end(FAILED, error="out of memory; try a smaller size")
+        else:
+            sink.end(FAILED, error=f"internal error: {type(e).__name__}: {e}")
+    if out_of_memory:  # here, once the traceback (and the failed job's tensors) is gone
+        free_cached_memory()
 
-        def callback(event: Any) -> None:
-            tracker.update(event)
-            if isinstance(event, Iterate):
-                run.write(force=event.step == event.steps)
-            elif isinstance(event, Snapshot) and run.due("preview"):
-                save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)
-                run.write(preview=True, force=True)
 
-        cfg = make_config(job.params, self.settings)
-        if run.device != "auto":  # this worker's device, "cuda:N" included (no global CUDA state)
-            cfg = cfg.replace(device=run.device)
-        stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
-        steps = sum(s.iterations for s in stages)
-        tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
-        # The visitor's own trained models know their paintings too (another visitor's never serve).
-        own = [m.path for m in visitor_models(self.store, job.owner)] if job.kind == USER else []
-        instant = self.instant_preview(folder / job.content_file, folder / job.style_file, cfg.size, own,
-                                       device=run.device)
-        if instant:  # a trained network knows this painting: its picture now, the optimiser's later
-            progress["instant"] = instant
+def instant_preview(run: "JobRun", size: int) -> Optional[dict]:
+    """The network's picture of the job's photo as preview.jpg (_instant_preview), or None; never fails the job."""
+    job, folder, settings = run.job, run.folder, run.settings
+    try:
+        return _instant_preview(folder / job.content_file, folder / job.style_file, size, folder,
+                                models=run.sink.own_models(), device=run.device,
+                                any_painting=settings.any_painting_model, weights=settings.weights)
+    except Exception:  # noqa: BLE001 - a preview must never fail the job
+        return None
+
+
+def paint(run: "JobRun") -> None:
+    """The optimiser's job: the form's photo in the style of its painting."""
+    from ..events import Iterate, Snapshot
+    from ..images import save_atomic, write_picture
+    from ..optimiser.engine import run as paint_photo
+    from ..optimiser.schedule import pyramid
+    from .form import make_config
+
+    job, folder, settings = run.job, run.folder, run.settings
+    tracker = JobProgress(())
+    run.progress = progress = tracker.row
+
+    def callback(event: Any) -> None:
+        tracker.update(event)
+        if isinstance(event, Iterate):
+            run.write(force=event.step == event.steps)
+        elif isinstance(event, Snapshot) and run.due("preview"):
+            save_atomic(event.image, folder / "preview.jpg", quality=PREVIEW_QUALITY)
             run.write(preview=True, force=True)
-        result = paint(
-            folder / job.content_file, [folder / job.style_file], cfg,
-            callback=callback, cancel=run.cancel,
-            snapshot_every=max(1, steps // max(1, self.settings.snapshots)),
-            weights=self.settings.weights,
-        )
-        report = dict(result.report, content=job.content_label, style=job.style_label,
-                      **({"instant": progress["instant"]} if "instant" in progress else {}))
-        write_picture(result.image, folder / "result.png", report, sidecar_to=folder / "report.json")
-        self.store.set_progress(job.id, dict(progress, step=steps, steps=steps, eta=0))
-        self.store.finish(job.id, DONE, report=json.loads(json.dumps(report, default=str)))
+
+    cfg = make_config(job.params, settings)
+    if run.device != "auto":  # this worker's device, "cuda:N" included (no global CUDA state)
+        cfg = cfg.replace(device=run.device)
+    stages = pyramid(cfg.size, cfg.iterations, cfg.scales)
+    steps = sum(s.iterations for s in stages)
+    tracker.stages = tuple((_pixels(folder / job.content_file, s.long_side), s.iterations) for s in stages)
+    # The visitor's own trained models know their paintings too (another visitor's never serve).
+    instant = instant_preview(run, cfg.size)
+    if instant:  # a trained network knows this painting: its picture now, the optimiser's later
+        progress["instant"] = instant
+        run.write(preview=True, force=True)
+    result = paint_photo(
+        folder / job.content_file, [folder / job.style_file], cfg,
+        callback=callback, cancel=run.cancel,
+        snapshot_every=max(1, steps // max(1, settings.snapshots)),
+        weights=settings.weights,
+    )
+    report = dict(result.report, content=job.content_label, style=job.style_label,
+                  **({"instant": progress["instant"]} if "instant" in progress else {}))
+    write_picture(result.image, folder / "result.png", report, sidecar_to=folder / "report.json")
+    run.sink.progress(dict(progress, step=steps, steps=steps, eta=0), False)
+    run.sink.end(DONE, report=json.loads(json.dumps(report, default=str)))
 
 
 class JobRun:
-    """One job being run: its folder and device, throttled progress writes, and the cancel hook.
+    """One job being run: its settings, folder, device and sink, throttled progress writes, the cancel hook.
 
-    `cancel()` is what the engines poll: True when the server stops, or (read from the
-    store at most every progress interval) when the job's owner asked to cancel it.
+    `cancel()` is what the engines poll: True when the server stops, or (asked of the sink at
+    most every progress interval) when the job's owner asked to cancel it.
     """
 
-    def __init__(self, worker: Worker, job: Job) -> None:
-        self.worker = worker
-        self.store = worker.store
-        self.settings = worker.settings
+    def __init__(self, settings: Settings, job: Job, folder: Path, device: str, sink: Sink) -> None:
+        self.settings = settings
         self.job = job
-        self.folder = self.store.folder(job.id)
-        self.device = self.settings.devices[worker.index]
+        self.folder = folder
+        self.device = device
+        self.sink = sink
         self.progress: Dict[str, Any] = {}
         self.by_user = False  # cancelled by its owner
         self.yielded = False  # stopped to let waiting jobs run (training)
@@ -199,13 +273,13 @@ class JobRun:
 
     def write(self, *, preview: bool = False, force: bool = False) -> None:
         if force or self.due("write"):
-            self.store.set_progress(self.job.id, self.progress, preview=preview)
+            self.sink.progress(self.progress, preview)
 
     def cancel(self) -> bool:
-        if self.worker.stopping():
+        if self.sink.stopping():
             return True
         if self.due("cancel"):
-            self.by_user = self.store.cancel_requested(self.job.id)
+            self.by_user = self.sink.cancel_requested()
         return self.by_user
 
 

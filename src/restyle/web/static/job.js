@@ -21,7 +21,9 @@
     badge.className = "badge " + st.state;
     const p = st.progress || {};
     if (st.state === "queued") {
-      detail.textContent = "Waiting: " + st.ahead + (st.ahead === 1 ? " job" : " jobs") + " ahead.";
+      // p.notice: why nothing runs (serve --ray: the cluster does not answer).
+      detail.textContent = "Waiting: " + st.ahead + (st.ahead === 1 ? " job" : " jobs") + " ahead." +
+        (p.notice ? " " + p.notice + "." : "");
     } else if (st.state === "running" && p.steps && p.unit) {
       // A training (steps) or a clip (frames): the count, the loss while training, the time left.
       bar.value = (p.step || 0) / p.steps;
@@ -35,7 +37,7 @@
       const eta = p.eta == null ? "estimating time left" : `about ${seconds(p.eta)} left`;
       detail.textContent = `${scale}iteration ${p.step} / ${p.steps} · loss ${Number(p.loss).toExponential(3)} · ${eta}`;
     } else if (st.state === "running") {
-      detail.textContent = "Starting…";
+      detail.textContent = p.notice ? p.notice[0].toUpperCase() + p.notice.slice(1) + "…" : "Starting…";
     }
     if (st.preview && st.preview !== preview) {
       preview = st.preview;
