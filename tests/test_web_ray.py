@@ -1,0 +1,172 @@
+"""`restyle serve --ray`: the web app's jobs on a local Ray cluster (a head and one more node, one CPU each).
+
+The jobs go through the HTTP API as in test_web.py; the app's RayWorkerPool hands them to
+the cluster through its bridge process, and the files travel through the object store.
+The tiny random network at 64 px keeps each job to a second or two; the slow part is each
+new bridge's Ray workers importing torch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+
+from restyle.cli.main import main  # noqa: E402
+from restyle.web.app import create_app  # noqa: E402
+from restyle.web.jobs import JobStore  # noqa: E402
+from webutil import image_bytes, wait_for, web_settings  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+STORE = 80 * 2**20  # bytes of object store per node (Ray's floor is 75 MB)
+PNG = image_bytes("PNG")
+STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
+FINAL = ("done", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True,
+                head_node_args={"num_cpus": 1, "object_store_memory": STORE, "include_dashboard": False})
+    c.add_node(num_cpus=1, object_store_memory=STORE)
+    yield c
+    c.shutdown()
+
+
+def ray_settings(data_dir, weights, address, iterations=6, **kw):
+    return web_settings(data_dir, weights, ray_address=address, progress_interval=0.1,
+                        overrides={"iterations": iterations, "device": "cpu", "precision": "fp32"}, **kw)
+
+
+def post(client, **data):
+    r = client.post("/api/jobs", files={"content": ("photo.png", PNG, "image/png"),
+                                        "style": ("style.jpg", STYLE, "image/jpeg")}, data=data)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def job_of(client, job_id):
+    return client.get(f"/api/jobs/{job_id}").json()
+
+
+def wait_done(client, job_id, timeout=180):
+    return wait_for(lambda: (j := job_of(client, job_id))["state"] in FINAL and j, timeout, f"job {job_id} to end")
+
+
+def wait_running(client, job_id, timeout=120):
+    """The job's progress once its Ray task has started and painted a step; where it runs is in it."""
+    return wait_for(lambda: (p := job_of(client, job_id)["progress"]).get("step") and p.get("ray") and p,
+                    timeout, f"job {job_id} to run on Ray")
+
+
+def local_picture(settings, params):
+    """What a local worker paints for the same job: the engine on the same files, one thread (as each Ray slot)."""
+    import torch
+
+    from restyle.optimiser.engine import run
+    from restyle.web.form import make_config
+
+    job = settings.jobs_dir
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (job / "ref").mkdir(exist_ok=True)
+        (job / "ref" / "c.png").write_bytes(PNG)
+        (job / "ref" / "s.jpg").write_bytes(STYLE)
+        result = run(job / "ref" / "c.png", [job / "ref" / "s.jpg"], make_config(params, settings),
+                     weights=settings.weights)
+    finally:
+        torch.set_num_threads(threads)
+    return np.asarray(result.image.convert("RGB"))
+
+
+def test_a_paint_job_runs_on_ray_through_the_api_and_paints_what_a_local_worker_paints(cluster, tmp_path,
+                                                                                          tiny_weights):
+    s = ray_settings(tmp_path / "d", tiny_weights, cluster.address)
+    with TestClient(create_app(s)) as c:
+        job_id = post(c, strength="1")
+        job = wait_done(c, job_id)
+        assert job["state"] == "done" and job["attempts"] == 1, job
+        ray_side = job["progress"]["ray"]
+        assert ray_side["pid"] != os.getpid() and ray_side["pid"] not in c.app.state.pool.pids()
+        assert job["progress"]["step"] == job["progress"]["steps"] == 6 and job["preview"] >= 1
+        r = c.get(f"/jobs/{job_id}/result.png")
+        assert r.status_code == 200
+        picture = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+        assert c.get(f"/jobs/{job_id}/report.json").json()["iterations"] == 6
+        assert c.get(f"/jobs/{job_id}/preview.jpg").status_code == 200
+        page = c.get(f"/jobs/{job_id}").text
+        assert "Download full size" in page and str(s.data_dir) not in page
+    assert np.array_equal(picture, local_picture(s, job["params"]))
+
+
+def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted(cluster, tmp_path, tiny_weights):
+    s = ray_settings(tmp_path / "d", tiny_weights, cluster.address, iterations=300)
+    with TestClient(create_app(s)) as c:
+        job_id = post(c)
+        first = wait_running(c, job_id)["ray"]
+        os.kill(first["pid"], signal.SIGKILL)
+        job = wait_done(c, job_id)
+        assert job["state"] == "done" and job["attempts"] == 2, job
+        assert job["progress"]["ray"]["pid"] != first["pid"] and job["progress"]["step"] == 300
+        assert c.get(f"/jobs/{job_id}/result.png").status_code == 200
+
+
+def test_a_server_restarted_mid_job_runs_it_again_once(cluster, tmp_path, tiny_weights):
+    s = ray_settings(tmp_path / "d", tiny_weights, cluster.address, iterations=300)
+    with TestClient(create_app(s)) as c:
+        job_id = post(c)
+        wait_running(c, job_id)
+    # Stopped: the job was asked to stop and queued again, not an attempt lost.
+    stopped = JobStore(s.db_path, s.jobs_dir).get(job_id)
+    assert stopped.state == "queued" and stopped.attempts == 0
+    assert not (s.jobs_dir / job_id / "result.png").exists()
+    with TestClient(create_app(s)) as c:
+        job = wait_done(c, job_id)
+        assert job["state"] == "done" and job["attempts"] == 1 and job["progress"]["step"] == 300
+        time.sleep(1.0)  # nothing left running that could finish it a second time
+        assert job_of(c, job_id)["finished"] == job["finished"]
+    store = JobStore(s.db_path, s.jobs_dir)
+    assert [j.state for j in store.snapshot([job_id]).values()] == ["done"]
+
+
+def test_a_cluster_that_does_not_answer_holds_the_jobs_and_says_so(tmp_path, tiny_weights):
+    """Lost (here: never there): the job waits, queued, and its page and the API say why."""
+    s = ray_settings(tmp_path / "d", tiny_weights, "127.0.0.1:1")
+    with TestClient(create_app(s)) as c:
+        job_id = post(c)
+        note = wait_for(lambda: job_of(c, job_id)["progress"].get("notice"), 60, "the notice")
+        assert "waiting for the Ray cluster" in note and "127.0.0.1:1" in note
+        assert job_of(c, job_id)["state"] == "queued"
+        assert note in c.get(f"/jobs/{job_id}").text
+
+
+def test_serve_ray_without_a_cluster_exits_2_in_one_line(tmp_path, tiny_weights, capsys):
+    base = ["serve", "--data-dir", str(tmp_path / "d"), "--weights", str(tiny_weights), "--port", "8765"]
+    assert main([*base, "--ray", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot reach a Ray cluster at 127.0.0.1:1" in err
+    assert main([*base, "--ray", "no/such:address"]) == 2
+    assert "ray address 'no/such:address' is not one of" in capsys.readouterr().err
+    assert main([*base, "--ray-workers", "2"]) == 2
+    assert "need --ray" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "restyle.db").exists()  # nothing written
+
+
+def test_settings_refuse_bad_ray_values(tmp_path, tiny_weights):
+    with pytest.raises(Exception, match="ray address 'x y' is not one of"):
+        ray_settings(tmp_path, tiny_weights, "x y")
+    with pytest.raises(Exception, match="ray_workers 0 must be a whole number >= 1"):
+        replace(ray_settings(tmp_path, tiny_weights, "auto"), ray_workers=0)
