@@ -8,11 +8,15 @@ new bridge's Ray workers importing torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +28,8 @@ ray = pytest.importorskip("ray")
 from restyle.cli.main import main  # noqa: E402
 from restyle.web.app import create_app  # noqa: E402
 from restyle.web.jobs import JobStore  # noqa: E402
+from test_web_cli import _state  # noqa: E402
+from test_web_models import apply, clip_bytes, model_settings, photos, train  # noqa: E402,F401 (photos: a fixture)
 from webutil import image_bytes, wait_for, web_settings  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -112,6 +118,47 @@ def test_a_paint_job_runs_on_ray_through_the_api_and_paints_what_a_local_worker_
     assert np.array_equal(picture, local_picture(s, job["params"]))
 
 
+def test_every_job_kind_on_ray_train_then_stylize_a_photo_and_a_clip_and_preview_with_the_model(
+        cluster, tmp_path, tiny_weights, photos):
+    """A training (the photos through the object store), then its model (sent with each job) on a photo, a clip
+    and as a paint job's instant preview: every kind of job, none of them reading the server's folders."""
+    s = replace(model_settings(tmp_path, tiny_weights, photos), ray_address=cluster.address, progress_interval=0.1)
+    with TestClient(create_app(s)) as c:
+        model_id = train(c).json()["id"]
+        job = wait_done(c, model_id)
+        assert job["state"] == "done" and job["progress"]["step"] == 4 and job["progress"]["photos"] == 2, job
+        assert (s.jobs_dir / model_id / "model.pt").is_file() and job["preview"] >= 2
+        assert c.get(f"/jobs/{model_id}/report.json").json()["training"]["steps_done"] == 4
+        r = apply(c, model_id, size="64")
+        done = wait_done(c, r.json()["id"])
+        assert done["state"] == "done" and done["progress"]["ray"], done
+        assert Image.open(io.BytesIO(c.get(done["result"]).content)).size == (64, 51)
+        r = apply(c, model_id, clip_bytes(tmp_path, audio=False), "clip.mp4")
+        done = wait_done(c, r.json()["id"])
+        assert done["state"] == "done" and done["progress"]["step"] == 10, done
+        assert c.get(done["result"]).status_code == 200
+        done = wait_done(c, post(c))
+        assert done["state"] == "done" and done["progress"]["instant"]["model"] == "model", done
+
+
+def test_a_training_gives_its_turn_to_a_waiting_job_and_resumes_from_its_checkpoint(cluster, tmp_path,
+                                                                                   tiny_weights, photos):
+    """One slot: the training saves its checkpoint after its slice, which comes back to the server; the paint
+    job runs; the training's next turn (its checkpoint sent with it) resumes where it stopped."""
+    s = replace(model_settings(tmp_path, tiny_weights, photos, train_steps=(4, 60), default_train_steps=60),
+                ray_address=cluster.address, ray_workers=1, train_slice_s=1.0, progress_interval=0.1)
+    with TestClient(create_app(s)) as c:
+        trainer = train(c, steps="60").json()["id"]
+        wait_for(lambda: job_of(c, trainer)["progress"].get("step"), 180, "the training to start")
+        painter = post(c)
+        paint_job = wait_done(c, painter)
+        training = wait_done(c, trainer)
+    assert paint_job["state"] == "done" and training["state"] == "done", training
+    assert paint_job["finished"] < training["finished"]
+    assert training["progress"]["resumed_from"] > 0 and training["attempts"] == 1
+    assert (s.jobs_dir / trainer / "model.pt").is_file()
+
+
 def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted(cluster, tmp_path, tiny_weights):
     s = ray_settings(tmp_path / "d", tiny_weights, cluster.address, iterations=300)
     with TestClient(create_app(s)) as c:
@@ -140,6 +187,49 @@ def test_a_server_restarted_mid_job_runs_it_again_once(cluster, tmp_path, tiny_w
         assert job_of(c, job_id)["finished"] == job["finished"]
     store = JobStore(s.db_path, s.jobs_dir)
     assert [j.state for j in store.snapshot([job_id]).values()] == ["done"]
+
+
+def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(cluster, tmp_path, tiny_weights):
+    """`serve --ray` killed with SIGKILL while its job runs on the cluster: its bridge writes nothing more and
+    goes; the next server on the same data folder queues the job again (counted) and runs it once."""
+    import httpx
+
+    from test_web_cli import SRC, children, free_port
+
+    data, port = tmp_path / "d", free_port()
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "restyle", "serve", "--port", str(port), "--data-dir",
+                                 str(data), "--weights", str(tiny_weights), "--no-gallery", "--ray", cluster.address],
+                                stderr=err, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            assert proc.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"{url}/healthz", timeout=2).json()["workers"] == 1
+        wait_for(up, 120, "the server to start")
+        r = httpx.post(f"{url}/api/jobs", files={"content": ("photo.png", PNG, "image/png"),
+                                                 "style": ("style.jpg", STYLE, "image/jpeg")}, timeout=10)
+        job_id = r.json()["id"]
+        wait_for(lambda: (p := httpx.get(f"{url}/api/jobs/{job_id}").json()["progress"]).get("step") and p.get("ray"),
+                 180, "the job to run on Ray")
+        bridge = children(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert "jobs run on the Ray cluster" in log.read_text()
+    wait_for(lambda: not any(Path(f"/proc/{k}").exists() and "zombie" not in _state(k) for k in bridge), 60,
+             "the bridge to go")
+    left = JobStore(data / "restyle.db", data / "jobs").get(job_id)
+    assert left.state == "running" and left.attempts == 1  # nobody wrote after the kill
+    s = ray_settings(data, tiny_weights, cluster.address)
+    with TestClient(create_app(s)) as c:
+        job = wait_done(c, job_id)
+        assert job["state"] == "done" and job["attempts"] == 2 and job["progress"]["step"] == 6, job
+        time.sleep(1.0)
+        assert job_of(c, job_id)["finished"] == job["finished"]
 
 
 def test_a_cluster_that_does_not_answer_holds_the_jobs_and_says_so(tmp_path, tiny_weights):

@@ -159,15 +159,18 @@ class StreamSink:
             self.messages.put(("file", name, path.read_bytes()))
 
     def model_file(self, key: str) -> Optional[Path]:
-        path = self.models / f"{key}.pt"
-        return path if key in self.pack.models else None
+        return self.models / f"{key}.pt" if key in self.pack.models else None
 
     def own_models(self) -> Sequence[Path]:
         return [self.models / f"{key}.pt" for key in self.pack.own]
 
     def end(self, state: str, *, error: Optional[str] = None, report: Any = None) -> None:
+        try:
+            files = changed_files(self.folder, self.sent)
+        except OSError as e:  # the results cannot be read back: the job failed here
+            state, error, report, files = FAILED, f"cannot read the job's results: {e.strerror or e}", None, {}
         self.ended = True
-        self.messages.put(("end", state, error, report, changed_files(self.folder, self.sent)))
+        self.messages.put(("end", state, error, report, files))
 
 
 def run_job_remote(settings: Settings, pack: JobPack, photos: Optional[Tuple[str, List[Any]]], control: str,

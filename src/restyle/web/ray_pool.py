@@ -342,6 +342,8 @@ def check_cluster(settings: Settings, timeout: float = PROBE_S) -> str:
     address = check_address(settings.ray_address)
     if importlib.util.find_spec("ray") is None:
         raise InputError("--ray needs Ray: pip install 'restyle[ray]'")
+    if address in (None, "local"):
+        return "a Ray instance started on this machine by the server"
     if address not in (None, "local", "auto"):
         check_reachable(address)  # a closed port: said in a moment, not after Ray's own retries
     ctx = _mp()
