@@ -252,6 +252,8 @@ def test_serve_ray_without_a_cluster_exits_2_in_one_line(tmp_path, tiny_weights,
     assert "ray address 'no/such:address' is not one of" in capsys.readouterr().err
     assert main([*base, "--ray-workers", "2"]) == 2
     assert "need --ray" in capsys.readouterr().err
+    assert main([*base, "--ray", "127.0.0.1:1", "--devices", "cuda:0,cuda:1"]) == 2
+    assert "name one kind (auto, cpu or cuda)" in capsys.readouterr().err
     assert not (tmp_path / "d" / "restyle.db").exists()  # nothing written
 
 
@@ -260,3 +262,17 @@ def test_settings_refuse_bad_ray_values(tmp_path, tiny_weights):
         ray_settings(tmp_path, tiny_weights, "x y")
     with pytest.raises(Exception, match="ray_workers 0 must be a whole number >= 1"):
         replace(ray_settings(tmp_path, tiny_weights, "auto"), ray_workers=0)
+
+
+def test_job_files_travel_by_relative_names_only_and_only_the_changed_come_back(tmp_path):
+    from restyle.web.ray_job import changed_files, folder_files, safe_path, write_files
+
+    sent = write_files({"content.png": b"c", "frames/000001.png": b"f"}, tmp_path / "job")
+    assert folder_files(tmp_path / "job") == {"content.png": b"c", "frames/000001.png": b"f"}
+    assert folder_files(tmp_path / "job", skip=("content.png",)) == {"frames/000001.png": b"f"}
+    (tmp_path / "job" / "result.png").write_bytes(b"r")
+    (tmp_path / "job" / "frames" / "000001.png").write_bytes(b"g")
+    assert changed_files(tmp_path / "job", sent) == {"frames/000001.png": b"g", "result.png": b"r"}
+    for bad in ("../x", "/etc/passwd", "a/../../x", ""):
+        with pytest.raises(ValueError, match="leaves the job's folder"):
+            safe_path(tmp_path, bad)

@@ -197,6 +197,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         kw["max_queue"] = args.max_queue
     ray = ray_options(args)
     if ray is not None:
+        if len(kw["devices"]) != 1 or kw["devices"][0].startswith("cuda:"):
+            raise InputError(f"--devices {args.devices} with --ray: name one kind (auto, cpu or cuda); "
+                             "the cluster places each job on a GPU of its own")
         kw.update(ray_address=ray["address"] or "local", ray_workers=ray["workers"],
                   ray_cpus_per_worker=ray["cpus_per_worker"])
     settings = Settings(**kw)
