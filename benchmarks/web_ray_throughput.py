@@ -82,8 +82,11 @@ def run_jobs(address: str, workers: int, args: argparse.Namespace, weights: Opti
     states = [j["state"] for j in warm + jobs]
     assert all(s == "done" for s in states), states
     pids = {(j["progress"]["ray"]["host"], j["progress"]["ray"]["pid"]) for j in jobs}
+    run_s = sum(j["finished"] - j["started"] for j in jobs) / len(jobs)  # a job on its worker, set-up to result
     return {"workers": workers, "seconds": seconds, "per_min": 60 * args.jobs / seconds, "warm_s": warm_s,
-            "processes": len(pids)}
+            "processes": len(pids), "run_s": run_s,
+            # what each job cost its slot beyond its own run: claim, pack, dispatch, the results written here
+            "overhead_s": seconds * workers / len(jobs) - run_s}
 
 
 def main() -> None:
@@ -109,10 +112,11 @@ def main() -> None:
     net = "a tiny random network" if args.tiny else "VGG-19"
     print(f"{args.jobs} paint jobs of {args.size} px, {args.iterations} iterations, {net}, fp32, "
           "through the web API on a local 2-node Ray cluster (1 CPU a node)")
-    print(f"{'Ray workers':>11}  {'seconds':>8}  {'jobs/min':>8}  {'warm-up s':>9}  {'processes':>9}")
+    print(f"{'Ray workers':>11}  {'seconds':>8}  {'jobs/min':>8}  {'s a job':>8}  {'overhead s':>10}  "
+          f"{'warm-up s':>9}  {'processes':>9}")
     for r in rows:
-        print(f"{r['workers']:>11}  {r['seconds']:>8.1f}  {r['per_min']:>8.1f}  {r['warm_s']:>9.1f}  "
-              f"{r['processes']:>9}")
+        print(f"{r['workers']:>11}  {r['seconds']:>8.1f}  {r['per_min']:>8.1f}  {r['run_s']:>8.1f}  "
+              f"{r['overhead_s']:>10.1f}  {r['warm_s']:>9.1f}  {r['processes']:>9}")
     print(f"ratio 2 workers / 1 worker: {rows[1]['per_min'] / rows[0]['per_min']:.2f}x")
 
 
