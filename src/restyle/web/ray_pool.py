@@ -46,6 +46,7 @@ RETRY_S = 5.0  # between tries to reach a cluster that is not answering
 RESTART_S = 2.0  # before the server starts another bridge after one exits
 STOP_S = 20.0  # the bridge's time to stop: the jobs asked to stop, their files back
 PROBE_S = 60.0  # `serve --ray`'s start-up check: joining a cluster takes seconds, not minutes
+HEALTH_EVERY_S = 2.0  # the bridge checks that the cluster's head answers this often
 FLAGS_EVERY_S = 2.0  # the control actor's flags are sent again this often (a restarted actor has none)
 EXIT_LOST = 3  # the bridge's exit code when it lost the cluster
 
@@ -111,7 +112,12 @@ def bridge_main(settings: Settings, stop: Any, wake: Any, parent: int) -> None:
     """Entry point of the bridge process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sys.exit(Bridge(settings, stop, wake, parent).run())
+    code = Bridge(settings, stop, wake, parent).run()
+    if code == EXIT_LOST:  # Ray's own shutdown would wait for the lost cluster: leave at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 class Bridge:
@@ -150,22 +156,41 @@ class Bridge:
         for t in threads:
             t.start()
         sent: Dict[str, Any] = {}
-        last = 0.0
+        last = checked = 0.0
+        gcs = ray.get_runtime_context().gcs_address
         while not self.stopping():
             sent, last = self.push_flags(sent, last)
+            if time.monotonic() - checked >= HEALTH_EVERY_S:  # Ray itself waits a minute for a lost head
+                checked = time.monotonic()
+                if not self.head_answers(gcs):
+                    self.lost.set()
             self.stop.wait(max(0.2, self.settings.progress_interval))
-        self.push_flags(sent, last)  # "stop": each job ends at its next check and sends its files
-        deadline = time.monotonic() + STOP_S - 2
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        if not self.lost.is_set():
+            self.push_flags(sent, last)  # "stop": each job ends at its next check and sends its files
+            deadline = time.monotonic() + STOP_S - 2
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
         with self.lock:
             left = list(self.running.items())
         for job_id, (_, gen) in left:
-            with contextlib.suppress(Exception):
-                ray.cancel(gen, force=True)
+            if not self.lost.is_set():
+                with contextlib.suppress(Exception):
+                    ray.cancel(gen, force=True)
             if not self.orphaned():
                 self.store.requeue(job_id)  # not an attempt lost
         return EXIT_LOST if self.lost.is_set() else 0
+
+    def head_answers(self, gcs: str, tries: int = 2) -> bool:
+        """Whether the cluster's head (its GCS port) takes a TCP connection, within `tries` tries."""
+        from ..batch.cluster import check_reachable
+
+        for _ in range(tries):
+            try:
+                check_reachable(gcs, timeout_s=2.0)
+                return True
+            except InputError:
+                self.stop.wait(1.0)
+        return False
 
     def join(self) -> Optional[Tuple[int, int, int]]:
         """Join the cluster, saying on the queued jobs' pages while it does not answer; the slots plan."""
