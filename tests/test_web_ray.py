@@ -243,6 +243,38 @@ def test_a_cluster_that_does_not_answer_holds_the_jobs_and_says_so(tmp_path, tin
         assert note in c.get(f"/jobs/{job_id}").text
 
 
+@pytest.mark.slow
+def test_a_cluster_lost_mid_job_holds_it_says_so_and_runs_it_when_back(tmp_path, tiny_weights):
+    """The head goes away mid-job: the job is queued again (not counted) and its page says why; a head at the
+    same address later: the job runs and ends."""
+    from ray.cluster_utils import Cluster
+    from test_web_cli import free_port
+
+    port = free_port()
+
+    def head():
+        return Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "gcs_server_port": port, "object_store_memory": STORE, "include_dashboard": False})
+
+    c = head()
+    try:
+        s = ray_settings(tmp_path / "d", tiny_weights, c.address, iterations=100)
+        with TestClient(create_app(s)) as client:
+            job_id = post(client)
+            wait_running(client, job_id)
+            c.shutdown()
+            note = wait_for(lambda: job_of(client, job_id)["progress"].get("notice"), 60, "the notice")
+            assert "waiting for the Ray cluster, which does not answer" in note
+            job = job_of(client, job_id)
+            assert job["state"] == "queued" and job["attempts"] == 0, job
+            assert "which does not answer" in client.get(f"/jobs/{job_id}").text
+            c = head()
+            job = wait_done(client, job_id)
+            assert job["state"] == "done" and job["attempts"] == 1 and "notice" not in job["progress"], job
+    finally:
+        c.shutdown()
+
+
 def test_serve_ray_without_a_cluster_exits_2_in_one_line(tmp_path, tiny_weights, capsys):
     base = ["serve", "--data-dir", str(tmp_path / "d"), "--weights", str(tiny_weights), "--port", "8765"]
     assert main([*base, "--ray", "127.0.0.1:1"]) == 2

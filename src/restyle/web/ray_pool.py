@@ -49,6 +49,8 @@ PROBE_S = 60.0  # `serve --ray`'s start-up check: joining a cluster takes second
 HEALTH_EVERY_S = 2.0  # the bridge checks that the cluster's head answers this often
 FLAGS_EVERY_S = 2.0  # the control actor's flags are sent again this often (a restarted actor has none)
 EXIT_LOST = 3  # the bridge's exit code when it lost the cluster
+WAKE = signal.SIGUSR1  # the server to the bridge: a job was queued
+SIGNALS = {signal.SIGTERM, WAKE}
 
 
 def _mp():
@@ -56,17 +58,20 @@ def _mp():
 
 
 class RayWorkerPool:
-    """The server's side: starts the bridge process, starts another when it exits, stops it."""
+    """The server's side: starts the bridge process, starts another when it exits, stops it.
+
+    It wakes the bridge with SIGUSR1 and stops it with SIGTERM, never with a shared
+    multiprocessing.Event: a bridge that Ray ends abruptly (a lost head) may die holding
+    such an Event's lock, and the server's next set() would then wait for ever.
+    """
 
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
-        ctx = _mp()
-        self.stop_event = ctx.Event()
-        self.wake_event = ctx.Event()
         self.proc: Optional[Any] = None
         self._watch: Optional[threading.Thread] = None
         self._stopping = threading.Event()
+        self._spawning = threading.Lock()
 
     def start(self) -> None:
         self._spawn()
@@ -74,9 +79,25 @@ class RayWorkerPool:
         self._watch.start()
 
     def _spawn(self) -> None:
-        self.proc = _mp().Process(target=bridge_main, args=(self.settings, self.stop_event, self.wake_event,
-                                                            os.getpid()), name="restyle-ray-bridge", daemon=True)
-        self.proc.start()
+        proc = _mp().Process(target=bridge_main, args=(self.settings, os.getpid()), name="restyle-ray-bridge",
+                             daemon=True)
+        # The bridge starts with the two signals blocked (the mask passes through fork and exec): one sent
+        # before its handlers are in place waits for them instead of killing it.
+        with self._spawning:
+            if self._stopping.is_set():  # stop() came first: no new bridge
+                return
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+            try:
+                proc.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            self.proc = proc
+
+    def _signal(self, sig: int) -> None:
+        with self._spawning:
+            if self.proc is not None and self.proc.pid is not None and self.proc.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, sig)
 
     def _watchdog(self) -> None:
         while not self._stopping.wait(1.0):
@@ -87,7 +108,7 @@ class RayWorkerPool:
                 self._spawn()
 
     def wake(self) -> None:
-        self.wake_event.set()
+        self._signal(WAKE)
 
     def pids(self) -> List[int]:
         """The bridge's pid (the jobs' own processes are the cluster's: a job's progress names its pid)."""
@@ -96,8 +117,7 @@ class RayWorkerPool:
     def stop(self, timeout: float = STOP_S + 5) -> None:
         """Ask the bridge to stop (running jobs queued again), then make sure it is gone."""
         self._stopping.set()
-        self.stop_event.set()
-        self.wake_event.set()
+        self._signal(signal.SIGTERM)
         if self.proc is not None:
             self.proc.join(timeout)
             if self.proc.is_alive():
@@ -108,10 +128,13 @@ class RayWorkerPool:
             self._watch.join(2)
 
 
-def bridge_main(settings: Settings, stop: Any, wake: Any, parent: int) -> None:
-    """Entry point of the bridge process."""
+def bridge_main(settings: Settings, parent: int) -> None:
+    """Entry point of the bridge process: SIGTERM stops it, SIGUSR1 says a job was queued."""
+    stop, wake = threading.Event(), threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(WAKE, lambda *_: wake.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     code = Bridge(settings, stop, wake, parent).run()
     if code == EXIT_LOST:  # Ray's own shutdown would wait for the lost cluster: leave at once
         sys.stdout.flush()
