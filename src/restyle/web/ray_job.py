@@ -45,8 +45,8 @@ class JobPack:
 
     job: Job
     files: Files
-    models: Files = field(default_factory=dict)  # a training job's id -> its model file's bytes
-    own: Tuple[str, ...] = ()  # which of `models` are the owner's, for the instant preview
+    models: Files = field(default_factory=dict)  # "<training job's id>/<its model file's name>" -> bytes
+    own: Tuple[str, ...] = ()  # the ids of the owner's models among them, for the instant preview
 
 
 class JobControl:
@@ -159,10 +159,12 @@ class StreamSink:
             self.messages.put(("file", name, path.read_bytes()))
 
     def model_file(self, key: str) -> Optional[Path]:
-        return self.models / f"{key}.pt" if key in self.pack.models else None
+        """The copy of training `key`'s model, under its own file name (a model's name is its file's stem)."""
+        names = [rel for rel in self.pack.models if rel.split("/")[0] == key]
+        return safe_path(self.models, names[0]) if names else None
 
     def own_models(self) -> Sequence[Path]:
-        return [self.models / f"{key}.pt" for key in self.pack.own]
+        return [path for path in map(self.model_file, self.pack.own) if path is not None]
 
     def end(self, state: str, *, error: Optional[str] = None, report: Any = None) -> None:
         try:
@@ -192,7 +194,7 @@ def run_job_remote(settings: Settings, pack: JobPack, photos: Optional[Tuple[str
         folder, models = root / "job", root / "models"
         folder.mkdir()
         sent = write_files(pack.files, folder)
-        write_files({f"{key}.pt": data for key, data in pack.models.items()}, models)
+        write_files(pack.models, models)
         if photos is not None:
             settings = replace(settings, photos_dir=photos_here(*photos))
         sink = StreamSink(pack, folder, models, ray.get_actor(control), settings.progress_interval, sent)

@@ -358,11 +358,11 @@ class Bridge:
                 and key != ANY_PAINTING and key not in bundled_models()):
             path = trained_model(self.store, key)
             if path is not None:
-                models[key] = path.read_bytes()
+                models[f"{key}/{path.name}"] = path.read_bytes()
         elif job.task == PAINT and job.kind == USER:  # the owner's models that know this painting
             digest = sha256sum(folder / job.style_file)
             mine = [m for m in visitor_models(self.store, job.owner) if m.style_sha256 in (None, digest)]
-            models.update({m.key: m.path.read_bytes() for m in mine})
+            models.update({f"{m.key}/{m.path.name}": m.path.read_bytes() for m in mine})
             own = tuple(m.key for m in mine)
         return JobPack(job, files, models, own), self.photos() if job.task == TRAIN else None
 
