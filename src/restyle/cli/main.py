@@ -105,9 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--photos", default=None, metavar="DIR",
                    help="photos to train visitors' models on (default: ../shared/datasets/coco256 beside the "
                         "source tree, when present; without photos the server trains no models)")
-    add_ray_arguments(w, "every job (paint, stylize, video, train) on the cluster's workers instead of local "
-                         "processes; the database and uploads stay here, files travel through Ray's object store",
-                      workers="at most N jobs at once", shared_paths=False)
+    add_ray_arguments(w, "the web app's jobs (paint, stylize, video, train; their files through Ray's object "
+                         "store, the database here)", workers="at most N jobs at once", shared_paths=False)
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
     cli_upscale.add_commands(sub, add_config_arguments)
