@@ -29,7 +29,7 @@ from restyle.cli.main import main  # noqa: E402
 from restyle.web.app import create_app  # noqa: E402
 from restyle.web.jobs import JobStore  # noqa: E402
 from test_web_cli import _state  # noqa: E402
-from test_web_models import apply, clip_bytes, model_settings, photos, train  # noqa: E402,F401 (photos: a fixture)
+from test_web_models import TINY_TRAIN, apply, clip_bytes, model_settings, photos, train  # noqa: E402,F401
 from webutil import image_bytes, wait_for, web_settings  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -159,7 +159,8 @@ def test_a_training_gives_its_turn_to_a_waiting_job_and_resumes_from_its_checkpo
     assert (s.jobs_dir / trainer / "model.pt").is_file()
 
 
-def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted(cluster, tmp_path, tiny_weights):
+def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted_and_cancel_stops_one(cluster, tmp_path,
+                                                                                             tiny_weights):
     s = ray_settings(tmp_path / "d", tiny_weights, cluster.address, iterations=300)
     with TestClient(create_app(s)) as c:
         job_id = post(c)
@@ -169,24 +170,36 @@ def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted(cluster
         assert job["state"] == "done" and job["attempts"] == 2, job
         assert job["progress"]["ray"]["pid"] != first["pid"] and job["progress"]["step"] == 300
         assert c.get(f"/jobs/{job_id}/result.png").status_code == 200
-
-
-def test_a_server_restarted_mid_job_runs_it_again_once(cluster, tmp_path, tiny_weights):
-    s = ray_settings(tmp_path / "d", tiny_weights, cluster.address, iterations=300)
-    with TestClient(create_app(s)) as c:
+        # Its owner cancels a job running on the cluster: it stops at its next step.
         job_id = post(c)
         wait_running(c, job_id)
-    # Stopped: the job was asked to stop and queued again, not an attempt lost.
+        assert c.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+        job = wait_done(c, job_id, 30)
+        assert job["state"] == "cancelled" and job["progress"]["step"] < 300, job
+        assert c.get(f"/jobs/{job_id}/result.png").status_code == 404
+
+
+def test_a_server_stopped_mid_training_gets_its_checkpoint_back_and_the_next_start_resumes_it(cluster, tmp_path,
+                                                                                             tiny_weights, photos):
+    """Stopped: the job is asked to stop, saves its checkpoint, which comes back, and is queued again (not an
+    attempt lost). No checkpoint is due within the run (checkpoint_every 1000): the one found is the stop's."""
+    s = replace(model_settings(tmp_path, tiny_weights, photos, train_steps=(4, 60), default_train_steps=60,
+                               train_overrides=dict(TINY_TRAIN, checkpoint_every=1000)),
+                ray_address=cluster.address, progress_interval=0.1)
+    with TestClient(create_app(s)) as c:
+        job_id = train(c, steps="60").json()["id"]
+        seen = wait_for(lambda: (job_of(c, job_id)["progress"].get("step") or 0) >= 2 and job_of(c, job_id),
+                        180, "the training to take two steps")["progress"]["step"]
     stopped = JobStore(s.db_path, s.jobs_dir).get(job_id)
     assert stopped.state == "queued" and stopped.attempts == 0
-    assert not (s.jobs_dir / job_id / "result.png").exists()
+    assert (s.jobs_dir / job_id / "model.ckpt.pt").is_file() and not (s.jobs_dir / job_id / "model.pt").exists()
     with TestClient(create_app(s)) as c:
         job = wait_done(c, job_id)
-        assert job["state"] == "done" and job["attempts"] == 1 and job["progress"]["step"] == 300
+        assert job["state"] == "done" and job["attempts"] == 1 and job["progress"]["step"] == 60, job
+        assert seen <= job["progress"]["resumed_from"] < 60
         time.sleep(1.0)  # nothing left running that could finish it a second time
         assert job_of(c, job_id)["finished"] == job["finished"]
-    store = JobStore(s.db_path, s.jobs_dir)
-    assert [j.state for j in store.snapshot([job_id]).values()] == ["done"]
+    assert (s.jobs_dir / job_id / "model.pt").is_file()
 
 
 def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(cluster, tmp_path, tiny_weights):

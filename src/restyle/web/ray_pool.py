@@ -50,7 +50,8 @@ HEALTH_EVERY_S = 2.0  # the bridge checks that the cluster's head answers this o
 FLAGS_EVERY_S = 2.0  # the control actor's flags are sent again this often (a restarted actor has none)
 EXIT_LOST = 3  # the bridge's exit code when it lost the cluster
 WAKE = signal.SIGUSR1  # the server to the bridge: a job was queued
-SIGNALS = {signal.SIGTERM, WAKE}
+STOP = signal.SIGUSR2  # the server to the bridge: stop (not SIGTERM, whose handler ray.init replaces with its own)
+SIGNALS = {STOP, WAKE}
 
 
 def _mp():
@@ -60,7 +61,7 @@ def _mp():
 class RayWorkerPool:
     """The server's side: starts the bridge process, starts another when it exits, stops it.
 
-    It wakes the bridge with SIGUSR1 and stops it with SIGTERM, never with a shared
+    It wakes the bridge with SIGUSR1 and stops it with SIGUSR2, never with a shared
     multiprocessing.Event: a bridge that Ray ends abruptly (a lost head) may die holding
     such an Event's lock, and the server's next set() would then wait for ever.
     """
@@ -117,7 +118,7 @@ class RayWorkerPool:
     def stop(self, timeout: float = STOP_S + 5) -> None:
         """Ask the bridge to stop (running jobs queued again), then make sure it is gone."""
         self._stopping.set()
-        self._signal(signal.SIGTERM)
+        self._signal(STOP)
         if self.proc is not None:
             self.proc.join(timeout)
             if self.proc.is_alive():
@@ -129,10 +130,10 @@ class RayWorkerPool:
 
 
 def bridge_main(settings: Settings, parent: int) -> None:
-    """Entry point of the bridge process: SIGTERM stops it, SIGUSR1 says a job was queued."""
+    """Entry point of the bridge process: SIGUSR2 stops it, SIGUSR1 says a job was queued."""
     stop, wake = threading.Event(), threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(STOP, lambda *_: stop.set())
     signal.signal(WAKE, lambda *_: wake.set())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
     code = Bridge(settings, stop, wake, parent).run()
