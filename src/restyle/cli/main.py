@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", default=None, help="VGG-19 weights file to check")
     e.set_defaults(func=cmd_env)
 
+    add_serve_parser(sub)
+    cli_upscale.add_commands(sub, add_config_arguments)
+
+    from .video import add_video_parser
+
+    add_video_parser(sub)
+    return parser
+
+
+def add_serve_parser(sub: Any) -> None:
+    """`restyle serve`: the web app, its worker processes or (--ray) a Ray cluster's workers."""
     w = sub.add_parser("serve", help="run the web app: upload, watch it paint, keep every result")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     w.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -109,12 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "store, the database here)", workers="at most N jobs at once", shared_paths=False)
     # uvicorn handles Ctrl-C (a graceful stop), then raises it again as a KeyboardInterrupt.
     w.set_defaults(func=cmd_serve, stops_on_keyboard_interrupt=True)
-    cli_upscale.add_commands(sub, add_config_arguments)
-
-    from .video import add_video_parser
-
-    add_video_parser(sub)
-    return parser
 
 
 def cmd_env(args: argparse.Namespace) -> int:
