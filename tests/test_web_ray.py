@@ -288,6 +288,19 @@ def test_a_cluster_lost_mid_job_holds_it_says_so_and_runs_it_when_back(tmp_path,
         c.shutdown()
 
 
+def test_serve_ray_alone_starts_a_ray_instance_of_its_own(tmp_path, tiny_weights):
+    """`serve --ray` with no address: the bridge starts Ray on this machine (and stops it with the server)."""
+    from restyle.web.ray_pool import check_cluster
+
+    s = ray_settings(tmp_path / "d", tiny_weights, "local")
+    assert check_cluster(s) == "a Ray instance started on this machine by the server"
+    with TestClient(create_app(s)) as c:
+        job = wait_done(c, post(c))
+        assert job["state"] == "done" and job["progress"]["ray"]["pid"] not in c.app.state.pool.pids(), job
+        bridge = c.app.state.pool.pids()
+    assert not any(Path(f"/proc/{k}").exists() and "zombie" not in _state(k) for k in bridge)
+
+
 def test_serve_ray_without_a_cluster_exits_2_in_one_line(tmp_path, tiny_weights, capsys):
     base = ["serve", "--data-dir", str(tmp_path / "d"), "--weights", str(tiny_weights), "--port", "8765"]
     assert main([*base, "--ray", "127.0.0.1:1"]) == 2

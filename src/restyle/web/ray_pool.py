@@ -258,7 +258,13 @@ class Bridge:
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
-            self.dispatch(slot, job)
+            try:
+                self.dispatch(slot, job)
+            except Exception as e:  # noqa: BLE001 - a bug here must not end the slot nor strand the job
+                print(f"restyle: dispatching job {job.id[:8]} failed ({type(e).__name__}: {e}); queued again",
+                      file=sys.stderr)
+                with contextlib.suppress(Exception):
+                    self.store.recover(worker=slot)
 
     def dispatch(self, slot: int, job: Job) -> None:
         """Run one claimed job on the cluster; every way it can end is written to the store."""
@@ -273,26 +279,29 @@ class Bridge:
             self.store.finish(job.id, FAILED, error=f"cannot read the job's files: {e.strerror or e}")
             return
         self.store.set_progress(job.id, {"notice": "waiting for a free Ray worker"})
-        gen = self.task.remote(self.settings, pack, photos, self.control_name, self.cpus)
-        with self.lock:
-            self.running[job.id] = (job, gen)
         ended, where = False, {}
         try:
+            gen = self.task.remote(self.settings, pack, photos, self.control_name, self.cpus)
+            with self.lock:
+                self.running[job.id] = (job, gen)
             for ref in gen:
                 message = ray.get(ref)
                 if self.orphaned():
                     return
                 if message[0] == "started":
                     where = message[1]
-                ended = self.receive(job, message, where)
+                try:
+                    ended = self.receive(job, message, where)
+                except OSError as e:  # this machine's disk, not the cluster
+                    with contextlib.suppress(Exception):
+                        ray.cancel(gen, force=True)
+                    self.store.finish(job.id, FAILED, error=f"cannot write the job's files: {e.strerror or e}")
+                    return
         except ray.exceptions.TaskCancelledError:
-            pass  # cancelled by the stop above: it queues the job again
+            pass  # cancelled by the stop in run(), which queues the job again
         except ray.exceptions.RayTaskError as e:  # the task's own code failed outside the job (e.g. a full disk)
             cause = getattr(e, "cause", None) or e
             self.store.finish(job.id, FAILED, error=f"internal error: {type(cause).__name__}: {cause}")
-            ended = True
-        except OSError as e:  # writing here
-            self.store.finish(job.id, FAILED, error=f"cannot write the job's files: {e.strerror or e}")
             ended = True
         except Exception as e:  # noqa: BLE001 - a RayError: the worker, its node or the whole cluster is gone
             self.lose(slot, job, e)
