@@ -245,6 +245,33 @@ def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(c
         assert job_of(c, job_id)["finished"] == job["finished"]
 
 
+def test_serve_ray_says_what_it_found_and_stops_on_ctrl_c_in_two_lines(cluster, tmp_path, tiny_weights):
+    import httpx
+
+    from test_web_cli import SRC, free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.Popen([sys.executable, "-m", "restyle", "serve", "--port", str(port), "--data-dir",
+                             str(tmp_path / "d"), "--weights", str(tiny_weights), "--no-gallery", "--ray",
+                             cluster.address], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        def up():
+            assert proc.poll() is None, "the server exited"
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["workers"] == 1
+        wait_for(up, 120, "the server to start")
+        time.sleep(3)  # the bridge joins the cluster meanwhile
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert lines[0].startswith(f"restyle: jobs run on the Ray cluster ({cluster.address}): 2 node(s); 2 job(s) at once")
+    assert f"serving on http://127.0.0.1:{port}/" in lines[1]
+
+
 def test_a_cluster_that_does_not_answer_holds_the_jobs_and_says_so(tmp_path, tiny_weights):
     """Lost (here: never there): the job waits, queued, and its page and the API say why."""
     s = ray_settings(tmp_path / "d", tiny_weights, "127.0.0.1:1")
