@@ -179,6 +179,28 @@ def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted_and_can
         assert c.get(f"/jobs/{job_id}/result.png").status_code == 404
 
 
+def test_a_lost_node_s_job_runs_again_on_another_with_the_attempt_counted(tmp_path, tiny_weights):
+    """Two nodes, a job on each; the second node goes (its raylet killed): its job runs again on the head."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True,
+                head_node_args={"num_cpus": 1, "object_store_memory": STORE, "include_dashboard": False})
+    second = c.add_node(num_cpus=1, object_store_memory=STORE)
+    try:
+        s = ray_settings(tmp_path / "d", tiny_weights, c.address, iterations=300)
+        with TestClient(create_app(s)) as client:
+            ids = [post(client), post(client)]
+            where = {i: wait_running(client, i)["ray"]["node"] for i in ids}
+            (moved,) = [i for i in ids if where[i] == second.node_id]
+            c.remove_node(second, allow_graceful=False)
+            jobs = {i: wait_done(client, i, 240) for i in ids}
+        assert all(j["state"] == "done" for j in jobs.values()), jobs
+        assert jobs[moved]["attempts"] == 2 and jobs[moved]["progress"]["ray"]["node"] != second.node_id
+        assert [j["attempts"] for i, j in jobs.items() if i != moved] == [1]
+    finally:
+        c.shutdown()
+
+
 def test_a_server_stopped_mid_training_gets_its_checkpoint_back_and_the_next_start_resumes_it(cluster, tmp_path,
                                                                                              tiny_weights, photos):
     """Stopped: the job is asked to stop, saves its checkpoint, which comes back, and is queued again (not an
