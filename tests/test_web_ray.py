@@ -179,6 +179,7 @@ def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted_and_can
         assert c.get(f"/jobs/{job_id}/result.png").status_code == 404
 
 
+@pytest.mark.slow
 def test_a_lost_node_s_job_runs_again_on_another_with_the_attempt_counted(tmp_path, tiny_weights):
     """Two nodes, a job on each; the second node goes (its raylet killed): its job runs again on the head."""
     from ray.cluster_utils import Cluster
