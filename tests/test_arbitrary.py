@@ -161,6 +161,30 @@ def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, ti
               weights=tiny_weights, start=arb)
 
 
+def test_a_start_made_first_is_the_same_start_and_the_painting_is_encoded_once(corpus, tiny_weights, monkeypatch):
+    """The web app asks whether the any-painting network fits before it trains: one encoding, not two."""
+    from restyle.networks.feedforward import ArbitraryModel
+    from restyle.networks.style_training import TrainConfig, start_network, train
+
+    arb = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    painting = corpus / "paintings" / "p3.png"
+    cfg = TrainConfig(widths=(4, 8), res_blocks=1, size=32, style_size=64, steps=2, holdout=1, preview_every=0,
+                      checkpoint_every=0, precision="fp32", lr=0.0)
+    encoded = []
+    real = ArbitraryModel.encode_style
+    monkeypatch.setattr(ArbitraryModel, "encode_style", lambda self, s: encoded.append(s) or real(self, s))
+    start = start_network(arb, painting, cfg, weights=tiny_weights)
+    train(painting, corpus / "photos", corpus / "a.pt", cfg, weights=tiny_weights, start=start)
+    assert len(encoded) == 1
+    train(painting, corpus / "photos", corpus / "b.pt", cfg, weights=tiny_weights, start=arb)
+    assert len(encoded) == 2
+    photo = corpus / "photos" / "x1.png"
+    assert np.array_equal(np.asarray(load_model(corpus / "a.pt")(photo)), np.asarray(load_model(corpus / "b.pt")(photo)))
+    assert torch.load(corpus / "a.pt", weights_only=True)["training"]["started_from"]["model"] == "arb"
+
+
 def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monkeypatch):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
