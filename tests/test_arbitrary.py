@@ -346,6 +346,22 @@ def test_cli_style_strength_on_a_folder_paints_each_photo_from_its_own_style(cor
     assert np.array_equal(got(photos[0]), np.asarray(model.for_style(p0, strength=0.5, photo=photos[0])(photos[0])))
 
 
+def test_paintings_at_a_strength_saved_as_one_file_paint_what_they_painted(corpus, tiny_weights):
+    """What a Ray worker opens for `--style-strength` with the any-painting network (PhotoStyled.save)."""
+    from restyle import run_network
+    from restyle.networks.feedforward import PhotoStyled
+
+    arb = tiny_model_file(corpus / "arb.pt")
+    model = load_model(arb, weights=tiny_weights)
+    styled = model.for_photos([corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"], blend=[1, 3],
+                              strength=0.5)
+    back = load_model(styled.save(corpus / "styled.pt"), weights=tiny_weights)
+    assert isinstance(back, PhotoStyled) and back.strength == 0.5 and back.info["style"] == styled.info["style"]
+    for photo in sorted((corpus / "photos").glob("*.png"))[:2]:
+        assert np.array_equal(np.asarray(run_network(back, photo)), np.asarray(run_network(styled, photo)))
+    assert not isinstance(load_model(arb, weights=tiny_weights), PhotoStyled)  # the plain file stays a model
+
+
 def test_a_4096_px_pass_of_the_bundled_any_painting_network_is_tiled_and_planned_under_3_gb(monkeypatch):
     """Checked without painting 4096 px here (benchmarks/arbitrary_memory.py measures the real peak)."""
     from restyle.optimiser import memory
