@@ -30,6 +30,8 @@ POOLINGS = ("max", "avg")
 # by its target Gram matrix's mean square, so one weight means the same push on every
 # painting and every layer; "none" is jcjohnson/neural-style's unscaled loss.
 STYLE_NORMS = ("target", "none")
+# What the painting's faces are to the style (optimiser/faces.py): "mask" keeps them out of the
+# deep layers' Gram matrices (blocks 4-5), "keep" counts the whole painting at every layer.
 STYLE_FACES = ("mask", "keep")
 # Issue 25: the default weight w_l of each style layer under style_norm "target", by VGG block
 # (blocks not named weigh 1; losses.default_layer_weights). relu5_1's Gram matrices are the
@@ -43,6 +45,9 @@ STYLE_FACES = ("mask", "keep")
 # Starry Night's swirls) are gone: closer to the photo, further from the painting on the four
 # public pairs (benchmarks/QUALITY.md, PORTRAITS.md). The classic unscaled loss ("none", the
 # paper's) keeps equal weights: there relu5_1's tiny Gram matrices weigh ~1e-4 of relu4_1's.
+# The faces left at 0.03 (Rembrandt's and Delacroix's) are gone with the sitter's head kept out
+# of blocks 4-5 (style_faces "mask"); with that mask but relu5_1 back at 1, a face came back
+# from Raphael's unicorn lady (the rest of the painting still holds face parts): both stay.
 TARGET_DEEP_WEIGHTS = {5: 0.03}
 # Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
 # Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
