@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -239,14 +240,22 @@ FACE_IOU = 0.3  # an output face this close to a face of the photo is the photo'
 FACE_THRESHOLD = -0.5
 
 
-@lru_cache(maxsize=1)
+_DETECTORS = threading.local()
+
+
 def face_detector():
-    """dlib's HOG + linear SVM frontal face detector (its model ships inside the dlib-bin wheel)."""
+    """dlib's HOG + linear SVM frontal face detector (its model ships inside the dlib-bin wheel), one per thread.
+
+    One per thread: `--parallel` scores outputs on several threads, and one detector shared by
+    two of them once returned 220 "faces" for an output in which it finds none alone.
+    """
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("face counting needs dlib: pip install dlib-bin (or restyle's [bench] extra)") from e
-    return dlib.get_frontal_face_detector()
+    if not hasattr(_DETECTORS, "detector"):
+        _DETECTORS.detector = dlib.get_frontal_face_detector()
+    return _DETECTORS.detector
 
 
 def detect_faces(img: ImageLike, size: Optional[Tuple[int, int]] = None, upsample: int = 1,
