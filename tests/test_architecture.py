@@ -1,12 +1,16 @@
 """The shape of the package (docs/architecture.md): role packages, imports pointing down, no circles."""
 
+import ast
+import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
 PACKAGE = SRC / "restyle"
 MAX_TOP_MODULES = 10
 MAX_LINES = 500
@@ -76,3 +80,31 @@ def test_few_modules_at_the_top_and_no_long_files():
     long = {str(p.relative_to(SRC)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+# --- the tests' own house: shared fixtures in conftest.py, helpers in *util.py / tinynets.py ------------
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in conftest.py or a helper module; a test module (or a script it runs) never imports one."""
+    pattern = re.compile(r"^\s*(?:from|import)\s+(test_\w+)", re.MULTILINE)
+    found = {p.name: pattern.findall(p.read_text(encoding="utf-8")) for p in sorted(TESTS.glob("*.py"))}
+    assert {name: mods for name, mods in found.items() if mods} == {}
+
+
+def fixture_names(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef):
+            for d in node.decorator_list:
+                target = d.func if isinstance(d, ast.Call) else d
+                if ast.unparse(target) in ("pytest.fixture", "fixture"):
+                    yield node.name
+
+
+def test_each_fixture_name_means_one_thing():
+    """A fixture is defined once in tests/: a shared one in conftest.py, another under a name of its own."""
+    where = defaultdict(list)
+    for p in sorted(TESTS.glob("*.py")):
+        for name in fixture_names(p):
+            where[name].append(p.name)
+    assert {name: files for name, files in where.items() if len(files) > 1} == {}

@@ -23,17 +23,6 @@ TINY_TRAIN = dict(size=32, batch_size=2, style_size=48, holdout=1, preview_every
                   precision="fp32", lr=1e-2, threads=1, widths=(4, 8), res_blocks=1)
 
 
-@pytest.fixture
-def photos(tmp_path):
-    """Five small photos cut from the example (one is held aside)."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB")
-    for i in range(5):
-        src.crop((i * 60, i * 20, i * 60 + 300, i * 20 + 240)).resize((60, 48)).save(d / f"p{i}.jpg")
-    return d
-
-
 # --- 2. --resume with another painting or other photos is refused ----------------------------------
 
 
