@@ -364,6 +364,30 @@ def test_optimiser_later_frames_start_warped_with_fewer_iterations(clip, tmp_pat
     assert per_frame.iterations == [6, 6, 6]  # per-frame: every frame from the content, all iterations
 
 
+def test_optimiser_frames_are_planned_and_tiled_by_the_engines_stage(tmp_path, tiny_weights, monkeypatch):
+    """Issue 21: a frame is painted by the engine's own stage (paint_pyramid), not a copy of it: the memory
+    planner sees it (a --max-memory it cannot fit is refused before any work, as for a picture) and
+    --tile-size tiles it, the temporal term (a pixel term) computed whole."""
+    import restyle.optimiser.loop as loop
+    from restyle.config import StylizeConfig
+    from restyle.errors import ResourceError
+
+    style = tmp_path / "s.png"
+    Image.fromarray(pan_frames(seed=5)[0]).save(style)
+    cores = []
+    real = loop.tile_grid
+    monkeypatch.setattr(loop, "tile_grid", lambda h, w, core, *a: cores.append(core) or real(h, w, core, *a))
+    clip = make_clip(tmp_path / "wide.mp4", pan_frames(160, 96, 3), audio=False)
+    cfg = StylizeConfig(iterations=4, device="cpu", precision="fp32", tile_size=64)
+    tiled = OptimiserFrames([style], cfg, temporal_weight=30.0, weights=tiny_weights)
+    stylize_video(clip, tmp_path / "t.mp4", tiled)
+    assert tiled.iterations == [4, 1, 1] and cores and set(cores) == {64}  # 160x96 frames in 64 px tiles
+    tiny = OptimiserFrames([style], cfg.replace(tile_size=0, max_memory=0.001), weights=tiny_weights)
+    with pytest.raises(ResourceError, match="memory budget"):
+        stylize_video(clip, tmp_path / "m.mp4", tiny)
+    assert tiny.iterations == []
+
+
 def test_optimiser_first_frame_starts_from_the_paintings_palette(tmp_path, tiny_weights, monkeypatch):
     """With the default --init palette, frame 0 starts from the frame recoloured to the painting, as stylize does."""
     import restyle.optimiser.engine as engine
