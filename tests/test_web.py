@@ -22,10 +22,8 @@ from restyle.errors import InputError
 from restyle.web.app import create_app
 from restyle.web.form import form_fields, make_config, params_from_form
 from restyle.web.jobs import JobStore
-from webutil import image_bytes, wait_done, wait_for, web_settings
+from webutil import PNG, STYLE, image_bytes, post, wait_done, wait_for, web_settings
 
-PNG = image_bytes("PNG")
-STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
 
 
 @pytest.fixture
@@ -40,16 +38,6 @@ def live(settings):
     """The app with its worker process: jobs really run."""
     with TestClient(create_app(settings)) as c:
         yield c
-
-
-def post(client, content=PNG, style=STYLE, *, url="/api/jobs", names=("photo.png", "style.jpg"),
-         follow_redirects=True, **data):
-    files = {}
-    if content is not None:
-        files["content"] = (names[0], content, "image/png")
-    if style is not None:
-        files["style"] = (names[1], style, "image/jpeg")
-    return client.post(url, files=files, data=data, follow_redirects=follow_redirects)
 
 
 # --- bad input ---------------------------------------------------------------

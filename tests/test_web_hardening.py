@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -33,16 +34,11 @@ from restyle.web.app import create_app
 from restyle.web.form import form_fields
 from restyle.web.jobs import GALLERY, JobStore
 from tinynets import style_train_config
-from webutil import free_port, image_bytes, live_server, wait_for, web_settings
+import webutil
+from webutil import PNG, STYLE, free_port, image_bytes, live_server, wait_for, web_settings
 
-PNG = image_bytes("PNG")
-STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def post(client, content=PNG, style=STYLE, *, url="/api/jobs", names=("photo.png", "style.jpg"), **data):
-    files = {"content": (names[0], content, "image/png"), "style": (names[1], style, "image/jpeg")}
-    return client.post(url, files=files, data=data, follow_redirects=False)
+post = partial(webutil.post, follow_redirects=False)  # the answers themselves, not the pages they redirect to
 
 
 def png(size, color="red") -> bytes:

@@ -20,10 +20,8 @@ from restyle.web.app import create_app
 from restyle.web.jobs import DONE, JobStore
 from tinynets import arbitrary_model_file
 from videoutil import clip_stats, pan_frames
-from webutil import SLOW, TRAIN_OVERRIDES, clip_bytes, image_bytes, wait_done, wait_for, web_settings
+from webutil import PNG, SLOW, STYLE, TRAIN_OVERRIDES, clip_bytes, image_bytes, wait_done, wait_for, web_settings
 
-PNG = image_bytes("PNG")  # 80x64
-STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 One name, one thing:
 - `style_model_file`: a style network's model file (family "style", widths 4, 8, one block);
-- `style_train_config`: a `TrainConfig` for training one in a few steps;
+- `STYLE_TRAIN` / `style_train_config`: the knobs (and the `TrainConfig`) for training one in a few steps;
 - `arbitrary_net` / `arbitrary_model_file`: the any-painting network (reads the tiny VGG of
   conftest's `tiny_weights`) and its model file;
 - `make_corpus` / `arbitrary_train_config`: paintings and photos to train it on, and a config;
@@ -31,14 +31,16 @@ def style_model_file(path, seed=0):
     return save_model_file(model_payload(net, style={"name": "tiny", "sha256": "0" * 64}, training={"steps_done": 0}), path)
 
 
+# A style network's training small enough that a step takes milliseconds on the tiny VGG (TrainConfig's knobs).
+STYLE_TRAIN = dict(size=32, batch_size=2, style_size=48, holdout=1, preview_every=0, checkpoint_every=0,
+                   precision="fp32", lr=1e-2, threads=1, **TINY_NET)
+
+
 def style_train_config(**kw):
-    """A style network's TrainConfig small enough that a step takes milliseconds on the tiny VGG."""
+    """STYLE_TRAIN's TrainConfig, 6 steps unless `kw` says otherwise."""
     from restyle.networks.style_training import TrainConfig
 
-    base = dict(steps=6, size=32, batch_size=2, style_size=48, holdout=1, preview_every=0, checkpoint_every=0,
-                precision="fp32", lr=1e-2, threads=1, **TINY_NET)
-    base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig(**{"steps": 6, **STYLE_TRAIN, **kw})
 
 
 def arbitrary_net(seed=0):

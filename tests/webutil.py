@@ -37,6 +37,21 @@ def image_bytes(fmt: str = "PNG", size=(80, 64), source: str = "tubingen.jpg") -
     return buf.getvalue()
 
 
+PNG = image_bytes("PNG")  # the photo, 80x64
+STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")  # the painting
+
+
+def post(client, content=PNG, style=STYLE, *, url="/api/jobs", names=("photo.png", "style.jpg"),
+         follow_redirects=True, **data):
+    """Submit a painting: `content` and `style` as uploads (None: left out), `data` the form's fields."""
+    files = {}
+    if content is not None:
+        files["content"] = (names[0], content, "image/png")
+    if style is not None:
+        files["style"] = (names[1], style, "image/jpeg")
+    return client.post(url, files=files, data=data, follow_redirects=follow_redirects)
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
