@@ -14,6 +14,13 @@ SRC = TESTS.parent / "src"
 PACKAGE = SRC / "restyle"
 MAX_TOP_MODULES = 10
 MAX_LINES = 500
+MAX_FUNCTION_LINES = 80  # "create_app and every function under 80 lines" (issue 21)
+# The functions still that long, to split where it can be done without contortion; none may join them.
+LONG_FUNCTIONS = {
+    "batch/data_parallel.py:train_arbitrary_ray", "cli/main.py:build_parser", "cli/video.py:cmd_video",
+    "networks/training.py:fit", "optimiser/explain.py:explain", "optimiser/loop.py:optimize",
+    "video/pipeline.py:stylize_video",
+}
 
 
 def import_graph():
@@ -80,6 +87,16 @@ def test_few_modules_at_the_top_and_no_long_files():
     long = {str(p.relative_to(SRC)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_functions_are_short():
+    long = set()
+    for p in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 >= MAX_FUNCTION_LINES:
+                    long.add(f"{p.relative_to(PACKAGE).as_posix()}:{node.name}")
+    assert long - LONG_FUNCTIONS == set()
 
 
 # --- the tests' own house: shared fixtures in conftest.py, helpers in *util.py / tinynets.py ------------
