@@ -126,6 +126,30 @@ def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, ti
               weights=tiny_weights, start=arb)
 
 
+def test_a_start_made_first_is_the_same_start_and_the_painting_is_encoded_once(corpus, tiny_weights, monkeypatch):
+    """The web app asks whether the any-painting network fits before it trains: one encoding, not two."""
+    from restyle.networks.feedforward import ArbitraryModel
+    from restyle.networks.style_training import TrainConfig, start_network, train
+
+    arb = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+                    weights=tiny_weights)
+    painting = corpus / "paintings" / "p3.png"
+    cfg = TrainConfig(widths=(4, 8), res_blocks=1, size=32, style_size=64, steps=2, holdout=1, preview_every=0,
+                      checkpoint_every=0, precision="fp32", lr=0.0)
+    encoded = []
+    real = ArbitraryModel.encode_style
+    monkeypatch.setattr(ArbitraryModel, "encode_style", lambda self, s: encoded.append(s) or real(self, s))
+    start = start_network(arb, painting, cfg, weights=tiny_weights)
+    train(painting, corpus / "photos", corpus / "a.pt", cfg, weights=tiny_weights, start=start)
+    assert len(encoded) == 1
+    train(painting, corpus / "photos", corpus / "b.pt", cfg, weights=tiny_weights, start=arb)
+    assert len(encoded) == 2
+    photo = corpus / "photos" / "x1.png"
+    assert np.array_equal(np.asarray(load_model(corpus / "a.pt")(photo)), np.asarray(load_model(corpus / "b.pt")(photo)))
+    assert torch.load(corpus / "a.pt", weights_only=True)["training"]["started_from"]["model"] == "arb"
+
+
 def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monkeypatch):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
@@ -276,6 +300,22 @@ def test_cli_style_strength_on_a_folder_paints_each_photo_from_its_own_style(cor
     assert main(["stylize", str(corpus / "photos"), str(p0), "--model", str(arb), "-o", str(folder),
                  "--style-strength", "0.5", *w]) == 0
     assert np.array_equal(got(photos[0]), np.asarray(model.for_style(p0, strength=0.5, photo=photos[0])(photos[0])))
+
+
+def test_paintings_at_a_strength_saved_as_one_file_paint_what_they_painted(corpus, tiny_weights):
+    """What a Ray worker opens for `--style-strength` with the any-painting network (PhotoStyled.save)."""
+    from restyle import run_network
+    from restyle.networks.feedforward import PhotoStyled
+
+    arb = tiny_model_file(corpus / "arb.pt")
+    model = load_model(arb, weights=tiny_weights)
+    styled = model.for_photos([corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"], blend=[1, 3],
+                              strength=0.5)
+    back = load_model(styled.save(corpus / "styled.pt"), weights=tiny_weights)
+    assert isinstance(back, PhotoStyled) and back.strength == 0.5 and back.info["style"] == styled.info["style"]
+    for photo in sorted((corpus / "photos").glob("*.png"))[:2]:
+        assert np.array_equal(np.asarray(run_network(back, photo)), np.asarray(run_network(styled, photo)))
+    assert not isinstance(load_model(arb, weights=tiny_weights), PhotoStyled)  # the plain file stays a model
 
 
 def test_a_4096_px_pass_of_the_bundled_any_painting_network_is_tiled_and_planned_under_3_gb(monkeypatch):
