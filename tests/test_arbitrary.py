@@ -132,7 +132,7 @@ def test_a_start_made_first_is_the_same_start_and_the_painting_is_encoded_once(c
     from restyle.networks.style_training import TrainConfig, start_network, train
 
     arb = corpus / "arb.pt"
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, arbitrary_train_config(steps=1), device="cpu",
                     weights=tiny_weights)
     painting = corpus / "paintings" / "p3.png"
     cfg = TrainConfig(widths=(4, 8), res_blocks=1, size=32, style_size=64, steps=2, holdout=1, preview_every=0,
@@ -307,7 +307,7 @@ def test_paintings_at_a_strength_saved_as_one_file_paint_what_they_painted(corpu
     from restyle import run_network
     from restyle.networks.feedforward import PhotoStyled
 
-    arb = tiny_model_file(corpus / "arb.pt")
+    arb = arbitrary_model_file(corpus / "arb.pt")
     model = load_model(arb, weights=tiny_weights)
     styled = model.for_photos([corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"], blend=[1, 3],
                               strength=0.5)
