@@ -190,9 +190,7 @@ def train_arbitrary_ray(
     `callback` gets TrainStart and TrainDone here; `on_worker(rank, event)` (picklable) runs on
     each worker with the training loop's events (TrainStep, TrainCheckpoint, ...).
     """
-    from ..models.modelfile import sidecar_of
     from ..networks.arbitrary_training import arbitrary_recipe, prepare_run
-    from ..networks.training import checkpoint_path
 
     cfg, emit = config, callback or (lambda event: None)
     check_address(address)
@@ -230,17 +228,7 @@ def train_arbitrary_ray(
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
-        try:
-            result = trainer.fit()
-        except Exception as e:  # Ray Train's TrainingFailedError wraps the worker's error
-            cause = e.__cause__ or e
-            first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
-            raise RestyleError(f"training on Ray failed after {max_failures} restart(s): {first}") from None
-        with result.checkpoint.as_directory() as d:
-            folder = Path(d)
-            _copy_atomic(folder / CHECKPOINT, checkpoint_path(run.output))
-            _copy_atomic(folder / run.output.name, run.output)
-            _copy_atomic(folder / sidecar_of(run.output).name, sidecar_of(run.output))
+        _fit_and_fetch(trainer, run.output, max_failures)
         elapsed = time.perf_counter() - t0
         emit(TrainDone(cfg.steps, run.output, elapsed, (cfg.steps - start) / max(elapsed, 1e-9)))
         shutil.rmtree(storage, ignore_errors=True)
@@ -248,6 +236,25 @@ def train_arbitrary_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _fit_and_fetch(trainer: Any, output: Path, max_failures: int) -> None:
+    """Run the Ray Train `trainer`; copy its last checkpoint's files (the checkpoint, the model file and its
+    sidecar) to where a local run writes them, beside `output`. A failure is one RestyleError line."""
+    from ..models.modelfile import sidecar_of
+    from ..networks.training import checkpoint_path
+
+    try:
+        result = trainer.fit()
+    except Exception as e:  # Ray Train's TrainingFailedError wraps the worker's error
+        cause = e.__cause__ or e
+        first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
+        raise RestyleError(f"training on Ray failed after {max_failures} restart(s): {first}") from None
+    with result.checkpoint.as_directory() as d:
+        folder = Path(d)
+        _copy_atomic(folder / CHECKPOINT, checkpoint_path(output))
+        _copy_atomic(folder / output.name, output)
+        _copy_atomic(folder / sidecar_of(output).name, sidecar_of(output))
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
