@@ -18,7 +18,7 @@ MAX_FUNCTION_LINES = 80  # "create_app and every function under 80 lines" (issue
 # The functions still that long, to split where it can be done without contortion; none may join them.
 LONG_FUNCTIONS = {
     "cli/main.py:build_parser",
-    "networks/training.py:fit", "optimiser/loop.py:optimize",
+    "networks/training.py:fit",
     "video/pipeline.py:stylize_video",
 }
 
