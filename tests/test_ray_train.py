@@ -27,7 +27,7 @@ pytest.importorskip("ray.train")
 
 from restyle.batch.data_parallel import train_arbitrary_ray  # noqa: E402
 from restyle.cli.main import main  # noqa: E402
-from restyle.events import TrainStep  # noqa: E402
+from restyle.events import TrainCheckpoint, TrainPreview, TrainStep  # noqa: E402
 from restyle.models.modelfile import build_network, read_model_file, sidecar_of  # noqa: E402
 from restyle.networks.arbitrary_training import train_arbitrary  # noqa: E402
 from restyle.networks.training import checkpoint_path  # noqa: E402
@@ -79,14 +79,15 @@ def test_two_workers_losing_one_give_the_local_runs_network(local_ray, corpus, t
     """4 steps on 2 workers, worker 1 killed after step 3: the group restarts from the step-2 checkpoint
     that worker 0 reported, and ends with the local run's network."""
     threads = torch.get_num_threads()
+    seen = []  # the driver's callback: worker 0's events relayed
     local, out, flag = tmp_path / "local" / "arb.pt", tmp_path / "ray" / "arb.pt", tmp_path / "killed"
     local.parent.mkdir()
     out.parent.mkdir()
     try:
-        train_arbitrary(corpus / "paintings", [corpus / "photos"], local, ray_train_config(), device="cpu",
+        train_arbitrary(corpus / "paintings", [corpus / "photos"], local, ray_train_config(preview_every=2), device="cpu",
                         weights=tiny_weights)
-        train_arbitrary_ray(corpus / "paintings", [corpus / "photos"], out, ray_train_config(), device="cpu",
-                            weights=tiny_weights, workers=2, cpus_per_worker=1,
+        train_arbitrary_ray(corpus / "paintings", [corpus / "photos"], out, ray_train_config(preview_every=2), device="cpu",
+                            weights=tiny_weights, workers=2, cpus_per_worker=1, callback=seen.append,
                             on_worker=functools.partial(kill_once_at_step_3, flag))
     finally:
         torch.set_num_threads(threads)
@@ -114,6 +115,13 @@ def test_two_workers_losing_one_give_the_local_runs_network(local_ray, corpus, t
     assert side["training"]["data_parallel"] == {"workers": 2, "backend": "gloo"}
     assert [row[0] for row in side["training"]["history"]] == [row[0] for row in ref["training"]["history"]]
     assert not (out.parent / ".arb.ray-train").exists()  # Ray Train's storage, removed after the run
+    # The progress a local run gives: each step once (the restarted group repeated step 3), the
+    # previews of steps 0 (the start), 2 and 4, the last checkpoint where it was written.
+    assert [e.step for e in seen if isinstance(e, TrainStep)] == [1, 2, 3, 4]
+    assert [e.step for e in seen if isinstance(e, TrainPreview)] == [0, 2, 4]
+    assert all(e.image.width > 0 for e in seen if isinstance(e, TrainPreview))
+    assert [e.path for e in seen if isinstance(e, TrainCheckpoint)][-1] == checkpoint_path(out)
+    assert type(seen[0]).__name__ == "TrainStart" and type(seen[-1]).__name__ == "TrainDone"
 
 
 def test_cli_ray_runs_the_data_parallel_training(corpus, tiny_weights, tmp_path, capsys, monkeypatch):
@@ -134,6 +142,14 @@ def test_cli_ray_runs_the_data_parallel_training(corpus, tiny_weights, tmp_path,
     assert f"wrote {out}" in capsys.readouterr().out
     assert (seen["address"], seen["workers"], seen["cpus_per_worker"], seen["device"]) == ("auto", 3, 1, "cpu")
     assert seen["cfg"].steps == 2 and seen["cfg"].paintings_per_step == 3 and seen["resume"] is False
+    # Previews relayed from the workers go where a local run's go.
+    from PIL import Image
+
+    def previews(paintings, photos, out, cfg, callback, **kw):
+        callback(TrainPreview(2, Image.new("RGB", (8, 8))))
+        return out
+
+    monkeypatch.setattr(data_parallel, "train_arbitrary_ray", previews)
     assert main(["train-arbitrary", "--paintings", str(corpus / "paintings"), "--photos", str(corpus / "photos"),
-                 "-o", str(out), "--ray", "--preview-dir", str(tmp_path)]) == 2
-    assert "no preview grids" in capsys.readouterr().err
+                 "-o", str(tmp_path / "p.pt"), "--ray", "--preview-dir", str(tmp_path / "pv"), "--quiet"]) == 0
+    assert (tmp_path / "pv" / "step000002.png").is_file()

@@ -153,17 +153,6 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
         check_workers(ray["workers"], cfg.paintings_per_step)  # before the output's check: a usage error first
     if out.exists() and not args.resume:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
-    if ray is not None:
-        if args.preview_dir:
-            raise InputError("--preview-dir: training on Ray draws no preview grids; drop it")
-        from ..batch.data_parallel import train_arbitrary_ray
-
-        with TrainProgress(args.quiet, lambda event: None) as progress:
-            path = train_arbitrary_ray(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
-                                       weights=args.weights, callback=progress, **ray)
-        if not args.quiet:
-            print(f"wrote {path}")
-        return EXIT_OK
     previews = _preview_dir(args, out)
 
     def save_preview(event: Any) -> None:
@@ -171,8 +160,14 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
         save_atomic(event.image, previews / f"step{event.step:06d}.png")
 
     with TrainProgress(args.quiet, save_preview) as progress:
-        path = train_arbitrary(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
-                               weights=args.weights, callback=progress)
+        if ray is not None:  # the same events, worker 0's relayed: the bar, checkpoints and previews as here
+            from ..batch.data_parallel import train_arbitrary_ray
+
+            path = train_arbitrary_ray(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
+                                       weights=args.weights, callback=progress, **ray)
+        else:
+            path = train_arbitrary(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
+                                   weights=args.weights, callback=progress)
     if not args.quiet:
         print(f"wrote {path}" + (f" (previews in {previews})" if previews.is_dir() else ""))
     return EXIT_OK
