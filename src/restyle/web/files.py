@@ -8,7 +8,8 @@ A range that starts past the end is still refused (416), as the RFC asks.
 
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+import re
+from typing import Any, Callable, List, Tuple
 
 from fastapi import APIRouter
 from starlette.responses import FileResponse
@@ -38,4 +39,13 @@ def get_and_head(router: APIRouter) -> Callable[..., Callable]:
     ones do), and the FastAPI in use (0.165) keeps an included router's routes inside it, out of reach of
     a pass over `app.routes` after the fact.
     """
-    return lambda path, **kw: router.api_route(path, methods=["GET", "HEAD"], **kw)
+    def get(path: str, **kw: Any) -> Callable:
+        def declare(endpoint: Callable) -> Callable:
+            # OpenAPI names it as a GET-only route (name_path_get), not by whichever of the two methods a set
+            # happens to list first.
+            op = re.sub(r"\W", "_", f"{kw.get('name') or endpoint.__name__}{path}") + "_get"
+            return router.api_route(path, methods=["GET", "HEAD"], operation_id=op, **kw)(endpoint)
+
+        return declare
+
+    return get
