@@ -31,7 +31,7 @@ from restyle.events import TrainCheckpoint, TrainPreview, TrainStep  # noqa: E40
 from restyle.models.modelfile import build_network, read_model_file, sidecar_of  # noqa: E402
 from restyle.networks.arbitrary_training import train_arbitrary  # noqa: E402
 from restyle.networks.training import checkpoint_path  # noqa: E402
-from test_arbitrary import make_corpus, tiny_cfg as arbitrary_tiny_cfg  # noqa: E402
+from tinynets import arbitrary_train_config  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # kill_once_at_step_3 runs on the workers
@@ -39,18 +39,14 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # kill_once_at_
 TOLERANCE = 1e-2  # max |output difference| on 0-255 against the local run, fp32 (see the module's docstring)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Four paintings with different palettes (one held aside) and five photos (one held aside)."""
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def tiny_cfg(**kw):
-    return arbitrary_tiny_cfg(**{"steps": 4, "checkpoint_every": 2, "paintings_per_step": 3, "threads": 1, **kw})
+def ray_train_config(**kw):
+    """tinynets.arbitrary_train_config for two one-thread workers, a checkpoint every other step."""
+    return arbitrary_train_config(**{"steps": 4, "checkpoint_every": 2, "paintings_per_step": 3, "threads": 1, **kw})
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def local_ray():
+    """A local Ray instance with two CPUs, for the module."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
     yield
     ray.shutdown()
@@ -79,7 +75,7 @@ def kill_once_at_step_3(flag, rank, event):
         os._exit(1)
 
 
-def test_two_workers_losing_one_give_the_local_runs_network(cluster, corpus, tiny_weights, tmp_path):
+def test_two_workers_losing_one_give_the_local_runs_network(local_ray, corpus, tiny_weights, tmp_path):
     """4 steps on 2 workers, worker 1 killed after step 3: the group restarts from the step-2 checkpoint
     that worker 0 reported, and ends with the local run's network."""
     threads = torch.get_num_threads()
@@ -88,9 +84,9 @@ def test_two_workers_losing_one_give_the_local_runs_network(cluster, corpus, tin
     local.parent.mkdir()
     out.parent.mkdir()
     try:
-        train_arbitrary(corpus / "paintings", [corpus / "photos"], local, tiny_cfg(preview_every=2), device="cpu",
+        train_arbitrary(corpus / "paintings", [corpus / "photos"], local, ray_train_config(preview_every=2), device="cpu",
                         weights=tiny_weights)
-        train_arbitrary_ray(corpus / "paintings", [corpus / "photos"], out, tiny_cfg(preview_every=2), device="cpu",
+        train_arbitrary_ray(corpus / "paintings", [corpus / "photos"], out, ray_train_config(preview_every=2), device="cpu",
                             weights=tiny_weights, workers=2, cpus_per_worker=1, callback=seen.append,
                             on_worker=functools.partial(kill_once_at_step_3, flag))
     finally:
@@ -110,7 +106,7 @@ def test_two_workers_losing_one_give_the_local_runs_network(cluster, corpus, tin
     print(f"2 Ray Train workers vs local: max |output difference| {picture:.3g} on 0-255, "
           f"max |weight difference| {diff:.3g}")
     assert picture <= TOLERANCE
-    assert diff <= 2 * tiny_cfg().lr * tiny_cfg().steps  # Adam moves a weight at most ~lr a step
+    assert diff <= 2 * ray_train_config().lr * ray_train_config().steps  # Adam moves a weight at most ~lr a step
     # The one model-file format, the checkpoint and the sidecar, where a local run writes them.
     assert b["family"] == "arbitrary" and checkpoint_path(out).is_file()
     side = json.loads(sidecar_of(out).read_text())

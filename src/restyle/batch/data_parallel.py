@@ -242,7 +242,6 @@ def train_arbitrary_ray(
     storage folder) through a Ray queue, each step once (a restarted group repeats steps).
     `on_worker(rank, event)` (picklable) runs on each worker with the training loop's events.
     """
-    from ..models.modelfile import sidecar_of
     from ..networks.arbitrary_training import arbitrary_recipe, prepare_run
     from ..networks.training import checkpoint_path
 
@@ -285,18 +284,8 @@ def train_arbitrary_ray(
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
-        try:
-            with Relay(progress, emit, storage, TrainCheckpoint(cfg.steps, checkpoint_path(run.output))):
-                result = trainer.fit()
-        except Exception as e:  # Ray Train's TrainingFailedError wraps the worker's error
-            cause = e.__cause__ or e
-            first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
-            raise RestyleError(f"training on Ray failed after {max_failures} restart(s): {first}") from None
-        with result.checkpoint.as_directory() as d:
-            folder = Path(d)
-            _copy_atomic(folder / CHECKPOINT, checkpoint_path(run.output))
-            _copy_atomic(folder / run.output.name, run.output)
-            _copy_atomic(folder / sidecar_of(run.output).name, sidecar_of(run.output))
+        relay = Relay(progress, emit, storage, TrainCheckpoint(cfg.steps, checkpoint_path(run.output)))
+        _fit_and_fetch(trainer, relay, run.output, max_failures)
         elapsed = time.perf_counter() - t0
         emit(TrainDone(cfg.steps, run.output, elapsed, (cfg.steps - start) / max(elapsed, 1e-9)))
         shutil.rmtree(storage, ignore_errors=True)
@@ -304,6 +293,27 @@ def train_arbitrary_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _fit_and_fetch(trainer: Any, relay: Relay, output: Path, max_failures: int) -> None:
+    """Run the Ray Train `trainer` while `relay` forwards worker 0's events; copy its last checkpoint's
+    files (the checkpoint, the model file and its sidecar) to where a local run writes them, beside
+    `output`. A failure is one RestyleError line."""
+    from ..models.modelfile import sidecar_of
+    from ..networks.training import checkpoint_path
+
+    try:
+        with relay:
+            result = trainer.fit()
+    except Exception as e:  # Ray Train's TrainingFailedError wraps the worker's error
+        cause = e.__cause__ or e
+        first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
+        raise RestyleError(f"training on Ray failed after {max_failures} restart(s): {first}") from None
+    with result.checkpoint.as_directory() as d:
+        folder = Path(d)
+        _copy_atomic(folder / CHECKPOINT, checkpoint_path(output))
+        _copy_atomic(folder / output.name, output)
+        _copy_atomic(folder / sidecar_of(output).name, sidecar_of(output))
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

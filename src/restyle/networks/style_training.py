@@ -237,6 +237,24 @@ def _train_config(config: Any) -> TrainConfig:
     return config
 
 
+def _network_to_train(cfg: TrainConfig, output: Path, style: Path, style_info: Dict[str, Any], fingerprint: str, *,
+                      resume: bool, start: Optional[Union[str, os.PathLike, Start]], device: torch.device,
+                      weights: Optional[os.PathLike],
+                      ) -> Tuple[TransformerNet, Optional[TrainState], Optional[Dict[str, Any]]]:
+    """(network, resume state or None, what it started from or None): the checkpoint's network (`resume`),
+    the any-painting model's for `style` (`start`), or a fresh one."""
+    if resume:
+        net, state = _resume_state(cfg, checkpoint_path(output), style_info, fingerprint)
+        saved = read_model_file(checkpoint_path(output))["training"].get("started_from") if state is not None else None
+        return net, state, saved
+    if start is not None:
+        if not isinstance(start, Start):
+            start = start_network(start, style, cfg, device, weights)
+        return start.net, None, start.info
+    with seeded(cfg.seed):
+        return TransformerNet(cfg.network_config()), None, None
+
+
 def train(
     style: Union[str, os.PathLike],
     photos: Union[str, os.PathLike],
@@ -281,17 +299,8 @@ def train(
     style_info = {"name": style.stem, "file": style.name, "sha256": sha256sum(style)}
     fingerprint = data_fingerprint(train_paths)
 
-    state = None
-    if resume:
-        net, state = _resume_state(cfg, checkpoint_path(output), style_info, fingerprint)
-    elif start is not None:
-        if not isinstance(start, Start):
-            start = start_network(start, style, cfg, device, weights)
-        net, start_info = start.net, start.info
-    else:
-        with seeded(cfg.seed):
-            net = TransformerNet(cfg.network_config())
-
+    net, state, started_from = _network_to_train(cfg, output, style, style_info, fingerprint, resume=resume,
+                                                 start=start, device=device, weights=weights)
     vgg = network(load_weights(weights), deepest_layer(cfg.content_layers, cfg.style_layers), "max", device)
     painter = Painter(vgg, device, precision)  # channels_last and autocast for VGG-19, as the optimiser runs it
     objective = StyleObjective(painter, to_tensor(resize(style_img, cfg.style_size), device), cfg)
@@ -305,12 +314,8 @@ def train(
         "precision": precision,
         "device": device.type,
     }
-    if start is not None and not resume:
-        info["started_from"] = start_info
-    elif resume and state is not None:
-        saved = read_model_file(checkpoint_path(output))["training"].get("started_from")
-        if saved:
-            info["started_from"] = saved
+    if started_from:
+        info["started_from"] = started_from
     largest_crop = math.ceil(cfg.size * cfg.max_scale)  # the short side a crop at the largest scale uses
     recipe = StyleRecipe(cfg, net, objective, device, precision,
                          [load_photo_u8(p, short_side=largest_crop) for p in train_paths],

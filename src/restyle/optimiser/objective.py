@@ -354,11 +354,11 @@ class TVTerm(Term):
         return v + wrap_tv_loss(x) * self.weight if self.wrap else v
 
     def tiled(self) -> TiledTerm:
-        return _TiledPixels(self)
+        return TiledPixels(self)
 
 
-class _TiledPixels(TiledTerm):
-    """A pixel term needs no network: it is computed on the whole image."""
+class TiledPixels(TiledTerm):
+    """A pixel term (TV, video's temporal term) needs no network: tiled or not, it is computed on the whole image."""
 
     def __init__(self, term: Term) -> None:
         self.term = term
