@@ -14,11 +14,8 @@ import restyle
 from restyle.cli.main import main
 from restyle.config import StylizeConfig
 from restyle.errors import InputError
-from restyle.device import network
 from restyle.images import load_image, resize, to_tensor
-from restyle.models.weights import load_weights
 from restyle.optimiser import faces
-from restyle.optimiser.engine import Painter
 from restyle.optimiser.losses import gram
 from restyle.optimiser.objective import features_of, style_grams
 from restyle.optimiser.tiling import TileSpec, full_receptive_margin
@@ -44,12 +41,6 @@ def portrait(size: int = 160) -> Image.Image:
     return im.filter(ImageFilter.GaussianBlur(2 * s))
 
 
-@pytest.fixture(scope="module")
-def net(tiny_weights):
-    return Painter(network(load_weights(tiny_weights), "relu5_1", "max", torch.device("cpu")), torch.device("cpu"),
-                   "fp32")
-
-
 def test_the_head_is_found_grown_and_masked_and_a_landscape_has_none():
     x = to_tensor(portrait())
     boxes = faces.face_boxes(x)
@@ -65,28 +56,28 @@ def test_the_head_is_found_grown_and_masked_and_a_landscape_has_none():
     assert [faces.deep(n) for n in LAYERS] == [False, False, False, True, True]
 
 
-def test_only_the_deep_layers_lose_the_face_and_a_faceless_painting_is_untouched(net):
+def test_only_the_deep_layers_lose_the_face_and_a_faceless_painting_is_untouched(painter):
     x = to_tensor(portrait())
-    masked, kept = style_grams(net, x, LAYERS, None, None, "mask"), style_grams(net, x, LAYERS, None, None, "keep")
+    masked, kept = style_grams(painter, x, LAYERS, None, None, "mask"), style_grams(painter, x, LAYERS, None, None, "keep")
     for n in ("relu1_1", "relu2_1", "relu3_1"):
         assert torch.equal(masked[n], kept[n])
     keep = faces.keep_mask(faces.face_boxes(x), x.shape[2], x.shape[3], x.device)
-    feats = net.features(x, LAYERS)
+    feats = painter.features(x, LAYERS)
     for n in ("relu4_1", "relu5_1"):
         assert not torch.allclose(masked[n], kept[n])
         assert torch.allclose(masked[n], gram(feats[n], faces.at_layer(keep, feats[n].shape[2:])))
     starry = to_tensor(resize(load_image(EXAMPLES / "starry_night.jpg"), 128))
-    a, b = style_grams(net, starry, LAYERS, None, None, "mask"), style_grams(net, starry, LAYERS, None, None, "keep")
+    a, b = style_grams(painter, starry, LAYERS, None, None, "mask"), style_grams(painter, starry, LAYERS, None, None, "keep")
     assert all(torch.equal(a[n], b[n]) for n in LAYERS)
 
 
-def test_masked_grams_over_tiles_equal_the_whole_images(net):
+def test_masked_grams_over_tiles_equal_the_whole_images(painter):
     x = to_tensor(portrait(192))
     keep = faces.keep_mask(faces.face_boxes(x), x.shape[2], x.shape[3], x.device)
     masks = {"relu4_1": keep, "relu5_1": keep}
-    whole = features_of(net, x, LAYERS, None, grams=True, masks=masks)
+    whole = features_of(painter, x, LAYERS, None, grams=True, masks=masks)
     # A margin covering relu5_1's receptive field: the tiles' features are then the whole image's.
-    tiled = features_of(net, x, LAYERS, TileSpec(core=96, margin=full_receptive_margin("relu5_1")), grams=True,
+    tiled = features_of(painter, x, LAYERS, TileSpec(core=96, margin=full_receptive_margin("relu5_1")), grams=True,
                         masks=masks)
     for n in LAYERS:
         torch.testing.assert_close(tiled[n], whole[n], rtol=1e-3, atol=1e-6)  # sums in another order

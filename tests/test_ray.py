@@ -450,3 +450,25 @@ def test_model_batch_on_ray_gives_the_one_runners_pixels(cluster, batch_root, tm
         torch.set_num_threads(threads)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p0__starry_night.png").convert("RGB")), np.asarray(here))
 
+
+
+def test_any_painting_at_a_strength_on_ray_paints_what_it_paints_here(cluster, tiny_weights, tmp_path, capsys):
+    """`--style-strength` with the any-painting network on Ray: the workers get the network with the
+    painting's code and strength in one file and make each photo's own network, as a local run does."""
+    from tinynets import arbitrary_model_file, make_corpus
+
+    corpus = make_corpus(tmp_path)
+    arb = arbitrary_model_file(tmp_path / "arb.pt")
+    args = ["stylize", str(corpus / "photos"), str(corpus / "paintings" / "p3.png"), "--model", str(arb),
+            "--style-strength", "0.5", "--weights", str(tiny_weights), "--precision", "fp32", "--device", "cpu",
+            "--quiet"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a Ray worker's one core
+    try:
+        assert main(args + ["-o", str(tmp_path / "here")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main(args + ["-o", str(tmp_path / "ray"), "--ray"]) == 0, capsys.readouterr().err
+    here, there = pngs(tmp_path / "here"), pngs(tmp_path / "ray")
+    assert len(here) == 5 and here == there
+    assert not list((tmp_path / "ray").glob(".restyle-arbitrary-*"))  # the file for the workers, removed
