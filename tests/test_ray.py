@@ -81,6 +81,16 @@ def pngs(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
 
 
+def main_on_one_thread(argv):
+    """The CLI here with one torch thread, each Ray worker's thread count (CPU results depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_plan_workers_one_per_gpu_else_per_n_cores():
     assert plan_workers([{"CPU": 16, "GPU": 2}, {"CPU": 8, "GPU": 1}]) == (3, 8, 1)  # the cores shared by the GPUs
     assert plan_workers([{"CPU": 16, "GPU": 2}], cpus_per_worker=4, workers=1) == (1, 4, 1)
@@ -352,12 +362,7 @@ def video_local(batch_root, tiny_style_model):
     root.mkdir()
     clip = make_clip(root / "in.mp4", pan_frames(width=64, height=48, frames=20, step=2))
     base = ["video", str(clip), "--model", str(tiny_style_model), "--keep-frames", "--quiet"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # each Ray worker's thread count
-    try:
-        assert main(base + ["-o", str(root / "local.mp4")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main_on_one_thread(base + ["-o", str(root / "local.mp4")]) == 0
     return base, root / "local.mp4"
 
 
@@ -462,12 +467,7 @@ def test_any_painting_at_a_strength_on_ray_paints_what_it_paints_here(cluster, t
     args = ["stylize", str(corpus / "photos"), str(corpus / "paintings" / "p3.png"), "--model", str(arb),
             "--style-strength", "0.5", "--weights", str(tiny_weights), "--precision", "fp32", "--device", "cpu",
             "--quiet"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a Ray worker's one core
-    try:
-        assert main(args + ["-o", str(tmp_path / "here")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main_on_one_thread(args + ["-o", str(tmp_path / "here")]) == 0
     assert main(args + ["-o", str(tmp_path / "ray"), "--ray"]) == 0, capsys.readouterr().err
     here, there = pngs(tmp_path / "here"), pngs(tmp_path / "ray")
     assert len(here) == 5 and here == there
