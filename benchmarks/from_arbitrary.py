@@ -68,6 +68,19 @@ def train_from(painting: Path, output: Path, extra: List[str]) -> Tuple[float, f
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def write_sheet(folder: Path, names: List[str], photos: List[Path], path: Path) -> None:
+    """painting | photo | the one pass (start) | fine-tuned | from scratch (Starry Night only), from `folder`'s pictures."""
+    from arbitrary import sheet
+
+    rows = []
+    for name in names:
+        painting = STARRY if name == "starry_night" else SHARED / "datasets" / "paintings" / f"{name}.jpg"
+        for photo in photos:
+            cells = [folder / f"{photo.stem}__{name}__{tag}.png" for tag in ("arbitrary", "from", "scratch")]
+            rows.append([painting, photo] + [c if c.is_file() else None for c in cells])
+    sheet(rows, path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--paintings", default="starry_night," + ",".join(HELD),
@@ -77,6 +90,8 @@ def main() -> None:
     p.add_argument("--train-args", default="", help="extra flags for restyle train (default: none, its defaults)")
     p.add_argument("--keep", type=Path, default=None, help="keep the pictures and networks here")
     p.add_argument("--markdown", default=None, help="write the table here")
+    p.add_argument("--sheet", type=Path, default=None,
+                   help="write a contact sheet here (JPEG): painting | photo | start | fine-tuned | from scratch")
     args = p.parse_args()
     from quality import score
 
@@ -127,6 +142,8 @@ def main() -> None:
                          f"({'within' if max(dc, ds) <= 0.03 else 'not within'} 3 % on both).")
     text = "\n".join(lines)
     print("\n" + text)
+    if args.sheet:
+        write_sheet(out, args.paintings.split(","), photos[:2], args.sheet)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")
 

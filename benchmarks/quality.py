@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -239,14 +240,22 @@ FACE_IOU = 0.3  # an output face this close to a face of the photo is the photo'
 FACE_THRESHOLD = -0.5
 
 
-@lru_cache(maxsize=1)
+_DETECTORS = threading.local()
+
+
 def face_detector():
-    """dlib's HOG + linear SVM frontal face detector (its model ships inside the dlib-bin wheel)."""
+    """dlib's HOG + linear SVM frontal face detector (its model ships inside the dlib-bin wheel), one per thread.
+
+    One per thread: `--parallel` scores outputs on several threads, and one detector shared by
+    two of them once returned 220 "faces" for an output in which it finds none alone.
+    """
     try:
         import dlib
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise RuntimeError("face counting needs dlib: pip install dlib-bin (or restyle's [bench] extra)") from e
-    return dlib.get_frontal_face_detector()
+    if not hasattr(_DETECTORS, "detector"):
+        _DETECTORS.detector = dlib.get_frontal_face_detector()
+    return _DETECTORS.detector
 
 
 def detect_faces(img: ImageLike, size: Optional[Tuple[int, int]] = None, upsample: int = 1,
@@ -303,11 +312,15 @@ VARIANTS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "default": ("restyle's default", ()),
     "before": ("the default before issue 11: the unscaled style loss from the photo, content 5 at relu4_2, TV 0.001",
                ("--style-norm", "none", "--init", "content", "--content-weight", "5", "--content-layers", "relu4_2",
-                "--tv-weight", "0.001")),
+                "--tv-weight", "0.001", "--style-faces", "keep")),
     "coarse128": ("the default with a 128 px first scale (300 + 75 + 20 iterations)",
                   ("--scales", "128,256,512", "--iterations", "300")),
-    "equal5": ("the default before issue 25: relu5_1 weighted as much as the other style layers",
-               ("--style-layer-weights", "1,1,1,1,1")),
+    "equal5": ("the default before issue 25: relu5_1 weighted as much as the other style layers, faces kept",
+               ("--style-layer-weights", "1,1,1,1,1", "--style-faces", "keep")),
+    "keep03": ("issue 25's first default: relu5_1 at 0.03, the painting's faces kept in the statistics",
+               ("--style-faces", "keep")),
+    "masked1": ("issue 25's second fix: the painting's faces kept out of the deep layers, relu5_1 weighted 1",
+                ("--style-layer-weights", "1,1,1,1,1", "--style-faces", "mask")),
     "sw200": ("the default with the style weight 200 (relu5_1's share given back to the other layers)",
               ("--style-weight", "200")),
     "sw400": ("the default with the style weight 400", ("--style-weight", "400")),

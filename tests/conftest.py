@@ -1,4 +1,13 @@
+"""The shared fixtures: one name, one meaning, for every test module.
+
+Plain helpers live beside this file and are imported by name: webutil (the web app's settings,
+a live server, image bytes, waiting for a job), videoutil (tiny clips), tinynets (tiny trained
+networks and their training data), browserutil (Chromium), synccount. No test module imports
+another test module (tests/test_architecture.py checks it).
+"""
+
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,3 +64,69 @@ def tiny_weights(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("weights") / "tiny_vgg.pth"
     torch.save(tiny_torchvision_state(), p)
     return p
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder of five 60x48 photos cut from the example (training takes one aside)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB")
+    for i in range(5):
+        src.crop((i * 60, i * 20, i * 60 + 300, i * 20 + 240)).resize((60, 48)).save(d / f"p{i}.jpg")
+    return d
+
+
+@pytest.fixture
+def painter(tiny_weights):
+    """The optimiser's Painter on the tiny network (down to relu5_1, max pooling), CPU, fp32."""
+    from restyle.config import StylizeConfig
+    from restyle.optimiser.engine import make_painter
+
+    return make_painter(StylizeConfig(precision="fp32", device="cpu"), tiny_weights)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """For the any-painting network: four paintings with different palettes and five photos (one held aside each)."""
+    from tinynets import make_corpus
+
+    return make_corpus(tmp_path)
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    """A 10-frame, 10 fps 64x48 clip with an AAC tone (videoutil.make_clip); skips without PyAV or OpenCV."""
+    pytest.importorskip("av")
+    pytest.importorskip("cv2")
+    from videoutil import make_clip
+
+    return make_clip(tmp_path / "clip.mp4")
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_weights):
+    """The web app's settings on the tiny network, with its worker process: jobs really run."""
+    from webutil import web_settings
+
+    return web_settings(tmp_path / "data", tiny_weights)
+
+
+@pytest.fixture
+def idle_settings(settings):
+    """`settings` without workers: jobs are accepted and wait (fast, for input checks)."""
+    return replace(settings, start_workers=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium under Playwright, one per module (browserutil.chromium_path finds it or fails)."""
+    from playwright.sync_api import sync_playwright
+
+    from browserutil import CHROMIUM_ARGS, chromium_path
+
+    exe = chromium_path()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -5,23 +5,16 @@ import pytest
 import torch
 from PIL import Image
 
-from restyle.config.train import ArbitraryTrainConfig
 from restyle.errors import InputError
 from restyle.models.arbitrary import ArbitraryConfig, ArbitraryNet, feature_stats
 from restyle.networks.arbitrary_training import split_paintings, train_arbitrary
 from restyle.networks.feedforward import ArbitraryModel, load_model
 from restyle.networks.training import checkpoint_path
-
-
-def tiny_net(seed=0):
-    torch.manual_seed(seed)
-    net = ArbitraryNet(ArbitraryConfig((4, 8), 1, code_dim=6, hidden=8, layer_channels=(4, 8, 8, 8)))
-    torch.nn.init.normal_(net.heads.weight, std=0.5)  # codes that matter
-    return net.eval()
+from tinynets import arbitrary_model_file, arbitrary_net, arbitrary_train_config
 
 
 def test_specialised_network_paints_the_same_pixels():
-    net = tiny_net()
+    net = arbitrary_net()
     x = torch.rand(2, 3, 20, 28) * 255
     code = torch.randn(1, 6)
     with torch.no_grad():
@@ -56,37 +49,9 @@ def test_paintings_held_aside_every_kth():
     assert held == ["p09", "p19"] and len(train) == 23 and not set(train) & set(held)
 
 
-def make_corpus(root):
-    """Four paintings with different palettes and five photos, tiny, under `root`."""
-    g = torch.Generator().manual_seed(1)
-    (root / "paintings").mkdir()
-    (root / "photos").mkdir()
-    for i in range(4):
-        arr = (torch.rand(72, 96, 3, generator=g) * 255).to(torch.uint8).numpy()
-        arr[:, : 30 + 10 * i] //= (i + 2)  # different palettes
-        Image.fromarray(arr).save(root / "paintings" / f"p{i}.png")
-    for i in range(5):
-        arr = (torch.rand(64, 80, 3, generator=g) * 255).to(torch.uint8).numpy()
-        Image.fromarray(arr).save(root / "photos" / f"x{i}.png")
-    return root
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    return make_corpus(tmp_path)
-
-
-def tiny_cfg(**kw):
-    base = dict(size=32, style_size=64, encode_size=64, widths=(4, 8), res_blocks=1, code_dim=6, holdout_every=4,
-                holdout=1, crops_per_painting=2, init_from="", steps=2, preview_every=0, checkpoint_every=1,
-                precision="fp32", lr=1e-2)
-    base.update(kw)
-    return ArbitraryTrainConfig(**base)
-
-
 def test_trains_saves_loads_and_paints_any_painting(corpus, tiny_weights):
     out = corpus / "arb.pt"
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], out, tiny_cfg(), device="cpu", weights=tiny_weights)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], out, arbitrary_train_config(), device="cpu", weights=tiny_weights)
     model = load_model(out, weights=tiny_weights)
     assert isinstance(model, ArbitraryModel)
     photo = corpus / "photos" / "x0.png"
@@ -106,7 +71,7 @@ def test_trains_saves_loads_and_paints_any_painting(corpus, tiny_weights):
 
 def test_refuses_bad_paintings_and_settings(corpus, tiny_weights):
     out = corpus / "arb.pt"
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], out, tiny_cfg(steps=1), device="cpu",
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], out, arbitrary_train_config(steps=1), device="cpu",
                     weights=tiny_weights)
     model = load_model(out, weights=tiny_weights)
     Image.new("RGB", (40, 200)).save(corpus / "thin.png")
@@ -123,14 +88,14 @@ def test_refuses_bad_paintings_and_settings(corpus, tiny_weights):
 def test_resume_is_exact(corpus, tiny_weights):
     a, b = corpus / "a.pt", corpus / "b.pt"
     kw = dict(device="cpu", weights=tiny_weights)
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], a, tiny_cfg(steps=4), **kw)
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, tiny_cfg(steps=2), **kw)
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, tiny_cfg(steps=4), resume=True, **kw)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], a, arbitrary_train_config(steps=4), **kw)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, arbitrary_train_config(steps=2), **kw)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, arbitrary_train_config(steps=4), resume=True, **kw)
     sa = torch.load(a, weights_only=True)["state_dict"]
     sb = torch.load(b, weights_only=True)["state_dict"]
     assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa)
     with pytest.raises(InputError, match="differ"):
-        train_arbitrary(corpus / "paintings", [corpus / "photos"], b, tiny_cfg(steps=6, lr=1e-3), resume=True, **kw)
+        train_arbitrary(corpus / "paintings", [corpus / "photos"], b, arbitrary_train_config(steps=6, lr=1e-3), resume=True, **kw)
     assert checkpoint_path(b).is_file()
 
 
@@ -138,7 +103,7 @@ def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, ti
     from restyle.networks.style_training import TrainConfig, train
 
     arb = corpus / "arb.pt"
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, arbitrary_train_config(steps=1), device="cpu",
                     weights=tiny_weights)
     painting = corpus / "paintings" / "p3.png"
     cfg = dict(widths=(4, 8), res_blocks=1, size=32, style_size=64, steps=2, holdout=1, preview_every=0,
@@ -161,6 +126,30 @@ def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, ti
               weights=tiny_weights, start=arb)
 
 
+def test_a_start_made_first_is_the_same_start_and_the_painting_is_encoded_once(corpus, tiny_weights, monkeypatch):
+    """The web app asks whether the any-painting network fits before it trains: one encoding, not two."""
+    from restyle.networks.feedforward import ArbitraryModel
+    from restyle.networks.style_training import TrainConfig, start_network, train
+
+    arb = corpus / "arb.pt"
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, arbitrary_train_config(steps=1), device="cpu",
+                    weights=tiny_weights)
+    painting = corpus / "paintings" / "p3.png"
+    cfg = TrainConfig(widths=(4, 8), res_blocks=1, size=32, style_size=64, steps=2, holdout=1, preview_every=0,
+                      checkpoint_every=0, precision="fp32", lr=0.0)
+    encoded = []
+    real = ArbitraryModel.encode_style
+    monkeypatch.setattr(ArbitraryModel, "encode_style", lambda self, s: encoded.append(s) or real(self, s))
+    start = start_network(arb, painting, cfg, weights=tiny_weights)
+    train(painting, corpus / "photos", corpus / "a.pt", cfg, weights=tiny_weights, start=start)
+    assert len(encoded) == 1
+    train(painting, corpus / "photos", corpus / "b.pt", cfg, weights=tiny_weights, start=arb)
+    assert len(encoded) == 2
+    photo = corpus / "photos" / "x1.png"
+    assert np.array_equal(np.asarray(load_model(corpus / "a.pt")(photo)), np.asarray(load_model(corpus / "b.pt")(photo)))
+    assert torch.load(corpus / "a.pt", weights_only=True)["training"]["started_from"]["model"] == "arb"
+
+
 def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monkeypatch):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
@@ -168,7 +157,7 @@ def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monk
     from restyle.networks import export
 
     arb = corpus / "arb.pt"
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, arbitrary_train_config(steps=1), device="cpu",
                     weights=tiny_weights)
     monkeypatch.setattr(export, "load_model", lambda m: load_model(m, weights=tiny_weights))
     res = export.export_onnx(arb, corpus / "arb.onnx")
@@ -226,7 +215,7 @@ def test_cli_video_with_any_painting(corpus, tiny_weights, capsys):
     from restyle.cli.main import main
 
     arb = corpus / "arb.pt"
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, tiny_cfg(steps=1), device="cpu",
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], arb, arbitrary_train_config(steps=1), device="cpu",
                     weights=tiny_weights)
     clip, out = corpus / "clip.mp4", corpus / "out.mp4"
     make_clip(clip, fps=10)
@@ -279,21 +268,12 @@ def test_web_job_shows_the_any_painting_networks_picture_for_any_painting(tmp_pa
     assert info["model"] == "arbitrary" and Image.open(tmp_path / "preview.jpg").size == (48, 38)
 
 
-def tiny_model_file(path, seed=0):
-    """A tiny random any-painting model file that reads the tiny VGG (conftest's tiny_weights): no training."""
-    from restyle.models.modelfile import model_payload, save_model_file
-
-    net = tiny_net(seed)
-    save_model_file(model_payload(net, family="arbitrary", training={}, style={"name": "any painting"}), path)
-    return path
-
-
 def test_cli_style_strength_on_a_folder_paints_each_photo_from_its_own_style(corpus, tiny_weights):
     import json
 
     from restyle.cli.main import main
 
-    arb = tiny_model_file(corpus / "arb.pt")
+    arb = arbitrary_model_file(corpus / "arb.pt")
     p0, p3 = corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"
     photos = sorted((corpus / "photos").glob("*.png"))
     w = ["--weights", str(tiny_weights), "--precision", "fp32", "--quiet"]
@@ -320,6 +300,22 @@ def test_cli_style_strength_on_a_folder_paints_each_photo_from_its_own_style(cor
     assert main(["stylize", str(corpus / "photos"), str(p0), "--model", str(arb), "-o", str(folder),
                  "--style-strength", "0.5", *w]) == 0
     assert np.array_equal(got(photos[0]), np.asarray(model.for_style(p0, strength=0.5, photo=photos[0])(photos[0])))
+
+
+def test_paintings_at_a_strength_saved_as_one_file_paint_what_they_painted(corpus, tiny_weights):
+    """What a Ray worker opens for `--style-strength` with the any-painting network (PhotoStyled.save)."""
+    from restyle import run_network
+    from restyle.networks.feedforward import PhotoStyled
+
+    arb = arbitrary_model_file(corpus / "arb.pt")
+    model = load_model(arb, weights=tiny_weights)
+    styled = model.for_photos([corpus / "paintings" / "p0.png", corpus / "paintings" / "p3.png"], blend=[1, 3],
+                              strength=0.5)
+    back = load_model(styled.save(corpus / "styled.pt"), weights=tiny_weights)
+    assert isinstance(back, PhotoStyled) and back.strength == 0.5 and back.info["style"] == styled.info["style"]
+    for photo in sorted((corpus / "photos").glob("*.png"))[:2]:
+        assert np.array_equal(np.asarray(run_network(back, photo)), np.asarray(run_network(styled, photo)))
+    assert not isinstance(load_model(arb, weights=tiny_weights), PhotoStyled)  # the plain file stays a model
 
 
 def test_a_4096_px_pass_of_the_bundled_any_painting_network_is_tiled_and_planned_under_3_gb(monkeypatch):
@@ -353,8 +349,8 @@ def test_reading_a_painting_first_leaves_the_shared_vgg_trainable(corpus, tiny_w
     from restyle.device import network
 
     network.cache_clear()  # the VGG the painting is read with is built here, not by an earlier test
-    model = load_model(tiny_model_file(corpus / "arb.pt"), weights=tiny_weights)
+    model = load_model(arbitrary_model_file(corpus / "arb.pt"), weights=tiny_weights)
     model.encode_style(corpus / "paintings" / "p0.png")
-    train_arbitrary(corpus / "paintings", [corpus / "photos"], corpus / "trained.pt", tiny_cfg(steps=1), device="cpu",
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], corpus / "trained.pt", arbitrary_train_config(steps=1), device="cpu",
                     weights=tiny_weights)
     assert (corpus / "trained.pt").is_file()

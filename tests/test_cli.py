@@ -244,10 +244,10 @@ def test_batch_writes_one_result_per_pair_and_computes_each_style_once(small_ima
     calls = []
     real = objective.features_of
 
-    def counting(net, image, layers, tile, grams):
+    def counting(net, image, layers, tile, grams, masks=None):
         if grams:  # a real computation of a style's Gram matrices (a cache hit never gets here)
             calls.append((objective.digest(image), tuple(image.shape)))
-        return real(net, image, layers, tile, grams)
+        return real(net, image, layers, tile, grams, masks)
 
     monkeypatch.setattr(objective, "features_of", counting)
     before = {p: p.read_bytes() for p in (contents / "a.png", contents / "b.jpg", s, s2)}

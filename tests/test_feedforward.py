@@ -28,38 +28,9 @@ from restyle.networks.style_training import (
     split_photos,
     train,
 )
+from tinynets import style_model_file, style_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_NET = dict(widths=(4, 8), res_blocks=1)
-
-
-def tiny_config(**kw):
-    base = dict(steps=6, size=32, batch_size=2, style_size=48, holdout=1, preview_every=0, checkpoint_every=0,
-                precision="fp32", lr=1e-2, threads=1, **TINY_NET)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-@pytest.fixture
-def photos(tmp_path):
-    """Five small photos cut from the examples (one is held aside)."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    src = Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB")
-    for i in range(5):
-        box = (i * 60, i * 20, i * 60 + 300, i * 20 + 240)
-        src.crop(box).resize((60, 48)).save(d / f"p{i}.jpg")
-    return d
-
-
-def tiny_model_file(path, seed=0):
-    torch.manual_seed(seed)
-    net = TransformerNet(TransformerConfig((4, 8), 1, 3))
-    for m in net.modules():  # non-trivial instance-norm affine parameters
-        if isinstance(m, torch.nn.InstanceNorm2d):
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return save_model_file(model_payload(net, style={"name": "tiny", "sha256": "0" * 64}, training={"steps_done": 0}), path)
 
 
 # ---- the network --------------------------------------------------------------------------------
@@ -99,7 +70,7 @@ def test_batches_depend_on_step_only(photos):
     from restyle.networks.style_training import list_photos, load_photo_u8
 
     data = [load_photo_u8(p) for p in list_photos(photos)]
-    cfg = tiny_config()
+    cfg = style_train_config()
     a, b = sample_batch(data, cfg, 7), sample_batch(data, cfg, 7)
     assert a.shape == (2, 3, 32, 32)
     assert torch.equal(a, b)
@@ -127,7 +98,7 @@ def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
     from restyle.networks.style_training import list_photos, load_photo_u8
     from restyle.models.weights import load_weights
 
-    cfg = tiny_config()
+    cfg = style_train_config()
     net = build_network(read_model_file(model_path))
     vgg = network(load_weights(tiny_weights), deepest_layer(cfg.content_layers, cfg.style_layers), "max",
                   torch.device("cpu"))
@@ -140,18 +111,18 @@ def objective_on_fixed_batch(model_path, photos, tiny_weights, style_path):
 
 def test_tiny_network_learns(tmp_path, photos, tiny_weights, style_path):
     steps = []
-    out = train(style_path, photos, tmp_path / "m.pt", tiny_config(steps=40), weights=tiny_weights,
+    out = train(style_path, photos, tmp_path / "m.pt", style_train_config(steps=40), weights=tiny_weights,
                 callback=lambda e: steps.append(e) if isinstance(e, TrainStep) else None)
     assert [e.step for e in steps] == list(range(1, 41))
     # The untrained network (the same seeded initialisation, 0 steps) against the trained one.
-    train(style_path, photos, tmp_path / "m0.pt", tiny_config(steps=1, lr=0.0), weights=tiny_weights)
+    train(style_path, photos, tmp_path / "m0.pt", style_train_config(steps=1, lr=0.0), weights=tiny_weights)
     before = objective_on_fixed_batch(tmp_path / "m0.pt", photos, tiny_weights, style_path)
     after = objective_on_fixed_batch(out, photos, tiny_weights, style_path)
     assert after < 0.7 * before
 
 
 def test_model_file_describes_itself(tmp_path, photos, tiny_weights, style_path):
-    out = train(style_path, photos, tmp_path / "m.pt", tiny_config(steps=2), weights=tiny_weights)
+    out = train(style_path, photos, tmp_path / "m.pt", style_train_config(steps=2), weights=tiny_weights)
     p = read_model_file(out)
     assert p["kind"] == "model" and p["format_version"] == FORMAT_VERSION
     assert p["arch_args"] == {"widths": [4, 8], "res_blocks": 1, "stem_kernel": 9, "residual": False}
@@ -174,10 +145,10 @@ def test_model_file_describes_itself(tmp_path, photos, tiny_weights, style_path)
 
 
 def test_resume_continues_at_the_same_step(tmp_path, photos, tiny_weights, style_path):
-    straight = train(style_path, photos, tmp_path / "a.pt", tiny_config(steps=6), weights=tiny_weights)
-    train(style_path, photos, tmp_path / "b.pt", tiny_config(steps=3), weights=tiny_weights)
+    straight = train(style_path, photos, tmp_path / "a.pt", style_train_config(steps=6), weights=tiny_weights)
+    train(style_path, photos, tmp_path / "b.pt", style_train_config(steps=3), weights=tiny_weights)
     events = []
-    resumed = train(style_path, photos, tmp_path / "b.pt", tiny_config(steps=6), weights=tiny_weights,
+    resumed = train(style_path, photos, tmp_path / "b.pt", style_train_config(steps=6), weights=tiny_weights,
                     resume=True, callback=events.append)
     assert [e.start_step for e in events if isinstance(e, TrainStart)] == [3]
     assert [e.step for e in events if isinstance(e, TrainStep)] == [4, 5, 6]
@@ -187,15 +158,15 @@ def test_resume_continues_at_the_same_step(tmp_path, photos, tiny_weights, style
 
 
 def test_resume_refuses_changed_settings(tmp_path, photos, tiny_weights, style_path):
-    train(style_path, photos, tmp_path / "b.pt", tiny_config(steps=2), weights=tiny_weights)
+    train(style_path, photos, tmp_path / "b.pt", style_train_config(steps=2), weights=tiny_weights)
     with pytest.raises(InputError, match="lr"):
-        train(style_path, photos, tmp_path / "b.pt", tiny_config(steps=4, lr=0.5), weights=tiny_weights, resume=True)
+        train(style_path, photos, tmp_path / "b.pt", style_train_config(steps=4, lr=0.5), weights=tiny_weights, resume=True)
 
 
 def test_stop_leaves_a_usable_checkpoint(tmp_path, photos, tiny_weights, style_path):
     seen = []
     with pytest.raises(Cancelled, match="step 2 of 50"):
-        train(style_path, photos, tmp_path / "m.pt", tiny_config(steps=50), weights=tiny_weights,
+        train(style_path, photos, tmp_path / "m.pt", style_train_config(steps=50), weights=tiny_weights,
               callback=seen.append, should_stop=lambda: sum(isinstance(e, TrainStep) for e in seen) >= 2)
     ck = checkpoint_path(tmp_path / "m.pt")
     assert read_model_file(ck)["step"] == 2
@@ -226,7 +197,7 @@ def test_killed_run_resumes(tmp_path, photos, tiny_weights, style_path):
     done = read_model_file(ck)["step"]
     assert done >= 3
     events = []
-    train(style_path, photos, out, tiny_config(steps=done + 2, checkpoint_every=1), weights=tiny_weights,
+    train(style_path, photos, out, style_train_config(steps=done + 2, checkpoint_every=1), weights=tiny_weights,
           resume=True, callback=events.append)
     assert [e.step for e in events if isinstance(e, TrainStep)] == [done + 1, done + 2]
     assert read_model_file(out)["training"]["steps_done"] == done + 2
@@ -236,7 +207,7 @@ def test_killed_run_resumes(tmp_path, photos, tiny_weights, style_path):
 
 
 def test_bad_model_files_are_refused(tmp_path):
-    good = tiny_model_file(tmp_path / "good.pt")
+    good = style_model_file(tmp_path / "good.pt")
     cases = {}
     cases["random.pt"] = os.urandom(3000)
     cases["truncated.pt"] = good.read_bytes()[: good.stat().st_size // 2]
@@ -277,7 +248,7 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path, capsys):
 
 
 def test_tiles_give_the_whole_picture(tmp_path):
-    model = load_model(tiny_model_file(tmp_path / "m.pt"), tile=32)
+    model = load_model(style_model_file(tmp_path / "m.pt"), tile=32)
     x = torch.rand(1, 3, 90, 101) * 255
     assert receptive_radius(model.net) > 0
     whole = model.stylize_tensor(x, tiled=False)
@@ -288,7 +259,7 @@ def test_tiles_give_the_whole_picture(tmp_path):
 def test_load_model_api(tmp_path):
     import restyle
 
-    model = restyle.load_model(str(tiny_model_file(tmp_path / "m.pt")))
+    model = restyle.load_model(str(style_model_file(tmp_path / "m.pt")))
     assert isinstance(model, StyleModel) and len(model.sha256) == 64
     img = Image.new("RGB", (45, 32), (200, 120, 40))  # 32 px: the short side of every painting path
     out = model(img)
@@ -310,7 +281,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
 
     from restyle.networks.export import export_onnx
 
-    model_path = tiny_model_file(tmp_path / "m.pt")
+    model_path = style_model_file(tmp_path / "m.pt")
     res = export_onnx(model_path, tmp_path / "m.onnx")
     assert res.opset >= 17 and res.max_abs_diff is not None and res.max_abs_diff < 0.5
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
@@ -323,7 +294,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
 def test_export_refuses_low_opset_and_bad_suffix(tmp_path):
     from restyle.networks.export import export_onnx
 
-    model_path = tiny_model_file(tmp_path / "m.pt")
+    model_path = style_model_file(tmp_path / "m.pt")
     with pytest.raises(InputError, match="opset 13 is below 17"):
         export_onnx(model_path, tmp_path / "m.onnx", opset=13)
     with pytest.raises(InputError, match=".onnx"):
@@ -389,7 +360,7 @@ def test_cli_train_models_stylize_export(tmp_path, photos, tiny_weights, style_p
 
 def hybrid_inputs(tmp_path):
     """A tiny model file, a 64x48 photo and a 48x48 painting for the hybrid's CLI tests."""
-    model = tiny_model_file(tmp_path / "m.pt")
+    model = style_model_file(tmp_path / "m.pt")
     c, s = tmp_path / "c.png", tmp_path / "s.png"
     Image.open(ROOT / "examples" / "tubingen.jpg").convert("RGB").resize((64, 48)).save(c)
     Image.open(ROOT / "examples" / "starry_night.jpg").convert("RGB").resize((48, 48)).save(s)
@@ -422,7 +393,7 @@ def test_cli_hybrid_defaults_refine_at_full_size_only(tmp_path, tiny_weights):
 def test_cli_stylize_usage_errors(tmp_path, capsys):
     photo = tmp_path / "c.png"
     Image.new("RGB", (40, 40)).save(photo)
-    model = tiny_model_file(tmp_path / "m.pt")
+    model = style_model_file(tmp_path / "m.pt")
     assert main(["stylize", str(photo), "-o", str(tmp_path / "o.png")]) == 2
     assert "at least one style image" in capsys.readouterr().err
     assert main(["stylize", str(photo), str(photo), "--model", str(model), "-o", str(tmp_path / "o.png")]) == 2
@@ -484,7 +455,7 @@ def test_train_several_styles_here_one_model_each(tmp_path, photos, tiny_weights
     models.mkdir()
     (models / "b.pt").write_bytes(b"someone else's file")
     events = []
-    report = train_styles([a, b], photos, models, tiny_config(steps=2), weights=tiny_weights, callback=events.append)
+    report = train_styles([a, b], photos, models, style_train_config(steps=2), weights=tiny_weights, callback=events.append)
     assert [o.status for o in report.outcomes] == ["done", "failed"]
     assert "b.pt exists and is not this style's model" in report.failed[0].error
     assert (models / "b.pt").read_bytes() == b"someone else's file"  # refused, never overwritten
@@ -518,7 +489,7 @@ def test_every_bundled_network_is_in_the_one_format():
 
 def test_style_files_of_the_previous_format_still_load(tmp_path):
     """Format version 1 (before the `family` field) is read as a style network."""
-    path = tiny_model_file(tmp_path / "new.pt")
+    path = style_model_file(tmp_path / "new.pt")
     payload = torch.load(path, weights_only=True)
     old = {k: v for k, v in payload.items() if k != "family"}
     old["format_version"] = 1

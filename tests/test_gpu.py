@@ -33,13 +33,6 @@ def objective_for(painter, size=48, seed=0, **cfg):
     return Objective(build_terms(cfg, Sources(content=content, styles=[style], blend=[1.0])), painter).prepare(), content
 
 
-@pytest.fixture
-def painter(tiny_weights):
-    from restyle.optimiser.engine import make_painter
-
-    return make_painter(StylizeConfig(size=48, precision="fp32", device="cpu"), tiny_weights)
-
-
 # --- 1, 12: Ray actors and devices ----------------------------------------------------
 
 

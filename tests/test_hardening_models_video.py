@@ -25,15 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # --- 10. a failed video run leaves no work folder that blocks the corrected rerun --------------
 
 
-@pytest.fixture
-def clip(tmp_path):
-    pytest.importorskip("av")
-    pytest.importorskip("cv2")
-    from videoutil import make_clip
-
-    return make_clip(tmp_path / "clip.mp4")  # 10 frames at 10 fps, with audio
-
-
 def test_video_run_without_frames_leaves_no_work_folder(clip, tmp_path, capsys):
     out = tmp_path / "s11.mp4"
     assert main(["video", str(clip), "--model", "starry_night", "-o", str(out), "--size", "48",

@@ -6,7 +6,6 @@ Ctrl-C during a training is in test_interrupts.py (it needs a real process and a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,10 @@ from PIL import Image
 from restyle.cli.main import main
 from restyle.errors import InputError
 from restyle.networks.style_training import TrainConfig, checkpoint_path, train
+from tinynets import STYLE_TRAIN, style_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-TINY_TRAIN = dict(size=32, batch_size=2, style_size=48, holdout=1, preview_every=0, checkpoint_every=0,
-                  precision="fp32", lr=1e-2, threads=1, widths=(4, 8), res_blocks=1)
-
-
-@pytest.fixture
-def photos(tmp_path):
-    """Five small photos cut from the example (one is held aside)."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB")
-    for i in range(5):
-        src.crop((i * 60, i * 20, i * 60 + 300, i * 20 + 240)).resize((60, 48)).save(d / f"p{i}.jpg")
-    return d
 
 
 # --- 2. --resume with another painting or other photos is refused ----------------------------------
@@ -41,13 +28,13 @@ def test_resume_refuses_another_painting_and_other_photos(tmp_path, photos, tiny
     out = tmp_path / "m.pt"
     starry, scream = EXAMPLES / "starry_night.jpg", tmp_path / "the_scream.png"
     Image.open(starry).convert("RGB").rotate(90).save(scream)
-    train(starry, photos, out, TrainConfig(steps=2, **TINY_TRAIN), weights=tiny_weights)
+    train(starry, photos, out, style_train_config(steps=2), weights=tiny_weights)
     before = checkpoint_path(out).read_bytes()
     with pytest.raises(InputError, match=r"trained on painting starry_night.jpg .*not the_scream.png"):
-        train(scream, photos, out, TrainConfig(steps=4, **TINY_TRAIN), weights=tiny_weights, resume=True)
+        train(scream, photos, out, style_train_config(steps=4), weights=tiny_weights, resume=True)
     Image.open(photos / "p0.jpg").rotate(180).save(photos / "p0.jpg")  # same names, another picture
     with pytest.raises(InputError, match="other photos"):
-        train(starry, photos, out, TrainConfig(steps=4, **TINY_TRAIN), weights=tiny_weights, resume=True)
+        train(starry, photos, out, style_train_config(steps=4), weights=tiny_weights, resume=True)
     assert checkpoint_path(out).read_bytes() == before  # nothing was written
 
 
@@ -377,7 +364,7 @@ def test_train_api_refuses_bad_arguments_with_input_error(tmp_path, args, words)
 def test_train_api_takes_a_dict_config(tmp_path, photos, tiny_weights):
     import restyle
 
-    cfg = dict(TINY_TRAIN, steps=1, widths=[4, 8])  # as JSON gives it: a list
+    cfg = dict(STYLE_TRAIN, steps=1, widths=[4, 8])  # as JSON gives it: a list
     assert restyle.train(EXAMPLES / "starry_night.jpg", photos, tmp_path / "m.pt", cfg, weights=tiny_weights).is_file()
 
 

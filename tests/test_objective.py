@@ -3,18 +3,9 @@ import pytest
 import torch
 
 from restyle.config import StylizeConfig
-from restyle.device import network
-from restyle.optimiser.engine import Painter
 from restyle.optimiser.objective import (TERMS, ContentTerm, GramStyleTerm, GuidedStyleTerm, Objective, Sources, TargetCache,
                                Term, TVTerm, build_terms)
 from restyle.optimiser.tiling import TileSpec, full_receptive_margin, tile_grid, tiled_loss_and_grad
-from restyle.models.weights import load_weights
-
-
-@pytest.fixture
-def painter(tiny_weights):
-    return Painter(network(load_weights(tiny_weights), "relu5_1", "max", torch.device("cpu")),
-                   torch.device("cpu"), "fp32", key="tiny")
 
 
 def _img(seed, h=64, w=80):

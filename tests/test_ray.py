@@ -25,6 +25,7 @@ from restyle.cli.main import main  # noqa: E402
 from restyle.config import StylizeConfig  # noqa: E402
 from restyle.batch.distributed import plan_workers, run_batch_ray  # noqa: E402
 from restyle.events import BatchProgress, PairStarted  # noqa: E402
+from tinynets import style_model_file, style_train_config  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -47,7 +48,7 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
+def batch_root(tmp_path_factory):
     """Four 80x64 crops of the example photo, a corrupt 'photo' and two styles."""
     root = tmp_path_factory.mktemp("batch")
     src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB")
@@ -62,14 +63,14 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local_run(photos, tiny_weights):
+def local_run(batch_root, tiny_weights):
     """The reference: the local loop with one thread, as each Ray worker has."""
-    out = photos / "local"
+    out = batch_root / "local"
     out.mkdir()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report = run_batch([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
+        report = run_batch([batch_root / "photos"], [batch_root / "s1.png", batch_root / "s2.png"], out, CFG,
                            weights=tiny_weights)
     finally:
         torch.set_num_threads(threads)
@@ -78,6 +79,16 @@ def local_run(photos, tiny_weights):
 
 def pngs(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def main_on_one_thread(argv):
+    """The CLI here with one torch thread, each Ray worker's thread count (CPU results depend on it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main(argv)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_plan_workers_one_per_gpu_else_per_n_cores():
@@ -90,10 +101,10 @@ def test_plan_workers_one_per_gpu_else_per_n_cores():
         plan_workers([{"CPU": 4}], cpus_per_worker=8)
 
 
-def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, tiny_weights, local_run):
+def test_killed_worker_retried_and_outputs_identical_to_local(cluster, batch_root, tiny_weights, local_run):
     ref_dir, ref = local_run
     assert ref.count("done") == 8 and ref.count("failed") == 2
-    out = photos / "ray"
+    out = batch_root / "ray"
     out.mkdir()
     killed, starts, armed = [], [], [True]  # killed: the PairStarted events whose worker was killed
 
@@ -109,7 +120,7 @@ def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, t
             if event.outcome.task.index == killed[-1].index and event.outcome.attempts == 1 and len(killed) < 4:
                 armed[0] = True
 
-    report = run_batch_ray([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
+    report = run_batch_ray([batch_root / "photos"], [batch_root / "s1.png", batch_root / "s2.png"], out, CFG,
                            weights=tiny_weights, callback=kill_one_mid_batch)
 
     # Every output there and byte-identical to the local run's; the corrupt photo failed once, alone.
@@ -136,47 +147,47 @@ def test_killed_worker_retried_and_outputs_identical_to_local(cluster, photos, t
 
     # A rerun skips every complete output and leaves the files alone.
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    rerun = run_batch_ray([photos / "photos"], [photos / "s1.png", photos / "s2.png"], out, CFG,
+    rerun = run_batch_ray([batch_root / "photos"], [batch_root / "s1.png", batch_root / "s2.png"], out, CFG,
                           weights=tiny_weights)
     assert rerun.count("skipped") == 8 and rerun.count("failed") == 2 and rerun.count("done") == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
 
 
-def test_copy_mode_sends_files_through_the_object_store_and_writes_here(cluster, photos, tiny_weights, local_run):
+def test_copy_mode_sends_files_through_the_object_store_and_writes_here(cluster, batch_root, tiny_weights, local_run):
     """--ray-copy: for workers that cannot see the driver's folders; same files, same skip rule."""
     ref_dir, _ = local_run
-    out = photos / "copied"
+    out = batch_root / "copied"
     out.mkdir()
-    report = run_batch_ray([photos / "photos"], [photos / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
+    report = run_batch_ray([batch_root / "photos"], [batch_root / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
     assert report.count("done") == 4 and [o.task.label for o in report.failed] == ["broken.jpg x s1.png"]
     assert "broken.jpg: not an image file" in report.failed[0].error
     assert pngs(out) == {n: b for n, b in pngs(ref_dir).items() if n.endswith("__s1.png")}
     side = json.loads((out / "p0__s1.png.json").read_text())  # the user's names, not the worker's copies
-    assert side["content"] == str(photos / "photos" / "p0.png") and side["output"] == str(out / "p0__s1.png")
+    assert side["content"] == str(batch_root / "photos" / "p0.png") and side["output"] == str(out / "p0__s1.png")
     assert not list(out.glob(".*"))
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    rerun = run_batch_ray([photos / "photos"], [photos / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
+    rerun = run_batch_ray([batch_root / "photos"], [batch_root / "s1.png"], out, CFG, weights=tiny_weights, copy=True)
     assert rerun.count("skipped") == 4 and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
 
 
-def test_cli_ray_flag_runs_the_batch_on_the_cluster(cluster, photos, tiny_weights, local_run, capsys):
+def test_cli_ray_flag_runs_the_batch_on_the_cluster(cluster, batch_root, tiny_weights, local_run, capsys):
     ref_dir, _ = local_run
-    out = photos / "cli"
+    out = batch_root / "cli"
     out.mkdir()
-    code = main(["stylize", str(photos / "photos" / "p1.png"), str(photos / "s2.png"), "-o", str(out), "--ray",
+    code = main(["stylize", str(batch_root / "photos" / "p1.png"), str(batch_root / "s2.png"), "-o", str(out), "--ray",
                  "--weights", str(tiny_weights), "--size", "80", "--iterations", "24", "--scales", "40,80"])
     assert code == 0, capsys.readouterr().err
     assert pngs(out) == {"p1__s2.png": (ref_dir / "p1__s2.png").read_bytes()}
     assert "1 painted, 0 complete already, 0 failed" in capsys.readouterr().out
 
 
-def test_cli_ray_alone_starts_a_ray_instance_here(photos, tiny_weights, local_run, tmp_path):
+def test_cli_ray_alone_starts_a_ray_instance_here(batch_root, tiny_weights, local_run, tmp_path):
     """`--ray` with no address: the command starts (and stops) its own Ray, beside the test cluster."""
     ref_dir, _ = local_run
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     env.pop("RAY_ADDRESS", None)
-    p = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(photos / "photos" / "p2.png"),
-                        str(photos / "s1.png"), "-o", str(tmp_path), "--ray", "--ray-cpus-per-worker", "1",
+    p = subprocess.run([sys.executable, "-m", "restyle", "stylize", str(batch_root / "photos" / "p2.png"),
+                        str(batch_root / "s1.png"), "-o", str(tmp_path), "--ray", "--ray-cpus-per-worker", "1",
                         "--weights", str(tiny_weights), "--size", "80", "--iterations", "24", "--scales", "40,80"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -184,7 +195,7 @@ def test_cli_ray_alone_starts_a_ray_instance_here(photos, tiny_weights, local_ru
     assert pngs(tmp_path) == {"p2__s1.png": (ref_dir / "p2__s1.png").read_bytes()}
 
 
-def test_cli_ctrl_c_in_a_ray_batch_says_interrupted_once_without_ray_retries(cluster, photos, tiny_weights,
+def test_cli_ctrl_c_in_a_ray_batch_says_interrupted_once_without_ray_retries(cluster, batch_root, tiny_weights,
                                                                             tmp_path):
     """Issue 27, item 13: Ctrl-C mid-batch is one line and exit 130, not Ray's "will be retried" chatter.
 
@@ -194,10 +205,10 @@ def test_cli_ctrl_c_in_a_ray_batch_says_interrupted_once_without_ray_retries(clu
     """
     (tmp_path / "in").mkdir()
     for name in ("p0.png", "p1.png"):  # a pair for each worker, none that fails (its line would cut the bar)
-        (tmp_path / "in" / name).write_bytes((photos / "photos" / name).read_bytes())
+        (tmp_path / "in" / name).write_bytes((batch_root / "photos" / name).read_bytes())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "restyle", "stylize", str(tmp_path / "in"), str(photos / "s1.png"), "-o",
+        [sys.executable, "-m", "restyle", "stylize", str(tmp_path / "in"), str(batch_root / "s1.png"), "-o",
          str(tmp_path / "out"), "--ray", cluster.address, "--ray-cpus-per-worker", "1", "--weights", str(tiny_weights),
          "--size", "64", "--scales", "64", "--iterations", "100000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -230,8 +241,8 @@ def test_cli_ctrl_c_in_a_ray_batch_says_interrupted_once_without_ray_retries(clu
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-def test_cli_ray_refuses_bad_addresses_and_orphan_flags(photos, tiny_weights, tmp_path, capsys):
-    base = [str(photos / "photos"), str(photos / "s1.png"), "-o", str(tmp_path), "--weights", str(tiny_weights)]
+def test_cli_ray_refuses_bad_addresses_and_orphan_flags(batch_root, tiny_weights, tmp_path, capsys):
+    base = [str(batch_root / "photos"), str(batch_root / "s1.png"), "-o", str(tmp_path), "--weights", str(tiny_weights)]
     assert main(["stylize", *base, "--ray", "photos/"]) == 2
     assert "ray address 'photos/' is not one of: local, auto, ray://HOST:PORT" in capsys.readouterr().err
     assert main(["stylize", *base, "--ray-workers", "2"]) == 2
@@ -241,9 +252,9 @@ def test_cli_ray_refuses_bad_addresses_and_orphan_flags(photos, tiny_weights, tm
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_ray_without_ray_installed_says_how_to_install(photos, tiny_weights, tmp_path, monkeypatch, capsys):
+def test_cli_ray_without_ray_installed_says_how_to_install(batch_root, tiny_weights, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    code = main(["stylize", str(photos / "photos"), str(photos / "s1.png"), "-o", str(tmp_path), "--ray",
+    code = main(["stylize", str(batch_root / "photos"), str(batch_root / "s1.png"), "-o", str(tmp_path), "--ray",
                  "--weights", str(tiny_weights)])
     assert code == 2 and "pip install 'restyle[ray]'" in capsys.readouterr().err
 
@@ -252,14 +263,12 @@ def test_cli_ray_without_ray_installed_says_how_to_install(photos, tiny_weights,
 
 
 @pytest.fixture(scope="module")
-def tiny_model(photos):
-    from test_feedforward import tiny_model_file
-
-    return tiny_model_file(photos / "tiny.pt")
+def tiny_style_model(batch_root):
+    return style_model_file(batch_root / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
-def model_local(photos, tiny_model):
+def model_local(batch_root, tiny_style_model):
     """The reference: the local `stylize PHOTOS --model` loop with one thread, as each Ray worker has."""
     from restyle.networks.feedforward import load_model
     from restyle.batch.model_batch import run_model_batch
@@ -267,18 +276,18 @@ def model_local(photos, tiny_model):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return photos / "model_local", run_model_batch([photos / "photos"], load_model(tiny_model), photos / "model_local")
+        return batch_root / "model_local", run_model_batch([batch_root / "photos"], load_model(tiny_style_model), batch_root / "model_local")
     finally:
         torch.set_num_threads(threads)
 
 
-def test_model_batch_on_ray_matches_the_local_run_and_skips_on_rerun(cluster, photos, tiny_model, model_local, capsys):
+def test_model_batch_on_ray_matches_the_local_run_and_skips_on_rerun(cluster, batch_root, tiny_style_model, model_local, capsys):
     from restyle.batch.distributed import run_model_batch_ray
 
     local, ref = model_local
-    out = photos / "model_ray"
+    out = batch_root / "model_ray"
     events = []
-    report = run_model_batch_ray([photos / "photos"], str(tiny_model), out, device="cpu", precision="fp32",
+    report = run_model_batch_ray([batch_root / "photos"], str(tiny_style_model), out, device="cpu", precision="fp32",
                                  callback=events.append)
     assert ref.count("done") == report.count("done") == 4
     assert pngs(out) == pngs(local) and len(pngs(out)) == 4 and "p0__tiny.png" in pngs(out)
@@ -292,30 +301,28 @@ def test_model_batch_on_ray_matches_the_local_run_and_skips_on_rerun(cluster, ph
     # The command line reruns it: every complete output skipped, the files left alone.
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     capsys.readouterr()
-    assert main(["stylize", str(photos / "photos"), "--model", str(tiny_model), "-o", str(out), "--ray",
+    assert main(["stylize", str(batch_root / "photos"), "--model", str(tiny_style_model), "-o", str(out), "--ray",
                  "--device", "cpu", "--precision", "fp32"]) == 2
     err = capsys.readouterr().err
     assert "0 painted, 4 complete already, 1 failed" in err and "failed: broken.jpg: " in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
-    assert main(["stylize", str(photos / "photos"), "--model", str(tiny_model), "-o", str(out), "--ray",
+    assert main(["stylize", str(batch_root / "photos"), "--model", str(tiny_style_model), "-o", str(out), "--ray",
                  "--ray-copy"]) == 2
     assert "--ray-copy is not available with --model" in capsys.readouterr().err
 
 
-def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp_path, capsys):
+def test_cli_train_one_model_per_style_on_ray(cluster, batch_root, tiny_weights, tmp_path, capsys):
     """Two paintings and a broken one: two models, identical to a local training; one failure, said once."""
-    from test_feedforward import tiny_config
-
     from restyle.models.modelfile import read_model_file
     from restyle.networks.style_training import train
 
     train_photos = tmp_path / "train"
     train_photos.mkdir()
     for i in range(4):
-        (train_photos / f"p{i}.png").write_bytes((photos / "photos" / f"p{i}.png").read_bytes())
+        (train_photos / f"p{i}.png").write_bytes((batch_root / "photos" / f"p{i}.png").read_bytes())
     (tmp_path / "bad.png").write_bytes(b"not a png")
     models = tmp_path / "models"
-    args = ["train", str(photos / "s1.png"), str(photos / "s2.png"), str(tmp_path / "bad.png"),
+    args = ["train", str(batch_root / "s1.png"), str(batch_root / "s2.png"), str(tmp_path / "bad.png"),
             "--photos", str(train_photos), "-o", str(models), "--ray", "--weights", str(tiny_weights),
             "--steps", "4", "--size", "32", "--batch-size", "2", "--style-size", "48", "--holdout", "1",
             "--preview-every", "4", "--checkpoint-every", "0", "--widths", "4,8", "--res-blocks", "1",
@@ -332,8 +339,8 @@ def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp
     assert (models / "s1_previews" / "step000004.png").is_file()
 
     # The same weights as a local training of that painting with the same settings and thread count.
-    local = train(photos / "s2.png", train_photos, tmp_path / "local.pt",
-                  tiny_config(steps=4, preview_every=4, lr=0.01), weights=tiny_weights)
+    local = train(batch_root / "s2.png", train_photos, tmp_path / "local.pt",
+                  style_train_config(steps=4, preview_every=4, lr=0.01), weights=tiny_weights)
     a, b = read_model_file(models / "s2.pt")["state_dict"], read_model_file(local)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -345,22 +352,17 @@ def test_cli_train_one_model_per_style_on_ray(cluster, photos, tiny_weights, tmp
 
 
 @pytest.fixture(scope="module")
-def video_local(photos, tiny_model):
+def video_local(batch_root, tiny_style_model):
     """A 20-frame clip and the local `video --model` run's frames (one thread, as each Ray worker has)."""
     pytest.importorskip("av")
     pytest.importorskip("cv2")
     from videoutil import make_clip, pan_frames
 
-    root = photos / "video"
+    root = batch_root / "video"
     root.mkdir()
     clip = make_clip(root / "in.mp4", pan_frames(width=64, height=48, frames=20, step=2))
-    base = ["video", str(clip), "--model", str(tiny_model), "--keep-frames", "--quiet"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # each Ray worker's thread count
-    try:
-        assert main(base + ["-o", str(root / "local.mp4")]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    base = ["video", str(clip), "--model", str(tiny_style_model), "--keep-frames", "--quiet"]
+    assert main_on_one_thread(base + ["-o", str(root / "local.mp4")]) == 0
     return base, root / "local.mp4"
 
 
@@ -434,7 +436,7 @@ def test_cli_video_on_ray_loses_workers_mid_clip_and_still_gives_the_local_frame
                in line for line in lost), err
 
 
-def test_model_batch_on_ray_gives_the_one_runners_pixels(cluster, photos, tmp_path):
+def test_model_batch_on_ray_gives_the_one_runners_pixels(cluster, batch_root, tmp_path):
     """A Ray batch through the bundled network (device and precision "auto") paints what
     restyle.run_network paints here at the worker's thread count (test_run_network.py: the CLI,
     a local batch and the web job paint the same)."""
@@ -443,13 +445,30 @@ def test_model_batch_on_ray_gives_the_one_runners_pixels(cluster, photos, tmp_pa
     import restyle
     from restyle.batch.distributed import run_model_batch_ray
 
-    report = run_model_batch_ray([photos / "photos" / "p0.png"], "starry_night", tmp_path, "none", 48)
+    report = run_model_batch_ray([batch_root / "photos" / "p0.png"], "starry_night", tmp_path, "none", 48)
     assert report.count("done") == 1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = restyle.run_network("starry_night", photos / "photos" / "p0.png", size=48)
+        here = restyle.run_network("starry_night", batch_root / "photos" / "p0.png", size=48)
     finally:
         torch.set_num_threads(threads)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p0__starry_night.png").convert("RGB")), np.asarray(here))
 
+
+
+def test_any_painting_at_a_strength_on_ray_paints_what_it_paints_here(cluster, tiny_weights, tmp_path, capsys):
+    """`--style-strength` with the any-painting network on Ray: the workers get the network with the
+    painting's code and strength in one file and make each photo's own network, as a local run does."""
+    from tinynets import arbitrary_model_file, make_corpus
+
+    corpus = make_corpus(tmp_path)
+    arb = arbitrary_model_file(tmp_path / "arb.pt")
+    args = ["stylize", str(corpus / "photos"), str(corpus / "paintings" / "p3.png"), "--model", str(arb),
+            "--style-strength", "0.5", "--weights", str(tiny_weights), "--precision", "fp32", "--device", "cpu",
+            "--quiet"]
+    assert main_on_one_thread(args + ["-o", str(tmp_path / "here")]) == 0
+    assert main(args + ["-o", str(tmp_path / "ray"), "--ray"]) == 0, capsys.readouterr().err
+    here, there = pngs(tmp_path / "here"), pngs(tmp_path / "ray")
+    assert len(here) == 5 and here == there
+    assert not list((tmp_path / "ray").glob(".restyle-arbitrary-*"))  # the file for the workers, removed

@@ -27,11 +27,11 @@ pytest.importorskip("ray.train")
 
 from restyle.batch.data_parallel import train_arbitrary_ray  # noqa: E402
 from restyle.cli.main import main  # noqa: E402
-from restyle.events import TrainStep  # noqa: E402
+from restyle.events import TrainCheckpoint, TrainPreview, TrainStep  # noqa: E402
 from restyle.models.modelfile import build_network, read_model_file, sidecar_of  # noqa: E402
 from restyle.networks.arbitrary_training import train_arbitrary  # noqa: E402
 from restyle.networks.training import checkpoint_path  # noqa: E402
-from test_arbitrary import make_corpus, tiny_cfg as arbitrary_tiny_cfg  # noqa: E402
+from tinynets import arbitrary_train_config  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # kill_once_at_step_3 runs on the workers
@@ -39,18 +39,14 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # kill_once_at_
 TOLERANCE = 1e-2  # max |output difference| on 0-255 against the local run, fp32 (see the module's docstring)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Four paintings with different palettes (one held aside) and five photos (one held aside)."""
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def tiny_cfg(**kw):
-    return arbitrary_tiny_cfg(**{"steps": 4, "checkpoint_every": 2, "paintings_per_step": 3, "threads": 1, **kw})
+def ray_train_config(**kw):
+    """tinynets.arbitrary_train_config for two one-thread workers, a checkpoint every other step."""
+    return arbitrary_train_config(**{"steps": 4, "checkpoint_every": 2, "paintings_per_step": 3, "threads": 1, **kw})
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def local_ray():
+    """A local Ray instance with two CPUs, for the module."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
     yield
     ray.shutdown()
@@ -79,18 +75,19 @@ def kill_once_at_step_3(flag, rank, event):
         os._exit(1)
 
 
-def test_two_workers_losing_one_give_the_local_runs_network(cluster, corpus, tiny_weights, tmp_path):
+def test_two_workers_losing_one_give_the_local_runs_network(local_ray, corpus, tiny_weights, tmp_path):
     """4 steps on 2 workers, worker 1 killed after step 3: the group restarts from the step-2 checkpoint
     that worker 0 reported, and ends with the local run's network."""
     threads = torch.get_num_threads()
+    seen = []  # the driver's callback: worker 0's events relayed
     local, out, flag = tmp_path / "local" / "arb.pt", tmp_path / "ray" / "arb.pt", tmp_path / "killed"
     local.parent.mkdir()
     out.parent.mkdir()
     try:
-        train_arbitrary(corpus / "paintings", [corpus / "photos"], local, tiny_cfg(), device="cpu",
+        train_arbitrary(corpus / "paintings", [corpus / "photos"], local, ray_train_config(preview_every=2), device="cpu",
                         weights=tiny_weights)
-        train_arbitrary_ray(corpus / "paintings", [corpus / "photos"], out, tiny_cfg(), device="cpu",
-                            weights=tiny_weights, workers=2, cpus_per_worker=1,
+        train_arbitrary_ray(corpus / "paintings", [corpus / "photos"], out, ray_train_config(preview_every=2), device="cpu",
+                            weights=tiny_weights, workers=2, cpus_per_worker=1, callback=seen.append,
                             on_worker=functools.partial(kill_once_at_step_3, flag))
     finally:
         torch.set_num_threads(threads)
@@ -109,7 +106,7 @@ def test_two_workers_losing_one_give_the_local_runs_network(cluster, corpus, tin
     print(f"2 Ray Train workers vs local: max |output difference| {picture:.3g} on 0-255, "
           f"max |weight difference| {diff:.3g}")
     assert picture <= TOLERANCE
-    assert diff <= 2 * tiny_cfg().lr * tiny_cfg().steps  # Adam moves a weight at most ~lr a step
+    assert diff <= 2 * ray_train_config().lr * ray_train_config().steps  # Adam moves a weight at most ~lr a step
     # The one model-file format, the checkpoint and the sidecar, where a local run writes them.
     assert b["family"] == "arbitrary" and checkpoint_path(out).is_file()
     side = json.loads(sidecar_of(out).read_text())
@@ -118,6 +115,13 @@ def test_two_workers_losing_one_give_the_local_runs_network(cluster, corpus, tin
     assert side["training"]["data_parallel"] == {"workers": 2, "backend": "gloo"}
     assert [row[0] for row in side["training"]["history"]] == [row[0] for row in ref["training"]["history"]]
     assert not (out.parent / ".arb.ray-train").exists()  # Ray Train's storage, removed after the run
+    # The progress a local run gives: each step once (the restarted group repeated step 3), the
+    # previews of steps 0 (the start), 2 and 4, the last checkpoint where it was written.
+    assert [e.step for e in seen if isinstance(e, TrainStep)] == [1, 2, 3, 4]
+    assert [e.step for e in seen if isinstance(e, TrainPreview)] == [0, 2, 4]
+    assert all(e.image.width > 0 for e in seen if isinstance(e, TrainPreview))
+    assert [e.path for e in seen if isinstance(e, TrainCheckpoint)][-1] == checkpoint_path(out)
+    assert type(seen[0]).__name__ == "TrainStart" and type(seen[-1]).__name__ == "TrainDone"
 
 
 def test_cli_ray_runs_the_data_parallel_training(corpus, tiny_weights, tmp_path, capsys, monkeypatch):
@@ -138,6 +142,14 @@ def test_cli_ray_runs_the_data_parallel_training(corpus, tiny_weights, tmp_path,
     assert f"wrote {out}" in capsys.readouterr().out
     assert (seen["address"], seen["workers"], seen["cpus_per_worker"], seen["device"]) == ("auto", 3, 1, "cpu")
     assert seen["cfg"].steps == 2 and seen["cfg"].paintings_per_step == 3 and seen["resume"] is False
+    # Previews relayed from the workers go where a local run's go.
+    from PIL import Image
+
+    def previews(paintings, photos, out, cfg, callback, **kw):
+        callback(TrainPreview(2, Image.new("RGB", (8, 8))))
+        return out
+
+    monkeypatch.setattr(data_parallel, "train_arbitrary_ray", previews)
     assert main(["train-arbitrary", "--paintings", str(corpus / "paintings"), "--photos", str(corpus / "photos"),
-                 "-o", str(out), "--ray", "--preview-dir", str(tmp_path)]) == 2
-    assert "no preview grids" in capsys.readouterr().err
+                 "-o", str(tmp_path / "p.pt"), "--ray", "--preview-dir", str(tmp_path / "pv"), "--quiet"]) == 0
+    assert (tmp_path / "pv" / "step000002.png").is_file()

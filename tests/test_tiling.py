@@ -2,13 +2,11 @@ import pytest
 import torch
 
 from restyle.config import StylizeConfig
-from restyle.device import network
-from restyle.optimiser.engine import Painter, run
+from restyle.optimiser.engine import run
 from restyle.errors import ResourceError
 from restyle.optimiser.objective import Objective, Sources, TilingError, build_terms
 from restyle.optimiser.tiling import (TileSpec, boundaries, default_margin, full_receptive_margin, random_offset, tile_grid,
                             tiled_grams, tiled_loss_and_grad)
-from restyle.models.weights import load_weights
 from restyle.optimiser.losses import gram
 
 
@@ -32,13 +30,6 @@ def test_grid_shift_changes_every_evaluation():
     g = torch.Generator().manual_seed(0)
     offsets = [random_offset(g, 256, 16) for _ in range(8)]
     assert len(set(offsets)) > 4 and all(o % 16 == 0 and 0 <= o < 256 for off in offsets for o in off)
-
-
-@pytest.fixture
-def painter(tiny_weights):
-    w = load_weights(tiny_weights)
-    net = network(w, "relu5_1", "max", torch.device("cpu"))
-    return Painter(net, torch.device("cpu"), "fp32")
 
 
 def _images(h=136, w=200):

@@ -36,7 +36,7 @@ def randomised(scale, channels=8, blocks=2, seed=0):
 
 
 @pytest.fixture
-def photos(tmp_path):
+def crops(tmp_path):
     """Five small photos cut from the example painting (real texture for the feature loss)."""
     src = Image.open(EXAMPLES / "tubingen.jpg").convert("RGB").resize((96, 72))
     d = tmp_path / "photos"
@@ -121,12 +121,12 @@ def test_tiling_refuses_bad_shapes():
 # --- training ------------------------------------------------------------------------
 
 
-def test_tiny_network_trains_and_its_loss_falls(photos, tiny_weights, tmp_path):
+def test_tiny_network_trains_and_its_loss_falls(crops, tiny_weights, tmp_path):
     # One mirror-symmetric photo the size of the crop: every batch is the same picture
     # (mirroring changes nothing), so the loss must fall if the gradients and the optimiser work.
     one = tmp_path / "one"
     one.mkdir()
-    half = Image.open(photos / "p0.png").crop((0, 0, 8, 16))
+    half = Image.open(crops / "p0.png").crop((0, 0, 8, 16))
     sym = Image.new("RGB", (16, 16))
     sym.paste(half, (0, 0))
     sym.paste(half.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (8, 0))
@@ -140,7 +140,7 @@ def test_tiny_network_trains_and_its_loss_falls(photos, tiny_weights, tmp_path):
     assert report["loss_first_last"] == [losses[0], losses[-1]]
 
 
-def test_checkpoint_resume_is_exact_and_model_file_describes_itself(photos, tiny_weights, tmp_path):
+def test_checkpoint_resume_is_exact_and_model_file_describes_itself(crops, tiny_weights, tmp_path):
     cfg = UpscalerTrainConfig(**{**TINY, "checkpoint_every": 2, "preview_every": 3}, steps=6, hold_out=1)
     events = []
 
@@ -151,14 +151,14 @@ def test_checkpoint_resume_is_exact_and_model_file_describes_itself(photos, tiny
             raise KeyboardInterrupt  # once, as Ctrl-C would
 
     with pytest.raises(Cancelled, match="stopped at step 4 of 6; checkpoint .*a.ckpt.pt"):
-        train(photos, tmp_path / "a.pt", cfg, weights=tiny_weights, callback=killed_after_step_4)
+        train(crops, tmp_path / "a.pt", cfg, weights=tiny_weights, callback=killed_after_step_4)
     # Ctrl-C (KeyboardInterrupt) writes a checkpoint of the last whole step before it stops.
     assert [e.step for e in events if isinstance(e, TrainCheckpoint)] == [2, 4, 4]
     assert [e.step for e in events if isinstance(e, TrainPreview)] == [0, 3]  # at the start and every 3 steps
     assert not (tmp_path / "a.pt").exists()
     # Resume the killed run, and compare with 6 steps in one go: the same losses and weights.
-    resumed = train(photos, tmp_path / "a.pt", cfg, resume=True, weights=tiny_weights)
-    straight = train(photos, tmp_path / "b.pt", cfg, weights=tiny_weights)
+    resumed = train(crops, tmp_path / "a.pt", cfg, resume=True, weights=tiny_weights)
+    straight = train(crops, tmp_path / "b.pt", cfg, weights=tiny_weights)
     assert resumed["history"] == straight["history"]
     a, b = (read_model_file(tmp_path / n, "upscaler") for n in ("a.pt", "b.pt"))
     for k in a["state_dict"]:
@@ -227,7 +227,7 @@ def test_upscaler_files_of_the_previous_format_still_load(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def tiny_upscaler(tmp_path_factory):
     """A tiny randomised 4x model file, as train-upscaler would write it."""
     p = tmp_path_factory.mktemp("model") / "tiny4.pt"
     save_model_file(model_payload(randomised(4, 4, 1), family="upscaler", training={}), p)
@@ -235,10 +235,10 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_cli_upscale(tiny_model, small_images, tmp_path, capsys, scale):
+def test_cli_upscale(tiny_upscaler, small_images, tmp_path, capsys, scale):
     c, _ = small_images
     out = tmp_path / "big.png"
-    assert main(["upscale", str(c), "-o", str(out), "--scale", str(scale), "--model", str(tiny_model),
+    assert main(["upscale", str(c), "-o", str(out), "--scale", str(scale), "--model", str(tiny_upscaler),
                  "--tile", "24"]) == 0
     assert Image.open(out).size == (80 * scale, 64 * scale)
     assert "80x64 -> " in capsys.readouterr().out
@@ -252,22 +252,22 @@ def test_cli_upscale_with_the_bundled_model(small_images, tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_too_large_an_enlargement_is_refused_before_any_work(tiny_model):
+def test_too_large_an_enlargement_is_refused_before_any_work(tiny_upscaler):
     from restyle.networks.upscale import upscale
 
     with pytest.raises(InputError, match=r"5000x4200 enlarged 4x is 336000000 pixels, over the limit"):
-        upscale(Image.new("RGB", (5000, 4200)), 4, str(tiny_model))
+        upscale(Image.new("RGB", (5000, 4200)), 4, str(tiny_upscaler))
 
 
-def test_cli_upscale_bad_inputs_exit_2(tiny_model, small_images, tmp_path, capsys):
+def test_cli_upscale_bad_inputs_exit_2(tiny_upscaler, small_images, tmp_path, capsys):
     c, _ = small_images
     before = c.read_bytes()
     cases = [
-        ["upscale", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png"), "--model", str(tiny_model)],
-        ["upscale", str(c), "-o", str(c), "--model", str(tiny_model)],
+        ["upscale", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png"), "--model", str(tiny_upscaler)],
+        ["upscale", str(c), "-o", str(c), "--model", str(tiny_upscaler)],
         ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", "no-such-model"],
         ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(c)],
-        ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(tiny_model), "--tile", "4"],
+        ["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(tiny_upscaler), "--tile", "4"],
     ]
     for argv in cases:
         assert main(argv) == 2, argv
@@ -291,11 +291,11 @@ def _watch_the_network(monkeypatch):
     return seen
 
 
-def test_cli_upscale_runs_on_the_device_and_precision_asked(tiny_model, small_images, tmp_path, monkeypatch, capsys):
+def test_cli_upscale_runs_on_the_device_and_precision_asked(tiny_upscaler, small_images, tmp_path, monkeypatch, capsys):
     """Issue 26, item 8: --device and --precision reach the network (here the CPU, in bf16 or fp32)."""
     c, _ = small_images
     seen = _watch_the_network(monkeypatch)
-    base = ["upscale", str(c), "--model", str(tiny_model), "--scale", "2", "--quiet", "--device", "cpu"]
+    base = ["upscale", str(c), "--model", str(tiny_upscaler), "--scale", "2", "--quiet", "--device", "cpu"]
     assert main([*base, "-o", str(tmp_path / "bf16.png"), "--precision", "bf16"]) == 0
     assert main([*base, "-o", str(tmp_path / "fp32.png"), "--precision", "fp32"]) == 0
     assert seen == [("cpu", torch.bfloat16), ("cpu", False)]
@@ -303,7 +303,7 @@ def test_cli_upscale_runs_on_the_device_and_precision_asked(tiny_model, small_im
     assert 0 < (bf16 - fp32).abs().mean() < 1  # half-precision convolutions: a different picture, barely
 
 
-def test_stylize_upscale_enlarges_where_and_as_it_painted(tiny_model, monkeypatch):
+def test_stylize_upscale_enlarges_where_and_as_it_painted(tiny_upscaler, monkeypatch):
     import restyle.networks.upscale as up
     from restyle.config import StylizeConfig
 
@@ -318,15 +318,15 @@ def test_stylize_upscale_enlarges_where_and_as_it_painted(tiny_model, monkeypatc
 
     monkeypatch.setattr(up, "upscale_to", upscale_to)
     cfg = StylizeConfig(size=128, device="cpu", precision="bf16")
-    result = up.paint_and_upscale(lambda c, **kw: Painted(), cfg, model=str(tiny_model), paint_limit=64)
+    result = up.paint_and_upscale(lambda c, **kw: Painted(), cfg, model=str(tiny_upscaler), paint_limit=64)
     assert result.image.size == (128, 96) and seen == {"device": "cpu", "precision": "bf16"}
 
 
-def test_cli_upscaler_commands_refuse_a_device_in_one_line(tiny_model, small_images, photos, tiny_weights, tmp_path,
+def test_cli_upscaler_commands_refuse_a_device_in_one_line(tiny_upscaler, small_images, crops, tiny_weights, tmp_path,
                                                            capsys):
     c, _ = small_images
-    commands = [["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(tiny_model)],
-                ["train-upscaler", "--photos", str(photos), "-o", str(tmp_path / "m.pt"), "--weights",
+    commands = [["upscale", str(c), "-o", str(tmp_path / "o.png"), "--model", str(tiny_upscaler)],
+                ["train-upscaler", "--photos", str(crops), "-o", str(tmp_path / "m.pt"), "--weights",
                  str(tiny_weights), "--steps", "1", "--crop", "16", "--channels", "4", "--blocks", "1"]]
     bad = [("gpu", "device 'gpu' is not one of auto, cpu, cuda, mps or cuda:N")]
     if not torch.cuda.is_available():  # a device the flag names but this machine lacks: train() and upscale() say so
@@ -341,9 +341,9 @@ def test_cli_upscaler_commands_refuse_a_device_in_one_line(tiny_model, small_ima
     assert not (tmp_path / "o.png").exists() and not list(tmp_path.glob("m*.pt"))
 
 
-def test_cli_train_upscaler_on_the_device_and_precision_asked(photos, tiny_weights, tmp_path, capsys):
+def test_cli_train_upscaler_on_the_device_and_precision_asked(crops, tiny_weights, tmp_path, capsys):
     out = tmp_path / "up.pt"
-    assert main(["train-upscaler", "--photos", str(photos), "-o", str(out), "--weights", str(tiny_weights),
+    assert main(["train-upscaler", "--photos", str(crops), "-o", str(out), "--weights", str(tiny_weights),
                  "--channels", "4", "--blocks", "1", "--crop", "16", "--batch-size", "2", "--scale", "2",
                  "--steps", "2", "--preview-every", "1", "--hold-out", "1", "--device", "cpu",
                  "--precision", "bf16"]) == 0
@@ -354,9 +354,9 @@ def test_cli_train_upscaler_on_the_device_and_precision_asked(photos, tiny_weigh
     assert Image.open(preview_path(out)).width > 3 * 16
 
 
-def test_cli_train_upscaler_and_resume(photos, tiny_weights, tmp_path, capsys):
+def test_cli_train_upscaler_and_resume(crops, tiny_weights, tmp_path, capsys):
     out = tmp_path / "up.pt"
-    base = ["train-upscaler", "--photos", str(photos), "-o", str(out), "--weights", str(tiny_weights),
+    base = ["train-upscaler", "--photos", str(crops), "-o", str(out), "--weights", str(tiny_weights),
             "--channels", "4", "--blocks", "1", "--crop", "16", "--batch-size", "2", "--scale", "2",
             "--checkpoint-every", "2", "--preview-every", "2", "--hold-out", "1"]
     assert main([*base, "--steps", "3"]) == 0
@@ -371,14 +371,14 @@ def test_cli_train_upscaler_and_resume(photos, tiny_weights, tmp_path, capsys):
     assert main([*base, "--steps", "5", "--resume", "--quiet"]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["step"] == 5
     # The trained file works with `restyle upscale`.
-    c = next(photos.iterdir())
+    c = next(crops.iterdir())
     assert main(["upscale", str(c), "-o", str(tmp_path / "x2.png"), "--scale", "2", "--model", str(out)]) == 0
     # ... but a 2x model cannot give 4x.
     assert main(["upscale", str(c), "-o", str(tmp_path / "x4.png"), "--scale", "4", "--model", str(out)]) == 2
 
 
-def test_cli_train_upscaler_bad_inputs_exit_2(photos, tiny_weights, tmp_path, capsys):
-    def go(*flags, out="m.pt", photos_dir=photos):
+def test_cli_train_upscaler_bad_inputs_exit_2(crops, tiny_weights, tmp_path, capsys):
+    def go(*flags, out="m.pt", photos_dir=crops):
         code = main(["train-upscaler", "--photos", str(photos_dir), "-o", str(tmp_path / out),
                      "--weights", str(tiny_weights), "--steps", "1", "--crop", "16", *flags])
         return code, capsys.readouterr().err
@@ -387,21 +387,21 @@ def test_cli_train_upscaler_bad_inputs_exit_2(photos, tiny_weights, tmp_path, ca
     assert go(out="m.png")[0] == 2
     assert go("--crop", "18")[1].count("multiple of scale") == 1
     assert go("--resume")[0] == 2  # no checkpoint to resume
-    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (crops / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     code, err = go()
     assert code == 2 and "broken.jpg" in err and err.count("\n") == 1
 
 
-def test_cli_stylize_upscale_paints_small_and_enlarges(small_images, tiny_weights, tiny_model, tmp_path, capsys):
+def test_cli_stylize_upscale_paints_small_and_enlarges(small_images, tiny_weights, tiny_upscaler, tmp_path, capsys):
     c, s = small_images
     out = tmp_path / "big.png"
     # 1100 px: painted at the paint limit (1024 px), enlarged by the network, sized exactly.
     base = ["stylize", str(c), str(s), "-o", str(out), "--weights", str(tiny_weights), "--iterations", "1",
-            "--scales", "1", "--upscale", str(tiny_model), "--quiet"]
+            "--scales", "1", "--upscale", str(tiny_upscaler), "--quiet"]
     assert main([*base, "--size", "1100"]) == 0, capsys.readouterr().err
     assert Image.open(out).size == (1100, 880)
     up = json.loads(out.with_name("big.png.json").read_text())["upscale"]
-    assert up["painted"] == [1024, 819] and up["upscaled"] == [1100, 880] and up["model"] == str(tiny_model)
+    assert up["painted"] == [1024, 819] and up["upscaled"] == [1100, 880] and up["model"] == str(tiny_upscaler)
     # Under the paint limit nothing is upscaled, and the sidecar says so.
     assert main([*base, "--size", "64"]) == 0
     up = json.loads(out.with_name("big.png.json").read_text())["upscale"]

@@ -25,31 +25,17 @@ from restyle.video.io import probe, read_frames  # noqa: E402
 from restyle.video.temporal import TemporalTerm, temporal_blend, temporal_loss  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from tinynets import frame_net  # noqa: E402
 from videoutil import clip_stats, make_clip, pan_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_net(seed=0):
-    """A tiny random convolutional 'style network': (1,3,H,W) 0-255 in and out."""
-    g = torch.Generator().manual_seed(seed)
-    conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.3)
-        conv.bias.zero_()
-    return lambda x: torch.sigmoid(conv(x / 127.5 - 1)) * 255
-
-
-@pytest.fixture
-def clip(tmp_path):
-    return make_clip(tmp_path / "in.mp4")
 
 
 def test_roundtrip_keeps_frames_fps_duration_and_audio(clip, tmp_path):
     src = clip_stats(clip)
     out = tmp_path / "out.mp4"
     events = []
-    r = stylize_video(clip, out, NetworkFrames(tiny_net(), 4.0), callback=events.append)
+    r = stylize_video(clip, out, NetworkFrames(frame_net(), 4.0), callback=events.append)
     n, fps, dur, audio, secs = clip_stats(out)
     assert (n, fps, audio) == (10, Fraction(10), "aac") == (src[0], src[1], src[3])
     assert abs(dur - src[2]) <= 1 / 10 and abs(secs - src[4]) < 0.03
@@ -60,7 +46,7 @@ def test_roundtrip_keeps_frames_fps_duration_and_audio(clip, tmp_path):
 
 def test_webm_output_reencodes_audio_to_opus(clip, tmp_path):
     out = tmp_path / "out.webm"
-    stylize_video(clip, out, NetworkFrames(tiny_net(), 0.0))
+    stylize_video(clip, out, NetworkFrames(frame_net(), 0.0))
     n, fps, dur, audio, secs = clip_stats(out)
     assert (n, fps, audio) == (10, Fraction(10), "opus") and abs(dur - 1.0) <= 0.1 and abs(secs - 1.0) < 0.05
 
@@ -68,7 +54,7 @@ def test_webm_output_reencodes_audio_to_opus(clip, tmp_path):
 def test_start_duration_and_size(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", pan_frames(96, 64, 20))
     out = tmp_path / "cut.mp4"
-    stylize_video(clip, out, NetworkFrames(tiny_net(), 4.0), VideoConfig(size=75, start=0.5, duration=0.8))
+    stylize_video(clip, out, NetworkFrames(frame_net(), 4.0), VideoConfig(size=75, start=0.5, duration=0.8))
     n, fps, dur, audio, secs = clip_stats(out)
     assert n == 8 and fps == 10 and abs(dur - 0.8) <= 0.1 and abs(secs - 0.8) < 0.05
     with __import__("av").open(str(out)) as box:
@@ -92,7 +78,7 @@ def test_reads_animated_gif_and_frame_folder(tmp_path):
     Image.fromarray(frames[0]).save(gif, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]],
                                     duration=100, loop=0)
     out = tmp_path / "gif.mp4"
-    stylize_video(gif, out, NetworkFrames(tiny_net(), 4.0))
+    stylize_video(gif, out, NetworkFrames(frame_net(), 4.0))
     assert clip_stats(out)[:2] == (6, Fraction(10))
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -103,7 +89,7 @@ def test_reads_animated_gif_and_frame_folder(tmp_path):
     got = list(read_frames(info, info.out_size()))
     assert len(got) == 6 and np.array_equal(got[2], frames[2])
     out = tmp_path / "folder.webm"
-    stylize_video(folder, out, NetworkFrames(tiny_net(), 0.0), VideoConfig(fps=12))
+    stylize_video(folder, out, NetworkFrames(frame_net(), 0.0), VideoConfig(fps=12))
     n, fps, _, audio, _ = clip_stats(out)
     assert (n, fps, audio) == (6, 12, None)
 
@@ -111,9 +97,9 @@ def test_reads_animated_gif_and_frame_folder(tmp_path):
 RESUME_SCRIPT = """
 import sys, time, torch
 sys.path.insert(0, {tests!r})
-from test_video import tiny_net
+from tinynets import frame_net
 from restyle.video import NetworkFrames, VideoConfig, stylize_video
-net = tiny_net()
+net = frame_net()
 def slow(x):
     time.sleep(float(sys.argv[3]))
     return net(x)
@@ -138,10 +124,10 @@ def test_resume_after_kill_gives_identical_frames(clip, tmp_path):
     events = []
     from restyle.video.pipeline import FrameDone
 
-    r = stylize_video(clip, out, NetworkFrames(tiny_net(), 4.0), VideoConfig(keep_frames=True), callback=events.append)
+    r = stylize_video(clip, out, NetworkFrames(frame_net(), 4.0), VideoConfig(keep_frames=True), callback=events.append)
     assert r.resumed == partial and sum(e.resumed for e in events if isinstance(e, FrameDone)) == partial
     ref = tmp_path / "ref.mp4"
-    stylize_video(clip, ref, NetworkFrames(tiny_net(), 4.0), VideoConfig(keep_frames=True))
+    stylize_video(clip, ref, NetworkFrames(frame_net(), 4.0), VideoConfig(keep_frames=True))
     for k in range(10):
         a = np.asarray(Image.open(work / f"{k:06d}.png"))
         b = np.asarray(Image.open(tmp_path / "ref.mp4.frames" / f"{k:06d}.png"))
@@ -151,14 +137,14 @@ def test_resume_after_kill_gives_identical_frames(clip, tmp_path):
 
 def test_work_folder_of_another_run_is_refused(clip, tmp_path):
     out = tmp_path / "out.mp4"
-    stylize_video(clip, out, NetworkFrames(tiny_net(), 4.0), VideoConfig(keep_frames=True))
+    stylize_video(clip, out, NetworkFrames(frame_net(), 4.0), VideoConfig(keep_frames=True))
     with pytest.raises(InputError, match="another run.*temporal_weight|differs in: stylizer"):
-        stylize_video(clip, out, NetworkFrames(tiny_net(), 1.0))
+        stylize_video(clip, out, NetworkFrames(frame_net(), 1.0))
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(InputError, match="not empty"):
-        stylize_video(clip, tmp_path / "o2.mp4", NetworkFrames(tiny_net(), 4.0), work_dir=foreign)
+        stylize_video(clip, tmp_path / "o2.mp4", NetworkFrames(frame_net(), 4.0), work_dir=foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
@@ -280,10 +266,10 @@ def test_thread_share_sets_and_restores_torch_and_opencv_threads():
     assert (torch.get_num_threads(), cv2.getNumThreads()) == before
     with thread_share(None):  # the optimiser engine: left alone
         assert (torch.get_num_threads(), cv2.getNumThreads()) == before
-    assert NetworkFrames(tiny_net(), threads=3).threads == 3
-    assert NetworkFrames(tiny_net()).threads == max(1, cpu_cores() // 2)
+    assert NetworkFrames(frame_net(), threads=3).threads == 3
+    assert NetworkFrames(frame_net()).threads == max(1, cpu_cores() // 2)
     with pytest.raises(InputError, match="threads 0 must be >= 1"):
-        NetworkFrames(tiny_net(), threads=0)
+        NetworkFrames(frame_net(), threads=0)
 
 
 # --- flow, warping, the temporal term --------------------------------------------
@@ -345,7 +331,7 @@ def test_blend_is_the_minimiser_of_the_temporal_objective():
 
 def test_temporal_network_mode_cuts_flicker(tmp_path):
     clip = make_clip(tmp_path / "in.mp4", pan_frames(64, 48, 8, step=2), audio=False)
-    net = tiny_net()
+    net = frame_net()
     flicker = torch.Generator().manual_seed(0)
 
     def noisy(x):  # a network whose output jumps from frame to frame
@@ -376,6 +362,30 @@ def test_optimiser_later_frames_start_warped_with_fewer_iterations(clip, tmp_pat
     per_frame = OptimiserFrames([style], cfg, temporal_weight=0.0, later_iterations=2, weights=tiny_weights)
     stylize_video(clip, tmp_path / "p.mp4", per_frame, VideoConfig(duration=0.3))
     assert per_frame.iterations == [6, 6, 6]  # per-frame: every frame from the content, all iterations
+
+
+def test_optimiser_frames_are_planned_and_tiled_by_the_engines_stage(tmp_path, tiny_weights, monkeypatch):
+    """Issue 21: a frame is painted by the engine's own stage (paint_pyramid), not a copy of it: the memory
+    planner sees it (a --max-memory it cannot fit is refused before any work, as for a picture) and
+    --tile-size tiles it, the temporal term (a pixel term) computed whole."""
+    import restyle.optimiser.loop as loop
+    from restyle.config import StylizeConfig
+    from restyle.errors import ResourceError
+
+    style = tmp_path / "s.png"
+    Image.fromarray(pan_frames(seed=5)[0]).save(style)
+    cores = []
+    real = loop.tile_grid
+    monkeypatch.setattr(loop, "tile_grid", lambda h, w, core, *a: cores.append(core) or real(h, w, core, *a))
+    clip = make_clip(tmp_path / "wide.mp4", pan_frames(160, 96, 3), audio=False)
+    cfg = StylizeConfig(iterations=4, device="cpu", precision="fp32", tile_size=64)
+    tiled = OptimiserFrames([style], cfg, temporal_weight=30.0, weights=tiny_weights)
+    stylize_video(clip, tmp_path / "t.mp4", tiled)
+    assert tiled.iterations == [4, 1, 1] and cores and set(cores) == {64}  # 160x96 frames in 64 px tiles
+    tiny = OptimiserFrames([style], cfg.replace(tile_size=0, max_memory=0.001), weights=tiny_weights)
+    with pytest.raises(ResourceError, match="memory budget"):
+        stylize_video(clip, tmp_path / "m.mp4", tiny)
+    assert tiny.iterations == []
 
 
 def test_optimiser_first_frame_starts_from_the_paintings_palette(tmp_path, tiny_weights, monkeypatch):
@@ -420,7 +430,7 @@ def test_cli_video_with_a_model(clip, tmp_path, monkeypatch, capsys):
 
     def load_model(spec, device, precision):
         calls.append((spec, str(device), precision))
-        return types.SimpleNamespace(stylize_tensor=tiny_net(), sha256="abc", precision=precision)
+        return types.SimpleNamespace(stylize_tensor=frame_net(), sha256="abc", precision=precision)
 
     monkeypatch.setattr("restyle.networks.feedforward.load_model", load_model)
     out = tmp_path / "m.mp4"

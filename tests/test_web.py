@@ -22,21 +22,14 @@ from restyle.errors import InputError
 from restyle.web.app import create_app
 from restyle.web.form import form_fields, make_config, params_from_form
 from restyle.web.jobs import JobStore
-from webutil import image_bytes, wait_for, web_settings
+from webutil import PNG, STYLE, image_bytes, post, wait_done, wait_for, web_settings
 
-PNG = image_bytes("PNG")
-STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
 
 
 @pytest.fixture
-def settings(tmp_path, tiny_weights):
-    return web_settings(tmp_path / "data", tiny_weights)
-
-
-@pytest.fixture
-def api(settings):
+def api(idle_settings):
     """The app without workers: jobs are accepted and wait (fast, for input checks)."""
-    with TestClient(create_app(replace(settings, start_workers=False))) as c:
+    with TestClient(create_app(idle_settings)) as c:
         yield c
 
 
@@ -45,21 +38,6 @@ def live(settings):
     """The app with its worker process: jobs really run."""
     with TestClient(create_app(settings)) as c:
         yield c
-
-
-def post(client, content=PNG, style=STYLE, *, url="/api/jobs", names=("photo.png", "style.jpg"),
-         follow_redirects=True, **data):
-    files = {}
-    if content is not None:
-        files["content"] = (names[0], content, "image/png")
-    if style is not None:
-        files["style"] = (names[1], style, "image/jpeg")
-    return client.post(url, files=files, data=data, follow_redirects=follow_redirects)
-
-
-def wait_done(client, job_id, timeout=60):
-    return wait_for(lambda: (j := client.get(f"/api/jobs/{job_id}").json())["state"] in ("done", "failed", "cancelled") and j,
-                    timeout, f"job {job_id} to end")
 
 
 # --- bad input ---------------------------------------------------------------

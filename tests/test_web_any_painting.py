@@ -1,6 +1,6 @@
 """The Models page's "any painting": the any-painting network on a visitor's painting, for a photo and a clip.
 
-On a tiny random any-painting network that reads the tiny VGG (test_arbitrary.tiny_model_file),
+On a tiny random any-painting network that reads the tiny VGG (tinynets.arbitrary_model_file),
 through the HTTP API like the other web tests; every bad painting gets a 4xx and a message.
 """
 
@@ -15,9 +15,8 @@ from PIL import Image
 
 from restyle.web.app import create_app
 from restyle.web.jobs import JobStore
-from test_arbitrary import tiny_model_file
-from test_web_models import SLOW, clip_bytes, wait_done
-from webutil import EXAMPLES, image_bytes, web_settings
+from tinynets import arbitrary_model_file
+from webutil import EXAMPLES, SLOW, clip_bytes, image_bytes, wait_done, web_settings
 
 PHOTO = image_bytes("PNG", (80, 64))
 PAINTING = image_bytes("PNG", (96, 72), "starry_night.jpg")
@@ -25,7 +24,7 @@ OTHER = image_bytes("PNG", (96, 72), "the_scream.jpg")
 
 
 def any_settings(tmp_path, tiny_weights, data="data", **kw):
-    base = dict(any_painting_model=str(tiny_model_file(tmp_path / "arb.pt")), photos_dir=None, video_size=64)
+    base = dict(any_painting_model=str(arbitrary_model_file(tmp_path / "arb.pt")), photos_dir=None, video_size=64)
     base.update(kw)
     return web_settings(tmp_path / data, tiny_weights, **base)
 
@@ -53,7 +52,7 @@ def test_any_painting_paints_a_photo_and_a_clip_in_the_chosen_painting(tmp_path,
         r = apply(c, size="64")
         assert r.status_code == 201 and r.json()["task"] == "stylize", r.text
         assert r.json()["style"] == "painting.png" and r.json()["params"]["model"] == "arbitrary"
-        done = wait_done(c, r.json()["id"])
+        done = wait_done(c, r.json()["id"], SLOW)
         assert done["state"] == "done", done["error"]
         got = picture(c, done["result"])
         assert got.shape == (51, 64, 3)
@@ -76,7 +75,7 @@ def test_any_painting_paints_a_photo_and_a_clip_in_the_chosen_painting(tmp_path,
         # One of the examples as the painting.
         r = apply(c, painting=None, style_example="the_scream", size="64")
         assert r.status_code == 201, r.text
-        done = wait_done(c, r.json()["id"])
+        done = wait_done(c, r.json()["id"], SLOW)
         assert done["state"] == "done", done["error"]
         assert c.get(f"/jobs/{done['id']}/style").content == (EXAMPLES / "the_scream.jpg").read_bytes()
 
@@ -91,37 +90,37 @@ def test_any_painting_paints_a_photo_and_a_clip_in_the_chosen_painting(tmp_path,
 
 
 @pytest.fixture
-def idle(tmp_path, tiny_weights):
+def idle_any(tmp_path, tiny_weights):
     """No workers: jobs wait, so every check runs at once."""
     with TestClient(create_app(any_settings(tmp_path, tiny_weights, start_workers=False))) as c:
         yield c
 
 
-def test_any_painting_bad_paintings_are_refused_with_a_message(idle, tmp_path):
-    r = apply(idle, painting=None)
+def test_any_painting_bad_paintings_are_refused_with_a_message(idle_any, tmp_path):
+    r = apply(idle_any, painting=None)
     assert r.status_code == 400 and "painting is missing" in r.json()["error"]
-    r = apply(idle, clip_bytes(tmp_path, audio=False), "clip.mp4", painting=None)
+    r = apply(idle_any, clip_bytes(tmp_path, audio=False), "clip.mp4", painting=None)
     assert r.status_code == 400 and "painting is missing" in r.json()["error"]
-    r = apply(idle, painting=image_bytes("PNG", (200, 40)))
+    r = apply(idle_any, painting=image_bytes("PNG", (200, 40)))
     assert r.status_code == 400, r.text
     assert "200x40 is too small for the any-painting network" in r.json()["error"]
     assert "at least 64 px on each side" in r.json()["error"]
-    r = apply(idle, painting=b"hello, world")
+    r = apply(idle_any, painting=b"hello, world")
     assert r.status_code == 415 and r.json()["error"].startswith("painting: this is not a")
-    r = apply(idle, painting=b"GIF89a not really")
+    r = apply(idle_any, painting=b"GIF89a not really")
     assert r.status_code == 400 and r.json()["error"].startswith("painting:")
-    r = apply(idle, painting=b"")
+    r = apply(idle_any, painting=b"")
     assert r.status_code == 400 and "painting: the file is empty" in r.json()["error"]
-    r = apply(idle, painting=None, style_example="no_such_painting")
+    r = apply(idle_any, painting=None, style_example="no_such_painting")
     assert r.status_code == 400 and "no example called 'no_such_painting'" in r.json()["error"]
-    r = apply(idle, painting=None, url="/apply", headers={"accept": "text/html"})
+    r = apply(idle_any, painting=None, url="/apply", headers={"accept": "text/html"})
     assert r.status_code == 400 and "painting is missing" in r.text and 'id="apply-form"' in r.text
     # Nothing is left behind by the refused ones.
-    store: JobStore = idle.app.state.store
+    store: JobStore = idle_any.app.state.store
     assert list(store.jobs_dir.iterdir()) == []
-    r = apply(idle, painting=image_bytes("PNG", (64, 64)))  # the smallest painting it reads
+    r = apply(idle_any, painting=image_bytes("PNG", (64, 64)))  # the smallest painting it reads
     assert r.status_code == 201, r.text
-    r = apply(idle, painting=PAINTING, size="4096")  # the photo's rules still hold
+    r = apply(idle_any, painting=PAINTING, size="4096")  # the photo's rules still hold
     assert r.status_code == 400 and "size '4096' is not one of 64" in r.json()["error"]
 
 

@@ -8,47 +8,17 @@ explicitly; otherwise a missing chromium is a failure, not a skip.
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
+from browserutil import DESKTOP, PHONE, shot, watched_page
 from webutil import image_bytes, live_server, web_settings
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-# bypass_csp: Playwright evaluates wait_for_function strings, which the app's CSP (rightly) forbids.
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
-
-
-def chromium_path() -> str:
-    if os.environ.get("RESTYLE_SKIP_BROWSER") == "1":
-        pytest.skip("RESTYLE_SKIP_BROWSER=1")
-    path = os.environ.get("RESTYLE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("chromium is not installed: `make browsers` (apt-get install chromium), "
-                    "or set RESTYLE_SKIP_BROWSER=1 to skip the browser tests on purpose")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    exe = chromium_path()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
-def server(tmp_path, tiny_weights):
+def paint_server(tmp_path, tiny_weights):
     # Enough iterations that the painting takes a few seconds and progress can be watched.
     s = web_settings(tmp_path / "data", tiny_weights, overrides={"iterations": 250, "device": "cpu"},
                      snapshots=25, progress_interval=0.1)
@@ -64,28 +34,12 @@ def pictures(tmp_path):
     return c, s
 
 
-def watched_page(browser, viewport, **context_options):
-    """A new page and the list its JavaScript errors, console errors and HTTP errors >= 400 land in."""
-    context = browser.new_context(viewport=viewport, bypass_csp=True, **context_options)
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
-    return context, page, errors
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_upload_watch_and_download(browser, server, pictures, viewport, tmp_path):
+def test_upload_watch_and_download(browser, paint_server, pictures, viewport, tmp_path):
     tag = "desktop" if viewport is DESKTOP else "phone"
     context, page, errors = watched_page(browser, viewport, accept_downloads=True)
 
-    page.goto(server + "/")
+    page.goto(paint_server + "/")
     assert page.title() == "restyle"
     shot(page, f"index-{tag}")
     if tag == "phone":  # nothing wider than the screen
@@ -130,9 +84,9 @@ def test_upload_watch_and_download(browser, server, pictures, viewport, tmp_path
     context.close()
 
 
-def test_bad_upload_shows_a_message(browser, server, pictures, tmp_path):
+def test_bad_upload_shows_a_message(browser, paint_server, pictures, tmp_path):
     page = browser.new_page(viewport=DESKTOP, bypass_csp=True)
-    page.goto(server + "/")
+    page.goto(paint_server + "/")
     fake = tmp_path / "notes.jpg"
     fake.write_text("these are my holiday notes, not a photo")
     page.set_input_files("#content", str(fake))
@@ -146,9 +100,9 @@ def test_bad_upload_shows_a_message(browser, server, pictures, tmp_path):
     page.close()
 
 
-def test_cancel_from_the_job_page(browser, server, pictures):
+def test_cancel_from_the_job_page(browser, paint_server, pictures):
     page = browser.new_page(viewport=DESKTOP, bypass_csp=True)
-    page.goto(server + "/")
+    page.goto(paint_server + "/")
     page.set_input_files("#content", str(pictures[0]))
     page.check("input[name=style_example][value=starry_night]", force=True)
     with page.expect_navigation():
@@ -161,8 +115,8 @@ def test_cancel_from_the_job_page(browser, server, pictures):
     page.close()
 
 
-def _submit(page, server, pictures, preset=None):
-    page.goto(server + "/")
+def _submit(page, paint_server, pictures, preset=None):
+    page.goto(paint_server + "/")
     page.set_input_files("#content", str(pictures[0]))
     page.check("input[name=style_example][value=starry_night]", force=True)
     if preset:
@@ -173,11 +127,11 @@ def _submit(page, server, pictures, preset=None):
     return page.url
 
 
-def test_only_the_submitting_browser_can_cancel(browser, server, pictures):
+def test_only_the_submitting_browser_can_cancel(browser, paint_server, pictures):
     owner = browser.new_context(viewport=DESKTOP, bypass_csp=True)
     stranger = browser.new_context(viewport=DESKTOP, bypass_csp=True)  # another browser: its own cookies
     mine = owner.new_page()
-    url = _submit(mine, server, pictures)
+    url = _submit(mine, paint_server, pictures)
     job_id = url.rsplit("/", 1)[1]
     theirs = stranger.new_page()
     theirs.goto(url)  # the link works for anyone who has it ...
@@ -196,15 +150,15 @@ def test_only_the_submitting_browser_can_cancel(browser, server, pictures):
     stranger.close()
 
 
-def test_a_preset_sets_the_size(browser, server, pictures):
+def test_a_preset_sets_the_size(browser, paint_server, pictures):
     page = browser.new_page(viewport=DESKTOP, bypass_csp=True)
-    page.goto(server + "/")
+    page.goto(paint_server + "/")
     auto = "#f-size option[value='']"
     assert page.text_content(auto) == "auto (64 px)" and page.input_value("#f-size") == ""
     page.select_option("#f-preset", "fast")
     assert page.text_content(auto) == "auto (256 px, the preset's)"
     shot(page, "index-preset-desktop")
-    _submit(page, server, pictures, preset="fast")
+    _submit(page, paint_server, pictures, preset="fast")
     rows = dict(zip(page.locator(".settings-table th").all_text_contents(),
                     page.locator(".settings-table td").all_text_contents()))
     assert rows["size"] == "256" and rows["preset"] == "fast"  # not the size box's 64

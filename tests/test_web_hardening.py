@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -32,28 +33,18 @@ from restyle.errors import InputError
 from restyle.web.app import create_app
 from restyle.web.form import form_fields
 from restyle.web.jobs import GALLERY, JobStore
-from webutil import image_bytes, live_server, wait_for, web_settings
+from tinynets import style_train_config
+import webutil
+from webutil import PNG, STYLE, free_port, image_bytes, live_server, wait_for, web_settings
 
-PNG = image_bytes("PNG")
-STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def post(client, content=PNG, style=STYLE, *, url="/api/jobs", names=("photo.png", "style.jpg"), **data):
-    files = {"content": (names[0], content, "image/png"), "style": (names[1], style, "image/jpeg")}
-    return client.post(url, files=files, data=data, follow_redirects=False)
+post = partial(webutil.post, follow_redirects=False)  # the answers themselves, not the pages they redirect to
 
 
 def png(size, color="red") -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, "PNG")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -66,11 +57,6 @@ def examples(tmp_path):
     return folder
 
 
-@pytest.fixture
-def settings(tmp_path, tiny_weights):
-    return web_settings(tmp_path / "data", tiny_weights, start_workers=False)
-
-
 def states(s) -> dict:
     with JobStore(s.db_path, s.jobs_dir)._db() as db:
         return dict(db.execute("SELECT id, state FROM jobs").fetchall())
@@ -78,8 +64,8 @@ def states(s) -> dict:
 
 # --- 1. who may cancel ------------------------------------------------------------
 
-def test_only_the_submitting_browser_can_cancel(settings):
-    with TestClient(create_app(settings)) as owner:
+def test_only_the_submitting_browser_can_cancel(idle_settings):
+    with TestClient(create_app(idle_settings)) as owner:
         job_id = post(owner).json()["id"]
         stranger = TestClient(owner.app)  # another browser: no owner cookie
         r = stranger.post(f"/api/jobs/{job_id}/cancel")
@@ -92,8 +78,8 @@ def test_only_the_submitting_browser_can_cancel(settings):
         assert owner.post(f"/api/jobs/{job_id}/cancel").json()["state"] == "cancelled"
 
 
-def test_nobody_cancels_the_gallery_and_a_cancelled_one_is_painted_again(settings, examples):
-    s = replace(settings, gallery=True, examples_dir=examples)
+def test_nobody_cancels_the_gallery_and_a_cancelled_one_is_painted_again(idle_settings, examples):
+    s = replace(idle_settings, gallery=True, examples_dir=examples)
     with TestClient(create_app(s)) as c:
         ids = [j["id"] for j in c.get("/api/gallery").json()["results"]]
         assert len(ids) == 2
@@ -125,46 +111,46 @@ def _running_job(s) -> str:
     return job_id
 
 
-def test_a_second_server_on_the_same_folder_is_refused_and_changes_nothing(settings, examples, capsys):
-    with live_server(settings) as url:
-        job_id = _running_job(settings)
-        before = JobStore(settings.db_path, settings.jobs_dir).get(job_id)
+def test_a_second_server_on_the_same_folder_is_refused_and_changes_nothing(idle_settings, examples, capsys):
+    with live_server(idle_settings) as url:
+        job_id = _running_job(idle_settings)
+        before = JobStore(idle_settings.db_path, idle_settings.jobs_dir).get(job_id)
         port = url.rsplit(":", 1)[1]
         for p in (port, str(free_port())):  # its port, or another: the folder is what matters
-            code = main(["serve", "--port", p, "--data-dir", str(settings.data_dir), "--examples", str(examples),
-                         "--weights", settings.weights])
+            code = main(["serve", "--port", p, "--data-dir", str(idle_settings.data_dir), "--examples", str(examples),
+                         "--weights", idle_settings.weights])
             err = capsys.readouterr().err
             assert code == 2, err
-            assert f"data folder {settings.data_dir} is in use by another restyle server (pid {os.getpid()}" in err
+            assert f"data folder {idle_settings.data_dir} is in use by another restyle server (pid {os.getpid()}" in err
             assert "one server per data folder" in err and "Traceback" not in err
-        after = JobStore(settings.db_path, settings.jobs_dir).get(job_id)
+        after = JobStore(idle_settings.db_path, idle_settings.jobs_dir).get(job_id)
         assert (after.state, after.worker, after.attempts) == (before.state, before.worker, before.attempts) == ("running", 0, 1)
-        assert list(states(settings)) == [job_id]  # no gallery queued into a folder served without one
+        assert list(states(idle_settings)) == [job_id]  # no gallery queued into a folder served without one
         assert httpx.get(url + "/healthz").status_code == 200
 
 
-def test_a_port_in_use_fails_before_anything_is_written(settings, examples, capsys):
-    job_id = _running_job(settings)
-    digest = hashlib.sha256(settings.db_path.read_bytes()).hexdigest()
+def test_a_port_in_use_fails_before_anything_is_written(idle_settings, examples, capsys):
+    job_id = _running_job(idle_settings)
+    digest = hashlib.sha256(idle_settings.db_path.read_bytes()).hexdigest()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        code = main(["serve", "--port", str(port), "--data-dir", str(settings.data_dir), "--examples", str(examples),
-                     "--weights", settings.weights])
+        code = main(["serve", "--port", str(port), "--data-dir", str(idle_settings.data_dir), "--examples", str(examples),
+                     "--weights", idle_settings.weights])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot listen on 127.0.0.1 port {port}" in err and "Pick another --port" in err
-    assert hashlib.sha256(settings.db_path.read_bytes()).hexdigest() == digest
-    assert states(settings) == {job_id: "running"}
+    assert hashlib.sha256(idle_settings.db_path.read_bytes()).hexdigest() == digest
+    assert states(idle_settings) == {job_id: "running"}
     # The folder is free again: a server can start on it.
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(idle_settings)) as c:
         assert c.get(f"/api/jobs/{job_id}").json()["state"] == "queued"  # recovered by the one that runs
 
 
 # --- 3. --no-gallery --------------------------------------------------------------
 
-def test_no_gallery_stops_queued_gallery_jobs(settings, examples):
-    s = replace(settings, gallery=True, examples_dir=examples)
+def test_no_gallery_stops_queued_gallery_jobs(idle_settings, examples):
+    s = replace(idle_settings, gallery=True, examples_dir=examples)
     with TestClient(create_app(s)):
         pass
     assert sorted(states(s).values()) == ["queued", "queued"]
@@ -185,8 +171,8 @@ def test_drop_gallery_except_an_empty_list_cancels_every_queued_gallery_job(tmp_
 
 # --- 4. token mode and job links ------------------------------------------------------
 
-def test_under_a_token_a_job_link_is_enough_to_see_the_job(settings):
-    s = replace(settings, token="s3cret")
+def test_under_a_token_a_job_link_is_enough_to_see_the_job(idle_settings):
+    s = replace(idle_settings, token="s3cret")
     with TestClient(create_app(s)) as owner:
         assert owner.get("/?token=s3cret").status_code == 200
         cookie = owner.cookies.jar
@@ -289,7 +275,7 @@ def _open_streams(url, job_id, n, opened, stop):
     return threads
 
 
-def test_streams_share_one_poller(settings, monkeypatch):
+def test_streams_share_one_poller(idle_settings, monkeypatch):
     """30 open streams read the job store about as often as one does (each used to poll it itself)."""
     reads = {"n": 0}
     original = JobStore._db
@@ -299,7 +285,7 @@ def test_streams_share_one_poller(settings, monkeypatch):
         return original(self)
 
     monkeypatch.setattr(JobStore, "_db", counting)
-    s = replace(settings, progress_interval=0.05, max_streams_per_client=100)
+    s = replace(idle_settings, progress_interval=0.05, max_streams_per_client=100)
     with live_server(s) as url:
         job_id = httpx.post(url + "/api/jobs", files={"content": ("c.png", PNG), "style": ("s.jpg", STYLE)}).json()["id"]
         opened, stop = [], threading.Event()
@@ -318,8 +304,8 @@ def test_streams_share_one_poller(settings, monkeypatch):
     assert per_tick <= 3, f"{reads['n']} store reads in 1 s with 30 streams ({per_tick:.1f} per poll interval)"
 
 
-def test_streams_are_capped_per_client(settings):
-    s = replace(settings, max_streams_per_client=3)
+def test_streams_are_capped_per_client(idle_settings):
+    s = replace(idle_settings, max_streams_per_client=3)
     with live_server(s) as url:
         job_id = httpx.post(url + "/api/jobs", files={"content": ("c.png", PNG), "style": ("s.jpg", STYLE)}).json()["id"]
         opened, stop = [], threading.Event()
@@ -353,9 +339,9 @@ def test_streams_are_capped_per_client(settings):
 
 # --- 10. presets and what ran; 12. results honour the umask ------------------------------
 
-def test_a_preset_sets_the_size_unless_one_is_chosen(settings):
-    with TestClient(create_app(settings)) as c:
-        fields = {f.name: f for f in form_fields(settings)}
+def test_a_preset_sets_the_size_unless_one_is_chosen(idle_settings):
+    with TestClient(create_app(idle_settings)) as c:
+        fields = {f.name: f for f in form_fields(idle_settings)}
         assert fields["size"].default == "" and fields["size"].choices[0] == ("", "auto (64 px)")
         job = post(c, preset="fast", size="").json()
         assert "size" not in job["params"]
@@ -395,8 +381,8 @@ def test_the_settings_table_shows_the_iterations_that_ran_and_files_honour_the_u
     ("content", (40000, 1000), "content image: 40000x1000 is too long and thin to paint"),
     ("style", (1000, 1), "style image: 1000x1 is too long and thin to paint"),
 ], ids=["photo-1000x1", "photo-40000x1000", "style-1000x1"])
-def test_an_image_too_thin_to_paint_is_refused_at_upload(settings, role, size, words):
-    with TestClient(create_app(settings)) as c:
+def test_an_image_too_thin_to_paint_is_refused_at_upload(idle_settings, role, size, words):
+    with TestClient(create_app(idle_settings)) as c:
         image = png(size)
         r = post(c, **{role: image}) if role == "content" else post(c, style=image)
         assert r.status_code == 400, r.text
@@ -406,8 +392,8 @@ def test_an_image_too_thin_to_paint_is_refused_at_upload(settings, role, size, w
         assert c.get("/api/jobs").json()["jobs"] == []
 
 
-def test_a_thin_upload_shows_its_message_on_the_page(settings):
-    with TestClient(create_app(settings)) as c:
+def test_a_thin_upload_shows_its_message_on_the_page(idle_settings):
+    with TestClient(create_app(idle_settings)) as c:
         r = c.post("/jobs", files={"content": ("strip.png", png((1000, 1)), "image/png"),
                                    "style": ("s.jpg", STYLE, "image/jpeg")}, follow_redirects=False)
         assert r.status_code == 400 and 'role="alert">content image: 1000x1 is too long and thin' in r.text
@@ -415,9 +401,9 @@ def test_a_thin_upload_shows_its_message_on_the_page(settings):
 
 # --- 15. error pages, the cancel address, file names, the form's words ----------------------
 
-def test_browsers_get_pages_and_scripts_get_json(settings):
+def test_browsers_get_pages_and_scripts_get_json(idle_settings):
     html = {"accept": "text/html,application/xhtml+xml"}
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(idle_settings)) as c:
         job_id = post(c).json()["id"]
         for path, status in (("/no/such/page", 404), (f"/jobs/{job_id}/result.png?download=yes", 422)):
             r = c.get(path, headers=html)
@@ -430,8 +416,8 @@ def test_browsers_get_pages_and_scripts_get_json(settings):
         assert r.status_code == 405 and "<h1>Sorry</h1>" in r.text
 
 
-def test_cancel_by_get_says_how_to_cancel_not_no_such_job(settings):
-    with TestClient(create_app(settings)) as c:
+def test_cancel_by_get_says_how_to_cancel_not_no_such_job(idle_settings):
+    with TestClient(create_app(idle_settings)) as c:
         job_id = post(c).json()["id"]
         r = c.get(f"/jobs/{job_id}/cancel", headers={"accept": "text/html"})
         assert r.status_code == 405 and r.headers["allow"] == "POST"
@@ -445,14 +431,14 @@ def test_cancel_by_get_says_how_to_cancel_not_no_such_job(settings):
     ("café.jpg".encode("latin-1"), "caf\ufffd.jpg"),
     ("日本の写真.jpg".encode("shift_jis"), None),
 ], ids=["utf8", "latin1", "shift-jis"])
-def test_upload_names_that_are_not_utf8_are_marked_not_garbled(settings, raw, shown):
+def test_upload_names_that_are_not_utf8_are_marked_not_garbled(idle_settings, raw, shown):
     boundary = b"zzBOUNDARYzz"
     body = b""
     for name, filename, data, kind in ((b"content", raw, PNG, b"image/png"), (b"style", b"s.jpg", STYLE, b"image/jpeg")):
         body += (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"" + name + b"\"; filename=\""
                  + filename + b"\"\r\nContent-Type: " + kind + b"\r\n\r\n" + data + b"\r\n")
     body += b"--" + boundary + b"--\r\n"
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(idle_settings)) as c:
         r = c.post("/api/jobs", content=body, headers={"content-type": "multipart/form-data; boundary=zzBOUNDARYzz"})
         assert r.status_code == 201, r.text
         label = r.json()["content"]
@@ -463,10 +449,10 @@ def test_upload_names_that_are_not_utf8_are_marked_not_garbled(settings, raw, sh
         assert not any("\u00c0" <= ch <= "\u00ff" for ch in label), label
 
 
-def test_the_form_speaks_the_pages_language(settings):
-    with TestClient(create_app(settings)) as c:
+def test_the_form_speaks_the_pages_language(idle_settings):
+    with TestClient(create_app(idle_settings)) as c:
         page = c.get("/").text
-    texts = [f.help for f in form_fields(settings)] + [t for f in form_fields(settings) for _, t in f.choices]
+    texts = [f.help for f in form_fields(idle_settings)] + [t for f in form_fields(idle_settings) for _, t in f.choices]
     for words in ("flag", "--", "beta", "alpha"):
         assert not any(words in t for t in texts), words
     assert "explicit flags" not in page and "beta:" not in page
@@ -516,10 +502,10 @@ def finished_job(s, task, files, state="done", **kw):
 
 # --- 15. HEAD and Range on a job's files ----------------------------------------------
 
-def test_files_answer_head_and_ignore_a_range_they_cannot_use(settings):
+def test_files_answer_head_and_ignore_a_range_they_cannot_use(idle_settings):
     clip = bytes(range(256)) * 40  # what the bytes are does not matter to HTTP
-    with TestClient(create_app(settings)) as c:
-        video = finished_job(settings, "video", {"result.mp4": clip, "poster.jpg": PNG, "clip.mp4": clip},
+    with TestClient(create_app(idle_settings)) as c:
+        video = finished_job(idle_settings, "video", {"result.mp4": clip, "poster.jpg": PNG, "clip.mp4": clip},
                              content_file="clip.mp4")
         url = f"/jobs/{video.id}/result.mp4"
         r = c.head(url)
@@ -648,12 +634,12 @@ def test_a_clips_frame_count_is_its_frames_not_its_longest_streams_duration(tmp_
     assert {e.frames for e in events if isinstance(e, FrameDone)} == {30}
 
 
-def test_a_tiny_clip_is_too_small_not_too_thin(tmp_path, settings):
+def test_a_tiny_clip_is_too_small_not_too_thin(tmp_path, idle_settings):
     pytest.importorskip("av")
     from videoutil import make_clip, pan_frames
 
     tiny = make_clip(tmp_path / "tiny.mp4", frames=pan_frames(16, 16, 3), audio=False).read_bytes()
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(idle_settings)) as c:
         r = c.post("/api/apply", files={"media": ("tiny.mp4", tiny, "video/mp4")}, data={"model": "starry_night"})
     assert r.status_code == 400 and "16x16 is too small" in r.json()["error"] and "thin" not in r.json()["error"]
     assert "never enlarged" in r.json()["error"]
@@ -672,8 +658,6 @@ def test_training_time_left_is_paced_after_the_first_steps(tmp_path, tiny_weight
     later = TrainStep(1 + TIMED_STEPS, 2000, 1.0, {}, elapsed=6.3, paced_from=(1, 6.0))
     assert later.eta == pytest.approx(0.1 * (2000 - 1 - TIMED_STEPS))  # not 6.3 / 4 * 1996 (~52 min)
 
-    from test_feedforward import tiny_config
-
     from restyle.networks.style_training import train
 
     photos = tmp_path / "photos"
@@ -681,7 +665,7 @@ def test_training_time_left_is_paced_after_the_first_steps(tmp_path, tiny_weight
     for k in range(3):
         (photos / f"p{k}.png").write_bytes(image_bytes("PNG", (48 + 8 * k, 40)))
     steps = []
-    train(style_file(tmp_path), photos, tmp_path / "m.pt", tiny_config(steps=5, holdout=1), weights=tiny_weights,
+    train(style_file(tmp_path), photos, tmp_path / "m.pt", style_train_config(steps=5, holdout=1), weights=tiny_weights,
           callback=lambda e: steps.append(e) if isinstance(e, TrainStep) else None)
     assert [e.paced_from[0] for e in steps] == [1] * 5 and steps[0].paced_from[1] == steps[0].elapsed
     assert [e.eta is None for e in steps] == [True, True, True, False, False]

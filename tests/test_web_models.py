@@ -18,18 +18,14 @@ from PIL import Image
 
 from restyle.web.app import create_app
 from restyle.web.jobs import DONE, JobStore
-from videoutil import clip_stats, make_clip, pan_frames
-from webutil import image_bytes, wait_for, web_settings
+from tinynets import arbitrary_model_file
+from videoutil import clip_stats, pan_frames
+from webutil import PNG, SLOW, STYLE, TRAIN_OVERRIDES, clip_bytes, image_bytes, wait_done, wait_for, web_settings
 
-PNG = image_bytes("PNG")  # 80x64
-STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
-# A network and crops small enough that a step takes milliseconds on the tiny VGG.
-TINY_TRAIN = {"widths": (4, 8), "res_blocks": 1, "size": 32, "batch_size": 1, "style_size": 32, "holdout": 2,
-              "precision": "fp32", "max_scale": 1.0}
 
 
 @pytest.fixture
-def photos(tmp_path):
+def web_photos(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for k, (name, size) in enumerate((("tubingen.jpg", (64, 48)), ("starry_night.jpg", (48, 64)),
@@ -38,22 +34,14 @@ def photos(tmp_path):
     return folder
 
 
-def model_settings(tmp_path, tiny_weights, photos, **kw):
-    base = dict(photos_dir=photos, train_steps=(4, 3000), default_train_steps=4, max_train_steps=3000,
-                train_overrides=TINY_TRAIN, video_size=64)
+def model_settings(tmp_path, tiny_weights, web_photos, **kw):
+    base = dict(photos_dir=web_photos, train_steps=(4, 3000), default_train_steps=4, max_train_steps=3000,
+                train_overrides=TRAIN_OVERRIDES, video_size=64)
     base.update(kw)
     return web_settings(tmp_path / "data", tiny_weights, **base)
 
 
 # Generous: a loaded machine (CI beside other work) runs a tiny step in seconds, not milliseconds.
-SLOW = 300
-
-
-def wait_done(client, job_id, timeout=SLOW):
-    return wait_for(lambda: (j := client.get(f"/api/jobs/{job_id}").json())["state"] in ("done", "failed", "cancelled") and j,
-                    timeout, f"job {job_id} to end")
-
-
 def train(client, steps="4", style=STYLE, url="/api/train", headers=None, **data):
     files = {"style": ("painting.jpg", style, "image/jpeg")} if style is not None else {}
     return client.post(url, files=files, data={"steps": steps, **data}, headers=headers)
@@ -64,21 +52,17 @@ def apply(client, model, media=PNG, name="photo.png", url="/api/apply", headers=
     return client.post(url, files=files, data={"model": model, **data}, headers=headers)
 
 
-def clip_bytes(tmp_path, name="clip.mp4", **kw) -> bytes:
-    return make_clip(tmp_path / name, **kw).read_bytes()
-
-
 # --- training, then using the model -------------------------------------------
 
 
-def test_train_a_model_then_use_it_on_a_photo_a_clip_and_as_instant_preview(tmp_path, tiny_weights, photos):
-    s = model_settings(tmp_path, tiny_weights, photos)
+def test_train_a_model_then_use_it_on_a_photo_a_clip_and_as_instant_preview(tmp_path, tiny_weights, web_photos):
+    s = model_settings(tmp_path, tiny_weights, web_photos)
     with TestClient(create_app(s)) as c:
         r = train(c)
         assert r.status_code == 201, r.text
         job = r.json()
         assert job["task"] == "train" and job["params"]["steps"] == 4 and job["result"] is None
-        job = wait_done(c, job["id"])
+        job = wait_done(c, job["id"], SLOW)
         assert job["state"] == "done", job["error"]
         model_id = job["id"]
         assert job["progress"]["step"] == 4 and job["progress"]["steps"] == 4 and job["progress"]["unit"] == "step"
@@ -94,7 +78,7 @@ def test_train_a_model_then_use_it_on_a_photo_a_clip_and_as_instant_preview(tmp_
         # One pass on a photo.
         r = apply(c, model_id, size="64")
         assert r.status_code == 201 and r.json()["task"] == "stylize", r.text
-        done = wait_done(c, r.json()["id"])
+        done = wait_done(c, r.json()["id"], SLOW)
         assert done["state"] == "done", done["error"]
         result = Image.open(io.BytesIO(c.get(done["result"]).content))
         assert result.size == (64, 51)
@@ -103,21 +87,21 @@ def test_train_a_model_then_use_it_on_a_photo_a_clip_and_as_instant_preview(tmp_
         # A short clip through the same model.
         r = apply(c, model_id, clip_bytes(tmp_path, audio=False), "clip.mp4")
         assert r.status_code == 201 and r.json()["task"] == "video", r.text
-        done = wait_done(c, r.json()["id"])
+        done = wait_done(c, r.json()["id"], SLOW)
         assert done["state"] == "done", done["error"]
         assert done["result"].endswith("/result.mp4") and done["progress"]["step"] == 10
 
         # The model knows its painting: a paint job with it shows the network's picture at once.
         r = c.post("/api/jobs", files={"content": ("p.png", PNG, "image/png"), "style": ("s.jpg", STYLE, "image/jpeg")})
-        done = wait_done(c, r.json()["id"])
+        done = wait_done(c, r.json()["id"], SLOW)
         assert done["state"] == "done" and done["progress"]["instant"]["model"] == "model"
 
 
-def test_a_model_is_its_owners_until_shared(tmp_path, tiny_weights, photos):
-    s = model_settings(tmp_path, tiny_weights, photos)
+def test_a_model_is_its_owners_until_shared(tmp_path, tiny_weights, web_photos):
+    s = model_settings(tmp_path, tiny_weights, web_photos)
     with TestClient(create_app(s)) as c:
         model_id = train(c).json()["id"]
-        assert wait_done(c, model_id)["state"] == "done"
+        assert wait_done(c, model_id, SLOW)["state"] == "done"
         other = TestClient(c.app)  # another browser: no owner cookie (the app is already started)
         r = apply(other, model_id)
         assert r.status_code == 403 and "belongs to the visitor who trained it" in r.json()["error"]
@@ -131,25 +115,24 @@ def test_a_model_is_its_owners_until_shared(tmp_path, tiny_weights, photos):
         assert "Use this model" in other.get(f"/jobs/{model_id}").text
         r = apply(other, model_id)
         assert r.status_code == 201
-        assert wait_done(c, r.json()["id"])["state"] == "done"
+        assert wait_done(c, r.json()["id"], SLOW)["state"] == "done"
         assert c.post(f"/api/jobs/{model_id}/share", data={"shared": "0"}).json()["shared"] is False
         assert apply(other, model_id).status_code == 403
 
 
 @pytest.mark.slow
-def test_a_training_starts_from_the_any_painting_network_when_it_fits(tmp_path, tiny_weights, photos):
+def test_a_training_starts_from_the_any_painting_network_when_it_fits(tmp_path, tiny_weights, web_photos):
     """Issue 23: a visitor's training starts where the any-painting network paints their painting."""
     from restyle.networks.feedforward import load_model
-    from test_arbitrary import tiny_model_file
 
-    arb = tiny_model_file(tmp_path / "arb.pt")  # widths 4, 8 and one block, as TINY_TRAIN; reads the tiny VGG
+    arb = arbitrary_model_file(tmp_path / "arb.pt")  # widths 4, 8 and one block, as TRAIN_OVERRIDES; reads the tiny VGG
     cases = ((dict(any_painting_model=str(arb)), "the any-painting network"),
              (dict(any_painting_model="arbitrary"), "from scratch"),  # the bundled one reads the real VGG-19
              (dict(any_painting_model=str(arb), train_from_any_painting=False), None))
     for k, (kw, start) in enumerate(cases):
-        s = model_settings(tmp_path / f"server{k}", tiny_weights, photos, **kw)
+        s = model_settings(tmp_path / f"server{k}", tiny_weights, web_photos, **kw)
         with TestClient(create_app(s)) as c:
-            job = wait_done(c, train(c).json()["id"])
+            job = wait_done(c, train(c).json()["id"], SLOW)
             assert job["state"] == "done", job["error"]
             assert job["progress"].get("start", "")[: len(start or "")] == (start or "") and \
                 ("start" in job["progress"]) == (start is not None), job["progress"]
@@ -161,9 +144,9 @@ def test_a_training_starts_from_the_any_painting_network_when_it_fits(tmp_path, 
                 assert "started_from" not in report["training"]
 
 
-def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(tmp_path, tiny_weights, photos):
+def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(tmp_path, tiny_weights, web_photos):
     # A checkpoint every step: even a worker killed by a slow stop leaves one.
-    s = model_settings(tmp_path, tiny_weights, photos, train_overrides={**TINY_TRAIN, "checkpoint_every": 1})
+    s = model_settings(tmp_path, tiny_weights, web_photos, train_overrides={**TRAIN_OVERRIDES, "checkpoint_every": 1})
     with TestClient(create_app(s)) as c:
         model_id = train(c, steps="3000").json()["id"]
         wait_for(lambda: (c.get(f"/api/jobs/{model_id}").json()["progress"].get("step") or 0) >= 2, SLOW,
@@ -178,7 +161,7 @@ def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(t
         assert r.status_code == 409 and "running" in r.json()["error"]  # not a model yet
         assert TestClient(c.app).post(f"/api/jobs/{model_id}/cancel").status_code == 403
         assert c.post(f"/api/jobs/{model_id}/cancel").status_code == 200
-        job = wait_done(c, model_id)
+        job = wait_done(c, model_id, SLOW)
         assert job["state"] == "cancelled" and "cancelled at step" in job["error"]
         assert (s.jobs_dir / model_id / "model.ckpt.pt").is_file() and not (s.jobs_dir / model_id / "model.pt").exists()
         stranger = TestClient(c.app).get(f"/jobs/{model_id}").text  # issue 27: no promise a stranger cannot use
@@ -186,20 +169,20 @@ def test_a_stopped_server_resumes_a_training_and_a_cancel_keeps_its_checkpoint(t
         assert "You can use it below." in c.get(f"/jobs/{model_id}").text
         r = apply(c, model_id)
         assert r.status_code == 201, r.text
-        assert wait_done(c, r.json()["id"])["state"] == "done"
+        assert wait_done(c, r.json()["id"], SLOW)["state"] == "done"
 
 
 @pytest.mark.slow
-def test_a_training_takes_turns_with_paint_jobs_and_resumes(tmp_path, tiny_weights, photos):
+def test_a_training_takes_turns_with_paint_jobs_and_resumes(tmp_path, tiny_weights, web_photos):
     # A short slice: the training gives the worker to the paint job within a second, then goes on.
-    s = model_settings(tmp_path, tiny_weights, photos, train_slice_s=0.5)
+    s = model_settings(tmp_path, tiny_weights, web_photos, train_slice_s=0.5)
     with TestClient(create_app(s)) as c:
         train_id = train(c, steps="3000").json()["id"]
         wait_for(lambda: (c.get(f"/api/jobs/{train_id}").json()["progress"].get("step") or 0) >= 1, SLOW,
                  "the training to start")
         paint = c.post("/api/jobs", files={"content": ("p.png", PNG, "image/png"),
                                            "style": ("s.jpg", STYLE, "image/jpeg")}).json()
-        done = wait_done(c, paint["id"])
+        done = wait_done(c, paint["id"], SLOW)
         training = c.get(f"/api/jobs/{train_id}").json()
         assert done["state"] == "done" and training["state"] in ("queued", "running")
         assert training["seq"] > done["seq"]  # it went to the back of the queue
@@ -208,18 +191,18 @@ def test_a_training_takes_turns_with_paint_jobs_and_resumes(tmp_path, tiny_weigh
                            "the training to resume")
         assert resumed >= 1
         c.post(f"/api/jobs/{train_id}/cancel")
-        assert wait_done(c, train_id)["state"] == "cancelled"
+        assert wait_done(c, train_id, SLOW)["state"] == "cancelled"
 
 
 # --- clips ------------------------------------------------------------------------------
 
 
-def test_a_clip_through_the_bundled_model_plays_on_the_page(tmp_path, tiny_weights, photos):
-    s = model_settings(tmp_path, tiny_weights, photos)
+def test_a_clip_through_the_bundled_model_plays_on_the_page(tmp_path, tiny_weights, web_photos):
+    s = model_settings(tmp_path, tiny_weights, web_photos)
     with TestClient(create_app(s)) as c:
         r = apply(c, "starry_night", clip_bytes(tmp_path), "holiday.mp4")
         assert r.status_code == 201, r.text
-        job = wait_done(c, r.json()["id"])
+        job = wait_done(c, r.json()["id"], SLOW)
         assert job["state"] == "done", job["error"]
         assert job["progress"]["unit"] == "frame" and job["progress"]["steps"] == 10
         r = c.get(job["result"])
@@ -247,9 +230,9 @@ def test_a_clip_through_the_bundled_model_plays_on_the_page(tmp_path, tiny_weigh
 
 
 @pytest.fixture
-def idle(tmp_path, tiny_weights, photos):
+def idle(tmp_path, tiny_weights, web_photos):
     """No workers: jobs wait, so every check runs at once."""
-    s = model_settings(tmp_path, tiny_weights, photos, start_workers=False, max_video_bytes=200_000)
+    s = model_settings(tmp_path, tiny_weights, web_photos, start_workers=False, max_video_bytes=200_000)
     with TestClient(create_app(s)) as c:
         yield c
 

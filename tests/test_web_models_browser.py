@@ -7,33 +7,32 @@ from __future__ import annotations
 
 import pytest
 
-from test_web_browser import DESKTOP, browser, shot, watched_page  # noqa: F401  (browser: the module's Chromium fixture)
-from test_web_models import TINY_TRAIN
+from browserutil import DESKTOP, shot, watched_page
 from videoutil import make_clip, pan_frames
-from webutil import image_bytes, live_server, web_settings
+from webutil import TRAIN_OVERRIDES, image_bytes, live_server, web_settings
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def server(tmp_path, tiny_weights):
+def train_server(tmp_path, tiny_weights):
     photos = tmp_path / "photos"
     photos.mkdir()
     for k in range(4):
         (photos / f"p{k}.png").write_bytes(image_bytes("PNG", (64 + 8 * k, 48)))
     s = web_settings(tmp_path / "data", tiny_weights, photos_dir=photos, train_steps=(30,), default_train_steps=30,
-                     max_train_steps=30, train_overrides=TINY_TRAIN, video_size=64, progress_interval=0.1)
+                     max_train_steps=30, train_overrides=TRAIN_OVERRIDES, video_size=64, progress_interval=0.1)
     with live_server(s) as url:
         yield url
 
 
-def test_train_watch_then_play_a_clip_through_the_model(browser, server, tmp_path):  # noqa: F811
+def test_train_watch_then_play_a_clip_through_the_model(browser, train_server, tmp_path):  # noqa: F811
     painting = tmp_path / "my painting.png"
     painting.write_bytes(image_bytes("PNG", (96, 96), "starry_night.jpg"))
     clip = make_clip(tmp_path / "walk.mp4", frames=pan_frames(96, 64, frames=12), fps=12)
     context, page, errors = watched_page(browser, DESKTOP)
 
-    page.goto(server + "/")
+    page.goto(train_server + "/")
     page.click("text=Models")
     assert page.title() == "restyle · models"
     page.set_input_files("#train-style", str(painting))

@@ -29,8 +29,8 @@ from restyle.cli.main import main  # noqa: E402
 from restyle.web.app import create_app  # noqa: E402
 from restyle.web.jobs import JobStore  # noqa: E402
 from test_web_cli import _state  # noqa: E402
-from test_web_models import TINY_TRAIN, apply, clip_bytes, model_settings, photos, train  # noqa: E402,F401
-from webutil import image_bytes, wait_for, web_settings  # noqa: E402
+from test_web_models import apply, model_settings, train, web_photos  # noqa: E402,F401 (web_photos: a fixture)
+from webutil import TRAIN_OVERRIDES, clip_bytes, free_port, image_bytes, wait_for, web_settings  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -119,10 +119,10 @@ def test_a_paint_job_runs_on_ray_through_the_api_and_paints_what_a_local_worker_
 
 
 def test_every_job_kind_on_ray_train_then_stylize_a_photo_and_a_clip_and_preview_with_the_model(
-        cluster, tmp_path, tiny_weights, photos):
+        cluster, tmp_path, tiny_weights, web_photos):
     """A training (the photos through the object store), then its model (sent with each job) on a photo, a clip
     and as a paint job's instant preview: every kind of job, none of them reading the server's folders."""
-    s = replace(model_settings(tmp_path, tiny_weights, photos), ray_address=cluster.address, progress_interval=0.1)
+    s = replace(model_settings(tmp_path, tiny_weights, web_photos), ray_address=cluster.address, progress_interval=0.1)
     with TestClient(create_app(s)) as c:
         model_id = train(c).json()["id"]
         job = wait_done(c, model_id)
@@ -142,10 +142,10 @@ def test_every_job_kind_on_ray_train_then_stylize_a_photo_and_a_clip_and_preview
 
 
 def test_a_training_gives_its_turn_to_a_waiting_job_and_resumes_from_its_checkpoint(cluster, tmp_path,
-                                                                                   tiny_weights, photos):
+                                                                                   tiny_weights, web_photos):
     """One slot: the training saves its checkpoint after its slice, which comes back to the server; the paint
     job runs; the training's next turn (its checkpoint sent with it) resumes where it stopped."""
-    s = replace(model_settings(tmp_path, tiny_weights, photos, train_steps=(4, 60), default_train_steps=60),
+    s = replace(model_settings(tmp_path, tiny_weights, web_photos, train_steps=(4, 60), default_train_steps=60),
                 ray_address=cluster.address, ray_workers=1, train_slice_s=1.0, progress_interval=0.1)
     with TestClient(create_app(s)) as c:
         trainer = train(c, steps="60").json()["id"]
@@ -203,11 +203,11 @@ def test_a_lost_node_s_job_runs_again_on_another_with_the_attempt_counted(tmp_pa
 
 
 def test_a_server_stopped_mid_training_gets_its_checkpoint_back_and_the_next_start_resumes_it(cluster, tmp_path,
-                                                                                             tiny_weights, photos):
+                                                                                             tiny_weights, web_photos):
     """Stopped: the job is asked to stop, saves its checkpoint, which comes back, and is queued again (not an
     attempt lost). No checkpoint is due within the run (checkpoint_every 1000): the one found is the stop's."""
-    s = replace(model_settings(tmp_path, tiny_weights, photos, train_steps=(4, 60), default_train_steps=60,
-                               train_overrides=dict(TINY_TRAIN, checkpoint_every=1000)),
+    s = replace(model_settings(tmp_path, tiny_weights, web_photos, train_steps=(4, 60), default_train_steps=60,
+                               train_overrides=dict(TRAIN_OVERRIDES, checkpoint_every=1000)),
                 ray_address=cluster.address, progress_interval=0.1)
     with TestClient(create_app(s)) as c:
         job_id = train(c, steps="60").json()["id"]
@@ -230,7 +230,7 @@ def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(c
     goes; the next server on the same data folder queues the job again (counted) and runs it once."""
     import httpx
 
-    from test_web_cli import SRC, children, free_port
+    from test_web_cli import SRC, children
 
     data, port = tmp_path / "d", free_port()
     env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -271,7 +271,7 @@ def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(c
 def test_serve_ray_says_what_it_found_and_stops_on_ctrl_c_in_two_lines(cluster, tmp_path, tiny_weights):
     import httpx
 
-    from test_web_cli import SRC, free_port
+    from test_web_cli import SRC
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -311,8 +311,6 @@ def test_a_cluster_lost_mid_job_holds_it_says_so_and_runs_it_when_back(tmp_path,
     """The head goes away mid-job: the job is queued again (not counted) and its page says why; a head at the
     same address later: the job runs and ends."""
     from ray.cluster_utils import Cluster
-    from test_web_cli import free_port
-
     port = free_port()
 
     def head():

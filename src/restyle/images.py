@@ -273,19 +273,21 @@ def write_bytes_atomic(data: bytes, out: PathLike) -> Path:
     return out
 
 
-def write_picture(img: Image.Image, out: PathLike,
-                  sidecar: Optional[Union[Dict[str, Any], Callable[[Path], Dict[str, Any]]]] = None,
+def write_picture(img: Union[Image.Image, bytes], out: PathLike,
+                  sidecar: Optional[Union[Dict[str, Any], str, Callable[[Path], Dict[str, Any]]]] = None,
                   *, sidecar_to: Optional[PathLike] = None, **params) -> Path:
     """Write a result picture atomically, then its JSON sidecar (OUTPUT.json, or `sidecar_to`).
 
     The one home of "an image and its sidecar" for every front end and batch. The
     sidecar comes after the image, so a sidecar always vouches for a complete picture;
     `sidecar` may be a function of the written picture's path, for figures about its
-    bytes (a checksum). `params` go to Pillow's save. Returns the picture's path.
+    bytes (a checksum), or JSON text already made (a Ray worker's). `img` is a PIL image,
+    saved with Pillow's `params`, or the bytes of a file already encoded (a Ray worker's),
+    written as they are. Returns the picture's path.
     """
-    out = save_atomic(img, out, **params)
+    out = write_bytes_atomic(img, out) if isinstance(img, bytes) else save_atomic(img, out, **params)
     if sidecar is not None:
         report = sidecar(out) if callable(sidecar) else sidecar
-        write_text_atomic(json.dumps(report, indent=2, default=str) + "\n",
-                          sidecar_path(out) if sidecar_to is None else sidecar_to)
+        text = report if isinstance(report, str) else json.dumps(report, indent=2, default=str) + "\n"
+        write_text_atomic(text, sidecar_path(out) if sidecar_to is None else sidecar_to)
     return out

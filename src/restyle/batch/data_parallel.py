@@ -30,16 +30,18 @@ batches; Ray Train's storage is a folder beside the output (removed after a run 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ..errors import InputError, ResourceError, RestyleError
-from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainStart
+from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep
 from ..images import PathLike
 from .cluster import check_address, connect, import_ray
 from .distributed import plan_workers, uses_gpus
@@ -148,14 +150,62 @@ def _train_worker(config: Dict[str, Any]) -> None:
             config["on_worker"](rank, event)
         if isinstance(event, TrainCheckpoint) and event.step < cfg.steps:  # the last one travels with the model
             report(event.step, [event.path])
+        if rank == 0 and isinstance(event, (TrainStep, TrainPreview, TrainCheckpoint)):
+            config["progress"].put(event)  # to the driver's callback (progress.py's ProgressQueue)
 
-    try:
+    try:  # worker 0 draws the previews (of the whole network: every worker holds the same)
         fit(DataParallel(recipe, rank, world), out, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every,
-            preview_every=0, resume=state, callback=on_event)
+            preview_every=cfg.preview_every if rank == 0 else 0, resume=state, callback=on_event)
         ckpt = out.with_name(out.stem + ".ckpt" + out.suffix)
         report(cfg.steps, [out, sidecar_of(out), ckpt])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class Relay:
+    """While a training runs on Ray: worker 0's events from `queue` to `emit`, on a thread of their own.
+
+    Each step (and preview, and checkpoint) goes out once: a group restarted from a checkpoint
+    repeats steps the callback has seen. A checkpoint's path is said as where it is, inside Ray Train's `storage` folder, but
+    for the `last` (the run's end), which the driver writes where a local run writes it.
+    """
+
+    def __init__(self, queue: Any, emit: Callable[[TrainEvent], None], storage: Path, last: TrainCheckpoint) -> None:
+        self.queue, self.emit, self.storage, self.final = queue, emit, storage, last
+        self.last: Dict[type, int] = {}  # the last step of each kind of event sent on
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="restyle-train-progress", daemon=True)
+
+    def __enter__(self) -> "Relay":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+    def run(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                event = self.queue.get(timeout=0.5)
+            except Empty:
+                if self.done.is_set():
+                    return
+                continue
+            except Exception:  # the queue's actor gone with the cluster: the training says why
+                return
+            self.forward(event)
+
+    def forward(self, event: TrainEvent) -> None:
+        kind = type(event)
+        if event.step <= self.last.get(kind, -1):  # seen before the group restarted
+            return
+        self.last[kind] = event.step
+        if isinstance(event, TrainCheckpoint):
+            event = self.final if event.step == self.final.step else dataclasses.replace(event, path=self.storage)
+        self.emit(event)
 
 
 def check_workers(workers: Optional[int], paintings_per_step: int) -> None:
@@ -187,10 +237,11 @@ def train_arbitrary_ray(
     The model file, checkpoint and sidecar a local run writes, of a network that paints what the local
     run's does within float rounding (the sums over the workers are taken in another order; see
     docs/ray/README.md for the measured difference).
-    `callback` gets TrainStart and TrainDone here; `on_worker(rank, event)` (picklable) runs on
-    each worker with the training loop's events (TrainStep, TrainCheckpoint, ...).
+    `callback` gets the events of a local run: TrainStart and TrainDone from here, and worker 0's
+    TrainStep, TrainPreview and TrainCheckpoint (its path: the checkpoint inside Ray Train's
+    storage folder) through a Ray queue, each step once (a restarted group repeats steps).
+    `on_worker(rank, event)` (picklable) runs on each worker with the training loop's events.
     """
-    from ..models.modelfile import sidecar_of
     from ..networks.arbitrary_training import arbitrary_recipe, prepare_run
     from ..networks.training import checkpoint_path
 
@@ -218,29 +269,23 @@ def train_arbitrary_ray(
                                 + (" and a GPU" if gpus else ""))
         emit(TrainStart(start, cfg.steps, len(run.train_x), tuple(p.name for p in run.held_x), run.precision))
         t0 = time.perf_counter()
+        from ray.util.queue import Queue
+
+        progress = Queue(actor_options={"num_cpus": 0})  # worker 0's events, to `callback` here
         trainer = TorchTrainer(
             _train_worker,
             train_loop_config={"cfg": cfg, "paintings": os.fspath(paintings), "photos": [os.fspath(p) for p in photos],
                                "output": os.fspath(run.output.resolve()), "resume": resume, "threads": cpus,
                                "gpus": gpus, "weights": None if weights is None else os.fspath(weights),
-                               "on_worker": on_worker},
+                               "on_worker": on_worker, "progress": progress},
             scaling_config=ScalingConfig(num_workers=n, use_gpu=bool(gpus),
                                          resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
             run_config=RunConfig(name=f"restyle-{uuid.uuid4().hex[:8]}", storage_path=str(storage.resolve()),
                                  failure_config=FailureConfig(max_failures=max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
-        try:
-            result = trainer.fit()
-        except Exception as e:  # Ray Train's TrainingFailedError wraps the worker's error
-            cause = e.__cause__ or e
-            first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
-            raise RestyleError(f"training on Ray failed after {max_failures} restart(s): {first}") from None
-        with result.checkpoint.as_directory() as d:
-            folder = Path(d)
-            _copy_atomic(folder / CHECKPOINT, checkpoint_path(run.output))
-            _copy_atomic(folder / run.output.name, run.output)
-            _copy_atomic(folder / sidecar_of(run.output).name, sidecar_of(run.output))
+        relay = Relay(progress, emit, storage, TrainCheckpoint(cfg.steps, checkpoint_path(run.output)))
+        _fit_and_fetch(trainer, relay, run.output, max_failures)
         elapsed = time.perf_counter() - t0
         emit(TrainDone(cfg.steps, run.output, elapsed, (cfg.steps - start) / max(elapsed, 1e-9)))
         shutil.rmtree(storage, ignore_errors=True)
@@ -248,6 +293,27 @@ def train_arbitrary_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _fit_and_fetch(trainer: Any, relay: Relay, output: Path, max_failures: int) -> None:
+    """Run the Ray Train `trainer` while `relay` forwards worker 0's events; copy its last checkpoint's
+    files (the checkpoint, the model file and its sidecar) to where a local run writes them, beside
+    `output`. A failure is one RestyleError line."""
+    from ..models.modelfile import sidecar_of
+    from ..networks.training import checkpoint_path
+
+    try:
+        with relay:
+            result = trainer.fit()
+    except Exception as e:  # Ray Train's TrainingFailedError wraps the worker's error
+        cause = e.__cause__ or e
+        first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else type(cause).__name__
+        raise RestyleError(f"training on Ray failed after {max_failures} restart(s): {first}") from None
+    with result.checkpoint.as_directory() as d:
+        folder = Path(d)
+        _copy_atomic(folder / CHECKPOINT, checkpoint_path(output))
+        _copy_atomic(folder / output.name, output)
+        _copy_atomic(folder / sidecar_of(output).name, sidecar_of(output))
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:

@@ -159,10 +159,10 @@ class ModelWorker(RayWorker):
     """Stylizes photos with one trained network, loaded once per worker."""
 
     def setup(self, model: str, device: str, precision: str, preserve_colors: str, size: Optional[int],
-              sidecar: bool) -> None:
+              sidecar: bool, weights: Optional[str] = None) -> None:
         from ..networks.feedforward import open_model
 
-        self.model = open_model(model, device=self.device(device), precision=precision)
+        self.model = open_model(model, device=self.device(device), precision=precision, weights=weights)
         self.settings = (preserve_colors, size)
         self.sidecar = sidecar
 
@@ -255,16 +255,19 @@ def run_model_batch_ray(
     device: str = "auto",
     precision: str = "auto",
     sidecar: bool = True,
+    weights: Optional[PathLike] = None,
     **ray_options: Any,
 ) -> BatchReport:
     """model_batch.run_model_batch() on Ray workers, each holding the network `model` (a bundled name or a .pt
-    path every node can read); `ray_options` as for run_on_ray (address, workers, cpus_per_worker, callback)."""
+    path every node can read; `weights`: the VGG-19 a PhotoStyled file reads photos with, default the bundled);
+    `ray_options` as for run_on_ray (address, workers, cpus_per_worker, callback)."""
     from ..models.modelfile import resolve_model
     from .model_batch import plan_photos
 
     check_address(ray_options.get("address"))
     tasks = plan_photos(contents, resolve_model(model).stem, out_dir)  # bad input: refused before any cluster
-    return run_on_ray(tasks, ModelWorker, (str(model), device, precision, preserve_colors, size, sidecar),
+    return run_on_ray(tasks, ModelWorker, (str(model), device, precision, preserve_colors, size, sidecar,
+                                           None if weights is None else os.fspath(weights)),
                       device=device, **ray_options)
 
 

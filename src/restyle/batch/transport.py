@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..images import sidecar_path, write_bytes_atomic, write_text_atomic
+from ..images import write_picture
 from .local import PairOutcome, PairTask, complete_key
 
 
@@ -67,9 +67,7 @@ class Copies:
         outcome, image, side = result
         try:
             if image is not None:
-                write_bytes_atomic(image, task.output)
-                if side is not None:  # after the image: a sidecar vouches for a complete image
-                    write_text_atomic(side, sidecar_path(task.output))
+                write_picture(image, task.output, side)
         except OSError as e:
             return PairOutcome(task, "failed", f"cannot write {task.output}: {e.strerror or e}", 1,
                                outcome.seconds, outcome.node, outcome.attempts)

@@ -153,17 +153,6 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
         check_workers(ray["workers"], cfg.paintings_per_step)  # before the output's check: a usage error first
     if out.exists() and not args.resume:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
-    if ray is not None:
-        if args.preview_dir:
-            raise InputError("--preview-dir: training on Ray draws no preview grids; drop it")
-        from ..batch.data_parallel import train_arbitrary_ray
-
-        with TrainProgress(args.quiet, lambda event: None) as progress:
-            path = train_arbitrary_ray(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
-                                       weights=args.weights, callback=progress, **ray)
-        if not args.quiet:
-            print(f"wrote {path}")
-        return EXIT_OK
     previews = _preview_dir(args, out)
 
     def save_preview(event: Any) -> None:
@@ -171,8 +160,14 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
         save_atomic(event.image, previews / f"step{event.step:06d}.png")
 
     with TrainProgress(args.quiet, save_preview) as progress:
-        path = train_arbitrary(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
-                               weights=args.weights, callback=progress)
+        if ray is not None:  # the same events, worker 0's relayed: the bar, checkpoints and previews as here
+            from ..batch.data_parallel import train_arbitrary_ray
+
+            path = train_arbitrary_ray(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
+                                       weights=args.weights, callback=progress, **ray)
+        else:
+            path = train_arbitrary(args.paintings, args.photos, out, cfg, resume=args.resume, device=args.device,
+                                   weights=args.weights, callback=progress)
     if not args.quiet:
         print(f"wrote {path}" + (f" (previews in {previews})" if previews.is_dir() else ""))
     return EXIT_OK
@@ -266,24 +261,22 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
                                choice: Optional[Dict[str, Any]] = None) -> int:
     """A folder of photos (or any photos with --ray) through the model: OUT_DIR/PHOTO__MODEL.png, here or on Ray.
 
-    The any-painting network reads the painting(s) once here (and each photo, at a style
-    strength other than 1: its own style is the zero point); Ray workers get its network
-    for them as an ordinary model file (beside the results, removed at the end)."""
+    The any-painting network reads the painting(s) once here, and at a style strength other
+    than 1 each photo where it is painted (its own style is the zero point). Ray workers get
+    a model file beside the results (removed at the end): at strength 1 the paintings'
+    network as an ordinary model; else the any-painting network with the paintings' code."""
     from .common import run_batch_command
 
     if getattr(args, "ray_copy", False):
         raise InputError("--ray-copy is not available with --model yet; give paths every node can read")
-    if choice is not None and choice["strength"] != 1.0 and ray is not None:
-        raise InputError("--style-strength with --model arbitrary gives each photo its own network (its zero point "
-                         "is the photo's own style), which Ray workers do not make yet; drop --ray, or leave the "
-                         "strength at 1")
     device, precision = getattr(args, "device", "auto"), getattr(args, "precision", "auto")
     sidecar = not args.no_sidecar
     from ..networks.feedforward import open_model
 
     model = open_model(args.model, device=device, precision=precision, weights=args.weights)
-    if choice is not None:  # here: each photo's network at the strength asked; Ray: the paintings' one network
-        model = model.for_style(**choice) if ray is not None else model.for_photos(**choice)
+    if choice is not None:  # each photo's network at the strength asked; at 1 on Ray: the paintings' one network
+        one = ray is not None and choice["strength"] == 1.0
+        model = model.for_style(**choice) if one else model.for_photos(**choice)
     if ray is not None:
         from ..batch.distributed import run_model_batch_ray
 
@@ -295,7 +288,8 @@ def _stylize_folder_with_model(args: argparse.Namespace, mode: str, size: Any, r
             with tempfile.TemporaryDirectory(prefix=".restyle-arbitrary-", dir=args.output) as tmp:
                 file = model.save(Path(tmp) / f"{Path(args.model).stem}.pt")
                 return run_model_batch_ray([args.content], str(file), args.output, mode, size, device=device,
-                                           precision=precision, sidecar=sidecar, callback=bar, **ray)
+                                           precision=precision, sidecar=sidecar, weights=args.weights, callback=bar,
+                                           **ray)
     else:
         from ..batch.model_batch import run_model_batch
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from ..errors import InputError
 from .common import Bar
@@ -65,7 +65,7 @@ def network_placement(args: argparse.Namespace) -> Tuple[str, str]:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from ..video import NetworkFrames, OptimiserFrames, VideoConfig, stylize_video
+    from ..video import OptimiserFrames, VideoConfig, stylize_video
     from ..video.stylizers import NETWORK_TEMPORAL_WEIGHT, OPTIMISER_TEMPORAL_WEIGHT
     from .common import EXIT_OK, config_from_args, ray_options
 
@@ -96,36 +96,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     work: Any = contextlib.nullcontext()
     if args.model:
         w = NETWORK_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-        if ray is not None and arbitrary:
-            raise InputError("--ray with --model arbitrary is not available for clips yet; run it here, or train "
-                             "the painting's own network (restyle train PAINTING --from arbitrary) and use that")
-        if ray is not None:
-            from ..hashing import sha256sum
-            from ..models.modelfile import resolve_model
-            from ..video.on_ray import ray_network_frames
-
-            # The name is the local run's: either can resume the other's work folder.
-            name = f"{args.model} sha256:{sha256sum(resolve_model(args.model))}"
-            device, precision = network_placement(args)  # resolved on each worker: its GPU, or its CPU
-            work = ray_network_frames(args.model, w, name, device=device, precision=precision, **ray)
-            stylizer: Any = None
-        else:
-            from ..networks.feedforward import open_model
-
-            device, precision = network_placement(args)
-            model = open_model(args.model, device=device, precision=precision,
-                               **({"weights": args.weights} if args.weights else {}))
-            # The manifest names the model by its digest too: a retrained file never resumes old frames.
-            name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
-            if hasattr(model, "for_style") and not args.styles:
-                raise InputError(f"--model {args.model} paints with any painting: give the style image(s) after "
-                                 "the clip")
-            if arbitrary:  # the paintings are read once; every frame is one pass of the network for them
-                model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
-                name += " styles:" + ",".join(model.info["style"]["sha256"])
-            # On a GPU torch's host side needs one core: the others compute the flow (OpenCV).
-            stylizer = NetworkFrames(model.stylize_tensor, w, name=name,
-                                     threads=1 if getattr(getattr(model, "device", None), "type", "") == "cuda" else None)
+        work, stylizer = _network_frames(args, w, ray, arbitrary)
     else:
         cfg = config_from_args(args, skip=VIDEO_SKIPS)
         w = OPTIMISER_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
@@ -147,6 +118,40 @@ def cmd_video(args: argparse.Namespace) -> int:
         note = f", {result.resumed} resumed" if result.resumed else ""
         print(f"wrote {result.output} ({result.frames} frames{note}, {result.seconds_per_frame:.2f} s per frame)")
     return EXIT_OK
+
+
+def _network_frames(args: argparse.Namespace, w: float, ray: Optional[dict], arbitrary: bool) -> Tuple[Any, Any]:
+    """(work, stylizer) for --model: the Ray driver's context (stylizer None), or (a null context, NetworkFrames)."""
+    from ..video import NetworkFrames
+
+    if ray is not None and arbitrary:
+        raise InputError("--ray with --model arbitrary is not available for clips yet; run it here, or train "
+                         "the painting's own network (restyle train PAINTING --from arbitrary) and use that")
+    if ray is not None:
+        from ..hashing import sha256sum
+        from ..models.modelfile import resolve_model
+        from ..video.on_ray import ray_network_frames
+
+        # The name is the local run's: either can resume the other's work folder.
+        name = f"{args.model} sha256:{sha256sum(resolve_model(args.model))}"
+        device, precision = network_placement(args)  # resolved on each worker: its GPU, or its CPU
+        return ray_network_frames(args.model, w, name, device=device, precision=precision, **ray), None
+    from ..networks.feedforward import open_model
+
+    device, precision = network_placement(args)
+    model = open_model(args.model, device=device, precision=precision,
+                       **({"weights": args.weights} if args.weights else {}))
+    # The manifest names the model by its digest too: a retrained file never resumes old frames.
+    name = f"{args.model} sha256:{getattr(model, 'sha256', None)}"
+    if hasattr(model, "for_style") and not args.styles:
+        raise InputError(f"--model {args.model} paints with any painting: give the style image(s) after "
+                         "the clip")
+    if arbitrary:  # the paintings are read once; every frame is one pass of the network for them
+        model = model.for_style(list(args.styles), getattr(args, "style_blend_weights", None))
+        name += " styles:" + ",".join(model.info["style"]["sha256"])
+    # On a GPU torch's host side needs one core: the others compute the flow (OpenCV).
+    threads = 1 if getattr(getattr(model, "device", None), "type", "") == "cuda" else None
+    return contextlib.nullcontext(), NetworkFrames(model.stylize_tensor, w, name=name, threads=threads)
 
 
 class _FrameBar(Bar):

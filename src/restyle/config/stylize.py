@@ -30,6 +30,9 @@ POOLINGS = ("max", "avg")
 # by its target Gram matrix's mean square, so one weight means the same push on every
 # painting and every layer; "none" is jcjohnson/neural-style's unscaled loss.
 STYLE_NORMS = ("target", "none")
+# What the painting's faces are to the style (optimiser/faces.py): "mask" keeps them out of the
+# deep layers' Gram matrices (blocks 4-5), "keep" counts the whole painting at every layer.
+STYLE_FACES = ("mask", "keep")
 # Issue 25: the default weight w_l of each style layer under style_norm "target", by VGG block
 # (blocks not named weigh 1; losses.default_layer_weights). relu5_1's Gram matrices are the
 # smallest of all (mean square ~20-270 against ~2e5-2e6 at relu4_1: its activations are sparse),
@@ -42,6 +45,9 @@ STYLE_NORMS = ("target", "none")
 # Starry Night's swirls) are gone: closer to the photo, further from the painting on the four
 # public pairs (benchmarks/QUALITY.md, PORTRAITS.md). The classic unscaled loss ("none", the
 # paper's) keeps equal weights: there relu5_1's tiny Gram matrices weigh ~1e-4 of relu4_1's.
+# The faces left at 0.03 (Rembrandt's and Delacroix's) are gone with the sitter's head kept out
+# of blocks 4-5 (style_faces "mask"); with that mask but relu5_1 back at 1, a face came back
+# from Raphael's unicorn lady (the rest of the painting still holds face parts): both stay.
 TARGET_DEEP_WEIGHTS = {5: 0.03}
 # Colour control (Gatys et al. 2017, "Controlling Perceptual Factors in Neural Style
 # Transfer", Sec. 5): keep the style's colours, optimise luminance only, or recolour
@@ -72,6 +78,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "content_weight": 5.0,
         "style_weight": 100.0,
         "style_norm": "none",  # the paper's loss (whatever the default becomes): layers weighted as they come
+        "style_faces": "keep",  # the paper's statistics: the whole painting at every layer
         "tv_weight": 0.0,
     },
     # A quick look (a few seconds on a laptop CPU): small and few iterations.
@@ -155,6 +162,15 @@ class StylizeConfig:
             "style loss scaling per layer: target (divided by the painting's own Gram magnitude, so a "
             "weight means the same strength on every painting) or none (the classic unscaled loss)",
             choices=STYLE_NORMS,
+        ),
+    )
+    # Issue 25: a portrait's face, kept out of the deep layers' statistics (optimiser/faces.py).
+    style_faces: str = field(
+        default="mask",
+        metadata=_help(
+            "faces in the painting: mask (found and kept out of the deep style layers, blocks 4-5, so "
+            "the sitter's face is not painted into the photo) or keep (the whole painting, as before)",
+            choices=STYLE_FACES,
         ),
     )
     style_strength: float = field(
@@ -286,6 +302,7 @@ class StylizeConfig:
         for name in ("content_weight", "style_weight", "tv_weight"):
             _non_negative(name, getattr(self, name))
         _choice("style_norm", self.style_norm, STYLE_NORMS)
+        _choice("style_faces", self.style_faces, STYLE_FACES)
         if not (isinstance(self.style_strength, (int, float)) and 0 <= self.style_strength <= MAX_STRENGTH):
             raise InputError(f"style_strength {self.style_strength!r} is out of range; it must be in [0, {MAX_STRENGTH:g}]")
         for name in ("style_layer_weights", "style_blend_weights"):

@@ -204,11 +204,12 @@ def load_model(
     precision: str = "fp32",
     weights: Optional[os.PathLike] = None,
     **kwargs: Any,
-) -> Union[StyleModel, "ArbitraryModel"]:
+) -> Union[StyleModel, "ArbitraryModel", "PhotoStyled"]:
     """Load a bundled model by name (``"starry_night"``, ``"arbitrary"``) or a model/checkpoint file.
 
     A style network gives a StyleModel; the any-painting network an ArbitraryModel, which
-    takes the painting too (`weights`: the VGG-19 it reads paintings with, default the bundled).
+    takes the painting too (`weights`: the VGG-19 it reads paintings with, default the bundled),
+    or, from a file PhotoStyled.save wrote, that PhotoStyled (its paintings and strength known).
     """
     path = resolve_model(name_or_path, None)
     payload = read_model_file(path)
@@ -217,12 +218,16 @@ def load_model(
     net = build_network(payload, path)
     info = {k: v for k, v in payload.items() if k not in ("state_dict", "optimizer")}
     if payload["family"] == "arbitrary":
-        return ArbitraryModel(net, info, path=path, device=device, precision=precision, weights=weights, **kwargs)
+        model = ArbitraryModel(net, info, path=path, device=device, precision=precision, weights=weights, **kwargs)
+        styled = payload.get(STYLED)
+        if isinstance(styled, dict):  # PhotoStyled.save: the paintings and strength come with the network
+            return PhotoStyled(model, styled["code"].to(model.device), float(styled["strength"]), payload["style"])
+        return model
     return StyleModel(net, info, path=path, device=device, precision=precision, **kwargs)
 
 
 def open_model(name_or_path: Union[str, os.PathLike], *, device: Union[str, torch.device] = "auto",
-               precision: str = "auto", **kwargs: Any) -> Union[StyleModel, "ArbitraryModel"]:
+               precision: str = "auto", **kwargs: Any) -> Union[StyleModel, "ArbitraryModel", "PhotoStyled"]:
     """A style network to run, the way every front end opens one: a bundled name or a model
     file; `device` "auto" (the GPU if there is one), "cpu", "cuda:N"; `precision` "auto" (bf16
     where the hardware runs it natively: the networks are trained under bf16 autocast; else
@@ -302,6 +307,7 @@ def model_for_style(style: Union[str, os.PathLike], models: Sequence[Union[str, 
 # --- the any-painting network -----------------------------------------------------------------
 
 MAX_STRENGTH = 3.0  # beyond it the code leaves what the network was trained on
+STYLED = "styled"  # a model file's key for the code and strength PhotoStyled.save adds to the any-painting network
 
 
 class ArbitraryModel:
@@ -453,3 +459,12 @@ class PhotoStyled:
         """The network for this photo (as it will be painted: its size changes its own code)."""
         code = self.code if self.strength == 1.0 else self.model.toward(self.code, self.strength, photo)
         return self.model._specialised(code, self.info["style"])
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """The any-painting network with these paintings' code and strength, as one model file
+        (what Ray workers open: `load_model` gives this PhotoStyled back)."""
+        from ..models.modelfile import model_payload, save_model_file
+
+        styled = {STYLED: {"code": self.code.detach().float().cpu().clone(), "strength": float(self.strength)}}
+        return save_model_file(model_payload(self.model.net, family="arbitrary", style=self.info["style"],
+                                             training=dict(self.model.info.get("training", {})), extra=styled), path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -190,32 +191,36 @@ def _resume_state(cfg: TrainConfig, ckpt: Path, style: Dict[str, str], fingerpri
                                                     float(t.get("wall_s", 0.0)), payload["optimizer"])
 
 
-def _start_from(start: Union[str, os.PathLike], style: Path, cfg: TrainConfig, device: torch.device,
-                weights: Optional[os.PathLike]) -> Tuple[TransformerNet, Dict[str, Any]]:
-    """The any-painting model `start`'s network for `style`, shaped as `cfg` asks, and where it came from."""
+@dataclass(frozen=True)
+class Start:
+    """A training's starting network, made by an any-painting model for one painting, and where it came from."""
+
+    net: TransformerNet
+    info: Dict[str, Any]
+
+
+def start_network(start: Union[str, os.PathLike], style: Union[str, os.PathLike], config: Any = None,
+                  device: Union[str, torch.device] = "cpu", weights: Optional[os.PathLike] = None) -> Start:
+    """The any-painting model `start`'s network for painting `style`, shaped as `config` asks.
+
+    InputError (saying why) where `start` is not an any-painting model or its network
+    is not the one `config` trains. Give the result to `train(start=...)`: the painting
+    is encoded once, whether the caller asks first (the web app) or not (the CLI).
+    """
     from .feedforward import ArbitraryModel, load_model
 
-    model = load_model(start, device=device, weights=weights)
+    cfg = _train_config(config)
+    model = load_model(start, device=resolve_device(str(device)), weights=weights)
     if not isinstance(model, ArbitraryModel):
         raise InputError(f"--from {start}: not an any-painting model (it paints only {model.style_name}); "
                          "give 'arbitrary' or a file written by train-arbitrary")
-    net = model.net.specialise(model.encode_style(style)).cpu()
+    net = model.net.specialise(model.encode_style(Path(style))).cpu()
     want = cfg.network_config()
     if net.config != want:
         raise InputError(f"--from {start}: its network is widths {list(net.config.widths)}, {net.config.res_blocks} "
                          f"residual blocks; the training asks for widths {list(want.widths)}, {want.res_blocks} blocks "
                          "(leave --widths and --res-blocks at their defaults)")
-    return net.train(), {"model": model.name, "sha256": model.sha256}
-
-
-def start_fits(start: Union[str, os.PathLike], style: Union[str, os.PathLike], config: Any = None, device: str = "cpu",
-               weights: Optional[os.PathLike] = None) -> Optional[str]:
-    """None if `train(..., start=start)` can start from the any-painting model `start`, else why not."""
-    try:
-        _start_from(start, Path(style), _train_config(config), resolve_device(str(device)), weights)
-    except InputError as e:
-        return str(e)
-    return None
+    return Start(net.train(), {"model": model.name, "sha256": model.sha256})
 
 
 def _train_config(config: Any) -> TrainConfig:
@@ -232,6 +237,24 @@ def _train_config(config: Any) -> TrainConfig:
     return config
 
 
+def _network_to_train(cfg: TrainConfig, output: Path, style: Path, style_info: Dict[str, Any], fingerprint: str, *,
+                      resume: bool, start: Optional[Union[str, os.PathLike, Start]], device: torch.device,
+                      weights: Optional[os.PathLike],
+                      ) -> Tuple[TransformerNet, Optional[TrainState], Optional[Dict[str, Any]]]:
+    """(network, resume state or None, what it started from or None): the checkpoint's network (`resume`),
+    the any-painting model's for `style` (`start`), or a fresh one."""
+    if resume:
+        net, state = _resume_state(cfg, checkpoint_path(output), style_info, fingerprint)
+        saved = read_model_file(checkpoint_path(output))["training"].get("started_from") if state is not None else None
+        return net, state, saved
+    if start is not None:
+        if not isinstance(start, Start):
+            start = start_network(start, style, cfg, device, weights)
+        return start.net, None, start.info
+    with seeded(cfg.seed):
+        return TransformerNet(cfg.network_config()), None, None
+
+
 def train(
     style: Union[str, os.PathLike],
     photos: Union[str, os.PathLike],
@@ -243,13 +266,14 @@ def train(
     weights: Optional[os.PathLike] = None,
     callback: Optional[Callable[[TrainEvent], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
-    start: Optional[Union[str, os.PathLike]] = None,
+    start: Optional[Union[str, os.PathLike, Start]] = None,
 ) -> Path:
     """Train a network for the painting `style` on the photos in folder `photos`.
 
-    With `start` (an any-painting model: ``"arbitrary"`` or a file), the network starts
-    as that model's network for this painting (its predicted normalisation parameters
-    baked in) and the training fine-tunes it: a few hundred steps instead of thousands.
+    With `start` (an any-painting model: ``"arbitrary"`` or a file, or what
+    `start_network` made of one), the network starts as that model's network for this
+    painting (its predicted normalisation parameters baked in) and the training
+    fine-tunes it: a few hundred steps instead of thousands.
 
     Writes the model to `output` (and checkpoints beside it, see
     `checkpoint_path`); returns `output`. With `resume`, continues from the
@@ -275,15 +299,8 @@ def train(
     style_info = {"name": style.stem, "file": style.name, "sha256": sha256sum(style)}
     fingerprint = data_fingerprint(train_paths)
 
-    state = None
-    if resume:
-        net, state = _resume_state(cfg, checkpoint_path(output), style_info, fingerprint)
-    elif start is not None:
-        net, start_info = _start_from(start, style, cfg, device, weights)
-    else:
-        with seeded(cfg.seed):
-            net = TransformerNet(cfg.network_config())
-
+    net, state, started_from = _network_to_train(cfg, output, style, style_info, fingerprint, resume=resume,
+                                                 start=start, device=device, weights=weights)
     vgg = network(load_weights(weights), deepest_layer(cfg.content_layers, cfg.style_layers), "max", device)
     painter = Painter(vgg, device, precision)  # channels_last and autocast for VGG-19, as the optimiser runs it
     objective = StyleObjective(painter, to_tensor(resize(style_img, cfg.style_size), device), cfg)
@@ -297,12 +314,8 @@ def train(
         "precision": precision,
         "device": device.type,
     }
-    if start is not None and not resume:
-        info["started_from"] = start_info
-    elif resume and state is not None:
-        saved = read_model_file(checkpoint_path(output))["training"].get("started_from")
-        if saved:
-            info["started_from"] = saved
+    if started_from:
+        info["started_from"] = started_from
     largest_crop = math.ceil(cfg.size * cfg.max_scale)  # the short side a crop at the largest scale uses
     recipe = StyleRecipe(cfg, net, objective, device, precision,
                          [load_photo_u8(p, short_side=largest_crop) for p in train_paths],

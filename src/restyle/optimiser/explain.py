@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -163,7 +164,6 @@ def explain(
     """
     cfg = config or ExplainConfig()
     t0 = time.perf_counter()
-    emit = callback or (lambda p: None)
 
     # Check everything at the boundary before any work.
     content_img = load_image(content)
@@ -182,70 +182,30 @@ def explain(
     timings: Dict[str, float] = {"setup": time.perf_counter() - t0}
 
     steps = _iterations(cfg) + len(cfg.style_layers) + 2 * (2 + len(extra_imgs))  # + Gram matrices + image passes
-    done = 0
-
-    def tick(section: str, label: str, n: int = 1) -> None:
-        nonlocal done
-        done += n
-        if is_cancelled(cancel):
-            raise Cancelled("cancelled")
-        emit(Progress(section, label, done, steps, time.perf_counter() - t0))
-
-    def forward(section: str, label: str) -> Callable[[Any], None]:
-        def on_event(event: Any) -> None:
-            if isinstance(event, Iterate):
-                tick(section, label)
-
-        return on_event
-
+    tick = _Ticker(callback or (lambda p: None), cancel, steps, t0)
     for d in ("inputs", "content", "style", "gram", "tradeoff", "units"):
         (out / d).mkdir(parents=True, exist_ok=True)
     save_atomic(resize(content_img, cfg.size), out / "inputs/content.png")
     save_atomic(resize(style_img, cfg.size), out / "inputs/style.png")
-
     synth = dict(weights=weights, cancel=cancel)
 
-    # 1. Content reconstructions: match one layer's activations, nothing else.
-    t = time.perf_counter()
-    for layer, rel in zip(cfg.content_layers, plan["content"]):
-        img = reconstruct_content(content_img, layer, cfg, callback=forward("content", f"content from {_paper_name(layer)}"), **synth)
-        save_atomic(img, out / rel)
-    timings["content"] = time.perf_counter() - t
-
-    # 2. Style reconstructions: match the Gram matrices of the first k style layers.
-    t = time.perf_counter()
-    for k, rel in enumerate(plan["style"], start=1):
-        layers = cfg.style_layers[:k]
-        img = reconstruct_style(style_img, layers, cfg, callback=forward("style", f"style up to {_paper_name(layers[-1])}"), **synth)
-        save_atomic(img, out / rel)
-    timings["style"] = time.perf_counter() - t
-
-    # 3. Gram matrices of the style image (and of the content image, in the same order).
-    t = time.perf_counter()
-    # With the pooling of the syntheses: these are the matrices section 2 matched.
-    painter = Painter(network(w, deepest_layer(cfg.style_layers), cfg.pooling, device), device, precision)
-    gram_stats = gram_section(painter, content_img, style_img, cfg, out, lambda label: tick("gram", label))
-    timings["gram"] = time.perf_counter() - t
-
-    # 4. The trade-off: alpha/beta x content layer, from noise as in the paper.
-    t = time.perf_counter()
-    rels = iter(plan["tradeoff"])
-    for layer in cfg.tradeoff_layers:
-        for ratio in cfg.ratios:
-            label = f"{_paper_name(layer)}, alpha/beta {ratio:g}"
-            img = tradeoff_result(content_img, style_img, layer, ratio, cfg, callback=forward("tradeoff", label), **synth)
-            save_atomic(img, out / next(rels))
-    timings["tradeoff"] = time.perf_counter() - t
-
-    # 5. Units: the patches that excite them most, and their feature maps.
-    t = time.perf_counter()
-    corpus = [("content image", content_img), ("style image", style_img)] + [
-        (p.name, img) for p, img in zip(extra, extra_imgs)
-    ]
-    # The network as trained (max pooling): what its units respond to.
-    painter = Painter(network(w, deepest_layer(cfg.unit_layers), "max", device), device, precision)
-    chosen = units_section(painter, corpus, cfg, out, lambda label: tick("units", label))
-    timings["units"] = time.perf_counter() - t
+    with _timed(timings, "content"):
+        content_section(content_img, cfg, plan["content"], out, tick.forward, **synth)
+    with _timed(timings, "style"):
+        style_section(style_img, cfg, plan["style"], out, tick.forward, **synth)
+    with _timed(timings, "gram"):
+        # With the pooling of the syntheses: these are the matrices section 2 matched.
+        painter = Painter(network(w, deepest_layer(cfg.style_layers), cfg.pooling, device), device, precision)
+        gram_stats = gram_section(painter, content_img, style_img, cfg, out, lambda label: tick("gram", label))
+    with _timed(timings, "tradeoff"):
+        tradeoff_section(content_img, style_img, cfg, plan["tradeoff"], out, tick.forward, **synth)
+    with _timed(timings, "units"):
+        corpus = [("content image", content_img), ("style image", style_img)] + [
+            (p.name, img) for p, img in zip(extra, extra_imgs)
+        ]
+        # The network as trained (max pooling): what its units respond to.
+        painter = Painter(network(w, deepest_layer(cfg.unit_layers), "max", device), device, precision)
+        chosen = units_section(painter, corpus, cfg, out, lambda label: tick("units", label))
 
     timings["total"] = time.perf_counter() - t0
     files = {k: [out / f for f in v] for k, v in plan.items()}
@@ -264,6 +224,67 @@ def explain(
     )
     write_text_atomic(render_html(cfg, plan, chosen, [n for n, _ in corpus], timings, str(device), precision), out / "index.html")
     return ExplainReport(out, out / "index.html", files, timings, chosen)
+
+
+class _Ticker:
+    """The report's steps as Progress events (`callback`), `done` of `steps`; Cancelled once `cancel` is set."""
+
+    def __init__(self, emit: Callable[[Progress], None], cancel: Any, steps: int, t0: float) -> None:
+        self.emit, self.cancel, self.steps, self.t0 = emit, cancel, steps, t0
+        self.done = 0
+
+    def __call__(self, section: str, label: str, n: int = 1) -> None:
+        self.done += n
+        if is_cancelled(self.cancel):
+            raise Cancelled("cancelled")
+        self.emit(Progress(section, label, self.done, self.steps, time.perf_counter() - self.t0))
+
+    def forward(self, section: str, label: str) -> Callable[[Any], None]:
+        """An engine callback that ticks once per iteration of a synthesis."""
+        def on_event(event: Any) -> None:
+            if isinstance(event, Iterate):
+                self(section, label)
+
+        return on_event
+
+
+@contextmanager
+def _timed(timings: Dict[str, float], name: str) -> Iterator[None]:
+    """timings[name]: the seconds the block took."""
+    t = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t
+
+
+Forward = Callable[[str, str], Callable[[Any], None]]  # (section, label) -> an engine callback (_Ticker.forward)
+
+
+def content_section(content: Image.Image, cfg: ExplainConfig, rels: Sequence[str], out: Path, forward: Forward,
+                    **synth: Any) -> None:
+    """1. Content reconstructions: match one layer's activations, nothing else."""
+    for layer, rel in zip(cfg.content_layers, rels):
+        img = reconstruct_content(content, layer, cfg, callback=forward("content", f"content from {_paper_name(layer)}"), **synth)
+        save_atomic(img, out / rel)
+
+
+def style_section(style: Image.Image, cfg: ExplainConfig, rels: Sequence[str], out: Path, forward: Forward,
+                  **synth: Any) -> None:
+    """2. Style reconstructions: match the Gram matrices of the first k style layers."""
+    for k, rel in enumerate(rels, start=1):
+        layers = cfg.style_layers[:k]
+        img = reconstruct_style(style, layers, cfg, callback=forward("style", f"style up to {_paper_name(layers[-1])}"), **synth)
+        save_atomic(img, out / rel)
+
+
+def tradeoff_section(content: Image.Image, style: Image.Image, cfg: ExplainConfig, rels: Sequence[str], out: Path,
+                     forward: Forward, **synth: Any) -> None:
+    """4. The trade-off: alpha/beta x content layer, from noise as in the paper."""
+    rel = iter(rels)
+    for layer in cfg.tradeoff_layers:
+        for ratio in cfg.ratios:
+            label = f"{_paper_name(layer)}, alpha/beta {ratio:g}"
+            img = tradeoff_result(content, style, layer, ratio, cfg, callback=forward("tradeoff", label), **synth)
+            save_atomic(img, out / next(rel))
 
 
 def _synth_config(cfg: ExplainConfig, iterations: int, **changes: Any) -> StylizeConfig:

@@ -254,20 +254,7 @@ def optimize(
             raise Cancelled("cancelled")
         x.grad = None
         if tiles is not None:
-            # Tiles see the network's input; the chain rule takes the gradient back to x
-            # (which is one luminance channel with --preserve-colors luminance).
-            x_net = network_input(x)
-            grid = tiles()
-
-            def attempt(scale: float) -> Tuple[Any, torch.Tensor]:
-                loss, terms, g = tiled_loss_and_grad(objective, x_net.detach(), grid, loss_scale=scale)
-                return (loss, terms), g
-
-            if precision == "fp16":
-                (loss, terms), g_net = scaler.gradient(attempt)
-            else:
-                (loss, terms), g_net = attempt(1.0)
-            grad = g_net if x_net is x else torch.autograd.grad(x_net, x, g_net)[0]
+            loss, terms, grad = _tiled_gradient(objective, x, network_input, tiles, precision, scaler)
         else:
             loss, terms = _terms_of(objective, network_input(x))
             if precision == "fp16":
@@ -302,6 +289,28 @@ def optimize(
     with cuda_settings(x.device, precision, benchmark=tiles is None):  # tiles move: their shapes change
         _run_optimizer(x, settings, iterations, evaluate, report, closure)
     return x.detach()
+
+
+def _tiled_gradient(objective: Callable, x: torch.Tensor, network_input: Callable[[torch.Tensor], torch.Tensor],
+                    tiles: Callable[[], Sequence[Tile]], precision: str,
+                    scaler: LossScaler) -> Tuple[Any, Dict[str, Any], torch.Tensor]:
+    """(loss, terms, gradient at x) computed tile by tile over a fresh grid from `tiles`, through `scaler` at fp16.
+
+    Tiles see the network's input; the chain rule takes the gradient back to x
+    (which is one luminance channel with --preserve-colors luminance).
+    """
+    x_net = network_input(x)
+    grid = tiles()
+
+    def attempt(scale: float) -> Tuple[Any, torch.Tensor]:
+        loss, terms, g = tiled_loss_and_grad(objective, x_net.detach(), grid, loss_scale=scale)
+        return (loss, terms), g
+
+    if precision == "fp16":
+        (loss, terms), g_net = scaler.gradient(attempt)
+    else:
+        (loss, terms), g_net = attempt(1.0)
+    return loss, terms, g_net if x_net is x else torch.autograd.grad(x_net, x, g_net)[0]
 
 
 def _run_optimizer(x: torch.Tensor, settings: OptimizerSettings, iterations: int, evaluate: Callable[[], torch.Tensor],

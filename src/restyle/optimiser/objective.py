@@ -31,6 +31,7 @@ from ..errors import ResourceError
 from ..models.layers import in_network_order
 from .losses import content_loss, default_layer_weights, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
 from .regions import layer_masks
+from .faces import at_layer, deep, face_boxes, keep_mask
 from .tiling import TiledTerm, TileSpec, TileView, gram_sum, tile_grid, tiled_grams
 
 Feats = Dict[str, torch.Tensor]
@@ -121,21 +122,38 @@ class Term:
 
 @torch.no_grad()
 def features_of(net: Any, image: torch.Tensor, layers: Sequence[str], tile: Optional[TileSpec],
-                grams: bool) -> Feats:
-    """Gram matrices (grams=True) or float32 feature maps of `image` at `layers`, whole or tile by tile."""
+                grams: bool, masks: Optional[Dict[str, torch.Tensor]] = None) -> Feats:
+    """Gram matrices (grams=True) or float32 feature maps of `image` at `layers`, whole or tile by tile.
+
+    `masks`: for the Gram matrices of some layers, a weight per position of the image
+    ((1, 1, H, W), averaged down to each layer): guided Gram matrices (losses.gram).
+    """
+    masks = masks or {}
     if tile is not None:
         grid = tile_grid(image.shape[2], image.shape[3], tile.core, tile.margin)
-        g, maps = tiled_grams(net, image, layers if grams else (), grid, keep=() if grams else layers)
+        g, maps = tiled_grams(net, image, layers if grams else (), grid, keep=() if grams else layers, masks=masks)
         return g if grams else maps
     feats = net.features(image, layers)
-    return {n: gram(feats[n]) if grams else feats[n].float() for n in layers}
+    if not grams:
+        return {n: feats[n].float() for n in layers}
+    return {n: gram(feats[n], at_layer(masks[n], feats[n].shape[2:]) if n in masks else None) for n in layers}
 
 
 def style_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tile: Optional[TileSpec],
-                cache: Optional[TargetCache]) -> Feats:
-    """One style image's Gram matrices, from `cache` when the same pixels were seen with the same settings."""
-    key = ("grams", getattr(net, "key", None), digest(image), tuple(layers), tile)
-    return _cached(cache, key, lambda: features_of(net, image, layers, tile, grams=True))
+                cache: Optional[TargetCache], faces: str = "keep") -> Feats:
+    """One style image's Gram matrices, from `cache` when the same pixels were seen with the same settings.
+
+    `faces` "mask": the deep layers' are taken without the painting's faces (faces.py).
+    """
+    def compute() -> Feats:
+        masks: Dict[str, torch.Tensor] = {}
+        if faces == "mask" and any(deep(n) for n in layers):
+            keep = keep_mask(face_boxes(image), image.shape[2], image.shape[3], image.device)
+            masks = {n: keep for n in layers if deep(n) and keep is not None}
+        return features_of(net, image, layers, tile, grams=True, masks=masks)
+
+    key = ("grams", getattr(net, "key", None), digest(image), tuple(layers), tile, faces)
+    return _cached(cache, key, compute)
 
 
 class ContentTerm(Term):
@@ -192,12 +210,14 @@ class GramStyleTerm(Term):
     name = "style"
 
     def __init__(self, weight: float, layers: Sequence[str], layer_weights: Optional[Sequence[float]],
-                 styles: Sequence[torch.Tensor], blend: Sequence[float], norm: str = "none") -> None:
+                 styles: Sequence[torch.Tensor], blend: Sequence[float], norm: str = "none",
+                 faces: str = "keep") -> None:
         super().__init__(weight)
         self.layers = tuple(layers)
         self.layer_weights = tuple(layer_weights or default_layer_weights(self.layers, norm))
         self.styles, self.blend = list(styles), list(blend)
         self.norm = norm
+        self.faces = faces
         self.target: Feats = {}
         self.scales: Dict[str, float] = {}
 
@@ -206,12 +226,12 @@ class GramStyleTerm(Term):
         if not src.styles or src.masks is not None or cfg.style_weight_effective == 0:
             return None
         return cls(cfg.style_weight_effective, cfg.style_layers, cfg.style_layer_weights, src.styles, src.blend,
-                   cfg.style_norm)
+                   cfg.style_norm, cfg.style_faces)
 
     def prepare(self, net: Any, tile: Optional[TileSpec] = None, cache: Optional[TargetCache] = None) -> None:
         target: Feats = {}
         for style, b in zip(self.styles, self.blend):
-            grams = style_grams(net, style, self.layers, tile, cache)
+            grams = style_grams(net, style, self.layers, tile, cache, self.faces)
             for n in self.layers:
                 g = grams[n] * b
                 target[n] = target[n] + g if n in target else g
@@ -282,8 +302,8 @@ class GuidedStyleTerm(GramStyleTerm):
 
     def __init__(self, weight: float, layers: Sequence[str], layer_weights: Optional[Sequence[float]],
                  styles: Sequence[torch.Tensor], blend: Sequence[float], masks: Sequence[torch.Tensor],
-                 norm: str = "none") -> None:
-        super().__init__(weight, layers, layer_weights, styles, blend, norm)
+                 norm: str = "none", faces: str = "keep") -> None:
+        super().__init__(weight, layers, layer_weights, styles, blend, norm, faces)
         self.masks = list(masks)
         self.regions: List[Region] = []
 
@@ -292,7 +312,7 @@ class GuidedStyleTerm(GramStyleTerm):
         if not src.styles or src.masks is None or cfg.style_weight_effective == 0:
             return None
         return cls(cfg.style_weight_effective, cfg.style_layers, cfg.style_layer_weights, src.styles, src.blend,
-                   src.masks, cfg.style_norm)
+                   src.masks, cfg.style_norm, cfg.style_faces)
 
     def prepare(self, net: Any, tile: Optional[TileSpec] = None, cache: Optional[TargetCache] = None) -> None:
         n = len(self.styles)
@@ -300,7 +320,7 @@ class GuidedStyleTerm(GramStyleTerm):
         for style, b, mask in zip(self.styles, self.blend, self.masks):
             # Weighted by area so that a region's pixels get the push an unmasked run would give them.
             area = float(mask.float().mean())
-            grams = style_grams(net, style, self.layers, tile, cache)
+            grams = style_grams(net, style, self.layers, tile, cache, self.faces)
             self.regions.append(Region(b * n * area, grams, layer_masks(mask.float(), self.layers),
                                        style_layer_scales(grams, self.layers, self.norm)))
 
@@ -334,11 +354,11 @@ class TVTerm(Term):
         return v + wrap_tv_loss(x) * self.weight if self.wrap else v
 
     def tiled(self) -> TiledTerm:
-        return _TiledPixels(self)
+        return TiledPixels(self)
 
 
-class _TiledPixels(TiledTerm):
-    """A pixel term needs no network: it is computed on the whole image."""
+class TiledPixels(TiledTerm):
+    """A pixel term (TV, video's temporal term) needs no network: tiled or not, it is computed on the whole image."""
 
     def __init__(self, term: Term) -> None:
         self.term = term

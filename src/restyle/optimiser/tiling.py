@@ -32,9 +32,10 @@ plus the margins' overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from ..models.layers import deepest_layer, in_network_order, layer_stride, receptive_field
 from .losses import gram_product, positions
@@ -118,20 +119,33 @@ def gram_sum(f: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def tiled_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tiles: Sequence[Tile],
-                keep: Sequence[str] = ()) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """Global Gram matrices (N, C, C) (normalised as losses.gram) of `layers`, and full feature maps of `keep`."""
+                keep: Sequence[str] = (), masks: Optional[Dict[str, torch.Tensor]] = None,
+                ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Global Gram matrices (N, C, C) (normalised as losses.gram) of `layers`, and full feature maps of `keep`.
+
+    `masks`: a weight per image position ((1, 1, H, W)) for some layers' Gram matrices, as
+    losses.gram's mask: sum_p m_p f_p f_p^T over the mass sum_p m_p (sqrt(m) on each factor).
+    """
     n_img, _, height, width = image.shape
     sums: Dict[str, torch.Tensor] = {}
-    counts: Dict[str, int] = {n: 0 for n in layers}
+    counts: Dict[str, float] = {n: 0.0 for n in layers}
     maps: Dict[str, torch.Tensor] = {}
+    weights = {n: F.interpolate(m.float(), size=(height // layer_stride(n), width // layer_stride(n)), mode="area")
+               for n, m in (masks or {}).items()}
     for t in tiles:
         view = TileView(net.features(image[:, :, t.y0:t.y1, t.x0:t.x1], in_network_order(layers, keep)),
                         t, height, width)
         for n in layers:
             f = view.core(n)
-            s = gram_sum(f)
+            if n in weights:
+                gy, gx = view.offset(n)
+                m = weights[n][:, :, gy:gy + f.shape[2], gx:gx + f.shape[3]]
+                s = gram_sum(f.float() * m.sqrt())
+                counts[n] += float(m.sum())
+            else:
+                s = gram_sum(f)
+                counts[n] += f.shape[2] * f.shape[3]
             sums[n] = sums[n] + s if n in sums else s
-            counts[n] += f.shape[2] * f.shape[3]
         for n in keep:
             f = view.core(n).float()
             if n not in maps:

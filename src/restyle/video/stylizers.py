@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -24,6 +24,10 @@ from ..images import to_tensor as pil_to_tensor
 from .background import cpu_cores
 from .pipeline import Previous
 from .temporal import TemporalTerm, temporal_blend
+
+if TYPE_CHECKING:
+    from ..optimiser.loop import Step
+    from ..optimiser.objective import Term
 
 # Defaults of --temporal-weight, one per engine; measured with benchmarks/video.py on the
 # pan clip (see README): the smallest weights that cut the warping error >= 5x.
@@ -88,11 +92,13 @@ class NetworkFrames:
 
 
 class OptimiserFrames:
-    """One L-BFGS run per frame at the clip's size (no pyramid: video frames are small)."""
+    """One run of the engine's stage per frame, at the clip's size (one scale: no pyramid, video frames are
+    small). The memory planner picks the optimiser, the L-BFGS history and tiling for that size, as for a
+    picture: a frame too large for the memory is painted tile by tile (the temporal term, a pixel term, whole)."""
 
     def __init__(self, styles: Sequence[PathLike], cfg: StylizeConfig, *, temporal_weight: float = OPTIMISER_TEMPORAL_WEIGHT,
                  later_iterations: Optional[int] = None, weights: Optional[PathLike] = None) -> None:
-        from ..optimiser.engine import make_painter, normalised_blend
+        from ..optimiser.engine import normalised_blend, painter_for
 
         if not (temporal_weight >= 0):
             raise InputError(f"temporal-weight {temporal_weight} must be >= 0")
@@ -107,7 +113,7 @@ class OptimiserFrames:
         self.style_paths = [Path(s) for s in styles]
         self.styles = [load_image(s, max_pixels=cfg.max_input_pixels) for s in styles]
         self.blend = normalised_blend(cfg, len(self.styles))
-        self.painter = make_painter(cfg, weights)
+        self.painter, self.vgg = painter_for(cfg, weights)
         self.weights = weights
         self.cancel: Any = None  # a threading.Event or callable; the driver's cancel stops a frame midway
         self.iterations: List[int] = []  # per frame, for the report and the benchmark
@@ -119,28 +125,33 @@ class OptimiserFrames:
                 "threads": torch.get_num_threads()}  # L-BFGS on the CPU is bit-exact for one thread count
 
     def __call__(self, frame: torch.Tensor, prev: Optional[Previous]) -> torch.Tensor:
-        from ..optimiser.engine import initial_image, optimizer_settings
-        from ..optimiser.loop import optimize
-        from ..optimiser.objective import Objective, Sources, build_terms
+        """The frame painted by the engine's own stage (engine.paint_pyramid with one scale): the memory
+        planner picks the optimiser, its L-BFGS history and tiling for the frame's size, as for a picture."""
+        from ..optimiser.engine import initial_image, paint_pyramid
+        from ..optimiser.objective import Sources, build_terms
+        from ..optimiser.schedule import Stage
 
         cfg, painter = self.cfg, self.painter
         device = painter.device
         h, w = frame.shape[2:]
-        content = frame.to(device)
         style_long = max(1, round(max(w, h) * cfg.style_scale))
-        styles = [pil_to_tensor(resize(s, style_long), device) for s in self.styles]
-        terms = build_terms(cfg, Sources(content, styles, self.blend))
-        if prev is None:
-            x = initial_image(cfg.init, to_pil(frame), (w, h), cfg.seed, device,
-                              palette=[resize(s, style_long) for s in self.styles])
-            iterations = cfg.iterations
-        else:
-            x = prev.warped.to(device)
-            iterations = self.later
-            terms.append(TemporalTerm(self.temporal_weight, prev.warped.to(device), prev.mask.to(device)))
-        # The style Gram matrices come from the painter's cache after the first frame.
-        objective = Objective(terms, painter).prepare(None, painter.cache)
-        x = optimize(x, objective, iterations, optimizer_settings(cfg, cfg.optimizer, history=100),
-                     precision=painter.precision, cancel=self.cancel)
+        iterations = cfg.iterations if prev is None else self.later
+
+        def terms_at(k: int, stage: Stage, step: Step) -> List[Term]:
+            styles = [pil_to_tensor(resize(s, style_long), device) for s in self.styles]
+            terms = build_terms(cfg, Sources(frame.to(device), styles, self.blend))
+            if prev is not None:  # the temporal term holds the reliable pixels to the warped previous result
+                terms.append(TemporalTerm(self.temporal_weight, prev.warped.to(device), prev.mask.to(device)))
+            return terms  # the style Gram matrices come from the painter's cache after the first frame
+
+        def start(step: Step) -> torch.Tensor:
+            if prev is not None:
+                return prev.warped.to(device)
+            return initial_image(cfg.init, to_pil(frame), (w, h), cfg.seed, device,
+                                 palette=[resize(s, style_long) for s in self.styles])
+
+        done = paint_pyramid(cfg, painter, [Stage(max(w, h), iterations)], [(w, h)], terms_at, start,
+                             style_layers=cfg.style_layers, content_layers=cfg.content_layers, weights=self.vgg,
+                             cancel=self.cancel)
         self.iterations.append(iterations)
-        return x.clamp(0, 255).cpu()
+        return done.x.clamp(0, 255).cpu()

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..optimiser.objective import Feats, Sources, Term
+from ..optimiser.objective import Feats, Sources, Term, TiledPixels
 
 
 def temporal_loss(x: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -57,3 +57,7 @@ class TemporalTerm(Term):
 
     def loss(self, feats: Feats, x: torch.Tensor) -> torch.Tensor:
         return temporal_loss(x, self.warped, self.mask) * self.weight
+
+    def tiled(self) -> TiledPixels:
+        """A pixel term: a tiled frame (the memory planner's choice for a large one) computes it whole."""
+        return TiledPixels(self)

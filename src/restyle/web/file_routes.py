@@ -5,8 +5,7 @@
 
 A route finds what it needs on `request.app.state` (settings, store: set by app.create_app),
 not in a closure, so a group of routes is a module of its own. Each answers HEAD too, declared
-here: files.answer_head sees only the app's own routes, and the FastAPI in use (0.165) keeps an included
-router's routes inside it.
+with files.get_and_head.
 """
 
 from __future__ import annotations
@@ -15,17 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from . import gallery as gallery_mod
-from .files import FileAnswer
+from .files import FileAnswer, get_and_head
 from .media import VIDEO_TYPES
 from .responses import _NotFound, job_or_404
 from .uploads import MEDIA_TYPE
 
 router = APIRouter()
-
-
-def get(path: str):
-    """A GET route that answers HEAD as well (the headers of the GET, no body)."""
-    return router.api_route(path, methods=["GET", "HEAD"])
+get = get_and_head(router)
 
 
 @get("/jobs/{job_id}/result.png")

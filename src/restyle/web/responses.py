@@ -1,18 +1,22 @@
 """The app's plumbing around its routes: the request-body limit, the error answers (a page for a
-browser, JSON for the API) and the job page's settings table. How files are sent: files.py."""
+browser, JSON for the API) and their exception handlers, and the job page's settings table.
+How files are sent: files.py."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import InputError
 from .form import make_config
 from .jobs import PAINT, Job, JobStore
 from .settings import Settings
+from .trained import model_settings_rows
 from .uploads import UploadError
 
 
@@ -70,10 +74,9 @@ def settings_rows(job: Job, settings: Settings):
     the count the progress bar uses, not the config's coarsest-scale number alone.
     """
     from ..optimiser.schedule import pyramid
-    from .model_routes import settings_rows as model_rows
 
     if job.task != PAINT:
-        return model_rows(job, settings)
+        return model_settings_rows(job, settings)
     rows = [("content", job.content_label), ("style", job.style_label)]
     cfg = (job.report or {}).get("config")
     stages = (job.report or {}).get("stages")
@@ -112,3 +115,34 @@ def _error(request: Request, templates: Jinja2Templates, status: int, message: s
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     return templates.TemplateResponse(request, "error.html", {"status": status, "message": message, "page": ""},
                                       status_code=status, headers=headers)
+
+
+def error_answer(request: Request, status: int, message: str, headers=None) -> Response:
+    """_error with the app's templates (request.app.state.templates)."""
+    return _error(request, request.app.state.templates, status, message, headers)
+
+
+async def not_found(request: Request, exc: _NotFound):
+    return error_answer(request, 404, exc.message)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException):
+    """Every other error a browser can meet is a page too (JSON for the API and for scripts)."""
+    message = {404: "there is no page at this address", 405: "this address does not take that kind of request"}
+    return error_answer(request, exc.status_code, message.get(exc.status_code, str(exc.detail)),
+                        headers=getattr(exc, "headers", None))
+
+
+async def invalid(request: Request, exc: RequestValidationError):
+    wrong = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                      for e in exc.errors())
+    return error_answer(request, 422, f"this address was given a value it cannot use ({wrong})")
+
+
+async def refused(request: Request, exc: UploadError):
+    return error_answer(request, exc.status, exc.message, exc.headers)
+
+
+# The app's exception handlers (app.create_app adds them): each answers with error_answer.
+ERROR_HANDLERS = {_NotFound: not_found, StarletteHTTPException: http_error, RequestValidationError: invalid,
+                  UploadError: refused}

@@ -72,7 +72,7 @@ def _finish(run: Any, report: Dict[str, Any], steps: int, picture: Any = None) -
 def run_train(run: Any) -> None:
     from ..errors import Cancelled
     from ..images import save_atomic
-    from ..networks.style_training import TrainCheckpoint, TrainPreview, TrainStart, TrainStep, start_fits, train
+    from ..networks.style_training import TrainCheckpoint, TrainPreview, TrainStart, TrainStep, start_network, train
 
     job, folder, settings = run.job, run.folder, run.settings
     cfg = train_config(job.params, settings)
@@ -108,14 +108,16 @@ def run_train(run: Any) -> None:
 
     device = run.device
     resume = (folder / CHECKPOINT_FILE).is_file()
-    start = settings.any_painting_model if settings.train_from_any_painting and not resume else ""
-    if start:
-        why = start_fits(start, folder / job.style_file, cfg, device, settings.weights)
-        progress["start"] = "the any-painting network" if why is None else f"from scratch ({why})"
-        start = start if why is None else ""
+    start = None
+    if settings.train_from_any_painting and settings.any_painting_model and not resume:
+        try:
+            start = start_network(settings.any_painting_model, folder / job.style_file, cfg, device, settings.weights)
+            progress["start"] = "the any-painting network"
+        except InputError as e:
+            progress["start"] = f"from scratch ({e})"
     try:
         train(folder / job.style_file, settings.photos_dir, folder / MODEL_FILE, cfg,
-              resume=resume, device=device, weights=settings.weights, start=start or None,
+              resume=resume, device=device, weights=settings.weights, start=start,
               callback=callback, should_stop=should_stop)
     except Cancelled:
         step = progress.get("checkpoint", progress.get("step", 0))

@@ -26,7 +26,7 @@ from ..models.transformer_config import MIN_STYLE_SIDE
 from . import access
 from .access import USE
 from .form import _number, strength_param
-from .jobs import CANCELLED, DONE, TRAIN, Job, JobStore
+from .jobs import CANCELLED, DONE, STYLIZE, TRAIN, Job, JobStore
 from .settings import Settings
 from .uploads import UploadError
 
@@ -203,3 +203,41 @@ def painting_of(store: JobStore, settings: Settings, model: ModelChoice) -> Opti
         if model.style_sha256 and sha256sum(example.path) == model.style_sha256:
             return example.path
     return None
+
+
+def model_settings_rows(job: Job, settings: Settings) -> list:
+    """(name, value) pairs for the job page of a training, a photo or a clip through a model."""
+    report = job.report or {}
+    if job.task == TRAIN:
+        rows = [("painting", job.style_label), ("steps", job.params.get("steps"))]
+        if job.params.get("style_strength"):
+            rows.append(("style strength", job.params["style_strength"]))
+        try:
+            cfg = train_config(job.params, settings)
+            rows += [("training crops", f"{cfg.size} px, {cfg.batch_size} a step"),
+                     ("network", f"widths {', '.join(map(str, cfg.widths))}, {cfg.res_blocks} residual blocks")]
+        except InputError:  # the server's settings changed since
+            pass
+        start = (job.progress or {}).get("start")
+        if start:
+            rows.append(("started from", start))
+        photos = (job.progress or {}).get("photos") or report.get("training", {}).get("photos")
+        if photos:
+            rows.append(("photos", photos))
+        rows.append(("shared", "yes: anyone with this page's link may use the model" if job.shared else "no"))
+        wall = report.get("training", {}).get("wall_s")
+        if wall is not None:
+            rows.append(("time", f"{wall:.0f} s"))
+        return rows
+    rows = [("model", job.params.get("model_label")), ("input", job.content_label)]
+    if job.params.get("model") == ANY_PAINTING:
+        rows.append(("painting", job.style_label))
+    if job.task == STYLIZE:
+        rows.append(("size", job.params.get("size")))
+        if report:
+            rows += [("output", f"{report.get('width')}x{report.get('height')}"), ("time", f"{report.get('seconds')} s")]
+    elif report:
+        size = report.get("manifest", {}).get("size")
+        rows += [("frames", report.get("frames")), ("output", "x".join(map(str, size)) if size else None),
+                 ("time", f"{report.get('elapsed_s', 0):.1f} s ({report.get('seconds_per_frame', 0):.2f} s a frame)")]
+    return [r for r in rows if r[1] is not None]

@@ -10,6 +10,10 @@
   const initial = JSON.parse(root.dataset.initial || "{}");
   if (["done", "failed", "cancelled"].includes(initial.state)) return;
   let preview = initial.preview || 0;
+  // A form of this page on its way (Cancel, Share): its answer is the page to show. A reload at the
+  // job's end would abort that navigation (a queued job is cancelled at once, its end streamed at once).
+  let leaving = false;
+  document.addEventListener("submit", () => { leaving = true; });
 
   function seconds(s) {
     if (!isFinite(s)) return "";
@@ -49,7 +53,7 @@
   function end(st) {
     render(st);
     if (st.state === "done") bar.value = 1;
-    window.location.reload();
+    if (!leaving) window.location.reload();
   }
   // Without a stream (refused: too many open from this address), ask every few seconds instead.
   function poll() {
