@@ -28,8 +28,6 @@ ray = pytest.importorskip("ray")
 from restyle.cli.main import main  # noqa: E402
 from restyle.web.app import create_app  # noqa: E402
 from restyle.web.jobs import JobStore  # noqa: E402
-from test_web_cli import _state  # noqa: E402
-from test_web_models import apply, model_settings, train, web_photos  # noqa: E402,F401 (web_photos: a fixture)
 from webutil import TRAIN_OVERRIDES, clip_bytes, free_port, image_bytes, wait_for, web_settings  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -38,10 +36,11 @@ STORE = 80 * 2**20  # bytes of object store per node (Ray's floor is 75 MB)
 PNG = image_bytes("PNG")
 STYLE = image_bytes("JPEG", (64, 64), "starry_night.jpg")
 FINAL = ("done", "failed", "cancelled")
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def web_ray_cluster():
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True,
@@ -49,6 +48,45 @@ def cluster():
     c.add_node(num_cpus=1, object_store_memory=STORE)
     yield c
     c.shutdown()
+
+
+@pytest.fixture
+def ray_photos(tmp_path):
+    """Four small photos to train on (as test_web_models' web_photos)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, (name, size) in enumerate((("tubingen.jpg", (64, 48)), ("starry_night.jpg", (48, 64)),
+                                      ("tubingen.jpg", (56, 56)), ("starry_night.jpg", (64, 56)))):
+        (folder / f"photo{k}.png").write_bytes(image_bytes("PNG", size, name))
+    return folder
+
+
+def model_settings(tmp_path, tiny_weights, photos, **kw):
+    base = dict(photos_dir=photos, train_steps=(4, 3000), default_train_steps=4, max_train_steps=3000,
+                train_overrides=TRAIN_OVERRIDES, video_size=64)
+    base.update(kw)
+    return web_settings(tmp_path / "data", tiny_weights, **base)
+
+
+def train(client, steps="4"):
+    return client.post("/api/train", files={"style": ("painting.jpg", STYLE, "image/jpeg")}, data={"steps": steps})
+
+
+def apply(client, model, media=PNG, name="photo.png", **data):
+    return client.post("/api/apply", files={"media": (name, media, "application/octet-stream")},
+                       data={"model": model, **data})
+
+
+def children(pid: int) -> list:
+    """The child processes of `pid` (Linux /proc)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return True
 
 
 def ray_settings(data_dir, weights, address, iterations=6, **kw):
@@ -98,9 +136,9 @@ def local_picture(settings, params):
     return np.asarray(result.image.convert("RGB"))
 
 
-def test_a_paint_job_runs_on_ray_through_the_api_and_paints_what_a_local_worker_paints(cluster, tmp_path,
+def test_a_paint_job_runs_on_ray_through_the_api_and_paints_what_a_local_worker_paints(web_ray_cluster, tmp_path,
                                                                                           tiny_weights):
-    s = ray_settings(tmp_path / "d", tiny_weights, cluster.address)
+    s = ray_settings(tmp_path / "d", tiny_weights, web_ray_cluster.address)
     with TestClient(create_app(s)) as c:
         job_id = post(c, strength="1")
         job = wait_done(c, job_id)
@@ -119,10 +157,11 @@ def test_a_paint_job_runs_on_ray_through_the_api_and_paints_what_a_local_worker_
 
 
 def test_every_job_kind_on_ray_train_then_stylize_a_photo_and_a_clip_and_preview_with_the_model(
-        cluster, tmp_path, tiny_weights, web_photos):
+        web_ray_cluster, tmp_path, tiny_weights, ray_photos):
     """A training (the photos through the object store), then its model (sent with each job) on a photo, a clip
     and as a paint job's instant preview: every kind of job, none of them reading the server's folders."""
-    s = replace(model_settings(tmp_path, tiny_weights, web_photos), ray_address=cluster.address, progress_interval=0.1)
+    s = replace(model_settings(tmp_path, tiny_weights, ray_photos), ray_address=web_ray_cluster.address,
+                progress_interval=0.1)
     with TestClient(create_app(s)) as c:
         model_id = train(c).json()["id"]
         job = wait_done(c, model_id)
@@ -141,12 +180,12 @@ def test_every_job_kind_on_ray_train_then_stylize_a_photo_and_a_clip_and_preview
         assert done["state"] == "done" and done["progress"]["instant"]["model"] == "model", done
 
 
-def test_a_training_gives_its_turn_to_a_waiting_job_and_resumes_from_its_checkpoint(cluster, tmp_path,
-                                                                                   tiny_weights, web_photos):
+def test_a_training_gives_its_turn_to_a_waiting_job_and_resumes_from_its_checkpoint(web_ray_cluster, tmp_path,
+                                                                                   tiny_weights, ray_photos):
     """One slot: the training saves its checkpoint after its slice, which comes back to the server; the paint
     job runs; the training's next turn (its checkpoint sent with it) resumes where it stopped."""
-    s = replace(model_settings(tmp_path, tiny_weights, web_photos, train_steps=(4, 60), default_train_steps=60),
-                ray_address=cluster.address, ray_workers=1, train_slice_s=1.0, progress_interval=0.1)
+    s = replace(model_settings(tmp_path, tiny_weights, ray_photos, train_steps=(4, 60), default_train_steps=60),
+                ray_address=web_ray_cluster.address, ray_workers=1, train_slice_s=1.0, progress_interval=0.1)
     with TestClient(create_app(s)) as c:
         trainer = train(c, steps="60").json()["id"]
         wait_for(lambda: job_of(c, trainer)["progress"].get("step"), 180, "the training to start")
@@ -159,9 +198,9 @@ def test_a_training_gives_its_turn_to_a_waiting_job_and_resumes_from_its_checkpo
     assert (s.jobs_dir / trainer / "model.pt").is_file()
 
 
-def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted_and_cancel_stops_one(cluster, tmp_path,
+def test_a_killed_ray_worker_runs_its_job_again_with_the_attempt_counted_and_cancel_stops_one(web_ray_cluster, tmp_path,
                                                                                              tiny_weights):
-    s = ray_settings(tmp_path / "d", tiny_weights, cluster.address, iterations=300)
+    s = ray_settings(tmp_path / "d", tiny_weights, web_ray_cluster.address, iterations=300)
     with TestClient(create_app(s)) as c:
         job_id = post(c)
         first = wait_running(c, job_id)["ray"]
@@ -202,13 +241,13 @@ def test_a_lost_node_s_job_runs_again_on_another_with_the_attempt_counted(tmp_pa
         c.shutdown()
 
 
-def test_a_server_stopped_mid_training_gets_its_checkpoint_back_and_the_next_start_resumes_it(cluster, tmp_path,
-                                                                                             tiny_weights, web_photos):
+def test_a_server_stopped_mid_training_gets_its_checkpoint_back_and_the_next_start_resumes_it(web_ray_cluster, tmp_path,
+                                                                                             tiny_weights, ray_photos):
     """Stopped: the job is asked to stop, saves its checkpoint, which comes back, and is queued again (not an
     attempt lost). No checkpoint is due within the run (checkpoint_every 1000): the one found is the stop's."""
-    s = replace(model_settings(tmp_path, tiny_weights, web_photos, train_steps=(4, 60), default_train_steps=60,
+    s = replace(model_settings(tmp_path, tiny_weights, ray_photos, train_steps=(4, 60), default_train_steps=60,
                                train_overrides=dict(TRAIN_OVERRIDES, checkpoint_every=1000)),
-                ray_address=cluster.address, progress_interval=0.1)
+                ray_address=web_ray_cluster.address, progress_interval=0.1)
     with TestClient(create_app(s)) as c:
         job_id = train(c, steps="60").json()["id"]
         seen = wait_for(lambda: (job_of(c, job_id)["progress"].get("step") or 0) >= 2 and job_of(c, job_id),
@@ -225,20 +264,18 @@ def test_a_server_stopped_mid_training_gets_its_checkpoint_back_and_the_next_sta
     assert (s.jobs_dir / job_id / "model.pt").is_file()
 
 
-def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(cluster, tmp_path, tiny_weights):
+def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(web_ray_cluster, tmp_path, tiny_weights):
     """`serve --ray` killed with SIGKILL while its job runs on the cluster: its bridge writes nothing more and
     goes; the next server on the same data folder queues the job again (counted) and runs it once."""
     import httpx
-
-    from test_web_cli import SRC, children
 
     data, port = tmp_path / "d", free_port()
     env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     log = tmp_path / "serve.log"
     with log.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "restyle", "serve", "--port", str(port), "--data-dir",
-                                 str(data), "--weights", str(tiny_weights), "--no-gallery", "--ray", cluster.address],
-                                stderr=err, env=env)
+                                 str(data), "--weights", str(tiny_weights), "--no-gallery",
+                                 "--ray", web_ray_cluster.address], stderr=err, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         def up():
@@ -256,11 +293,11 @@ def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(c
         proc.kill()
         proc.wait(30)
     assert "jobs run on the Ray cluster" in log.read_text()
-    wait_for(lambda: not any(Path(f"/proc/{k}").exists() and "zombie" not in _state(k) for k in bridge), 60,
+    wait_for(lambda: all(gone(k) for k in bridge), 60,
              "the bridge to go")
     left = JobStore(data / "restyle.db", data / "jobs").get(job_id)
     assert left.state == "running" and left.attempts == 1  # nobody wrote after the kill
-    s = ray_settings(data, tiny_weights, cluster.address)
+    s = ray_settings(data, tiny_weights, web_ray_cluster.address)
     with TestClient(create_app(s)) as c:
         job = wait_done(c, job_id)
         assert job["state"] == "done" and job["attempts"] == 2 and job["progress"]["step"] == 6, job
@@ -268,16 +305,14 @@ def test_a_server_killed_outright_mid_job_runs_it_again_once_on_the_next_start(c
         assert job_of(c, job_id)["finished"] == job["finished"]
 
 
-def test_serve_ray_says_what_it_found_and_stops_on_ctrl_c_in_two_lines(cluster, tmp_path, tiny_weights):
+def test_serve_ray_says_what_it_found_and_stops_on_ctrl_c_in_two_lines(web_ray_cluster, tmp_path, tiny_weights):
     import httpx
-
-    from test_web_cli import SRC
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.Popen([sys.executable, "-m", "restyle", "serve", "--port", str(port), "--data-dir",
                              str(tmp_path / "d"), "--weights", str(tiny_weights), "--no-gallery", "--ray",
-                             cluster.address], stderr=subprocess.PIPE, text=True, env=env)
+                             web_ray_cluster.address], stderr=subprocess.PIPE, text=True, env=env)
     try:
         def up():
             assert proc.poll() is None, "the server exited"
@@ -291,7 +326,8 @@ def test_serve_ray_says_what_it_found_and_stops_on_ctrl_c_in_two_lines(cluster, 
     assert proc.returncode == 0, err
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in err, err
-    assert lines[0].startswith(f"restyle: jobs run on the Ray cluster ({cluster.address}): 2 node(s); 2 job(s) at once")
+    found = f"restyle: jobs run on the Ray cluster ({web_ray_cluster.address}): 2 node(s); 2 job(s) at once"
+    assert lines[0].startswith(found)
     assert f"serving on http://127.0.0.1:{port}/" in lines[1]
 
 
@@ -346,7 +382,7 @@ def test_serve_ray_alone_starts_a_ray_instance_of_its_own(tmp_path, tiny_weights
         job = wait_done(c, post(c))
         assert job["state"] == "done" and job["progress"]["ray"]["pid"] not in c.app.state.pool.pids(), job
         bridge = c.app.state.pool.pids()
-    assert not any(Path(f"/proc/{k}").exists() and "zombie" not in _state(k) for k in bridge)
+    assert all(gone(k) for k in bridge)
 
 
 def test_serve_ray_without_a_cluster_exits_2_in_one_line(tmp_path, tiny_weights, capsys):
