@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -42,6 +43,7 @@ from .jobs import FAILED, PAINT, STYLIZE, TRAIN, USER, VIDEO, Job, JobStore
 from .settings import Settings
 from .worker import end_job
 
+LOG = logging.getLogger("restyle.web")  # the bridge's notes (stderr where no handler is set)
 RETRY_S = 5.0  # between tries to reach a cluster that is not answering
 RESTART_S = 2.0  # before the server starts another bridge after one exits
 STOP_S = 20.0  # the bridge's time to stop: the jobs asked to stop, their files back
@@ -141,7 +143,7 @@ def bridge_main(settings: Settings, parent: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    sys.exit(code)
+    raise SystemExit(code)  # this process's exit status, as multiprocessing reports it to the server
 
 
 class Bridge:
@@ -261,8 +263,7 @@ class Bridge:
             try:
                 self.dispatch(slot, job)
             except Exception as e:  # noqa: BLE001 - a bug here must not end the slot nor strand the job
-                print(f"restyle: dispatching job {job.id[:8]} failed ({type(e).__name__}: {e}); queued again",
-                      file=sys.stderr)
+                LOG.error("restyle: dispatching job %s failed (%s: %s); queued again", job.id[:8], type(e).__name__, e)
                 with contextlib.suppress(Exception):
                     self.store.recover(worker=slot)
 
@@ -318,8 +319,8 @@ class Bridge:
             self.store.requeue(job.id)
         elif self.cluster_answers():
             self.store.recover(worker=slot)  # counted, as a dead local worker's job (MAX_ATTEMPTS)
-            print(f"restyle: the Ray worker running job {job.id[:8]} was lost ({type(error).__name__}); "
-                  "queued again", file=sys.stderr)
+            LOG.warning("restyle: the Ray worker running job %s was lost (%s); queued again", job.id[:8],
+                        type(error).__name__)
         else:
             self.store.requeue(job.id)  # not its fault
             self.lost.set()
