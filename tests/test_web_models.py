@@ -20,25 +20,15 @@ from restyle.web.app import create_app
 from restyle.web.jobs import DONE, JobStore
 from tinynets import arbitrary_model_file
 from videoutil import clip_stats, pan_frames
-from webutil import PNG, SLOW, STYLE, TRAIN_OVERRIDES, clip_bytes, image_bytes, wait_done, wait_for, web_settings
+from webutil import (PNG, SLOW, STYLE, TRAIN_OVERRIDES, clip_bytes, image_bytes, model_settings, wait_done, wait_for,
+                     web_settings, write_train_photos)
 
 
 
 @pytest.fixture
 def web_photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for k, (name, size) in enumerate((("tubingen.jpg", (64, 48)), ("starry_night.jpg", (48, 64)),
-                                      ("tubingen.jpg", (56, 56)), ("starry_night.jpg", (64, 56)))):
-        (folder / f"photo{k}.png").write_bytes(image_bytes("PNG", size, name))
-    return folder
-
-
-def model_settings(tmp_path, tiny_weights, web_photos, **kw):
-    base = dict(photos_dir=web_photos, train_steps=(4, 3000), default_train_steps=4, max_train_steps=3000,
-                train_overrides=TRAIN_OVERRIDES, video_size=64)
-    base.update(kw)
-    return web_settings(tmp_path / "data", tiny_weights, **base)
+    """Four small photos to train on (webutil.write_train_photos)."""
+    return write_train_photos(tmp_path / "photos")
 
 
 # Generous: a loaded machine (CI beside other work) runs a tiny step in seconds, not milliseconds.

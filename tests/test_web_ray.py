@@ -28,7 +28,8 @@ ray = pytest.importorskip("ray")
 from restyle.cli.main import main  # noqa: E402
 from restyle.web.app import create_app  # noqa: E402
 from restyle.web.jobs import JobStore  # noqa: E402
-from webutil import TRAIN_OVERRIDES, clip_bytes, free_port, image_bytes, wait_for, web_settings  # noqa: E402
+from webutil import (TRAIN_OVERRIDES, clip_bytes, free_port, image_bytes, model_settings, wait_for,  # noqa: E402
+                     web_settings, write_train_photos)
 
 pytestmark = pytest.mark.ray
 
@@ -52,20 +53,8 @@ def web_ray_cluster():
 
 @pytest.fixture
 def ray_photos(tmp_path):
-    """Four small photos to train on (as test_web_models' web_photos)."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for k, (name, size) in enumerate((("tubingen.jpg", (64, 48)), ("starry_night.jpg", (48, 64)),
-                                      ("tubingen.jpg", (56, 56)), ("starry_night.jpg", (64, 56)))):
-        (folder / f"photo{k}.png").write_bytes(image_bytes("PNG", size, name))
-    return folder
-
-
-def model_settings(tmp_path, tiny_weights, photos, **kw):
-    base = dict(photos_dir=photos, train_steps=(4, 3000), default_train_steps=4, max_train_steps=3000,
-                train_overrides=TRAIN_OVERRIDES, video_size=64)
-    base.update(kw)
-    return web_settings(tmp_path / "data", tiny_weights, **base)
+    """Four small photos to train on (webutil.write_train_photos)."""
+    return write_train_photos(tmp_path / "photos")
 
 
 def train(client, steps="4"):

@@ -97,3 +97,20 @@ def live_server(settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def write_train_photos(folder: Path) -> Path:
+    """Four small photos (the examples, resized) for a web training to train on, in `folder`."""
+    folder.mkdir()
+    for k, (name, size) in enumerate((("tubingen.jpg", (64, 48)), ("starry_night.jpg", (48, 64)),
+                                      ("tubingen.jpg", (56, 56)), ("starry_night.jpg", (64, 56)))):
+        (folder / f"photo{k}.png").write_bytes(image_bytes("PNG", size, name))
+    return folder
+
+
+def model_settings(tmp_path: Path, tiny_weights: Path, photos: Path, **kw: Any):
+    """Web settings for the model tests: tiny trainings on `photos`, short clips."""
+    base = dict(photos_dir=photos, train_steps=(4, 3000), default_train_steps=4, max_train_steps=3000,
+                train_overrides=TRAIN_OVERRIDES, video_size=64)
+    base.update(kw)
+    return web_settings(tmp_path / "data", tiny_weights, **base)
