@@ -18,6 +18,7 @@ from restyle.images import load_image, resize, to_tensor
 from restyle.optimiser import faces
 from restyle.optimiser.losses import gram
 from restyle.optimiser.objective import features_of, style_grams
+from restyle.optimiser.regions import layer_masks
 from restyle.optimiser.tiling import TileSpec, full_receptive_margin
 
 EXAMPLES = Path(restyle.__file__).parent / "examples"
@@ -65,7 +66,7 @@ def test_only_the_deep_layers_lose_the_face_and_a_faceless_painting_is_untouched
     feats = painter.features(x, LAYERS)
     for n in ("relu4_1", "relu5_1"):
         assert not torch.allclose(masked[n], kept[n])
-        assert torch.allclose(masked[n], gram(feats[n], faces.at_layer(keep, feats[n].shape[2:])))
+        assert torch.allclose(masked[n], gram(feats[n], layer_masks(keep, [n])[n]))
     starry = to_tensor(resize(load_image(EXAMPLES / "starry_night.jpg"), 128))
     a, b = style_grams(painter, starry, LAYERS, None, None, "mask"), style_grams(painter, starry, LAYERS, None, None, "keep")
     assert all(torch.equal(a[n], b[n]) for n in LAYERS)
@@ -74,7 +75,7 @@ def test_only_the_deep_layers_lose_the_face_and_a_faceless_painting_is_untouched
 def test_masked_grams_over_tiles_equal_the_whole_images(painter):
     x = to_tensor(portrait(192))
     keep = faces.keep_mask(faces.face_boxes(x), x.shape[2], x.shape[3], x.device)
-    masks = {"relu4_1": keep, "relu5_1": keep}
+    masks = layer_masks(keep, ["relu4_1", "relu5_1"])
     whole = features_of(painter, x, LAYERS, None, grams=True, masks=masks)
     # A margin covering relu5_1's receptive field: the tiles' features are then the whole image's.
     tiled = features_of(painter, x, LAYERS, TileSpec(core=96, margin=full_receptive_margin("relu5_1")), grams=True,

@@ -5,7 +5,7 @@ parts: eyes, a nose, a mouth. The Gram matrices of a portrait's deep layers reco
 those parts occur together, and the optimiser meets them the cheapest way it can: it paints
 the sitter's face into the photo's sky (issue 25). So the painting's faces are found, and
 the deep layers' Gram matrices are taken over the rest of the painting (guided Gram
-matrices, as masks use: losses.gram with a weight per position). Its brushwork, palette,
+matrices, as --mask uses: regions.layer_masks, losses.gram with a weight per position). Its brushwork, palette,
 light and ground stay the target; the face does not. The shallow layers (blocks 1-3: colour,
 strokes, the skin's texture) keep the whole painting.
 
@@ -23,7 +23,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..models.layers import LAYERS
@@ -76,7 +75,3 @@ def keep_mask(boxes: Sequence[Box], height: int, width: int, device: torch.devic
         m[:, :, round(top * height):round(bottom * height), round(left * width):round(right * width)] = 0
     return m if float(m.sum()) > 0 else None
 
-
-def at_layer(mask: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """The image-sized mask averaged down to a layer's (H, W): soft at the heads' edges."""
-    return F.interpolate(mask, size=size, mode="area")

@@ -31,7 +31,7 @@ from ..errors import ResourceError
 from ..models.layers import in_network_order
 from .losses import content_loss, default_layer_weights, gram, style_layer_scales, style_loss, tv_loss, wrap_tv_loss
 from .regions import layer_masks
-from .faces import at_layer, deep, face_boxes, keep_mask
+from .faces import deep, face_boxes, keep_mask
 from .tiling import TiledTerm, TileSpec, TileView, gram_sum, tile_grid, tiled_grams
 
 Feats = Dict[str, torch.Tensor]
@@ -125,8 +125,8 @@ def features_of(net: Any, image: torch.Tensor, layers: Sequence[str], tile: Opti
                 grams: bool, masks: Optional[Dict[str, torch.Tensor]] = None) -> Feats:
     """Gram matrices (grams=True) or float32 feature maps of `image` at `layers`, whole or tile by tile.
 
-    `masks`: for the Gram matrices of some layers, a weight per position of the image
-    ((1, 1, H, W), averaged down to each layer): guided Gram matrices (losses.gram).
+    `masks`: for the Gram matrices of some layers, a weight per position at that layer's
+    resolution (regions.layer_masks): guided Gram matrices (losses.gram).
     """
     masks = masks or {}
     if tile is not None:
@@ -136,7 +136,7 @@ def features_of(net: Any, image: torch.Tensor, layers: Sequence[str], tile: Opti
     feats = net.features(image, layers)
     if not grams:
         return {n: feats[n].float() for n in layers}
-    return {n: gram(feats[n], at_layer(masks[n], feats[n].shape[2:]) if n in masks else None) for n in layers}
+    return {n: gram(feats[n], masks.get(n)) for n in layers}
 
 
 def style_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tile: Optional[TileSpec],
@@ -149,7 +149,8 @@ def style_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tile: Opti
         masks: Dict[str, torch.Tensor] = {}
         if faces == "mask" and any(deep(n) for n in layers):
             keep = keep_mask(face_boxes(image), image.shape[2], image.shape[3], image.device)
-            masks = {n: keep for n in layers if deep(n) and keep is not None}
+            if keep is not None:
+                masks = layer_masks(keep, [n for n in layers if deep(n)])
         return features_of(net, image, layers, tile, grams=True, masks=masks)
 
     key = ("grams", getattr(net, "key", None), digest(image), tuple(layers), tile, faces)

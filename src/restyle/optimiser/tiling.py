@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..models.layers import deepest_layer, in_network_order, layer_stride, receptive_field
 from .losses import gram_product, positions
@@ -123,15 +122,15 @@ def tiled_grams(net: Any, image: torch.Tensor, layers: Sequence[str], tiles: Seq
                 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Global Gram matrices (N, C, C) (normalised as losses.gram) of `layers`, and full feature maps of `keep`.
 
-    `masks`: a weight per image position ((1, 1, H, W)) for some layers' Gram matrices, as
-    losses.gram's mask: sum_p m_p f_p f_p^T over the mass sum_p m_p (sqrt(m) on each factor).
+    `masks`: for some layers' Gram matrices a weight per position at that layer's resolution
+    (regions.layer_masks), as losses.gram's mask: sum_p m_p f_p f_p^T over the mass sum_p m_p
+    (sqrt(m) on each factor).
     """
     n_img, _, height, width = image.shape
     sums: Dict[str, torch.Tensor] = {}
     counts: Dict[str, float] = {n: 0.0 for n in layers}
     maps: Dict[str, torch.Tensor] = {}
-    weights = {n: F.interpolate(m.float(), size=(height // layer_stride(n), width // layer_stride(n)), mode="area")
-               for n, m in (masks or {}).items()}
+    weights = masks or {}
     for t in tiles:
         view = TileView(net.features(image[:, :, t.y0:t.y1, t.x0:t.x1], in_network_order(layers, keep)),
                         t, height, width)
