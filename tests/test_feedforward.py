@@ -256,6 +256,21 @@ def test_tiles_give_the_whole_picture(tmp_path):
     assert (tiled - whole).abs().max() < 0.05
 
 
+def test_bf16_on_a_cpu_runs_a_bf16_copy_and_paints_what_autocast_paints(tmp_path):
+    file = style_model_file(tmp_path / "m.pt")
+    fp32, bf16 = load_model(file, precision="fp32", tile=32), load_model(file, precision="bf16", tile=32)
+    run = bf16.runner()
+    assert fp32.runner() is fp32.net and run is bf16.runner()  # made once
+    assert run is not bf16.net and next(run.parameters()).dtype == torch.bfloat16
+    assert next(bf16.net.parameters()).dtype == torch.float32  # the model's own weights stay as loaded
+    x = torch.rand(1, 3, 90, 101) * 255
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = bf16.net(x).float().clamp(0, 255)
+    whole = bf16.stylize_tensor(x, tiled=False)
+    assert (whole - autocast).abs().mean() < 1.0 and (whole - fp32.stylize_tensor(x)).abs().mean() < 2.0
+    assert (bf16.stylize_tensor(x, tiled=True) - whole).abs().mean() < 1.0  # the tiles' norms replay the copy's
+
+
 def test_load_model_api(tmp_path):
     import restyle
 

@@ -23,6 +23,7 @@ the whole picture would have.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -39,7 +40,7 @@ from ..images import ImageLike, fit_size, load_image, resize, to_pil, to_tensor
 from ..models.arbitrary import ArbitraryNet, feature_stats
 from ..models.modelfile import ModelError, build_network, read_model_file, resolve_model
 from ..models.transformer import TransformerNet
-from ..models.transformer_config import MIN_STYLE_SIDE
+from ..models.transformer_config import MAX_CODE_STRENGTH, MIN_STYLE_SIDE
 from ..models.vgg import weights_widths
 from ..models.weights import load_weights
 
@@ -121,6 +122,21 @@ class StyleModel:
         self.sha256 = sha256sum(path) if path is not None else None
         self.max_pixels = max_pixels
         self.tile = tile
+        self._bf16: Optional[TransformerNet] = None
+
+    def runner(self) -> TransformerNet:
+        """The network as it runs. On a CPU in bf16: a bf16, NHWC copy of `net`, made once.
+
+        Autocast keeps instance norms in fp32, so every norm's input went bf16 -> fp32 and its
+        output back again: a fifth of a pass at 512 px. With bf16 weights nothing is converted;
+        the norms still accumulate in fp32 inside, and the pictures differ from autocast's by
+        about a grey level. `net` is read once: a StyleModel's network is not trained in place.
+        """
+        if not (self.device.type == "cpu" and self.precision == "bf16"):
+            return self.net
+        if self._bf16 is None:
+            self._bf16 = copy.deepcopy(self.net).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        return self._bf16
 
     @property
     def name(self) -> str:
@@ -148,6 +164,10 @@ class StyleModel:
                    f"{width}x{height} through the network", self.device.type)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.runner()
+        if net is not self.net:
+            with torch.inference_mode():
+                return net(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float()
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.net(x.to(self.device)).float()
 
@@ -164,7 +184,7 @@ class StyleModel:
 
     def _tiled(self, x: torch.Tensor, stats_size: int = STATS_SIZE) -> torch.Tensor:
         h, w = x.shape[-2:]
-        norm = _FrozenNorm(self.net)
+        norm = _FrozenNorm(self.runner())
         scale = min(1.0, stats_size / max(h, w))
         small = F.interpolate(x, scale_factor=scale, mode="area") if scale < 1 else x
         with norm.record():
@@ -306,7 +326,6 @@ def model_for_style(style: Union[str, os.PathLike], models: Sequence[Union[str, 
 
 # --- the any-painting network -----------------------------------------------------------------
 
-MAX_STRENGTH = 3.0  # beyond it the code leaves what the network was trained on
 STYLED = "styled"  # a model file's key for the code and strength PhotoStyled.save adds to the any-painting network
 
 
@@ -355,6 +374,9 @@ class ArbitraryModel:
         if min(img.size) < MIN_STYLE_SIDE:
             raise InputError(f"style image is {img.width}x{img.height} px; the any-painting network needs at least "
                              f"{MIN_STYLE_SIDE} px on each side")
+        return self._code(img)
+
+    def _code(self, img: Image.Image) -> torch.Tensor:
         x = to_tensor(resize(img, self.encode_size), self.device)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -384,14 +406,14 @@ class ArbitraryModel:
         weights = list(blend) if blend else [1.0] * len(styles)
         if len(weights) != len(styles) or any(not w >= 0 for w in weights) or sum(weights) <= 0:
             raise InputError(f"style blend weights {weights}: give one weight >= 0 per style image, not all 0")
-        if not 0 <= strength <= MAX_STRENGTH:
-            raise InputError(f"style strength {strength}: must be in [0, {MAX_STRENGTH:g}] for the any-painting network")
+        if not 0 <= strength <= MAX_CODE_STRENGTH:
+            raise InputError(f"style strength {strength}: must be in [0, {MAX_CODE_STRENGTH:g}] for the any-painting network")
         codes = [s if isinstance(s, torch.Tensor) and s.dim() == 2 else self.encode_style(s) for s in styles]
         return sum(w * c for w, c in zip(weights, codes)) / sum(weights)
 
     def toward(self, code: torch.Tensor, strength: float, photo: ImageLike) -> torch.Tensor:
         """The code `strength` of the way from the photo's own code (0) through `code` (1) and beyond."""
-        own = self.encode_style(photo)
+        own = self._code(load_image(photo))  # any photo the network paints (a small one too) has its own style
         return own + strength * (code - own)
 
     def for_style(self, styles: Union[ImageLike, torch.Tensor, Sequence[Union[ImageLike, torch.Tensor]]],
