@@ -72,6 +72,19 @@ def test_any_painting_paints_a_photo_and_a_clip_in_the_chosen_painting(tmp_path,
         assert np.abs(got - ours).mean() < 1.0 < np.abs(got - theirs).mean(), (
             np.abs(got - ours).mean(), np.abs(got - theirs).mean())
 
+        # Less paint: the slider's strength, whose zero point is the photo's own style.
+        r = apply(c, size="64", paint_strength="0.5")
+        assert r.status_code == 201 and r.json()["params"]["paint_strength"] == 0.5, r.text
+        done = wait_done(c, r.json()["id"], SLOW)
+        assert done["state"] == "done", done["error"]
+        half = picture(c, done["result"])
+        lib = np.asarray(run_network(model.for_style(tmp_path / "painting.png", strength=0.5,
+                                                     photo=tmp_path / "photo.png"), tmp_path / "photo.png", size=64),
+                         dtype=float)
+        assert np.abs(half - lib).mean() < 1.0 < np.abs(half - got).mean(), (
+            np.abs(half - lib).mean(), np.abs(half - got).mean())
+        assert "paint strength" in c.get(f"/jobs/{done['id']}").text and "×0.5" in c.get(f"/jobs/{done['id']}").text
+
         # One of the examples as the painting.
         r = apply(c, painting=None, style_example="the_scream", size="64")
         assert r.status_code == 201, r.text
@@ -80,7 +93,7 @@ def test_any_painting_paints_a_photo_and_a_clip_in_the_chosen_painting(tmp_path,
         assert c.get(f"/jobs/{done['id']}/style").content == (EXAMPLES / "the_scream.jpg").read_bytes()
 
         # A short clip, frame by frame through the same network.
-        r = apply(c, clip_bytes(tmp_path, audio=False), "clip.mp4")
+        r = apply(c, clip_bytes(tmp_path, audio=False), "clip.mp4", paint_strength="2")  # the zero point: frame 1
         assert r.status_code == 201 and r.json()["task"] == "video", r.text
         done = wait_done(c, r.json()["id"], SLOW)
         assert done["state"] == "done", done["error"]
@@ -111,6 +124,10 @@ def test_any_painting_bad_paintings_are_refused_with_a_message(idle_any, tmp_pat
     assert r.status_code == 400 and r.json()["error"].startswith("painting:")
     r = apply(idle_any, painting=b"")
     assert r.status_code == 400 and "painting: the file is empty" in r.json()["error"]
+    for bad, why in (("5", "paint strength 5 is out of range; it must be in [0, 3]"),
+                     ("-1", "paint strength -1 is out of range"), ("lots", "paint strength 'lots' is not a number")):
+        r = apply(idle_any, paint_strength=bad)
+        assert r.status_code == 400 and why in r.json()["error"], r.text
     r = apply(idle_any, painting=None, style_example="no_such_painting")
     assert r.status_code == 400 and "no example called 'no_such_painting'" in r.json()["error"]
     r = apply(idle_any, painting=None, url="/apply", headers={"accept": "text/html"})

@@ -56,6 +56,7 @@ class TransformerConfig:
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")  # what the any-painting network reads of a painting
 MIN_STYLE_SIDE = 64  # px on each side: a painting smaller than this has no strokes to read (the web checks it too)
+MAX_CODE_STRENGTH = 3.0  # the any-painting network's style strength: beyond it the code leaves what it was trained on
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from .uploads import UploadError, check_not_thin
 # Containers the video pipeline reads (restyle.video.io.READ_SUFFIXES), by their first bytes.
 # An animated GIF is an image here: it is sniffed as one before this is asked.
 ACCEPTED_VIDEO = "MP4, MOV, WebM, MKV or AVI"
+POSTER = "poster.jpg"  # a clip job's first frame, written as it is checked: its thumbnail
 VIDEO_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm", ".mkv": "video/x-matroska",
                ".avi": "video/x-msvideo"}
 

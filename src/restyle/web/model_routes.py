@@ -4,7 +4,8 @@ Pages                                 JSON API
   GET  /models        your models, the forms
   POST /train         train a model        POST /api/train            (multipart: style or style_example, steps, strength)
   POST /apply         use a model          POST /api/apply            (multipart: model, media = a photo or a clip, size;
-                                                                       model "arbitrary", any painting: style or style_example)
+                                                                       model "arbitrary", any painting: style or style_example,
+                                                                       paint_strength 0-3, 1 by default)
   POST /jobs/{id}/share                    POST /api/jobs/{id}/share  (the owner only: shared=1 or 0)
 Files: /jobs/{id}/result.mp4 (a clip's result; range requests), /jobs/{id}/poster.jpg (its first frame).
 
@@ -30,7 +31,7 @@ from . import trained
 from .access import SHARE
 from .files import FileAnswer, get_and_head
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO, Cap, CapReached
-from .media import ACCEPTED_VIDEO, check_clip, sniff_video
+from .media import ACCEPTED_VIDEO, POSTER, check_clip, sniff_video
 from .responses import error_answer, job_or_404
 from .settings import Settings
 from .submitting import add_form_routes, enqueue, read_form, strings
@@ -56,6 +57,7 @@ def models_page(request: Request, error: str = "", status: int = 200, values=Non
         "models": [*trained.bundled_models().values(), *filter(None, [any_painting]),
                    *trained.visitor_models(store, owner)],
         "any_painting": any_painting, "min_painting_side": trained.MIN_STYLE_SIDE,
+        "max_paint": trained.MAX_CODE_STRENGTH,
         "styles": styles, "steps": settings.train_steps, "default_steps": settings.default_train_steps,
         "sizes": [s for s in settings.sizes if s <= settings.max_size], "default_size": settings.default_size,
         "max_mb": settings.max_upload_bytes / 2**20, "max_video_mb": settings.max_video_bytes / 2**20,
@@ -127,6 +129,7 @@ async def submit_apply(request: Request):
             trained.check_painting(img.width, img.height)
         style_file = "style" + suffix
         files[style_file] = painting_data
+        params.update(trained.paint_strength(strings(form)))
     else:
         painting = trained.painting_of(store, settings, model)
         if painting is not None:
@@ -165,7 +168,7 @@ async def enqueue_clip(request: Request, data: bytes, files: Dict[str, bytes], p
     def check(folder: Path) -> None:
         check_clip(folder / clip, "clip", max_seconds=settings.max_video_seconds,
                    max_frames=settings.max_video_frames, max_pixels=settings.max_pixels,
-                   size=settings.video_size, poster=folder / "poster.jpg")
+                   size=settings.video_size, poster=folder / POSTER)
 
     # Decoding the first frame of a clip takes a moment: off the event loop.
     return await asyncio.to_thread(enqueue, request, files, params, clip, style_file, label, style_label,
@@ -233,7 +236,7 @@ async def clip_result(request: Request, job_id: str):
 async def poster(request: Request, job_id: str):
     store = request.app.state.store
     job = job_or_404(store, job_id)
-    path = store.folder(job.id) / "poster.jpg"
+    path = store.folder(job.id) / POSTER
     if not path.is_file():
         raise UploadError("this job has no poster frame (only clips have one)", 404)
     return FileAnswer(path, media_type="image/jpeg")

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from ..errors import InputError
 from .jobs import DONE, STYLIZE, TRAIN, VIDEO
+from .media import POSTER
 from .trained import ANY_PAINTING, CHECKPOINT_FILE, MODEL_FILE, any_painting, bundled_models, train_config
 
 PREVIEW_QUALITY = 85
@@ -41,9 +42,10 @@ def _model_file(run: Any) -> Path:
     return path
 
 
-def _open_model(run: Any) -> Any:
+def _open_model(run: Any, photo: Optional[Path] = None) -> Any:
     """The job's network on the worker's device, a StyleModel; "any painting": the any-painting
-    network made into the network for the painting that came with the job."""
+    network made into the network for the painting that came with the job, at its paint strength
+    (whose zero point is `photo`'s own style: the photo, or a clip's first frame)."""
     from ..networks.feedforward import open_model
 
     job = run.job
@@ -53,7 +55,9 @@ def _open_model(run: Any) -> Any:
     if choice is None:
         raise InputError("this server no longer offers the any-painting network")
     model = open_model(choice.path, device=run.device, weights=run.settings.weights)
-    return model.for_style(run.folder / job.style_file, name=job.style_label)
+    strength = float(job.params.get("paint_strength", 1.0))
+    return model.for_style(run.folder / job.style_file, name=job.style_label, strength=strength,
+                           photo=photo if strength != 1 else None)
 
 
 def _finish(run: Any, report: Dict[str, Any], steps: int, picture: Any = None) -> None:
@@ -140,7 +144,7 @@ def run_stylize(run: Any) -> None:
     run.progress.update(unit="pass", step=0, steps=1)
     run.write(force=True)
     t0 = time.perf_counter()
-    img = run_network(_open_model(run), folder / job.content_file, size=size)
+    img = run_network(_open_model(run, folder / job.content_file), folder / job.content_file, size=size)
     _finish(run, {"task": STYLIZE, "model": job.params.get("model_label"), "size": size,
                   "width": img.width, "height": img.height, "seconds": round(time.perf_counter() - t0, 2)}, 1,
             picture=img)
@@ -183,7 +187,7 @@ def run_video(run: Any) -> None:
             else:
                 run.write(force=left == 0)
 
-    model = _open_model(run)
+    model = _open_model(run, folder / POSTER)  # its first frame: the zero point of a paint strength
     stylizer = NetworkFrames(model.stylize_tensor, NETWORK_TEMPORAL_WEIGHT, name=str(job.params.get("model")),
                              threads=1 if model.device.type == "cuda" else None)  # OpenCV's flow takes the rest
     cfg = VideoConfig(size=settings.video_size, duration=settings.max_video_seconds)

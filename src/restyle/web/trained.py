@@ -22,7 +22,7 @@ from ..config.train import TrainConfig
 from ..errors import InputError
 from ..hashing import sha256sum
 from ..models.registry import bundled
-from ..models.transformer_config import MIN_STYLE_SIDE
+from ..models.transformer_config import MAX_CODE_STRENGTH, MIN_STYLE_SIDE
 from . import access
 from .access import USE
 from .form import _number, strength_param
@@ -151,6 +151,14 @@ def check_painting(width: int, height: int) -> None:
                           f"{MIN_STYLE_SIDE} px on each side", 400)
 
 
+def paint_strength(form: Mapping[str, Any]) -> Dict[str, Any]:
+    """{"paint_strength": s} from the any-painting form's slider, {} at 1 (the network's own picture)."""
+    strength = _number(form.get("paint_strength"), "paint strength", 1.0)
+    if not 0 <= strength <= MAX_CODE_STRENGTH:
+        raise UploadError(f"paint strength {strength:g} is out of range; it must be in [0, {MAX_CODE_STRENGTH:g}]", 400)
+    return {} if strength == 1 else {"paint_strength": strength}
+
+
 def visitor_models(store: JobStore, owner: Optional[str]) -> List[ModelChoice]:
     """The models this visitor trained that can be used now, newest first."""
     out = []
@@ -232,6 +240,8 @@ def model_settings_rows(job: Job, settings: Settings) -> list:
     rows = [("model", job.params.get("model_label")), ("input", job.content_label)]
     if job.params.get("model") == ANY_PAINTING:
         rows.append(("painting", job.style_label))
+        if "paint_strength" in job.params:
+            rows.append(("paint strength", f"×{float(job.params['paint_strength']):g}"))
     if job.task == STYLIZE:
         rows.append(("size", job.params.get("size")))
         if report:

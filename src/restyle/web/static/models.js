@@ -10,4 +10,7 @@
   const radios = painting.querySelectorAll('input[name="style_example"]');
   file.addEventListener("change", () => { if (file.files.length) radios.forEach((r) => (r.checked = false)); });
   radios.forEach((r) => r.addEventListener("change", () => { if (r.checked) file.value = ""; }));
+  const strength = document.getElementById("apply-strength");
+  const out = document.getElementById("apply-strength-out");
+  if (strength && out) strength.addEventListener("input", () => { out.textContent = `×${strength.value}`; });
 })();
