@@ -69,3 +69,30 @@ def test_train_watch_then_play_a_clip_through_the_model(browser, train_server, t
     shot(page, "models-clip-desktop")
     assert errors == []
     context.close()
+
+
+def test_any_painting_with_less_or_more_paint(browser, tmp_path, tiny_weights):  # noqa: F811
+    from tinynets import arbitrary_model_file
+
+    painting, photo = tmp_path / "my painting.png", tmp_path / "photo.png"
+    painting.write_bytes(image_bytes("PNG", (96, 96), "starry_night.jpg"))
+    photo.write_bytes(image_bytes("PNG", (80, 64)))
+    s = web_settings(tmp_path / "data", tiny_weights, any_painting_model=str(arbitrary_model_file(tmp_path / "a.pt")),
+                     photos_dir=None)
+    with live_server(s) as url:
+        context, page, errors = watched_page(browser, DESKTOP)
+        page.goto(url + "/models")
+        assert page.locator("#apply-painting").is_hidden()  # a trained model needs no painting
+        page.select_option("#apply-model", "arbitrary")
+        assert page.locator("#apply-painting").is_visible() and page.text_content("#apply-strength-out") == "×1"
+        page.fill("#apply-strength", "2")  # a range input: sets its value and fires input
+        assert page.text_content("#apply-strength-out") == "×2"
+        page.set_input_files("#apply-style", str(painting))
+        page.set_input_files("#apply-media", str(photo))
+        shot(page, "models-any-painting-desktop")
+        with page.expect_navigation():
+            page.click("#apply")
+        page.wait_for_selector("#state:text('done')", timeout=120_000)
+        assert "paint strength" in page.content() and "×2" in page.content()
+        assert errors == []
+        context.close()
