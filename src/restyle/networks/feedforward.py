@@ -377,7 +377,12 @@ class ArbitraryModel:
         return self._code(img)
 
     def _code(self, img: Image.Image) -> torch.Tensor:
-        x = to_tensor(resize(img, self.encode_size), self.device)
+        return self.net.encode(self.painting_stats(img, self.encode_size)).float()
+
+    @torch.no_grad()
+    def painting_stats(self, img: Image.Image, size: int) -> torch.Tensor:
+        """(1, stats_dim): feature_stats of `img` read at `size` px on its long side, as the code reads it."""
+        x = to_tensor(resize(img, size), self.device)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         layers = self.net.config.style_layers
@@ -386,7 +391,7 @@ class ArbitraryModel:
         reader = self._reader()
         with torch.inference_mode(), autocast(self.device, self.precision):
             feats = reader(x, layers)
-        return self.net.encode(feature_stats(feats, layers)).float()
+        return feature_stats(feats, layers)
 
     def code_for(self, styles: Sequence[Union[ImageLike, torch.Tensor]], blend: Optional[Sequence[float]] = None,
                  strength: float = 1.0, photo: Optional[ImageLike] = None) -> torch.Tensor:
