@@ -164,6 +164,8 @@ def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monk
     assert res.max_abs_diff is not None and res.max_abs_diff <= export.TOLERANCE
     session = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image", "style"]
+    side = load_model(arb, weights=tiny_weights).encode_size
+    assert res.style_long_side == side and session.get_modelmeta().custom_metadata_map == {"style_long_side": str(side)}
 
 
 def test_cli_any_painting_one_photo_a_folder_strength_blend_hybrid_and_training(corpus, tiny_weights, capsys):

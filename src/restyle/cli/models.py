@@ -405,5 +405,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     msg = f"wrote {result.path} (opset {result.opset}"
     if result.max_abs_diff is not None:
         msg += f"; onnxruntime vs PyTorch: max |diff| {result.max_abs_diff:.3g} on 0-255 at {result.checked_sizes}"
+    if result.style_long_side is not None:
+        msg += f"; inputs image and style, the painting at {result.style_long_side} px on its long side"
     print(msg + ")")
     return EXIT_OK

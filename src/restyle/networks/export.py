@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 
@@ -29,6 +29,7 @@ class ExportResult:
     opset: int
     max_abs_diff: Optional[float]
     checked_sizes: Tuple[Tuple[int, int], ...]
+    style_long_side: Optional[int] = None  # the any-painting network: the size its `style` input is read at
 
 
 class _Clamped(torch.nn.Module):
@@ -45,8 +46,8 @@ class _Clamped(torch.nn.Module):
 class _ArbitraryGraph(torch.nn.Module):
     """The any-painting network as one graph: (image, style) -> painting, the painting read by VGG-19 inside.
 
-    `style` is the painting as (1, 3, h, w) RGB 0-255; read it at 256 px on its long side,
-    as restyle does (the size the network was trained to read).
+    `style` is the painting as (1, 3, h, w) RGB 0-255, resized to the model's encode size on its
+    long side as restyle reads it (the file's metadata says it: `style_long_side`).
     """
 
     def __init__(self, model: "ArbitraryModel"):  # noqa: F821
@@ -89,11 +90,25 @@ def export_onnx(
             warnings.simplefilter("ignore")
             torch.onnx.export(net, example, str(tmp), opset_version=opset, dynamo=False,
                               input_names=names, output_names=["painting"], dynamic_axes=axes)
+        side = int(m.encode_size) if arbitrary else None
+        if side is not None:
+            _set_metadata(tmp, {"style_long_side": str(side)})
         diff = check_onnx(tmp, net if arbitrary else m.net) if check else None
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportResult(out, opset, diff, CHECK_SIZES if check else ())
+    return ExportResult(out, opset, diff, CHECK_SIZES if check else (), side)
+
+
+def _set_metadata(path: Path, props: Dict[str, str]) -> None:
+    """Add key/value metadata to an ONNX file (what a user of onnxruntime reads with modelmeta.custom_metadata_map)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
 
 
 def check_onnx(path: Union[str, os.PathLike], net: torch.nn.Module) -> float:
