@@ -8,7 +8,8 @@ For Starry Night and held-aside paintings (never trained on by the any-painting 
 - **arbitrary**: the any-painting network's one pass with that painting (the start);
 - **from arbitrary**: `restyle train PAINTING --photos coco256 -o X.pt --from arbitrary` with its
   default settings (a short fine-tune), timed (wall and CPU of the command, start-up included);
-- **scratch**: for Starry Night, the bundled `starry_night` network (4000 steps from scratch, 24 min).
+- **scratch**: a network trained from scratch with `restyle train`'s defaults (4000 steps, 24 min on
+  an idle machine): for Starry Night the bundled `starry_night`, for others those given by --scratch.
 
 Each network paints tubingen and the first held-aside coco photos at 512 px; quality.score gives
 the content and style distance (VGG-16, not the VGG-19 the networks train against), averaged over
@@ -43,6 +44,7 @@ from restyle.networks.training import list_photos, split_photos  # noqa: E402
 
 STARRY = SHARED / "images" / "style" / "starry_night.jpg"
 COCO = SHARED / "datasets" / "coco256"
+SCRATCH = "scratch (4000 steps)"
 HELD = ("claude-monet_water-lilies", "fra-angelico_the-annunciation")  # every 10th by name: held aside
 
 
@@ -56,10 +58,10 @@ def paint(model, photos: List[Path], out: Path, tag: str, size: int) -> List[Pat
     return files
 
 
-def train_from(painting: Path, output: Path, extra: List[str]) -> Tuple[float, float]:
+def train_from(painting: Path, output: Path, extra: List[str], model: str = "arbitrary") -> Tuple[float, float]:
     """`restyle train PAINTING --photos coco256 -o output --from arbitrary`: (wall, CPU) seconds."""
     cmd = [sys.executable, "-m", "restyle", "train", str(painting), "--photos", str(COCO), "-o", str(output),
-           "--from", "arbitrary", "--quiet", *extra]
+           "--from", model, "--quiet", *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
@@ -83,11 +85,15 @@ def write_sheet(folder: Path, names: List[str], photos: List[Path], path: Path) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="arbitrary", help="the any-painting network (bundled name or file)")
     p.add_argument("--paintings", default="starry_night," + ",".join(HELD),
                    help="starry_night and/or file names (no .jpg) in ../shared/datasets/paintings")
     p.add_argument("--photos", type=int, default=4, help="tubingen + this many - 1 held-aside coco photos")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--train-args", default="", help="extra flags for restyle train (default: none, its defaults)")
+    p.add_argument("--scratch", default="",
+                   help="NAME=FILE,...: from-scratch networks of other paintings to compare with (restyle train "
+                        "PAINTING --photos coco256 -o FILE, its default 4000 steps); Starry Night's is the bundled")
     p.add_argument("--keep", type=Path, default=None, help="keep the pictures and networks here")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--sheet", type=Path, default=None,
@@ -100,8 +106,9 @@ def main() -> None:
     photos = [SHARED / "images" / "content" / "tubingen.jpg"] + coco[: args.photos - 1]
     out = args.keep or Path(tempfile.mkdtemp(prefix="from_arbitrary_"))
     out.mkdir(parents=True, exist_ok=True)
-    arbitrary = load_model("arbitrary", device="cpu")
+    arbitrary = load_model(args.model, device="cpu")
     rows: List[Dict] = []
+    scratches = dict(item.split("=", 1) for item in args.scratch.split(",") if item)
     for name in args.paintings.split(","):
         painting = STARRY if name == "starry_night" else SHARED / "datasets" / "paintings" / f"{name}.jpg"
         runs: Dict[str, Tuple[List[Path], Optional[float], Optional[float]]] = {}
@@ -109,11 +116,12 @@ def main() -> None:
                                      None, None)
         net = out / f"{name}__from_arbitrary.pt"
         net.unlink(missing_ok=True)
-        wall, cpu = train_from(painting, net, args.train_args.split())
+        wall, cpu = train_from(painting, net, args.train_args.split(), args.model)
         runs["from arbitrary"] = (paint(load_model(net, device="cpu"), photos, out, f"{name}__from", args.size), wall, cpu)
-        if name == "starry_night":
-            runs["scratch (bundled, 4000 steps)"] = (
-                paint(load_model("starry_night", device="cpu"), photos, out, f"{name}__scratch", args.size), None, None)
+        scratch = "starry_night" if name == "starry_night" else scratches.get(name)
+        if scratch:
+            runs[SCRATCH] = (paint(load_model(scratch, device="cpu"), photos, out, f"{name}__scratch", args.size),
+                             None, None)
         for who, (files, wall, cpu) in runs.items():
             scores = [score(f, ph, painting) for f, ph in zip(files, photos)]
             row = dict(painting=name, who=who, content=statistics.mean(s[0] for s in scores),
@@ -135,8 +143,8 @@ def main() -> None:
         better = f["content"] <= s["content"] and f["style"] <= s["style"]
         lines.append(f"- {name}: fine-tuned {'closer on both axes than' if better else 'not closer on both axes than'} "
                      f"its start; trained in {f['wall']:.0f} s ({'within' if f['wall'] <= 120 else 'over'} 2 minutes).")
-        if (name, "scratch (bundled, 4000 steps)") in by:
-            b = by[(name, "scratch (bundled, 4000 steps)")]
+        if (name, SCRATCH) in by:
+            b = by[(name, SCRATCH)]
             dc, ds = f["content"] / b["content"] - 1, f["style"] / b["style"] - 1
             lines.append(f"  Against the from-scratch network: content {dc:+.1%}, style {ds:+.1%} "
                          f"({'within' if max(dc, ds) <= 0.03 else 'not within'} 3 % on both).")
