@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -119,3 +121,39 @@ def test_a_worker_paints_on_its_own_gpu_without_global_cuda_state(tmp_path, tiny
     w = Worker(s, 0, th.Event(), th.Event())
     w.run_job(store.claim(0))
     assert seen == ["cuda:1"] and store.get("j1").state == "failed"
+
+
+def _clear_forever(flag):
+    while True:
+        flag.clear()
+
+
+def test_a_worker_killed_at_any_moment_cannot_block_the_flags(tmp_path):
+    """The pool's stop and wake flags take no lock: a worker SIGKILLed in the middle of using one
+    (here: clearing it in a loop) leaves them working for the server and the other workers.
+    (multiprocessing.Event hung here: its lock stayed with the dead process.)"""
+    import multiprocessing
+    import signal
+
+    from restyle.web.worker import SharedFlag
+
+    ctx = multiprocessing.get_context("fork")  # the child runs a function of this module as it is
+    flag = SharedFlag(ctx)
+    for _ in range(3):
+        p = ctx.Process(target=_clear_forever, args=(flag,), daemon=True)
+        p.start()
+        time.sleep(0.3)
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(5)
+    done = threading.Event()
+
+    def use():
+        flag.set()
+        assert flag.is_set() and flag.wait(0.1)
+        flag.clear()
+        assert not flag.wait(0.1)
+        done.set()
+
+    t = threading.Thread(target=use, daemon=True)
+    t.start()
+    assert done.wait(5), "the flag is stuck"

@@ -342,6 +342,39 @@ def worker_main(settings: Settings, index: int, stop: Any, wake: Any, parent: in
     Worker(settings, index, stop, wake, parent).loop()
 
 
+class SharedFlag:
+    """A flag the server and its worker processes share (set, clear, is_set, wait), with no lock.
+
+    multiprocessing.Event guards its flag with a lock every process takes, even to read it: a
+    worker killed while it held that lock (inside wait or clear) would leave every other
+    worker, and the server's event loop setting the flag, blocked for good. One shared byte,
+    written whole, needs no lock; `wait` looks at it every POLL_S.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, ctx: Any) -> None:
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def clear(self) -> None:
+        self._value.value = 0
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.POLL_S, left))
+        return True
+
+
 class WorkerPool:
     """Starts, watches and stops the worker processes; restarts one that dies."""
 
@@ -349,8 +382,8 @@ class WorkerPool:
         self.settings = settings
         self.store = store
         ctx = _mp()
-        self.stop_event = ctx.Event()
-        self.wake_event = ctx.Event()
+        self.stop_event = SharedFlag(ctx)
+        self.wake_event = SharedFlag(ctx)
         self.procs: List[Optional[Any]] = [None] * settings.workers
         self._watch: Optional[threading.Thread] = None
         self._stopping = threading.Event()
