@@ -200,8 +200,9 @@ class ArbitraryTrainConfig(TrainBase):
     size: int = field(default=256, metadata=_help("side of the square training crops of the photos"))
     max_scale: float = field(default=1.6, metadata=_help("largest random rescale of a photo before cropping"))
     style_size: int = field(default=512, metadata=_help("long side of a painting for its Gram targets"))
-    # The painting is read at 256 px at run time (Ghiasi et al.'s size): a VGG pass to relu4_1
-    # at 256 px costs less than the transformer at 512, so encoding stays cheap.
+    # Training reads the painting at 256 px (Ghiasi et al.'s size). A VGG pass to relu4_1 at
+    # 256 px costs about what the transformer costs at 512; `restyle refit-encoder` then teaches
+    # the trained network's predictor to read 128 px (the bundled network reads 128).
     encode_size: int = field(default=256, metadata=_help("long side of a painting for its style code"))
     content_weight: float = field(default=10.0, metadata=_help("weight of the content term"))
     style_weight: float = field(default=40.0, metadata=_help("weight of the Gram style term"))
