@@ -409,3 +409,28 @@ def test_refit_encoder_reads_paintings_at_fewer_pixels(tiny_weights, tmp_path, c
                      str(tiny_weights), *argv])
         assert code == 2 and why in capsys.readouterr().err, argv
     assert not (tmp_path / "d.pt").exists()
+
+
+def test_training_measures_the_held_aside_paintings_and_keeps_the_best(corpus, tiny_weights):
+    from restyle.models.modelfile import read_model_file
+    from restyle.networks.arbitrary_training import best_path
+
+    a, b = corpus / "a.pt", corpus / "b.pt"
+    kw = dict(device="cpu", weights=tiny_weights)
+    cfg = dict(preview_every=1, lr=5e-2)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], a, arbitrary_train_config(steps=4, **cfg), **kw)
+    rows = read_model_file(a)["training"]["held_loss"]
+    assert [r[0] for r in rows] == [0, 1, 2, 3, 4] and all(len(r) == 4 and min(r[1:]) >= 0 for r in rows)
+    assert len({tuple(r[1:]) for r in rows}) == 5  # the network changes, and so does its held-aside loss
+    best = min(rows, key=lambda r: sum(r[1:]))
+    kept = read_model_file(best_path(a))
+    assert kept["kind"] == "model" and kept["training"]["steps_done"] == best[0]
+    assert isinstance(load_model(best_path(a), weights=tiny_weights), ArbitraryModel)
+
+    # Resumed: the same measures, each step once.
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, arbitrary_train_config(steps=2, **cfg), **kw)
+    train_arbitrary(corpus / "paintings", [corpus / "photos"], b, arbitrary_train_config(steps=4, **cfg), resume=True,
+                    **kw)
+    again = read_model_file(b)["training"]["held_loss"]
+    assert [r[0] for r in again] == [0, 1, 2, 3, 4]
+    assert all(abs(x - y) <= 1e-3 * max(1.0, abs(x)) for r, s in zip(rows, again) for x, y in zip(r[1:], s[1:]))

@@ -22,6 +22,7 @@ the benchmark (benchmarks/arbitrary.py).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,18 +108,26 @@ def random_crops(photos: Sequence[torch.Tensor], n: int, size: int, max_scale: f
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
-def view_scales(grams: Dict[str, torch.Tensor], layers: Sequence[str], floor: float = 0.05) -> List[Dict[str, float]]:
+def view_scales(grams: Dict[str, torch.Tensor], layers: Sequence[str], floor: float = 0.05,
+                floors: Optional[Dict[str, float]] = None) -> List[Dict[str, float]]:
     """Each painting view's per-layer style scales (losses.style_layer_scales, "target"), the Gram
-    magnitude floored at `floor` x the corpus median of that layer.
+    magnitude floored at `floor` x the corpus median of that layer (or at `floors`, the training
+    corpus's, for held-aside views).
 
     A relative error has no ceiling: a nearly black crop's relu1_1 Gram is ~1000x below the
     median, and one such view in a batch blew the loss up 1000-fold and the network with it
     (a first run collapsed to grey at step 250).
     """
     power = {n: grams[n].float().pow(2).mean(dim=(1, 2)) for n in layers}
-    floors = {n: floor * float(power[n].median()) for n in layers}
+    if floors is None:
+        floors = {n: floor * float(power[n].median()) for n in layers}
     return [{n: STYLE_NORM_REF / max(float(power[n][v]), floors[n], 1e-12) for n in layers}
             for v in range(len(power[layers[0]]))]
+
+
+def best_path(out: Path) -> Path:
+    """Where the training of `out` keeps the network that measured best on the held-aside paintings."""
+    return out.with_name(out.stem + ".best" + out.suffix)
 
 
 class ClippedAdam(torch.optim.Adam):
@@ -166,6 +175,10 @@ class ArbitraryRecipe(Recipe):
         self.scales = view_scales(self.grams, self.layers)
         self.data, self.held, self.held_paintings, self.info = data, held_photos, held_paintings, info
         self.photos, self.held_out = info["photos"], tuple(info["held_out"])
+        self.floors = {n: 0.05 * float(self.grams[n].float().pow(2).mean(dim=(1, 2)).median()) for n in self.layers}
+        self.output: Optional[Path] = None  # set by arbitrary_recipe: where OUT.best.pt goes
+        self.held_loss: List[List[float]] = [list(r) for r in info.get("held_loss", [])]  # [step, content, style, tv]
+        self._held_targets: Optional[Tuple[Dict[str, torch.Tensor], torch.Tensor, List[Dict[str, float]]]] = None
 
     def batch(self, step: int) -> Tuple[List[int], torch.Tensor]:
         g = step_generator(self.cfg.seed, step)
@@ -229,12 +242,48 @@ class ArbitraryRecipe(Recipe):
             rows.append([thumb] + list(out.split(1)))
         return grid(rows, gap=2)
 
+    def held_targets(self) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, List[Dict[str, float]]]:
+        """The held-aside paintings' Gram targets, feature stats and style scales (whole paintings), made once."""
+        if self._held_targets is None:
+            targets = [style_targets(self.painter, p, self.cfg, self.layers) for p in self.held_paintings]
+            grams = {n: torch.stack([t[0][n] for t in targets]) for n in self.layers}
+            stats = torch.stack([t[1] for t in targets])
+            self._held_targets = grams, stats, view_scales(grams, self.layers, floors=self.floors)
+        return self._held_targets
+
+    def validate(self, state: TrainState) -> None:
+        """The loss on the held-aside paintings x photos, recorded (held_loss); the best network so far
+        to OUT.best.pt. The training loss falls on the paintings it sees; this says when the network
+        stops getting better on the ones it never sees (a run resumed to 6250 steps got worse there)."""
+        if not self.held or not self.held_paintings:
+            return
+        cfg, (grams, stats, scales) = self.cfg, self.held_targets()
+        from .style_training import square
+
+        x = torch.cat([square(h, cfg.size) for h in self.held[:4]]).to(self.device)
+        target = self.painter.features(x, cfg.content_layers)
+        codes = self.net.encode(stats.to(self.device))
+        totals = torch.zeros(3)
+        for v in range(len(stats)):
+            with autocast(self.device, self.precision):
+                y = self.net(x, codes[v : v + 1]).float()
+            feats = self.painter.features(y, tuple(dict.fromkeys(self.layers + tuple(cfg.content_layers))))
+            content = sum(content_loss(feats[n], target[n]) for n in cfg.content_layers) * cfg.content_weight
+            style = sum(scales[v][n] / len(self.layers) * style_loss(gram(feats[n]), grams[n][v].to(self.device))
+                        for n in self.layers) * cfg.style_weight
+            totals += torch.stack([content.float().cpu(), style.float().cpu(), (tv_loss(y) * cfg.tv_weight).cpu()])
+        row = [state.step, *(round(float(t) / len(stats), 2) for t in totals)]
+        best = min((sum(r[1:]) for r in self.held_loss if r[0] < state.step), default=math.inf)
+        self.held_loss = [r for r in self.held_loss if r[0] < state.step] + [row]
+        if self.output is not None and sum(row[1:]) < best:
+            self.save("model", best_path(self.output), state)
+
     def history_row(self, step: int, loss: float, terms: Dict[str, float]) -> Tuple[float, ...]:
         return (step, *(round(terms[k], 2) for k in ("content", "style", "tv")))
 
     def save(self, kind: str, path: Path, state: TrainState) -> Path:
         info = dict(self.info, steps_done=state.step, wall_s=round(state.wall_s, 1),
-                    history=[list(h) for h in state.history])
+                    history=[list(h) for h in state.history], held_loss=[list(r) for r in self.held_loss])
         extra = {"optimizer": state.optimizer, "step": state.step} if kind == "checkpoint" else None
         payload = model_payload(self.net, family=FAMILY, training=info, style={"name": "any painting"}, kind=kind,
                                 extra=extra)
@@ -381,8 +430,11 @@ def arbitrary_recipe(paintings: Union[str, os.PathLike], photos: Sequence[Union[
         "precision": run.precision,
         "device": run.device.type,
     }
+    if resume:  # the held-aside measures so far travel with the checkpoint
+        info["held_loss"] = payload["training"].get("held_loss", [])
     recipe = ArbitraryRecipe(cfg, net, run.painter, styles, [load_photo_u8(p, long_side=640) for p in run.train_x],
-                             [load_photo_u8(p) for p in run.held_x], [load_image(p) for p in run.held_p[:4]], info)
+                             [load_photo_u8(p) for p in run.held_x], [load_image(p) for p in run.held_p], info)
+    recipe.output = run.output
     return recipe, state
 
 

@@ -183,6 +183,9 @@ class Recipe:
         """The preview grid (called in eval mode without gradients), or None."""
         return None
 
+    def validate(self, state: TrainState) -> None:
+        """Measure the network on held-aside data, after each preview (eval mode, no gradients)."""
+
     def history_row(self, step: int, loss: float, terms: Dict[str, float]) -> Tuple[float, ...]:
         return (step, loss)
 
@@ -242,6 +245,7 @@ def fit(
         net.eval()
         with torch.no_grad():
             image = recipe.preview()
+            recipe.validate(now())
         net.train()
         if image is not None:
             emit(TrainPreview(state.step, image))
