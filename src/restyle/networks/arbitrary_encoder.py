@@ -99,9 +99,10 @@ def refit_encoder(model: Union[str, os.PathLike], paintings: Union[str, os.PathL
     loaded = open_model(source, device="cpu", precision="auto", weights=weights)  # bf16 where the CPU has it, as it runs
     assert isinstance(loaded, ArbitraryModel)
     cfg = payload["training"].get("config", {})
-    train_p, held_p = split_paintings(list_photos(paintings), int(cfg.get("holdout_every", 10)))
+    every = int(cfg.get("holdout_every", 10))
+    train_p, held_p = split_paintings(list_photos(paintings), every)
     if not train_p or not held_p:
-        raise InputError(f"paintings {paintings}: too few to hold some aside (every {cfg.get('holdout_every', 10)}th)")
+        raise InputError(f"paintings {paintings}: too few to hold some aside (every {every}th)")
     t0 = time.perf_counter()
     sizes = (loaded.encode_size, encode_size)
     teacher, student = _stats(loaded, train_p, views, sizes, seed, log)

@@ -108,19 +108,30 @@ def random_crops(photos: Sequence[torch.Tensor], n: int, size: int, max_scale: f
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
+def gram_power(grams: Dict[str, torch.Tensor], layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """Each view's mean squared Gram entry, per layer: (V,) a layer."""
+    return {n: grams[n].float().pow(2).mean(dim=(1, 2)) for n in layers}
+
+
+def layer_floors(power: Dict[str, torch.Tensor], floor: float = 0.05) -> Dict[str, float]:
+    """`floor` x the corpus median of each layer's gram_power: the least magnitude a view's scale assumes."""
+    return {n: floor * float(p.median()) for n, p in power.items()}
+
+
 def view_scales(grams: Dict[str, torch.Tensor], layers: Sequence[str], floor: float = 0.05,
-                floors: Optional[Dict[str, float]] = None) -> List[Dict[str, float]]:
+                floors: Optional[Dict[str, float]] = None,
+                power: Optional[Dict[str, torch.Tensor]] = None) -> List[Dict[str, float]]:
     """Each painting view's per-layer style scales (losses.style_layer_scales, "target"), the Gram
     magnitude floored at `floor` x the corpus median of that layer (or at `floors`, the training
-    corpus's, for held-aside views).
+    corpus's, for held-aside views); `power`: gram_power(grams), when already computed.
 
     A relative error has no ceiling: a nearly black crop's relu1_1 Gram is ~1000x below the
     median, and one such view in a batch blew the loss up 1000-fold and the network with it
     (a first run collapsed to grey at step 250).
     """
-    power = {n: grams[n].float().pow(2).mean(dim=(1, 2)) for n in layers}
+    power = gram_power(grams, layers) if power is None else power
     if floors is None:
-        floors = {n: floor * float(power[n].median()) for n in layers}
+        floors = layer_floors(power, floor)
     return [{n: STYLE_NORM_REF / max(float(power[n][v]), floors[n], 1e-12) for n in layers}
             for v in range(len(power[layers[0]]))]
 
@@ -170,12 +181,14 @@ class ArbitraryRecipe(Recipe):
             self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = ClippedAdam(self.net.parameters(), lr=cfg.lr)
         self.layers = tuple(ArbitraryConfig.style_layers)
+        self.feature_layers = tuple(dict.fromkeys(self.layers + tuple(cfg.content_layers)))  # what loss() reads
         self.grams: Dict[str, torch.Tensor] = styles["grams"]  # layer -> (V, C, C)
         self.stats: torch.Tensor = styles["stats"]  # (V, D)
-        self.scales = view_scales(self.grams, self.layers)
+        power = gram_power(self.grams, self.layers)  # once: relu4_1's Grams of every view are ~0.8 GB
+        self.floors = layer_floors(power)  # the training corpus's, for the held-aside paintings too
+        self.scales = view_scales(self.grams, self.layers, floors=self.floors, power=power)
         self.data, self.held, self.held_paintings, self.info = data, held_photos, held_paintings, info
         self.photos, self.held_out = info["photos"], tuple(info["held_out"])
-        self.floors = {n: 0.05 * float(self.grams[n].float().pow(2).mean(dim=(1, 2)).median()) for n in self.layers}
         self.output: Optional[Path] = None  # set by arbitrary_recipe: where OUT.best.pt goes
         self.held_loss: List[List[float]] = [list(r) for r in info.get("held_loss", [])]  # [step, content, style, tv]
         self._held_targets: Optional[Tuple[Dict[str, torch.Tensor], torch.Tensor, List[Dict[str, float]]]] = None
@@ -210,19 +223,24 @@ class ArbitraryRecipe(Recipe):
         codes = self.net.encode(self.stats[views].to(self.device))
         with autocast(self.device, self.precision):
             y = torch.cat([self.net(xi, c) for xi, c in zip(x.split(k), codes.split(1))])
-        layers = tuple(dict.fromkeys(self.layers + tuple(cfg.content_layers)))
-        feats = self.painter.features(y, layers)
+        feats = self.painter.features(y, self.feature_layers)
         with torch.no_grad():
             target = self.painter.features(x, cfg.content_layers)
-        content = sum(content_loss(feats[n], target[n]) for n in cfg.content_layers) * cfg.content_weight
-        style = torch.zeros((), device=self.device)
-        for i, v in enumerate(views):
-            for n in self.layers:
-                g = gram(feats[n][i * k : (i + 1) * k])
-                style = style + self.scales[v][n] / len(self.layers) * style_loss(g, self.grams[n][v].to(self.device))
-        style = style * cfg.style_weight / len(views)
-        tv = tv_loss(y) * cfg.tv_weight
+        style = sum(self._style({n: feats[n][i * k : (i + 1) * k] for n in self.layers},
+                                {n: self.grams[n][v] for n in self.layers}, self.scales[v])
+                    for i, v in enumerate(views)) * cfg.style_weight / len(views)
+        content, tv = self._content(feats, target), tv_loss(y) * cfg.tv_weight
         return content + style + tv, {"content": content, "style": style, "tv": tv}
+
+    def _content(self, feats: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The content term, weighted."""
+        return sum(content_loss(feats[n], target[n]) for n in self.cfg.content_layers) * self.cfg.content_weight
+
+    def _style(self, feats: Dict[str, torch.Tensor], grams: Dict[str, torch.Tensor],
+               scale: Dict[str, float]) -> torch.Tensor:
+        """One painting's style term before style_weight: its pictures' Gram losses, scaled, layer-averaged."""
+        return sum(scale[n] / len(self.layers) * style_loss(gram(feats[n]), grams[n].to(self.device))
+                   for n in self.layers)
 
     def preview(self) -> Optional[Image.Image]:
         """Rows: one held-aside painting each (its thumbnail, then the held-aside photos painted in it)."""
@@ -267,11 +285,10 @@ class ArbitraryRecipe(Recipe):
         for v in range(len(stats)):
             with autocast(self.device, self.precision):
                 y = self.net(x, codes[v : v + 1]).float()
-            feats = self.painter.features(y, tuple(dict.fromkeys(self.layers + tuple(cfg.content_layers))))
-            content = sum(content_loss(feats[n], target[n]) for n in cfg.content_layers) * cfg.content_weight
-            style = sum(scales[v][n] / len(self.layers) * style_loss(gram(feats[n]), grams[n][v].to(self.device))
-                        for n in self.layers) * cfg.style_weight
-            totals += torch.stack([content.float().cpu(), style.float().cpu(), (tv_loss(y) * cfg.tv_weight).cpu()])
+            feats = self.painter.features(y, self.feature_layers)
+            style = self._style(feats, {n: grams[n][v] for n in self.layers}, scales[v]) * cfg.style_weight
+            totals += torch.stack([self._content(feats, target).float().cpu(), style.float().cpu(),
+                                   (tv_loss(y) * cfg.tv_weight).cpu()])
         row = [state.step, *(round(float(t) / len(stats), 2) for t in totals)]
         best = min((sum(r[1:]) for r in self.held_loss if r[0] < state.step), default=math.inf)
         self.held_loss = [r for r in self.held_loss if r[0] < state.step] + [row]
