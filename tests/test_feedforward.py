@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -524,3 +525,51 @@ def test_training_photos_are_made_smaller_once_at_load(tmp_path):
     assert x.dtype == torch.uint8 and tuple(x.shape) == (3, 410, 547)
     assert tuple(load_photo_u8(big, short_side=1000).shape) == (3, 900, 1200)  # never made larger
     assert tuple(load_photo_u8(big, long_side=640).shape) == (3, 480, 640)
+
+
+def test_photos_load_on_threads_in_order(tmp_path):
+    from restyle.networks.training import load_photo_u8, load_photos
+
+    paths = []
+    for i in range(9):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.new("RGB", (40 + i, 30), (i * 20, 0, 0)).save(paths[-1])
+    loaded = load_photos(paths, short_side=20)
+    assert [tuple(x.shape) for x in loaded] == [tuple(load_photo_u8(p, short_side=20).shape) for p in paths]
+    assert [int(x[0, 0, 0]) for x in loaded] == [i * 20 for i in range(9)]
+
+
+def test_preview_grids_are_written_whole_into_their_folder(tmp_path):
+    from restyle.networks.training import save_preview
+
+    grid_image = Image.new("RGB", (64, 32), (10, 200, 30))
+    path = save_preview(grid_image, tmp_path / "previews", 7)
+    assert path == tmp_path / "previews" / "step000007.png"
+    with Image.open(path) as back:
+        assert back.size == (64, 32) and back.getpixel((5, 5)) == (10, 200, 30)
+
+
+def test_cosine_decay_ends_at_a_tenth_and_resumes_on_its_curve(tmp_path, photos, tiny_weights, style_path):
+    from restyle.networks.training import cosine_lr
+
+    with pytest.raises(InputError, match="lr_decay 'linear' is not one of none, cosine"):
+        style_train_config(lr_decay="linear")
+    cfg = style_train_config(steps=6, lr=1e-2, lr_decay="cosine")
+    straight = train(style_path, photos, tmp_path / "a.pt", cfg, weights=tiny_weights)
+    ck = read_model_file(checkpoint_path(straight))
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * cosine_lr(6)(6)) == pytest.approx(1e-3)
+    # Stopped after step 3 and resumed: the rate goes on along the curve, the weights end where the straight run's do.
+    done = []
+    with pytest.raises(Cancelled):
+        train(style_path, photos, tmp_path / "b.pt", cfg, weights=tiny_weights, should_stop=lambda: len(done) == 3,
+              callback=lambda e: done.append(e) if isinstance(e, TrainStep) else None)
+    half = read_model_file(checkpoint_path(tmp_path / "b.pt"))
+    assert half["scheduler"]["last_epoch"] == 3
+    resumed = train(style_path, photos, tmp_path / "b.pt", cfg, weights=tiny_weights, resume=True)
+    a, b = read_model_file(straight)["state_dict"], read_model_file(resumed)["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    # A constant-rate checkpoint refuses a cosine resume: the settings name the difference.
+    with pytest.raises(InputError, match="lr_decay"):
+        train(style_path, photos, tmp_path / "a.pt", replace(cfg, lr_decay="none", steps=8), weights=tiny_weights,
+              resume=True)

@@ -155,9 +155,9 @@ def train_style(task: FileTask, photos: PathLike, config: Any, *, device: str = 
     order depends on the step only, so the result is the uninterrupted run's); any other
     file at the output is refused, never overwritten. The sidecar gains the node and attempt.
     """
-    from ..images import save_atomic
     from ..models.modelfile import sidecar_of
     from ..networks.style_training import TrainPreview, checkpoint_path, train
+    from ..networks.training import save_preview
 
     t0 = time.perf_counter()
     node = node or this_node()
@@ -169,8 +169,7 @@ def train_style(task: FileTask, photos: PathLike, config: Any, *, device: str = 
 
     def on_event(event: Any) -> None:
         if isinstance(event, TrainPreview):
-            previews.mkdir(exist_ok=True)
-            save_atomic(event.image, previews / f"step{event.step:06d}.png")
+            save_preview(event.image, previews, event.step)
         emit(event)
 
     try:

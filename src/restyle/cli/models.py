@@ -121,8 +121,8 @@ def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..images import save_atomic
     from ..networks.style_training import TrainConfig, train
+    from ..networks.training import save_preview
     from .common import TrainProgress, config_from_args, ray_options
 
     cfg = config_from_args(args, TrainConfig)
@@ -138,11 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
     previews = _preview_dir(args, out)
 
-    def save_preview(event: Any) -> None:
-        previews.mkdir(parents=True, exist_ok=True)
-        save_atomic(event.image, previews / f"step{event.step:06d}.png")
-
-    with TrainProgress(args.quiet, save_preview) as progress:
+    with TrainProgress(args.quiet, lambda event: save_preview(event.image, previews, event.step)) as progress:
         path = train(args.styles[0], args.photos, out, cfg, resume=args.resume, device=args.device,
                      weights=args.weights, callback=progress, start=args.start)
     if not args.quiet:
@@ -152,8 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_arbitrary(args: argparse.Namespace) -> int:
     from ..config.train import ArbitraryTrainConfig
-    from ..images import save_atomic
     from ..networks.arbitrary_training import train_arbitrary
+    from ..networks.training import save_preview
     from .common import TrainProgress, config_from_args, ray_options
 
     cfg = config_from_args(args, ArbitraryTrainConfig)
@@ -167,11 +163,7 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
         raise InputError(f"output {out} exists; choose another name, delete it, or pass --resume")
     previews = _preview_dir(args, out)
 
-    def save_preview(event: Any) -> None:
-        previews.mkdir(parents=True, exist_ok=True)
-        save_atomic(event.image, previews / f"step{event.step:06d}.png")
-
-    with TrainProgress(args.quiet, save_preview) as progress:
+    with TrainProgress(args.quiet, lambda event: save_preview(event.image, previews, event.step)) as progress:
         if ray is not None:  # the same events, worker 0's relayed: the bar, checkpoints and previews as here
             from ..batch.data_parallel import train_arbitrary_ray
 

@@ -12,6 +12,7 @@ from .stylize import (FEATURE_LAYERS, MAX_SIZE, MIN_SIZE, STYLE_NORMS, VGG19_LAY
                       _non_negative, coerce_fields)
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+LR_DECAYS = ("none", "cosine")
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,14 @@ class TrainConfig(TrainBase):
     holdout: int = field(default=8, metadata=_help("photos held aside from training for the preview grid"))
     precision: str = field(default="auto", metadata=_help(f"one of {', '.join(TRAIN_PRECISIONS)}; auto: bf16 where the hardware has it"))
     threads: int = field(default=0, metadata=_help("torch threads (0: torch's default)"))
+    # A constant rate trained the bundled network; a short fine-tune (--from) ends better with
+    # the rate falling to a tenth by its last step (benchmarks/FROM_ARBITRARY.md).
+    lr_decay: str = field(default="none", metadata=_help("learning-rate schedule: none (constant) or cosine "
+                                                         "(falls to a tenth by the last step)", choices=LR_DECAYS))
 
     def validate(self) -> None:
         super().validate()
+        _choice("lr_decay", self.lr_decay, LR_DECAYS)
         # The optimiser's size rule: five poolings need MIN_SIZE px; MAX_SIZE bounds the memory.
         for name in ("size", "style_size"):
             value = getattr(self, name)

@@ -45,7 +45,7 @@ from ..models.weights import load_weights
 from ..optimiser.engine import Painter
 from ..optimiser.losses import STYLE_NORM_REF, content_loss, gram, style_loss, tv_loss
 from .training import (
-    Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos, load_photo_u8, seeded,
+    Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos, load_photos, seeded,
     split_photos, step_generator,
 )
 
@@ -449,8 +449,8 @@ def arbitrary_recipe(paintings: Union[str, os.PathLike], photos: Sequence[Union[
     }
     if resume:  # the held-aside measures so far travel with the checkpoint
         info["held_loss"] = payload["training"].get("held_loss", [])
-    recipe = ArbitraryRecipe(cfg, net, run.painter, styles, [load_photo_u8(p, long_side=640) for p in run.train_x],
-                             [load_photo_u8(p) for p in run.held_x], [load_image(p) for p in run.held_p], info)
+    recipe = ArbitraryRecipe(cfg, net, run.painter, styles, load_photos(run.train_x, long_side=640),
+                             load_photos(run.held_x), [load_image(p) for p in run.held_p], info)
     recipe.output = run.output
     return recipe, state
 

@@ -37,8 +37,8 @@ from ..models.transformer import TransformerNet
 from ..optimiser.engine import Painter
 from ..optimiser.objective import ContentTerm, GramStyleTerm, Objective, TVTerm
 from .training import (  # noqa: F401  (re-exported: the names this module had before the one loop)
-    PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, data_fingerprint, fit, grid, list_photos,
-    load_photo_u8, seeded, split_photos, step_generator,
+    PHOTO_SUFFIXES, Recipe, TrainState, check_output, checkpoint_path, cosine_lr, data_fingerprint, fit, grid, list_photos,
+    load_photo_u8, load_photos, seeded, split_photos, step_generator,
 )
 from ..models.weights import load_weights
 
@@ -124,6 +124,8 @@ class StyleRecipe(Recipe):
         if prefers_channels_last(device):
             self.net = self.net.to(memory_format=torch.channels_last)  # oneDNN's AMX and cuDNN's tensor-core kernels
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        if cfg.lr_decay == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_lr(cfg.steps))
         self.data, self.held, self.info, self.style_info = data, held, info, style_info
         self.photos, self.held_out = info["photos"], tuple(info["held_out"])
 
@@ -153,7 +155,8 @@ class StyleRecipe(Recipe):
     def save(self, kind: str, path: Path, state: TrainState) -> Path:
         info = dict(self.info, steps_done=state.step, wall_s=round(state.wall_s, 1),
                     history=[list(h) for h in state.history])
-        extra = {"optimizer": state.optimizer, "step": state.step} if kind == "checkpoint" else None
+        extra = ({"optimizer": state.optimizer, "scheduler": state.scheduler, "step": state.step}
+                 if kind == "checkpoint" else None)
         return save_model_file(model_payload(self.net, style=self.style_info, training=info, kind=kind, extra=extra),
                                path)
 
@@ -178,7 +181,7 @@ def _resume_state(cfg: TrainConfig, ckpt: Path, style: Dict[str, str], fingerpri
         raise InputError(f"--resume: checkpoint {ckpt} was trained on other photos than those in "
                          f"{payload['training'].get('photos_dir', '?')} now (their names or contents differ); "
                          "give the same photos, or start afresh with another -o")
-    saved = payload["training"]["config"]
+    saved = {**TrainConfig().to_dict(), **payload["training"]["config"]}  # a field newer than the file: its default
     differ = [k for k, v in cfg.to_dict().items()
               if k not in ("steps", "preview_every", "checkpoint_every", "threads") and saved.get(k) != v]
     if differ:
@@ -188,7 +191,8 @@ def _resume_state(cfg: TrainConfig, ckpt: Path, style: Dict[str, str], fingerpri
         )
     t = payload["training"]
     return build_network(payload, ckpt), TrainState(int(payload["step"]), [tuple(h) for h in t.get("history", [])],
-                                                    float(t.get("wall_s", 0.0)), payload["optimizer"])
+                                                    float(t.get("wall_s", 0.0)), payload["optimizer"],
+                                                    payload.get("scheduler"))
 
 
 @dataclass(frozen=True)
@@ -318,8 +322,8 @@ def train(
         info["started_from"] = started_from
     largest_crop = math.ceil(cfg.size * cfg.max_scale)  # the short side a crop at the largest scale uses
     recipe = StyleRecipe(cfg, net, objective, device, precision,
-                         [load_photo_u8(p, short_side=largest_crop) for p in train_paths],
-                         [load_photo_u8(p) for p in held_paths], info, style_info)
+                         load_photos(train_paths, short_side=largest_crop), load_photos(held_paths), info,
+                         style_info)
     fit(recipe, output, steps=cfg.steps, checkpoint_every=cfg.checkpoint_every, preview_every=cfg.preview_every,
         resume=state, callback=callback, should_stop=should_stop)
     return output
