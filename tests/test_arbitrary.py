@@ -99,7 +99,7 @@ def test_resume_is_exact(corpus, tiny_weights):
     assert checkpoint_path(b).is_file()
 
 
-def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, tiny_weights):
+def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, tiny_weights, monkeypatch):
     from restyle.networks.style_training import TrainConfig, train
 
     arb = corpus / "arb.pt"
@@ -119,6 +119,12 @@ def test_a_paintings_own_network_starts_from_the_any_painting_network(corpus, ti
     tuned = corpus / "tuned.pt"
     train(painting, corpus / "photos", tuned, TrainConfig(**cfg, lr=1e-2), weights=tiny_weights, start=arb)
     assert not np.array_equal(np.asarray(load_model(tuned)(photo)), np.asarray(own(photo)))
+    # The API's config as a dict: a fine-tune takes FROM_ARBITRARY's settings where the dict is silent.
+    monkeypatch.setattr("restyle.networks.style_training.FROM_ARBITRARY", {"steps": 3, "lr_decay": "cosine"})
+    silent = {k: v for k, v in cfg.items() if k != "steps"}
+    train(painting, corpus / "photos", corpus / "api.pt", silent, weights=tiny_weights, start=arb)
+    config = torch.load(corpus / "api.pt", weights_only=True)["training"]["config"]
+    assert config["steps"] == 3 and config["lr_decay"] == "cosine"
     with pytest.raises(InputError, match="not an any-painting model"):
         train(painting, corpus / "photos", corpus / "x.pt", TrainConfig(**cfg), weights=tiny_weights, start=tuned)
     with pytest.raises(InputError, match="widths"):
@@ -168,7 +174,7 @@ def test_onnx_export_takes_the_photo_and_the_painting(corpus, tiny_weights, monk
     assert res.style_long_side == side and session.get_modelmeta().custom_metadata_map == {"style_long_side": str(side)}
 
 
-def test_cli_any_painting_one_photo_a_folder_strength_blend_hybrid_and_training(corpus, tiny_weights, capsys):
+def test_cli_any_painting_one_photo_a_folder_strength_blend_hybrid_and_training(corpus, tiny_weights, capsys, monkeypatch):
     import json
 
     from restyle.cli.main import main
@@ -208,7 +214,17 @@ def test_cli_any_painting_one_photo_a_folder_strength_blend_hybrid_and_training(
     assert main(["train", str(p3), "--photos", str(corpus / "photos"), "-o", str(own), "--from", str(arb),
                  "--weights", str(tiny_weights), "--steps", "2", "--size", "32", "--style-size", "64", "--widths", "4,8",
                  "--res-blocks", "1", "--holdout", "1", "--preview-every", "0", "--precision", "fp32", "--quiet"]) == 0
-    assert json.loads((corpus / "own.json").read_text())["training"]["started_from"]["model"] == "arb"
+    training = json.loads((corpus / "own.json").read_text())["training"]
+    assert training["started_from"]["model"] == "arb"
+    # The fine-tune's own defaults (FROM_ARBITRARY) where the command line is silent, the flags given where not.
+    assert training["config"]["steps"] == 2 and training["config"]["lr_decay"] == "cosine"
+    monkeypatch.setattr("restyle.cli.models.FROM_ARBITRARY", {"steps": 3, "lr_decay": "cosine"})
+    assert main(["train", str(p3), "--photos", str(corpus / "photos"), "-o", str(corpus / "own2.pt"), "--from",
+                 str(arb), "--weights", str(tiny_weights), "--size", "32", "--style-size", "64", "--widths", "4,8",
+                 "--res-blocks", "1", "--holdout", "1", "--preview-every", "0", "--precision", "fp32", "--quiet",
+                 "--lr-decay", "none"]) == 0
+    config = json.loads((corpus / "own2.json").read_text())["training"]["config"]
+    assert config["steps"] == 3 and config["lr_decay"] == "none"
 
 
 def test_cli_video_with_any_painting(corpus, tiny_weights, capsys):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..config import MAX_SIZE, PRESETS
+from ..config.train import FROM_ARBITRARY
 from ..errors import InputError
 
 EXIT_OK = 0
@@ -52,8 +53,9 @@ def add_model_commands(sub: Any, stylize: argparse.ArgumentParser) -> None:
     t.add_argument("--residual", action="store_true", default=argparse.SUPPRESS,
                    help="the network adds its output to the photo: learns the change (default: off)")
     t.add_argument("--from", dest="start", default=None, metavar="MODEL",
-                   help="start from the any-painting network's picture of this painting (`arbitrary` or a file "
-                        f"from train-arbitrary) and fine-tune it: {FROM_STEPS} steps unless --steps says otherwise")
+                   help="start from the network an any-painting model (`arbitrary` or a file from train-arbitrary) "
+                        "predicts for this painting, and fine-tune it: by default "
+                        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in FROM_ARBITRARY.items()))
     add_ray_arguments(t, "one training per style")
     t.set_defaults(func=cmd_train)
 
@@ -111,9 +113,6 @@ HYBRID_NETWORK_SCALE = 2
 HYBRID_ITERATIONS = 22
 HYBRID_CONTENT_WEIGHT = 100.0
 HYBRID_SCALES = (1,)
-# `train --from arbitrary`: the network already paints this painting; a short fine-tune
-# (benchmarks/from_arbitrary.py: 170 steps, ~220 CPU s, within 3 % of the 4000-step Starry Night network).
-FROM_STEPS = 170
 
 
 def _preview_dir(args: argparse.Namespace, out: Path) -> Path:
@@ -126,8 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .common import TrainProgress, config_from_args, ray_options
 
     cfg = config_from_args(args, TrainConfig)
-    if args.start and not hasattr(args, "steps"):
-        cfg = replace(cfg, steps=FROM_STEPS)
+    if args.start:  # the fine-tune's settings, where the command line leaves them
+        cfg = replace(cfg, **{k: v for k, v in FROM_ARBITRARY.items() if not hasattr(args, k)})
     ray = ray_options(args)
     if ray is not None or len(args.styles) > 1 or Path(args.styles[0]).is_dir():
         if args.start:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config.train import TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (re-exported: restyle.networks.style_training.TrainConfig)
+from ..config.train import FROM_ARBITRARY, TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (re-exported: restyle.networks.style_training.TrainConfig)
 from ..device import autocast, network, network_layout, prefers_channels_last, resolve_device, resolve_precision
 from ..errors import InputError
 from ..events import TrainCheckpoint, TrainDone, TrainEvent, TrainPreview, TrainStart, TrainStep  # noqa: F401  (re-exported)
@@ -227,13 +227,15 @@ def start_network(start: Union[str, os.PathLike], style: Union[str, os.PathLike]
     return Start(net.train(), {"model": model.name, "sha256": model.sha256})
 
 
-def _train_config(config: Any) -> TrainConfig:
-    """`config` of the API: a TrainConfig, None (the defaults) or a dict of its fields."""
+def _train_config(config: Any, fine_tune: bool = False) -> TrainConfig:
+    """`config` of the API: a TrainConfig, None (the defaults) or a dict of its fields. For a `fine_tune`
+    (train from an any-painting model) None and a dict take FROM_ARBITRARY's settings where they are silent."""
+    defaults = FROM_ARBITRARY if fine_tune else {}
     if config is None:
-        return TrainConfig()
+        return TrainConfig(**defaults)
     if isinstance(config, dict):
         try:
-            return TrainConfig(**config)
+            return TrainConfig(**{**defaults, **config})
         except TypeError as e:  # an unknown field
             raise InputError(f"config: {e}".replace("__init__() ", "")) from None
     if not isinstance(config, TrainConfig):
@@ -277,7 +279,8 @@ def train(
     With `start` (an any-painting model: ``"arbitrary"`` or a file, or what
     `start_network` made of one), the network starts as that model's network for this
     painting (its predicted normalisation parameters baked in) and the training
-    fine-tunes it: a few hundred steps instead of thousands.
+    fine-tunes it: `config` None or a dict gets FROM_ARBITRARY's short run (100 steps,
+    the rate falling to a tenth) where it says nothing else.
 
     Writes the model to `output` (and checkpoints beside it, see
     `checkpoint_path`); returns `output`. With `resume`, continues from the
@@ -285,7 +288,7 @@ def train(
     Ctrl-C (KeyboardInterrupt) or `should_stop()` saves a checkpoint, then
     raises Cancelled.
     """
-    cfg = _train_config(config)
+    cfg = _train_config(config, fine_tune=start is not None)
     for name, value in (("style", style), ("photos", photos), ("output", output)):
         if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
             raise InputError(f"{name} {value!r} must be a path (str or os.PathLike)")
