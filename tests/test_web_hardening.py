@@ -527,7 +527,7 @@ def test_files_answer_head_and_ignore_a_range_they_cannot_use(idle_settings):
 
 # --- 14. trainings per browser, per address and on the whole server ------------------------
 
-def train_post(client, steps="200"):
+def train_post(client, steps="250"):
     return client.post("/api/train", files={"style": ("painting.jpg", STYLE, "image/jpeg")}, data={"steps": steps})
 
 
@@ -547,7 +547,7 @@ def test_trainings_are_limited_per_address_and_server_wide_not_only_per_cookie(t
         r = train_post(stranger("10.0.0.3"))  # the server's cap: 3 queued or running trainings in all
         assert r.status_code == 503 and r.headers["retry-after"] == "60" and "already training 3" in r.json()["error"]
         page = stranger("10.0.0.3").post("/train", files={"style": ("p.jpg", STYLE, "image/jpeg")},
-                                         data={"steps": "200"}, headers={"accept": "text/html"})
+                                         data={"steps": "250"}, headers={"accept": "text/html"})
         assert page.status_code == 503 and "<form" in page.text and "already training 3" in page.text
         assert post(stranger("10.0.0.3")).status_code == 201  # painting is not training: not capped by these
         assert len(list(s.jobs_dir.iterdir())) == 4  # the refused uploads left no folder behind
@@ -602,9 +602,9 @@ def test_who_may_use_a_cancelled_trainings_model_is_said_to_each_visitor(train_s
         job_id = train_post(c).json()["id"]
         store = JobStore(s.db_path, s.jobs_dir)
         store.claim(0)
-        store.set_progress(job_id, {"step": 30, "steps": 200, "unit": "step"})
+        store.set_progress(job_id, {"step": 30, "steps": 250, "unit": "step"})
         (store.folder(job_id) / "model.ckpt.pt").write_bytes(b"a checkpoint")
-        store.finish(job_id, "cancelled", error="cancelled at step 30 of 200; the model as it was then is kept")
+        store.finish(job_id, "cancelled", error="cancelled at step 30 of 250; the model as it was then is kept")
         mine = c.get(f"/jobs/{job_id}").text
         assert "You can use it below." in mine and "Use this model" in mine
         theirs = TestClient(c.app).get(f"/jobs/{job_id}").text

@@ -61,6 +61,7 @@ def test_train_a_model_then_use_it_on_a_photo_a_clip_and_as_instant_preview(tmp_
         assert grid.size == (2 * 64, 2 * 64)  # two held-aside photos at twice the crop, photos above pictures
         report = c.get(f"/jobs/{model_id}/report.json").json()
         assert report["training"]["steps_done"] == 4 and "photos_dir" not in report["training"]
+        assert report["training"]["config"]["lr_decay"] == "cosine"  # as `train --from arbitrary`
         page = c.get(f"/jobs/{model_id}").text
         assert "Use this model" in page and "Share this model" in page and str(s.data_dir) not in page
         assert model_id in c.get("/models").text  # listed among the visitor's models
@@ -360,3 +361,16 @@ def test_an_older_database_gains_the_new_columns(tmp_path):
     job = store.get("oldjob0000000000000000")
     assert job.task == "paint" and job.shared is False and job.result_url.endswith("/result.png")
     assert replace(job, task="video").result_url.endswith("/result.mp4")
+
+
+def test_the_default_web_training_is_the_clis_fine_tune_from_any_painting(tmp_path):
+    from restyle.config.train import FROM_ARBITRARY, TrainConfig
+    from restyle.web.settings import Settings
+    from restyle.web.trained import train_config
+
+    s = Settings(data_dir=tmp_path)
+    cfg = train_config({"steps": s.default_train_steps}, s)
+    assert s.train_from_any_painting and s.any_painting_model == "arbitrary"
+    assert (cfg.steps, cfg.lr_decay) == (FROM_ARBITRARY["steps"], FROM_ARBITRARY["lr_decay"])
+    assert cfg.size == TrainConfig().size  # the crops the CLI's fine-tune was measured with
+    assert 1 < cfg.steps // cfg.preview_every <= 10  # a few grids, not one every few steps

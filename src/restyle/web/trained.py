@@ -74,8 +74,8 @@ def train_config(params: Mapping[str, Any], settings: Settings) -> TrainConfig:
     """A training job's config: the web's small settings, the job's choices, then the server's overrides."""
     steps = int(params["steps"])
     values: Dict[str, Any] = {
-        "steps": steps, "size": settings.train_size,
-        "preview_every": max(1, steps // 20),  # about 20 preview grids a run
+        "steps": steps, "size": settings.train_size, "lr_decay": "cosine",  # as train --from arbitrary
+        "preview_every": max(1, steps // 5),  # 6 grids a run: each paints eight photos at 512 px (~2 s here)
         "checkpoint_every": max(10, steps // 10),
     }
     if "style_strength" in params:
