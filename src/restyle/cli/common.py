@@ -8,7 +8,7 @@ import sys
 import time
 import typing
 from dataclasses import MISSING, fields
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import StylizeConfig
 from ..errors import InputError
@@ -68,9 +68,12 @@ def add_config_arguments(
         )
 
 
-def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig, skip: Sequence[str] = ()) -> Any:
-    """The config from the flags given; a --preset is applied first and the other flags override it."""
-    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name not in skip}
+def config_from_args(args: argparse.Namespace, cls: type = StylizeConfig, skip: Sequence[str] = (),
+                     defaults: Mapping[str, Any] = {}) -> Any:
+    """The config from the flags given; a --preset is applied first and the other flags override it.
+    `defaults` (field -> value) replace the class's own defaults where no flag is given."""
+    given = {**defaults,
+             **{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name not in skip}}
     return cls().replace(**given) if hasattr(cls, "from_preset") else cls(**given)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -124,9 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..networks.training import save_preview
     from .common import TrainProgress, config_from_args, ray_options
 
-    cfg = config_from_args(args, TrainConfig)
-    if args.start:  # the fine-tune's settings, where the command line leaves them
-        cfg = replace(cfg, **{k: v for k, v in FROM_ARBITRARY.items() if not hasattr(args, k)})
+    cfg = config_from_args(args, TrainConfig, defaults=FROM_ARBITRARY if args.start else {})  # a fine-tune's own
     ray = ray_options(args)
     if ray is not None or len(args.styles) > 1 or Path(args.styles[0]).is_dir():
         if args.start:

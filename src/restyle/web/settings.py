@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple
 
+from ..config.train import FROM_ARBITRARY
 from ..errors import InputError
 
 MB = 1024 * 1024
@@ -84,7 +85,7 @@ class Settings:
     # steps of 128 px at a constant rate, took 120 s there and came out further from the 4000-step
     # networks (Starry Night content +5.2 % against +1.9 %; Water Lilies style +4.2 % against +3.0 %).
     train_steps: Tuple[int, ...] = (100, 250, 500, 1000)  # the choices the form offers
-    default_train_steps: int = 100
+    default_train_steps: int = FROM_ARBITRARY["steps"]
     max_train_steps: int = 1000  # a web server's cap: 1000 steps of 256 px crops is ~12 min on our CPU
     train_size: int = 256  # side of the training crops (TrainConfig.size), at most MAX_TRAIN_SIZE
     # TrainConfig fields fixed for every web training, over the above (tests: a tiny network, a few steps).

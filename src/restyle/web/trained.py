@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..config.train import TrainConfig
+from ..config.train import FROM_ARBITRARY, TrainConfig
 from ..errors import InputError
 from ..hashing import sha256sum
 from ..models.registry import bundled
@@ -74,7 +74,7 @@ def train_config(params: Mapping[str, Any], settings: Settings) -> TrainConfig:
     """A training job's config: the web's small settings, the job's choices, then the server's overrides."""
     steps = int(params["steps"])
     values: Dict[str, Any] = {
-        "steps": steps, "size": settings.train_size, "lr_decay": "cosine",  # as train --from arbitrary
+        "steps": steps, "size": settings.train_size, "lr_decay": FROM_ARBITRARY["lr_decay"],
         "preview_every": max(1, steps // 5),  # 6 grids a run: each paints eight photos at 512 px (~2 s here)
         "checkpoint_every": max(10, steps // 10),
     }
