@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--sheet", type=Path, default=None,
                    help="write a contact sheet here (JPEG): painting | photo | start | fine-tuned | from scratch")
     args = p.parse_args()
-    from quality import score
+    from quality import TAPS, score, style_layers
 
     torch.set_num_threads(2)
     coco = split_photos(list_photos(COCO), 8)[1]
@@ -124,8 +124,10 @@ def main() -> None:
                              None, None)
         for who, (files, wall, cpu) in runs.items():
             scores = [score(f, ph, painting) for f, ph in zip(files, photos)]
+            taps = [style_layers(f, painting) for f in files]
             row = dict(painting=name, who=who, content=statistics.mean(s[0] for s in scores),
-                       style=statistics.mean(s[1] for s in scores), wall=wall, cpu=cpu)
+                       style=statistics.mean(s[1] for s in scores), wall=wall, cpu=cpu,
+                       taps={t: statistics.mean(x[t] for x in taps) for t in TAPS})
             rows.append(row)
             took = "" if wall is None else f"  trained in {wall:.0f} s wall, {cpu:.0f} s CPU"
             print(f"{name:32s} {who:30s} content {row['content']:.3f}  style {row['style']:.3f}{took}", flush=True)
@@ -136,6 +138,10 @@ def main() -> None:
     for r in rows:
         t = "-" if r["wall"] is None else f"{r['wall']:.0f} s / {r['cpu']:.0f} s"
         lines.append(f"| {r['painting']} | {r['who']} | {r['content']:.3f} | {r['style']:.3f} | {t} |")
+    lines += ["", "The style distance tap by tap (VGG-16; its mean is the style distance):", "",
+              "| painting | network | " + " | ".join(TAPS) + " |", "|---|---|" + "---:|" * len(TAPS)]
+    lines += [f"| {r['painting']} | {r['who']} | " + " | ".join(f"{r['taps'][t]:.3f}" for t in TAPS) + " |"
+              for r in rows]
     by = {(r["painting"], r["who"]): r for r in rows}
     lines.append("")
     for name in args.paintings.split(","):

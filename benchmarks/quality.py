@@ -205,12 +205,19 @@ def lpips_from_features(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) 
     return total
 
 
-def style_from_features(a: Dict[str, torch.Tensor], s: Dict[str, torch.Tensor]) -> float:
-    errs = []
+def style_errors(a: Dict[str, torch.Tensor], s: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """The relative Gram error of each tap: which scale of the painting an output lacks (colours at
+    relu1_2, brush textures at relu3_3 and deeper)."""
+    errs = {}
     for tap in TAPS:
         gs = gram(s[tap])
-        errs.append(float(torch.linalg.norm(gram(a[tap]) - gs) / torch.linalg.norm(gs)))
-    return sum(errs) / len(errs)
+        errs[tap] = float(torch.linalg.norm(gram(a[tap]) - gs) / torch.linalg.norm(gs))
+    return errs
+
+
+def style_from_features(a: Dict[str, torch.Tensor], s: Dict[str, torch.Tensor]) -> float:
+    errs = style_errors(a, s)
+    return sum(errs.values()) / len(errs)
 
 
 def lpips(a: ImageLike, b: ImageLike) -> float:
@@ -222,6 +229,11 @@ def lpips(a: ImageLike, b: ImageLike) -> float:
 def style_distance(output: ImageLike, style: ImageLike) -> float:
     """Mean relative Gram error over the five taps; both images at 512 px long side."""
     return style_from_features(features(output), features(style))
+
+
+def style_layers(output: ImageLike, style: ImageLike) -> Dict[str, float]:
+    """style_distance's terms, tap by tap (their mean is the style distance)."""
+    return style_errors(features(output), features(style))
 
 
 def score(output: ImageLike, content: ImageLike, style: ImageLike) -> Tuple[float, float]:
