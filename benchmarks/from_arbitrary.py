@@ -13,8 +13,10 @@ For Starry Night and held-aside paintings (never trained on by the any-painting 
 
 Each network paints tubingen and the first held-aside coco photos at 512 px; quality.score gives
 the content and style distance (VGG-16, not the VGG-19 the networks train against), averaged over
-the photos. The issue's targets: training within 2 minutes, closer on both axes than the start,
-and within 3 % of the from-scratch network on both axes.
+the photos, and the style distance tap by tap (which of the painting's scales a network lacks: the
+palette at relu1_2, the brushwork at relu3_3 and deeper). The issue's targets: training within
+2 minutes, closer on both axes than the start, and within 3 % of the from-scratch network on both
+axes.
 """
 
 from __future__ import annotations
