@@ -231,11 +231,6 @@ def style_distance(output: ImageLike, style: ImageLike) -> float:
     return style_from_features(features(output), features(style))
 
 
-def style_layers(output: ImageLike, style: ImageLike) -> Dict[str, float]:
-    """style_distance's terms, tap by tap (their mean is the style distance)."""
-    return style_errors(features(output), features(style))
-
-
 def score(output: ImageLike, content: ImageLike, style: ImageLike) -> Tuple[float, float]:
     """(content distance, style distance) of `output`; lower is closer on both."""
     return lpips(content, output), style_distance(output, style)
